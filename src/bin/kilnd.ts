@@ -1,0 +1,44 @@
+#!/usr/bin/env node
+// kilnd: the builder daemon. Exit codes: 0 after a clean stop (idle or SIGTERM), 1 when it cannot
+// start or fails, 2 for bad usage; a machine's restart policy retries everything but 0.
+import { KILND_USAGE, parseDaemonOptions, UsageError } from "../config/options.js";
+import { startDaemon } from "../daemon/daemon.js";
+import { createLogger } from "../util/logger.js";
+
+async function main(): Promise<number> {
+  let opts;
+  try {
+    opts = parseDaemonOptions(process.argv.slice(2), process.env);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`kilnd: ${e.message}\n${KILND_USAGE}\n`);
+      return 2;
+    }
+    throw e;
+  }
+  if (opts === "help") {
+    process.stdout.write(`${KILND_USAGE}\n`);
+    return 0;
+  }
+  const logger = createLogger(opts.logLevel);
+  let daemon;
+  try {
+    daemon = await startDaemon(opts, logger);
+  } catch (err) {
+    logger.fatal({ err }, "kilnd cannot start");
+    return 1;
+  }
+  for (const sig of ["SIGTERM", "SIGINT"] as const) {
+    process.once(sig, () => void daemon.stop("signal", sig));
+  }
+  process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
+  return daemon.stopped;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err) => {
+    process.stderr.write(`kilnd: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exit(1);
+  },
+);

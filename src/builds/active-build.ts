@@ -1,0 +1,46 @@
+// A build while it is alive: its record, its log, the process it is running, and how to stop it.
+import type { Build } from "../gen/kiln/v1/builder_pb.js";
+import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
+import type { BuildLog } from "../logs/build-log.js";
+import type { RunningProcess } from "../process/run.js";
+import type { BuildSpec } from "../validate/build-request.js";
+import { createDeferred, type Deferred } from "../util/deferred.js";
+
+export type ProcessKind = "git" | "podman";
+
+export interface StopRequest {
+  reason: string;
+  /** A stop that is not the user's wish (kilnd shutting down) ends the build FAILED, not CANCELLED. */
+  asFailure: boolean;
+}
+
+export class ActiveBuild {
+  readonly abort = new AbortController();
+  /** Settles once the commit is fetched (or the build ended before that): Build returns then. */
+  readonly accepted: Deferred<void> = createDeferred();
+  /** Settles once the build and everything it started are gone, its predecessor's included. */
+  readonly done: Deferred<void> = createDeferred();
+  stop: StopRequest | undefined;
+  proc: { kind: ProcessKind; run: RunningProcess } | undefined;
+  phase: Phase = Phase.FETCH;
+
+  constructor(
+    readonly record: Build,
+    readonly spec: BuildSpec,
+    readonly log: BuildLog,
+    readonly tmpDir: string,
+  ) {}
+
+  get id(): string {
+    return this.record.id;
+  }
+
+  say(text: string): void {
+    this.log.append(text, LogStream.SYSTEM, this.phase);
+  }
+}
+
+/** Thrown inside the pipeline when a stop was requested; the engine turns it into the end state. */
+export class StopSignal extends Error {
+  override readonly name = "StopSignal";
+}

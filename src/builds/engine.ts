@@ -1,0 +1,269 @@
+// The build engine: accepts builds, keeps one build per project (a newer one supersedes the
+// running one), bounds how many run at once, cancels, and recovers after a restart.
+import { mkdir, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { clone, create } from "@bufbuild/protobuf";
+import type { Logger } from "pino";
+import { BuildSchema, BuildState, PhaseDurationsSchema, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { KilnError } from "../errors/kiln-error.js";
+import type { GitCache } from "../git/cache.js";
+import type { LogStore } from "../logs/log-store.js";
+import type { Podman } from "../podman/podman.js";
+import { killContainersUnder } from "../podman/runc.js";
+import { newBuildId } from "../util/ids.js";
+import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
+import type { BuildSpec } from "../validate/build-request.js";
+import { ActiveBuild, StopSignal, type StopRequest } from "./active-build.js";
+import { runPipeline } from "./pipeline.js";
+import type { RecordStore } from "./record-store.js";
+import { createSlots } from "./slots.js";
+
+export interface EngineOptions {
+  dataDir: string;
+  maxConcurrentBuilds: number;
+  buildNetwork: string;
+  insecureRegistries: readonly string[];
+  records: RecordStore;
+  logs: LogStore;
+  git: GitCache;
+  podman: Podman;
+  logger: Logger;
+  /** Told when a build ends (metrics). */
+  onFinished?: (b: Build) => void;
+}
+
+const TERMINAL = new Set([BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED]);
+export const isTerminal = (s: BuildState) => TERMINAL.has(s);
+
+// How long a stopped process gets to exit on SIGTERM before SIGKILL: the whole stop stays under 2 s.
+const PODMAN_GRACE_MS = 700;
+const GIT_GRACE_MS = 300;
+
+export class BuildEngine {
+  private readonly active = new Map<string, ActiveBuild>();
+  /** The newest build of each project, while it is alive. */
+  private readonly latest = new Map<string, ActiveBuild>();
+  private readonly slots;
+  private readonly tmpRoot: string;
+  private readonly insecure: ReadonlySet<string>;
+  private sweepPending = false;
+  private ready: Promise<void> | undefined;
+  private closing = false;
+
+  constructor(private readonly o: EngineOptions) {
+    this.slots = createSlots(o.maxConcurrentBuilds);
+    this.tmpRoot = join(o.dataDir, "tmp");
+    this.insecure = new Set(o.insecureRegistries);
+  }
+
+  /** Loads the records and repairs what a killed kilnd left behind. Builds wait for it. */
+  start(): Promise<void> {
+    this.ready ??= this.recover();
+    return this.ready;
+  }
+
+  get runningCount(): number {
+    return this.slots.running;
+  }
+
+  get queuedCount(): number {
+    return [...this.active.values()].filter((a) => a.record.state === BuildState.QUEUED).length;
+  }
+
+  get activeCount(): number {
+    return this.active.size;
+  }
+
+  async get(id: string): Promise<Build> {
+    await this.start();
+    const live = this.active.get(id);
+    if (live) return snapshot(live);
+    const b = this.o.records.get(id);
+    if (!b) throw new KilnError("not_found", `build_id: no build ${JSON.stringify(id)}`);
+    return b;
+  }
+
+  async list(project: string | undefined, limit: number): Promise<Build[]> {
+    await this.start();
+    return this.o.records.list(project, limit).map((b) => {
+      const live = this.active.get(b.id);
+      return live ? snapshot(live) : b;
+    });
+  }
+
+  /** Accepts a build; resolves once its commit is in the cache (or rejects, the build FAILED). */
+  async submit(spec: BuildSpec): Promise<Build> {
+    await this.start();
+    if (this.closing) throw new KilnError("unavailable", "kilnd is shutting down");
+    const now = Date.now();
+    const record = create(BuildSchema, {
+      id: newBuildId(now),
+      project: spec.project,
+      state: BuildState.QUEUED,
+      commit: spec.commit,
+      image: `${spec.image.repository}:${spec.commit}`,
+      createTime: timestampFromMs(now),
+      durations: create(PhaseDurationsSchema),
+      sourceUrl: spec.git.redacted,
+      containerfile: spec.containerfile ?? "",
+      context: spec.context,
+      target: spec.target ?? "",
+    });
+    const a = new ActiveBuild(record, spec, this.o.logs.open(record.id), join(this.tmpRoot, record.id));
+    const previous = this.latest.get(spec.project);
+    this.active.set(a.id, a);
+    this.latest.set(spec.project, a);
+    await this.o.records.save(record);
+    this.o.logger.info({ build: a.id, project: spec.project, commit: spec.commit }, "build accepted");
+    a.say(`accepted: ${spec.project} ${spec.commit} -> ${record.image}`);
+    if (previous) void this.stop(previous, { reason: `superseded by ${a.id}`, asFailure: false });
+    void this.drive(a, previous);
+    await a.accepted.promise;
+    return snapshot(a);
+  }
+
+  /** Stops a live build and returns its final record; a finished build is returned unchanged. */
+  async cancel(id: string, reason = "cancelled by request"): Promise<Build> {
+    await this.start();
+    const a = this.active.get(id);
+    if (!a) return this.get(id);
+    await this.stop(a, { reason, asFailure: false });
+    return this.get(id);
+  }
+
+  /** Stops every live build (they end FAILED, "interrupted") and waits for the records. */
+  async shutdown(reason: string): Promise<void> {
+    this.closing = true;
+    await Promise.all([...this.active.values()].map((a) => this.stop(a, { reason: `interrupted: ${reason}`, asFailure: true })));
+    await this.o.records.flush();
+  }
+
+  private async stop(a: ActiveBuild, req: StopRequest): Promise<void> {
+    if (!a.stop) {
+      a.stop = req;
+      a.abort.abort(new StopSignal(req.reason));
+      a.say(`stopping: ${req.reason}`);
+      await this.killProcess(a);
+    }
+    await a.done.promise;
+  }
+
+  private async killProcess(a: ActiveBuild): Promise<void> {
+    const p = a.proc;
+    if (!p) return;
+    if (p.kind === "podman") {
+      // RUN steps run outside podman's process tree: end them first, so podman exits and
+      // cleans up after itself; then make sure of podman and of anything left.
+      const env = this.o.podman.env();
+      await killContainersUnder(a.tmpDir, env, false);
+      await p.run.stop(PODMAN_GRACE_MS);
+      await killContainersUnder(a.tmpDir, env, true);
+      this.sweepPending = true;
+    } else {
+      await p.run.stop(GIT_GRACE_MS);
+    }
+  }
+
+  private async drive(a: ActiveBuild, previous: ActiveBuild | undefined): Promise<void> {
+    const rec = a.record;
+    try {
+      // One build per project: the superseded one must be gone before this one touches the
+      // project's git cache and checkout.
+      if (previous) await raceAbort(previous.done.promise, a.abort.signal);
+      await runPipeline(a, {
+        git: this.o.git,
+        podman: this.o.podman,
+        slots: this.slots,
+        buildNetwork: this.o.buildNetwork,
+        insecureRegistries: this.insecure,
+        save: (x) => this.o.records.save(x.record),
+        beforeBuild: () => this.sweepIfIdle(1),
+      });
+      rec.state = BuildState.SUCCEEDED;
+      a.say(`succeeded in ${Date.now() - (msFromTimestamp(rec.createTime) ?? Date.now())} ms`);
+    } catch (e) {
+      if (a.stop) {
+        rec.state = a.stop.asFailure ? BuildState.FAILED : BuildState.CANCELLED;
+        rec.error = a.stop.reason;
+      } else {
+        rec.state = BuildState.FAILED;
+        if (e instanceof KilnError) {
+          rec.error = e.message;
+        } else {
+          this.o.logger.error({ err: e, build: a.id }, "build failed on an internal error");
+          rec.error = "internal error (see kilnd's log)";
+        }
+        a.accepted.reject(e);
+      }
+      a.say(`${BuildState[rec.state]!.toLowerCase()}: ${rec.error}`);
+    } finally {
+      a.accepted.resolve();
+      const now = Date.now();
+      rec.finishTime = timestampFromMs(now);
+      rec.durations ??= create(PhaseDurationsSchema);
+      rec.durations.total = durationFromMs(now - (msFromTimestamp(rec.createTime) ?? now));
+      await this.o.records.save(rec).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot save build record"));
+      await this.o.logs.finish(a.id);
+      await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
+      this.active.delete(a.id);
+      if (this.latest.get(rec.project) === a) this.latest.delete(rec.project);
+      this.o.logger.info({ build: a.id, project: rec.project, state: BuildState[rec.state], error: rec.error || undefined }, "build finished");
+      this.o.onFinished?.(rec);
+      await this.sweepIfIdle(0);
+      // The chain stays whole: done means this build and all it superseded are gone.
+      if (previous) await previous.done.promise;
+      a.done.resolve();
+    }
+  }
+
+  /** Removes leftover working containers once no other build could be using one. */
+  private async sweepIfIdle(own: number): Promise<void> {
+    if (!this.sweepPending || this.slots.running > own) return;
+    this.sweepPending = false;
+    await this.o.podman.removeWorkingContainers();
+  }
+
+  private async recover(): Promise<void> {
+    await mkdir(this.tmpRoot, { recursive: true });
+    const all = await this.o.records.load((file, err) => this.o.logger.warn({ file, err }, "skipping an unreadable build record"));
+    const interrupted = all.filter((b) => !isTerminal(b.state));
+    const now = Date.now();
+    for (const b of interrupted) {
+      b.state = BuildState.FAILED;
+      b.error = "interrupted: kilnd restarted";
+      b.finishTime = timestampFromMs(now);
+      await this.o.records.save(b);
+      this.o.logger.warn({ build: b.id, project: b.project }, "build was interrupted by a restart");
+    }
+    // Whatever a killed kilnd was running is an orphan now: RUN containers, working containers, temp files.
+    const leftovers = await readdir(this.tmpRoot);
+    if (leftovers.length > 0 || interrupted.length > 0) {
+      const env = this.o.podman.env();
+      await killContainersUnder(this.tmpRoot, env, true);
+      await this.o.podman.removeWorkingContainers();
+      await Promise.all(leftovers.map((d) => rm(join(this.tmpRoot, d), { recursive: true, force: true })));
+    }
+  }
+}
+
+function snapshot(a: ActiveBuild): Build {
+  return clone(BuildSchema, a.record);
+}
+
+function raceAbort(p: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((res, rej) => {
+    const onAbort = () => rej(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(
+      () => {
+        signal.removeEventListener("abort", onAbort);
+        res();
+      },
+      (e) => {
+        signal.removeEventListener("abort", onAbort);
+        rej(e);
+      },
+    );
+  });
+}

@@ -1,0 +1,163 @@
+// One build, phase after phase, each timed: fetch the commit into the git cache and check it
+// out, wait for a build slot, podman build on the warm cache, push to the registry.
+import { mkdir, readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { create } from "@bufbuild/protobuf";
+import { BuildState, LogStream, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
+import { KilnError } from "../errors/kiln-error.js";
+import type { GitCache } from "../git/cache.js";
+import { gitEnv } from "../git/env.js";
+import { redact } from "../git/url.js";
+import { podmanBuildArgs } from "../podman/build-args.js";
+import type { Podman } from "../podman/podman.js";
+import { createStepCounter } from "../podman/step-counter.js";
+import { run, type RunResult } from "../process/run.js";
+import { durationFromMs, timestampFromMs } from "../util/time.js";
+import { resolveInside } from "../validate/repo-path.js";
+import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
+import type { Slots } from "./slots.js";
+
+export interface PipelineDeps {
+  git: GitCache;
+  podman: Podman;
+  slots: Slots;
+  /** Network mode for RUN steps (podman build --network). */
+  buildNetwork: string;
+  insecureRegistries: ReadonlySet<string>;
+  save(a: ActiveBuild): Promise<void>;
+  /** Called once the build holds a slot, before podman starts (leftover sweeps go here). */
+  beforeBuild(): Promise<void>;
+}
+
+export const MANAGED_LABEL = "kiln.managed";
+
+export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<void> {
+  const t0 = Date.now();
+  const rec = a.record;
+  const durations = (rec.durations ??= create(PhaseDurationsSchema));
+
+  // fetch: commit into the cache, tree into the checkout, paths checked against the checkout
+  a.phase = Phase.FETCH;
+  rec.phase = Phase.FETCH;
+  a.say(`fetch: ${a.spec.commit} from ${a.spec.git.redacted}`);
+  const git = (args: string[]) => exec(a, "git", "git", args, gitEnv(deps.podman.env()));
+  const f0 = Date.now();
+  const outcome = await deps.git.ensureCommit(a.spec.project, a.spec.git, a.spec.commit, git);
+  const checkout = await deps.git.checkout(a.spec.project, a.spec.commit, git);
+  const contextDir = await resolveInside(checkout, a.spec.context, "context");
+  if (!(await stat(contextDir)).isDirectory()) throw new KilnError("failed_precondition", `context: ${JSON.stringify(a.spec.context)} is not a directory in the commit`);
+  const containerfile = await findContainerfile(checkout, a);
+  durations.fetch = durationFromMs(Date.now() - f0);
+  a.say(`fetch: ${outcome.fetched ? "fetched" : "in cache"}, checked out in ${Date.now() - f0} ms`);
+  a.accepted.resolve();
+
+  // wait for a build slot
+  const release = await deps.slots.acquire(a.abort.signal);
+  try {
+    if (a.abort.signal.aborted) throw new StopSignal();
+    rec.state = BuildState.RUNNING;
+    rec.startTime = timestampFromMs(Date.now());
+    a.phase = Phase.BUILD;
+    rec.phase = Phase.BUILD;
+    await deps.save(a);
+    await deps.beforeBuild();
+
+    // build
+    const b0 = Date.now();
+    const tag = `${a.spec.image.repository}:${a.spec.commit}`;
+    rec.image = tag;
+    await mkdir(a.tmpDir, { recursive: true });
+    const counter = createStepCounter(MANAGED_LABEL);
+    const args = podmanBuildArgs({
+      containerfile,
+      contextDir,
+      tag,
+      iidFile: join(a.tmpDir, "iid"),
+      network: deps.buildNetwork,
+      buildArgs: a.spec.buildArgs,
+      ...(a.spec.target ? { target: a.spec.target } : {}),
+      labels: {
+        [MANAGED_LABEL]: "true",
+        "kiln.project": a.spec.project,
+        "kiln.build": rec.id,
+        "org.opencontainers.image.revision": a.spec.commit,
+        "org.opencontainers.image.source": a.spec.git.redacted,
+        "org.opencontainers.image.created": new Date().toISOString(),
+      },
+    });
+    a.say(`build: podman ${args.join(" ")}`);
+    const built = await exec(a, "podman", "podman", args, deps.podman.env(a.tmpDir), (line) => counter.line(line));
+    rec.stepsTotal = counter.counts.total;
+    rec.stepsCached = counter.counts.cached;
+    durations.build = durationFromMs(Date.now() - b0);
+    if (built.exitCode !== 0) throw new KilnError("failed_precondition", `podman build failed: ${lastError(built)}`);
+    rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();
+    a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
+
+    // push
+    const registry = a.spec.image.registry;
+    if (registry) {
+      a.phase = Phase.PUSH;
+      rec.phase = Phase.PUSH;
+      const p0 = Date.now();
+      const digestFile = join(a.tmpDir, "digest");
+      const pushArgs = ["push", "--digestfile", digestFile];
+      if (deps.insecureRegistries.has(registry)) pushArgs.push("--tls-verify=false");
+      pushArgs.push("--", tag);
+      a.say(`push: podman ${pushArgs.join(" ")}`);
+      const pushed = await exec(a, "podman", "podman", pushArgs, deps.podman.env(a.tmpDir));
+      durations.push = durationFromMs(Date.now() - p0);
+      if (pushed.exitCode !== 0) throw new KilnError("unavailable", `podman push to ${registry} failed: ${lastError(pushed)}`);
+      rec.imageDigest = (await readFile(digestFile, "utf8")).trim();
+      rec.pushed = true;
+      a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
+    }
+    durations.total = durationFromMs(Date.now() - t0);
+  } finally {
+    release();
+  }
+}
+
+/** The Containerfile named by the request, else Containerfile or Dockerfile in the context. */
+async function findContainerfile(checkout: string, a: ActiveBuild): Promise<string> {
+  if (a.spec.containerfile) return resolveInside(checkout, a.spec.containerfile, "containerfile");
+  for (const name of ["Containerfile", "Dockerfile"]) {
+    try {
+      return await resolveInside(checkout, join(a.spec.context, name), "containerfile");
+    } catch (e) {
+      if (!(e instanceof KilnError && e.code === "failed_precondition")) throw e;
+    }
+  }
+  throw new KilnError("failed_precondition", `containerfile: neither Containerfile nor Dockerfile is in ${JSON.stringify(a.spec.context)} of the commit`);
+}
+
+/** Runs one process for the build: logged line by line, stoppable by Cancel. */
+async function exec(
+  a: ActiveBuild,
+  kind: ProcessKind,
+  file: string,
+  args: string[],
+  env: Record<string, string>,
+  onLine?: (line: string) => void,
+): Promise<RunResult> {
+  if (a.abort.signal.aborted) throw new StopSignal();
+  const proc = run(file, args, {
+    env,
+    redact: (line) => redact(line, a.spec.git.secrets),
+    onLine: (text, stream) => {
+      a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
+      onLine?.(text);
+    },
+  });
+  a.proc = { kind, run: proc };
+  try {
+    const r = await proc.result;
+    if (a.abort.signal.aborted) throw new StopSignal();
+    return r;
+  } finally {
+    a.proc = undefined;
+  }
+}
+
+const lastError = (r: RunResult) =>
+  r.stderrTail.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;

@@ -1,0 +1,103 @@
+// kilnd's settings, from flags and KILN_* environment variables (a flag wins).
+import { parseArgs } from "node:util";
+import { isIP } from "node:net";
+import { resolve } from "node:path";
+
+export interface DaemonOptions {
+  listenHost: string;
+  listenPort: number;
+  dataDir: string;
+  /** 0: never idle out. */
+  idleTimeoutSec: number;
+  tokenFile?: string;
+  insecureRegistries: string[];
+  maxConcurrentBuilds: number;
+  buildNetwork: string;
+  logLevel: string;
+}
+
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle-timeout SECONDS] [--token-file FILE]
+             [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
+             [--log-level LEVEL]
+Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
+(KILN_INSECURE_REGISTRY takes a comma-separated list).`;
+
+const SPEC = {
+  listen: { type: "string" },
+  data: { type: "string" },
+  "idle-timeout": { type: "string" },
+  "token-file": { type: "string" },
+  "insecure-registry": { type: "string", multiple: true },
+  "max-concurrent-builds": { type: "string" },
+  "build-network": { type: "string" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+const envName = (flag: string) => `KILN_${flag.toUpperCase().replace(/-/g, "_")}`;
+
+function intIn(name: string, raw: string, min: number, max: number): number {
+  if (!/^\d+$/.test(raw)) throw new UsageError(`--${name}: ${JSON.stringify(raw)} is not a whole number`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new UsageError(`--${name}: must be between ${min} and ${max}`);
+  return n;
+}
+
+export function parseListen(raw: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
+  if (!m) throw new UsageError(`--listen: ${JSON.stringify(raw)} is not HOST:PORT`);
+  const host = m[1] ?? m[2] ?? "";
+  const port = intIn("listen", m[3]!, 0, 65535);
+  return { host: host === "" ? "0.0.0.0" : host, port };
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === "localhost") return true;
+  if (isIP(host) === 4) return host.startsWith("127.");
+  return host === "::1";
+}
+
+export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): DaemonOptions | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options: SPEC, allowPositionals: false, strict: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return "help";
+  const get = (flag: keyof typeof SPEC): string | undefined => {
+    const val = v[flag];
+    if (typeof val === "string") return val;
+    return env[envName(flag)] || undefined;
+  };
+  const data = get("data");
+  if (!data) throw new UsageError("--data DIR is required (the machine's volume)");
+  const listen = parseListen(get("listen") ?? "127.0.0.1:5456");
+  const insecure = v["insecure-registry"] ?? (env.KILN_INSECURE_REGISTRY ?? "").split(",").filter(Boolean);
+  for (const r of insecure) {
+    if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(r)) throw new UsageError(`--insecure-registry: ${JSON.stringify(r)} is not HOST[:PORT]`);
+  }
+  const network = get("build-network") ?? "host";
+  if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(network)) throw new UsageError(`--build-network: ${JSON.stringify(network)} is not a network mode`);
+  const opts: DaemonOptions = {
+    listenHost: listen.host,
+    listenPort: listen.port,
+    dataDir: resolve(data),
+    idleTimeoutSec: intIn("idle-timeout", get("idle-timeout") ?? "300", 0, 7 * 24 * 3600),
+    insecureRegistries: insecure,
+    maxConcurrentBuilds: intIn("max-concurrent-builds", get("max-concurrent-builds") ?? "1", 1, 64),
+    buildNetwork: network,
+    logLevel: get("log-level") ?? "info",
+  };
+  const tokenFile = get("token-file");
+  if (tokenFile) opts.tokenFile = resolve(tokenFile);
+  if (!opts.tokenFile && !isLoopback(opts.listenHost)) {
+    throw new UsageError(`--listen ${opts.listenHost}: without --token-file kilnd listens on loopback only`);
+  }
+  return opts;
+}

@@ -1,0 +1,142 @@
+// kilnd assembled: storage configuration, build engine, API server, metrics and idle exit.
+import { mkdir } from "node:fs/promises";
+import { join } from "node:path";
+import type { ServerResponse } from "node:http";
+import type { Http2ServerResponse } from "node:http2";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Logger } from "pino";
+import type { DaemonOptions } from "../config/options.js";
+import { BuildEngine } from "../builds/engine.js";
+import { RecordStore } from "../builds/record-store.js";
+import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
+import { BuilderService, file_kiln_v1_builder } from "../gen/kiln/v1/builder_pb.js";
+import { createGitCache } from "../git/cache.js";
+import { LogStore } from "../logs/log-store.js";
+import { createPodman, passThroughEnv } from "../podman/podman.js";
+import { writeStorageConfig } from "../podman/storage-config.js";
+import { createTokenAuth } from "../server/auth.js";
+import { createBuilderService } from "../server/builder-service.js";
+import { errorInterceptor } from "../server/errors.js";
+import { createHealthService, createHealthState } from "../server/health-service.js";
+import { startServer } from "../server/http-server.js";
+import { createMetrics } from "../server/metrics.js";
+import { registerReflection } from "../server/reflection-service.js";
+import { VERSION } from "../version.js";
+import { createIdleTracker } from "./idle.js";
+
+// gRPC's customary limit for one message.
+const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+const SHUTDOWN_GRACE_MS = 2000;
+
+export type StopReason = "idle" | "signal" | "fatal";
+
+export interface Daemon {
+  readonly port: number;
+  readonly host: string;
+  /** Resolves with the process exit code once the daemon has stopped. */
+  readonly stopped: Promise<number>;
+  stop(reason: StopReason, detail?: string): Promise<number>;
+}
+
+export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<Daemon> {
+  const startTime = Date.now();
+  const dir = (name: string) => join(opts.dataDir, name);
+  await Promise.all(["builds", "logs", "git", "work", "tmp"].map((d) => mkdir(dir(d), { recursive: true })));
+  const layout = await writeStorageConfig({ dataDir: opts.dataDir, insecureRegistries: opts.insecureRegistries });
+  const podman = createPodman({ layout, baseEnv: passThroughEnv(process.env) });
+  const records = new RecordStore(dir("builds"));
+  const logs = new LogStore(dir("logs"));
+  let metrics: ReturnType<typeof createMetrics> | undefined;
+  const engine = new BuildEngine({
+    dataDir: opts.dataDir,
+    maxConcurrentBuilds: opts.maxConcurrentBuilds,
+    buildNetwork: opts.buildNetwork,
+    insecureRegistries: opts.insecureRegistries,
+    records,
+    logs,
+    git: createGitCache(dir("git"), dir("work")),
+    podman,
+    logger,
+    onFinished: (b) => metrics?.buildFinished(b),
+  });
+  metrics = createMetrics({ running: () => engine.runningCount, queued: () => engine.queuedCount, logSubscribers: () => logs.activeReaders });
+  await engine.start();
+
+  const auth = opts.tokenFile ? createTokenAuth(opts.tokenFile, logger) : undefined;
+  const health = createHealthState();
+  const shutdown = new AbortController();
+  let stopping: Promise<number> | undefined;
+  let resolveStopped!: (code: number) => void;
+  const stopped = new Promise<number>((r) => (resolveStopped = r));
+
+  const idle = createIdleTracker({
+    timeoutMs: opts.idleTimeoutSec * 1000,
+    busy: () => engine.activeCount > 0,
+    onIdle: () => void daemon.stop("idle", `no build, RPC or log stream for ${opts.idleTimeoutSec} s`),
+  });
+
+  const handler = connectNodeAdapter({
+    routes(router) {
+      router.service(BuilderService, createBuilderService({
+        engine,
+        logs,
+        version: VERSION,
+        startTime,
+        authRequired: auth !== undefined,
+        maxConcurrentBuilds: opts.maxConcurrentBuilds,
+        podmanVersion: () => podman.version(),
+      }));
+      router.service(Health, createHealthService(health, [BuilderService.typeName]));
+      registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health, file_google_protobuf_duration, file_google_protobuf_timestamp], [BuilderService.typeName, Health.typeName]);
+    },
+    interceptors: [idle.interceptor, errorInterceptor(logger)],
+    ...(auth ? { requestGate: auth.gate } : {}),
+    readMaxBytes: MAX_MESSAGE_BYTES,
+    writeMaxBytes: MAX_MESSAGE_BYTES,
+    shutdownSignal: shutdown.signal,
+    fallback(req, res) {
+      const path = (req.url ?? "/").split("?")[0];
+      const reply = (code: number, type: string, body: string) => {
+        (res as ServerResponse | Http2ServerResponse).writeHead(code, { "content-type": type });
+        res.end(body);
+      };
+      if (req.method === "GET" && path === "/metrics") {
+        void metrics!.registry.metrics().then((text) => reply(200, metrics!.registry.contentType, text), () => reply(500, "text/plain", "metrics failed\n"));
+      } else if (req.method === "GET" && path === "/healthz") {
+        reply(stopping ? 503 : 200, "text/plain", stopping ? "stopping\n" : "ok\n");
+      } else {
+        reply(404, "text/plain", "not found\n");
+      }
+    },
+  });
+
+  const server = await startServer({ host: opts.listenHost, port: opts.listenPort, handler });
+  logger.info({ listen: `${server.address.host}:${server.address.port}`, data: opts.dataDir, runroot: layout.runRoot, auth: auth !== undefined, idleTimeout: opts.idleTimeoutSec, startupMs: Date.now() - startTime, version: VERSION }, "kilnd serving");
+  void podman.version().then((v) => {
+    if (v === "unknown") logger.error("podman does not answer: builds will fail until it is installed (scripts/setup.sh)");
+  });
+
+  const daemon: Daemon = {
+    port: server.address.port,
+    host: server.address.host,
+    stopped,
+    stop(reason, detail) {
+      stopping ??= (async () => {
+        logger.info({ reason, detail }, "kilnd stopping");
+        health.setNotServing();
+        idle.stop();
+        await engine.shutdown(reason === "idle" ? "kilnd idled out" : "kilnd stopped");
+        shutdown.abort();
+        await server.close(SHUTDOWN_GRACE_MS);
+        await auth?.close();
+        const code = reason === "fatal" ? 1 : 0;
+        logger.info({ reason, code }, reason === "idle" ? "kilnd exiting: idle" : "kilnd stopped");
+        resolveStopped(code);
+        return code;
+      })();
+      return stopping;
+    },
+  };
+  return daemon;
+}

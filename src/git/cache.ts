@@ -1,0 +1,120 @@
+// The per-project git cache on the volume: a bare repository fetched incrementally (only the
+// requested commit and what it needs), and the commit's tree materialised as the build context.
+import { access, mkdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { KilnError } from "../errors/kiln-error.js";
+import type { RunResult } from "../process/run.js";
+import type { GitUrl } from "./url.js";
+
+/** Runs git with the given arguments under the caller's logging and cancellation. */
+export type GitExec = (args: string[]) => Promise<RunResult>;
+
+export interface FetchOutcome {
+  /** False when the commit was in the cache already. */
+  fetched: boolean;
+}
+
+const STALE_LOCKS = ["index.lock", "shallow.lock", "packed-refs.lock", "HEAD.lock", "config.lock", "kiln-index.lock", "refs/kiln/last.lock"];
+const LAST_REF = "refs/kiln/last";
+
+export function createGitCache(root: string, workRoot: string) {
+  const repoOf = (project: string) => join(root, `${project}.git`);
+  const indexOf = (project: string) => join(root, `${project}.git`, "kiln-index");
+  const checkoutOf = (project: string) => join(workRoot, project);
+
+  async function ensureRepo(project: string, git: GitExec): Promise<string> {
+    const repo = repoOf(project);
+    try {
+      await access(join(repo, "HEAD"));
+    } catch {
+      await mkdir(root, { recursive: true });
+      const r = await git(["init", "--bare", "--quiet", "--", repo]);
+      if (r.exitCode !== 0) throw new KilnError("internal", `git init failed: ${r.stderrTail.at(-1) ?? ""}`);
+      // kilnd owns maintenance; an automatic gc must never run in the middle of a build.
+      await git(["--git-dir", repo, "config", "gc.auto", "0"]);
+    }
+    // A cancelled or killed git leaves its lock files: only one git runs per project, so any
+    // lock found here is stale.
+    await Promise.all(STALE_LOCKS.map((l) => rm(join(repo, l), { force: true })));
+    return repo;
+  }
+
+  async function hasCommit(repo: string, commit: string, git: GitExec): Promise<boolean> {
+    const r = await git(["--git-dir", repo, "cat-file", "-e", `${commit}^{commit}`]);
+    return r.exitCode === 0;
+  }
+
+  async function ensureCommit(project: string, url: GitUrl, commit: string, git: GitExec): Promise<FetchOutcome> {
+    const repo = await ensureRepo(project, git);
+    if (await hasCommit(repo, commit, git)) return { fetched: false };
+    if (url.localPath !== undefined) {
+      try {
+        await access(url.localPath);
+      } catch {
+        throw new KilnError("not_found", `source.git.url: ${url.redacted} does not exist`);
+      }
+    }
+    // Ask for the one commit; servers that refuse unadvertised objects get a fetch of their branches.
+    const byId = await git(["--git-dir", repo, "fetch", "--no-tags", "--no-write-fetch-head", "--", url.raw, `+${commit}:${LAST_REF}`]);
+    if (byId.exitCode === 0) return { fetched: true };
+    throwIfUnreachable(byId, url);
+    const all = await git(["--git-dir", repo, "fetch", "--no-tags", "--no-write-fetch-head", "--", url.raw, "+refs/heads/*:refs/kiln/heads/*"]);
+    if (all.exitCode !== 0) {
+      throwIfUnreachable(all, url);
+      throw new KilnError("failed_precondition", `git fetch from ${url.redacted} failed: ${lastLine(all)}`);
+    }
+    if (!(await hasCommit(repo, commit, git))) {
+      throw new KilnError("not_found", `source.git.commit: commit ${commit} was not found in ${url.redacted}`);
+    }
+    await git(["--git-dir", repo, "update-ref", LAST_REF, commit]);
+    return { fetched: true };
+  }
+
+  /**
+   * Puts the commit's tree in the project's checkout directory. Incremental: git rewrites only
+   * the files that differ from the last checkout and removes the ones that are gone.
+   */
+  async function checkout(project: string, commit: string, git: GitExec): Promise<string> {
+    const repo = repoOf(project);
+    const dir = checkoutOf(project);
+    const index = indexOf(project);
+    const readTree = () => git(["--git-dir", repo, "--work-tree", dir, "-c", `core.indexfile=${index}`, "read-tree", "--reset", "-u", commit]);
+    let fresh = false;
+    try {
+      await access(index);
+    } catch {
+      fresh = true;
+    }
+    if (fresh) await rm(dir, { recursive: true, force: true });
+    await mkdir(dir, { recursive: true });
+    let r = await readTree();
+    if (r.exitCode !== 0 && !fresh) {
+      // A torn index or directory (a crash mid-checkout): start this checkout over.
+      await rm(index, { force: true });
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+      r = await readTree();
+    }
+    if (r.exitCode !== 0) throw new KilnError("internal", `checkout of ${commit} failed: ${lastLine(r)}`);
+    return dir;
+  }
+
+  return { repoOf, checkoutOf, ensureCommit, checkout };
+}
+
+export type GitCache = ReturnType<typeof createGitCache>;
+
+const lastLine = (r: RunResult) => r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;
+
+function throwIfUnreachable(r: RunResult, url: GitUrl): void {
+  const err = r.stderrTail.join("\n");
+  if (/does not appear to be a git repository|repository '.*' not found|Repository not found|not a git repository|No such file or directory/i.test(err)) {
+    throw new KilnError("not_found", `source.git.url: no git repository at ${url.redacted}`);
+  }
+  if (/Could not resolve host|Connection refused|Connection timed out|Network is unreachable|Operation timed out|unable to access/i.test(err)) {
+    throw new KilnError("unavailable", `source.git.url: cannot reach ${url.redacted}: ${lastLine(r)}`);
+  }
+  if (/Authentication failed|Permission denied|could not read Username/i.test(err)) {
+    throw new KilnError("failed_precondition", `source.git.url: access to ${url.redacted} was denied`);
+  }
+}

@@ -1,0 +1,104 @@
+// One build's log: append-only numbered lines, written to the volume and fanned out to readers.
+// Readers pull at their own pace from the shared list, each with its own cursor, so a stalled
+// reader holds nothing up: the build never waits for anyone, and no per-reader queue grows.
+import { createWriteStream, type WriteStream } from "node:fs";
+import { once } from "node:events";
+import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
+
+export interface LogEntry {
+  seq: number;
+  /** ms since the epoch */
+  time: number;
+  text: string;
+  stream: LogStream;
+  phase: Phase;
+}
+
+export class BuildLog {
+  private readonly entries: LogEntry[] = [];
+  private closed = false;
+  private wake: (() => void) | undefined;
+  private next: Promise<void>;
+  private readonly file: WriteStream;
+
+  constructor(readonly path: string) {
+    this.file = createWriteStream(path, { flags: "a", mode: 0o600 });
+    // A write error (disk full) must not crash kilnd; the lines stay in memory for live readers.
+    this.file.on("error", () => {});
+    this.next = new Promise((res) => (this.wake = res));
+  }
+
+  get lastSeq(): number {
+    return this.entries.length;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  append(text: string, stream: LogStream, phase: Phase): LogEntry | undefined {
+    if (this.closed) return undefined;
+    const entry: LogEntry = { seq: this.entries.length + 1, time: Date.now(), text, stream, phase };
+    this.entries.push(entry);
+    this.file.write(`${JSON.stringify(encode(entry))}\n`);
+    this.notify();
+    return entry;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.notify();
+    this.file.end();
+    if (!this.file.closed) await once(this.file, "close").catch(() => {});
+  }
+
+  /** Lines after afterSeq; with follow, waits for new ones until the log closes or signal aborts. */
+  async *read(afterSeq: number, follow: boolean, signal?: AbortSignal): AsyncGenerator<LogEntry> {
+    let i = Math.max(0, Math.min(afterSeq, Number.MAX_SAFE_INTEGER));
+    for (;;) {
+      while (i < this.entries.length) yield this.entries[i++]!;
+      if (!follow || this.closed || signal?.aborted) return;
+      await this.changed(signal);
+    }
+  }
+
+  private notify() {
+    const wake = this.wake;
+    this.next = new Promise((res) => (this.wake = res));
+    wake?.();
+  }
+
+  private changed(signal?: AbortSignal): Promise<void> {
+    if (!signal) return this.next;
+    return new Promise((res) => {
+      const done = () => {
+        signal.removeEventListener("abort", done);
+        res();
+      };
+      signal.addEventListener("abort", done, { once: true });
+      void this.next.then(done);
+    });
+  }
+}
+
+// On disk, one JSON object a line with short keys: logs of big builds stay small.
+interface StoredEntry {
+  s: number;
+  t: number;
+  o: number;
+  p: number;
+  x: string;
+}
+
+const encode = (e: LogEntry): StoredEntry => ({ s: e.seq, t: e.time, o: e.stream, p: e.phase, x: e.text });
+
+export const decodeEntry = (line: string): LogEntry | undefined => {
+  try {
+    const v = JSON.parse(line) as StoredEntry;
+    if (typeof v.s !== "number" || typeof v.x !== "string") return undefined;
+    return { seq: v.s, time: v.t, text: v.x, stream: v.o as LogStream, phase: v.p as Phase };
+  } catch {
+    return undefined; // a torn last line after a crash
+  }
+};

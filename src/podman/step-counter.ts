@@ -1,0 +1,34 @@
+// Counts a build's Containerfile steps and how many came from the layer cache, from podman's
+// output ("STEP 3/6: COPY …", "--> Using cache …"). FROM lines and the LABEL step that podman
+// appends for --label are not the user's steps and are not counted.
+export interface StepCounts {
+  total: number;
+  cached: number;
+}
+
+const STEP = /^STEP \d+\/\d+: (\S+)(.*)$/;
+
+export function createStepCounter(syntheticLabelKey: string) {
+  let total = 0;
+  let cached = 0;
+  let counting = false;
+  return {
+    line(text: string): void {
+      const m = STEP.exec(text);
+      if (m) {
+        const instr = m[1]!.toUpperCase();
+        const synthetic = instr === "LABEL" && m[2]!.includes(`"${syntheticLabelKey}"`);
+        counting = instr !== "FROM" && !synthetic;
+        if (counting) total++;
+        return;
+      }
+      if (counting && text.startsWith("--> Using cache ")) {
+        cached++;
+        counting = false;
+      }
+    },
+    get counts(): StepCounts {
+      return { total, cached };
+    },
+  };
+}

@@ -1,0 +1,101 @@
+// kiln owns its container configuration: storage.conf (graphroot on the volume, runroot on
+// tmpfs), containers.conf and registries.conf, written under --data at start and handed to every
+// podman, buildah and runc call through the environment, never relying on machine-wide files.
+import { createHash } from "node:crypto";
+import { mkdir, readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { writeFileAtomic } from "../util/fs-atomic.js";
+
+export interface StorageLayout {
+  graphRoot: string;
+  runRoot: string;
+  confDir: string;
+  env: Record<string, string>;
+}
+
+export interface StorageConfigOptions {
+  dataDir: string;
+  insecureRegistries: readonly string[];
+}
+
+const toml = (s: string) => JSON.stringify(s);
+
+/** The first tmpfs among the usual places, for podman's runtime state (lost on reboot, as it should be). */
+async function tmpfsDir(): Promise<string | undefined> {
+  let mounts = "";
+  try {
+    mounts = await readFile("/proc/mounts", "utf8");
+  } catch {
+    return undefined;
+  }
+  const tmpfs = new Set(
+    mounts
+      .split("\n")
+      .map((l) => l.split(" "))
+      .filter((f) => f[2] === "tmpfs")
+      .map((f) => f[1]),
+  );
+  return ["/run", "/dev/shm", "/tmp"].find((d) => tmpfs.has(d));
+}
+
+export async function writeStorageConfig(opts: StorageConfigOptions): Promise<StorageLayout> {
+  const confDir = join(opts.dataDir, "conf");
+  const graphRoot = join(opts.dataDir, "storage");
+  // One runroot per data directory, short enough for the unix socket paths podman puts under it.
+  const tag = createHash("sha256").update(opts.dataDir).digest("hex").slice(0, 12);
+  const tmpfs = await tmpfsDir();
+  const runRoot = tmpfs ? join(tmpfs, `kiln-${tag}`) : join(opts.dataDir, "run");
+  await Promise.all([mkdir(confDir, { recursive: true }), mkdir(graphRoot, { recursive: true }), mkdir(runRoot, { recursive: true, mode: 0o700 })]);
+
+  const storage = [
+    "# Written by kilnd at start; edits are overwritten.",
+    "[storage]",
+    'driver = "overlay"',
+    `graphroot = ${toml(graphRoot)}`,
+    `runroot = ${toml(runRoot)}`,
+    "",
+    "[storage.options.overlay]",
+    // metacopy makes builds several times slower (measured); keep it off.
+    'mountopt = "nodev"',
+    "",
+  ].join("\n");
+  const containers = [
+    "# Written by kilnd at start; edits are overwritten.",
+    "[containers]",
+    // The default rlimits cannot be set on our machines (setrlimit: Operation not permitted).
+    "default_ulimits = []",
+    "",
+    "[engine]",
+    // crun fails on cgroups v1 hybrid hosts; runc works.
+    'runtime = "runc"',
+    'events_logger = "none"',
+    "",
+  ].join("\n");
+  const registries = [
+    "# Written by kilnd at start from --insecure-registry; edits are overwritten.",
+    // Never guess a registry for a short name: images are named in full.
+    "unqualified-search-registries = []",
+    "",
+    ...opts.insecureRegistries.flatMap((r) => ["[[registry]]", `location = ${toml(r)}`, "insecure = true", ""]),
+  ].join("\n");
+  const files = {
+    storage: join(confDir, "storage.conf"),
+    containers: join(confDir, "containers.conf"),
+    registries: join(confDir, "registries.conf"),
+  };
+  await Promise.all([
+    writeFileAtomic(files.storage, storage),
+    writeFileAtomic(files.containers, containers),
+    writeFileAtomic(files.registries, registries),
+  ]);
+  return {
+    graphRoot,
+    runRoot,
+    confDir,
+    env: {
+      CONTAINERS_STORAGE_CONF: files.storage,
+      CONTAINERS_CONF: files.containers,
+      CONTAINERS_REGISTRIES_CONF: files.registries,
+    },
+  };
+}

@@ -1,0 +1,117 @@
+// Runs git and podman: no shell, its own process group (so a cancel reaches every child), and
+// every output line handed to the caller as it comes.
+import { createInterface } from "node:readline";
+import type { Readable } from "node:stream";
+import { execa } from "execa";
+
+export type OutputStream = "stdout" | "stderr";
+
+export interface RunOptions {
+  cwd?: string;
+  env: Record<string, string>;
+  onLine?: (text: string, stream: OutputStream) => void;
+  /** Applied to every line before anyone sees it (masks credentials). */
+  redact?: (text: string) => string;
+}
+
+export interface RunResult {
+  exitCode: number;
+  /** Set when a signal ended the process. */
+  signal?: string;
+  /** The last lines of stderr, for error messages. */
+  stderrTail: string[];
+  stdout: string;
+}
+
+export interface RunningProcess {
+  readonly pid: number | undefined;
+  readonly result: Promise<RunResult>;
+  readonly exited: boolean;
+  /** Stops the whole process group: SIGTERM, then SIGKILL after graceMs. */
+  stop(graceMs: number): Promise<void>;
+}
+
+const TAIL = 20;
+const MAX_LINE = 16 * 1024;
+const MAX_STDOUT_KEPT = 1024 * 1024;
+
+export function run(file: string, args: readonly string[], opts: RunOptions): RunningProcess {
+  const child = execa(file, args, {
+    cwd: opts.cwd,
+    env: opts.env,
+    extendEnv: false,
+    detached: true,
+    stdin: "ignore",
+    buffer: false,
+    reject: false,
+    cleanup: true,
+  });
+  const stderrTail: string[] = [];
+  let stdout = "";
+  const reading: Promise<void>[] = [];
+  const follow = (stream: Readable | null, name: OutputStream) => {
+    if (!stream) return;
+    const rl = createInterface({ input: stream, crlfDelay: Infinity });
+    reading.push(
+      new Promise((res) => {
+        rl.on("line", (raw) => {
+          // Progress output rewrites a line with \r: keep what it finally says.
+          const cr = raw.lastIndexOf("\r", raw.length - 2);
+          let line = (cr >= 0 ? raw.slice(cr + 1) : raw).replace(/\r$/, "");
+          if (opts.redact) line = opts.redact(line);
+          if (line.length > MAX_LINE) line = `${line.slice(0, MAX_LINE)}… (line cut at ${MAX_LINE} characters)`;
+          if (name === "stderr") {
+            stderrTail.push(line);
+            if (stderrTail.length > TAIL) stderrTail.shift();
+          } else if (stdout.length < MAX_STDOUT_KEPT) {
+            stdout += `${line}\n`;
+          }
+          opts.onLine?.(line, name);
+        });
+        rl.on("close", () => res());
+      }),
+    );
+  };
+  follow(child.stdout, "stdout");
+  follow(child.stderr, "stderr");
+
+  let exited = false;
+  const result: Promise<RunResult> = child.then(async (r) => {
+    exited = true;
+    await Promise.all(reading);
+    const out: RunResult = { exitCode: r.exitCode ?? -1, stderrTail, stdout };
+    if (r.signal) out.signal = r.signal;
+    if (r.failed && r.exitCode === undefined && !r.signal) {
+      // It never started (no such file, …).
+      stderrTail.push(String(r.originalMessage ?? r.shortMessage ?? "failed to start"));
+    }
+    return out;
+  });
+
+  const signalGroup = (sig: NodeJS.Signals) => {
+    if (child.pid === undefined) return;
+    try {
+      process.kill(-child.pid, sig);
+    } catch {
+      // ESRCH: the group is gone already.
+    }
+  };
+
+  return {
+    get pid() {
+      return child.pid;
+    },
+    result,
+    get exited() {
+      return exited;
+    },
+    async stop(graceMs) {
+      signalGroup("SIGTERM");
+      const timer = new Promise<"timeout">((res) => setTimeout(res, graceMs, "timeout").unref());
+      const outcome = await Promise.race([result.then(() => "exited" as const), timer]);
+      // Children may outlive the leader in the group: always finish the group off.
+      signalGroup("SIGKILL");
+      if (outcome === "timeout") await result;
+    },
+  };
+}

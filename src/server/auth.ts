@@ -1,0 +1,55 @@
+// Bearer-token auth for every RPC but health. The token file is watched, so a rotated token
+// takes effect without a restart; comparison is constant-time.
+import { createHash, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { watch, type FSWatcher } from "chokidar";
+import type { Logger } from "pino";
+
+const HEALTH_SERVICE = "grpc.health.v1.Health";
+
+export interface TokenAuth {
+  /** connect's request gate: runs before a request body is read. */
+  gate(ctx: HandlerContext): void;
+  /** For plain HTTP paths (metrics). */
+  allows(authorization: string | undefined): boolean;
+  close(): Promise<void>;
+}
+
+const digest = (s: string) => createHash("sha256").update(s).digest();
+
+export function readToken(file: string): string {
+  const token = readFileSync(file, "utf8").trim();
+  if (token.length < 16) throw new Error(`--token-file ${file}: the token must be at least 16 characters`);
+  return token;
+}
+
+export function createTokenAuth(file: string, logger: Logger): TokenAuth {
+  let expected = digest(readToken(file));
+  const watcher: FSWatcher = watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 20 } });
+  watcher.on("change", () => {
+    try {
+      expected = digest(readToken(file));
+      logger.info({ file }, "token reloaded");
+    } catch (err) {
+      logger.error({ err, file }, "token file changed but cannot be used; keeping the previous token");
+    }
+  });
+
+  const allows = (authorization: string | undefined) => {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
+    // Compare digests: equal length always, so timingSafeEqual never throws or leaks the length.
+    return m !== null && timingSafeEqual(digest(m[1]!), expected);
+  };
+
+  return {
+    allows,
+    gate(ctx) {
+      if (ctx.service.typeName === HEALTH_SERVICE) return;
+      if (!allows(ctx.requestHeader.get("authorization") ?? undefined)) {
+        throw new ConnectError("missing or wrong bearer token", Code.Unauthenticated);
+      }
+    },
+    close: () => watcher.close(),
+  };
+}

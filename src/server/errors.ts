@@ -1,0 +1,48 @@
+// The one place where errors meet the API: KilnErrors become ConnectErrors with their code, and
+// anything unexpected is logged with its cause and returned as Internal, without internals.
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Logger } from "pino";
+import { KilnError, type KilnErrorCode } from "../errors/kiln-error.js";
+import { StopSignal } from "../builds/active-build.js";
+
+const CODES: Record<KilnErrorCode, Code> = {
+  invalid_argument: Code.InvalidArgument,
+  not_found: Code.NotFound,
+  failed_precondition: Code.FailedPrecondition,
+  unauthenticated: Code.Unauthenticated,
+  resource_exhausted: Code.ResourceExhausted,
+  unavailable: Code.Unavailable,
+  cancelled: Code.Canceled,
+  internal: Code.Internal,
+};
+
+export function toConnectError(e: unknown, logger: Logger, procedure: string): ConnectError {
+  if (e instanceof ConnectError) return e;
+  if (e instanceof KilnError) return new ConnectError(e.message, CODES[e.code]);
+  if (e instanceof StopSignal) return new ConnectError(e.message, Code.Canceled);
+  logger.error({ err: e, procedure }, "internal error in an RPC");
+  return new ConnectError("internal error", Code.Internal);
+}
+
+export function errorInterceptor(logger: Logger): Interceptor {
+  return (next) => async (req) => {
+    const procedure = req.url;
+    try {
+      const res = await next(req);
+      if (!res.stream) return res;
+      const source = res.message;
+      return {
+        ...res,
+        message: (async function* () {
+          try {
+            yield* source;
+          } catch (e) {
+            throw toConnectError(e, logger, procedure);
+          }
+        })(),
+      };
+    } catch (e) {
+      throw toConnectError(e, logger, procedure);
+    }
+  };
+}

@@ -1,0 +1,90 @@
+// One TCP port for every protocol: HTTP/2 cleartext (gRPC, Connect, gRPC-Web over h2c) and
+// HTTP/1.1 (Connect, gRPC-Web, metrics), told apart by the HTTP/2 client preface.
+import http from "node:http";
+import http2 from "node:http2";
+import net from "node:net";
+import type { connectNodeAdapter } from "@connectrpc/connect-node";
+
+type NodeHandlerFn = ReturnType<typeof connectNodeAdapter>;
+
+export interface ServerOptions {
+  host: string;
+  port: number;
+  handler: NodeHandlerFn;
+}
+
+export interface KilnServer {
+  readonly address: { host: string; port: number };
+  /** Stops accepting, asks HTTP/2 clients to go away (GOAWAY), and waits up to graceMs for calls to end. */
+  close(graceMs: number): Promise<void>;
+}
+
+const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+// gRPC's usual limit for one message; connect enforces it per message, this bounds the frames.
+const MAX_HEADER_BYTES = 64 * 1024;
+
+export async function startServer(opts: ServerOptions): Promise<KilnServer> {
+  const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 5000 }, opts.handler);
+  const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxHeaderListSize: MAX_HEADER_BYTES } }, opts.handler);
+  const sessions = new Set<http2.Http2Session>();
+  const sockets = new Set<net.Socket>();
+  h2.on("session", (s) => {
+    sessions.add(s);
+    s.on("close", () => sessions.delete(s));
+  });
+  // An HTTP/2 client that breaks the protocol must not take kilnd down.
+  h2.on("sessionError", () => {});
+
+  const tcp = net.createServer((socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => socket.destroy());
+    let seen = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      seen = Buffer.concat([seen, chunk]);
+      const n = Math.min(seen.length, PREFACE.length);
+      const isH2 = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
+      if (isH2 && seen.length < PREFACE.length) return; // wait for the whole preface
+      socket.off("data", onData);
+      socket.pause();
+      socket.unshift(seen);
+      if (isH2) {
+        // The HTTP/2 session reads what is buffered on the socket itself (on the next tick).
+        h2.emit("connection", socket);
+      } else {
+        h1.emit("connection", socket);
+        socket.resume();
+      }
+    };
+    socket.on("data", onData);
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(opts.port, opts.host, () => {
+      tcp.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = tcp.address() as net.AddressInfo;
+
+  return {
+    address: { host: addr.address, port: addr.port },
+    async close(graceMs) {
+      const closed = new Promise<void>((res) => tcp.close(() => res()));
+      for (const s of sessions) s.close(); // GOAWAY: in-flight streams finish, no new ones
+      h1.closeIdleConnections();
+      const idle = async () => {
+        while (sessions.size > 0 || sockets.size > 0) {
+          h1.closeIdleConnections();
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      };
+      const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
+      await Promise.race([idle(), timer]);
+      for (const s of sessions) s.destroy();
+      for (const s of sockets) s.destroy();
+      await closed;
+    },
+  };
+}
