@@ -10,6 +10,7 @@ import { gitEnv } from "../git/env.js";
 import { redact } from "../git/url.js";
 import { podmanBuildArgs } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
+import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { run, type RunResult } from "../process/run.js";
 import { durationFromMs, timestampFromMs } from "../util/time.js";
@@ -67,23 +68,26 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
     const tag = `${a.spec.image.repository}:${a.spec.commit}`;
     rec.image = tag;
     await mkdir(a.tmpDir, { recursive: true });
-    const counter = createStepCounter(MANAGED_LABEL);
+    // Labels that stay the same across builds first, so their step can come from the cache.
+    const labels = {
+      [MANAGED_LABEL]: "true",
+      "kiln.project": a.spec.project,
+      "org.opencontainers.image.source": a.spec.git.redacted,
+      "org.opencontainers.image.revision": a.spec.commit,
+      "kiln.build": rec.id,
+      "org.opencontainers.image.created": new Date().toISOString(),
+    };
+    const plan = await planLabels(containerfile, a.spec.target, labels, a.tmpDir);
+    const counter = createStepCounter(new Set(Object.keys(labels)));
     const args = podmanBuildArgs({
-      containerfile,
+      containerfile: plan.containerfile,
       contextDir,
       tag,
       iidFile: join(a.tmpDir, "iid"),
       network: deps.buildNetwork,
       buildArgs: a.spec.buildArgs,
       ...(a.spec.target ? { target: a.spec.target } : {}),
-      labels: {
-        [MANAGED_LABEL]: "true",
-        "kiln.project": a.spec.project,
-        "kiln.build": rec.id,
-        "org.opencontainers.image.revision": a.spec.commit,
-        "org.opencontainers.image.source": a.spec.git.redacted,
-        "org.opencontainers.image.created": new Date().toISOString(),
-      },
+      labels: plan.flagLabels,
     });
     a.say(`build: podman ${args.join(" ")}`);
     const built = await exec(a, "podman", "podman", args, deps.podman.env(a.tmpDir), (line) => counter.line(line));

@@ -1,6 +1,6 @@
 // Counts a build's Containerfile steps and how many came from the layer cache, from podman's
-// output ("STEP 3/6: COPY …", "--> Using cache …"). FROM lines and the LABEL step that podman
-// appends for --label are not the user's steps and are not counted.
+// output ("STEP 3/6: COPY …", "--> Using cache …"). FROM lines and the LABEL steps that carry
+// kiln's own labels are not the user's steps and are not counted.
 export interface StepCounts {
   total: number;
   cached: number;
@@ -8,7 +8,9 @@ export interface StepCounts {
 
 const STEP = /^STEP \d+\/\d+: (\S+)(.*)$/;
 
-export function createStepCounter(syntheticLabelKey: string) {
+const LABEL_KEY = /^\s*"?([^"=\s]+)"?=/;
+
+export function createStepCounter(kilnLabelKeys: ReadonlySet<string>) {
   let total = 0;
   let cached = 0;
   let counting = false;
@@ -17,7 +19,7 @@ export function createStepCounter(syntheticLabelKey: string) {
       const m = STEP.exec(text);
       if (m) {
         const instr = m[1]!.toUpperCase();
-        const synthetic = instr === "LABEL" && m[2]!.includes(`"${syntheticLabelKey}"`);
+        const synthetic = instr === "LABEL" && kilnLabelKeys.has(LABEL_KEY.exec(m[2]!)?.[1] ?? "");
         counting = instr !== "FROM" && !synthetic;
         if (counting) total++;
         return;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# kiln's demo, on embedded defaults: sets up what is missing (packages, node modules, a local
+# registry, a Node.js base image), starts kilnd, turns examples/hello-node into a git repository,
+# builds it, commits a one-line change, builds it again on the warm cache, checks that the pushed
+# image runs, and prints both builds' timings and digests.
+source "$(dirname "$0")/lib.sh"
+"$KILN_ROOT/scripts/setup.sh"
+"$KILN_ROOT/scripts/base-images.sh" node
+
+kiln() { node "$KILN_ROOT/dist/bin/kiln.js" --addr "http://127.0.0.1:$port" "$@"; }
+now_ms() { date +%s%3N; }
+
+data="$KILN_STATE/kilnd"
+port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')
+mkdir -p "$data"
+say "starting kilnd on 127.0.0.1:$port (volume: $data, log: $KILN_STATE/kilnd.log)"
+node "$KILN_ROOT/dist/bin/kilnd.js" --listen "127.0.0.1:$port" --data "$data" --idle-timeout 0 \
+  --insecure-registry "$KILN_REGISTRY" > "$KILN_STATE/kilnd.log" 2>&1 &
+kilnd_pid=$!
+trap 'kill -TERM $kilnd_pid 2>/dev/null; wait $kilnd_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' -d '{}' "http://127.0.0.1:$port/kiln.v1.BuilderService/GetInfo" && break
+  kill -0 $kilnd_pid 2>/dev/null || { cat "$KILN_STATE/kilnd.log"; die "kilnd exited"; }
+  sleep 0.1
+done
+
+repo="$KILN_STATE/repo"
+rm -rf "$repo"
+cp -r "$KILN_ROOT/examples/hello-node" "$repo"
+git -C "$repo" init -q -b main
+git -C "$repo" add -A
+git -C "$repo" -c user.name=demo -c user.email=demo@kiln.invalid commit -qm "hello-node"
+image="$KILN_REGISTRY/demo/hello-node"
+
+build() { # build LABEL: builds HEAD of the repository, following its log
+  local sha t0 t1
+  sha=$(git -C "$repo" rev-parse HEAD)
+  say "$1: building $sha"
+  t0=$(now_ms)
+  kiln build --project hello-node --git "file://$repo" --commit "$sha" --image "$image" --follow
+  t1=$(now_ms)
+  printf '%s\t%s\t%s\n' "$1" "$sha" "$((t1 - t0))" >> "$KILN_STATE/demo-times.tsv"
+}
+
+: > "$KILN_STATE/demo-times.tsv"
+build "first build"
+# A one-line change, different on every run, so the rebuild really rebuilds the source layer.
+sed -i "s/hello, /hello again ($(date +%H:%M:%S)), /" "$repo/src/greeting.js"
+git -C "$repo" -c user.name=demo -c user.email=demo@kiln.invalid commit -qam "greet again"
+build "warm rebuild"
+
+say "running the pushed image (node src/server.js --selftest)"
+sha=$(git -C "$repo" rev-parse HEAD)
+CONTAINERS_CONF="$data/conf/containers.conf" CONTAINERS_STORAGE_CONF="$data/conf/storage.conf" \
+CONTAINERS_REGISTRIES_CONF="$data/conf/registries.conf" \
+  podman run --rm --network host "$image:$sha" node src/server.js --selftest
+
+say "summary (wall time = kiln build from the commit to the pushed digest, CLI start included)"
+printf '%-13s %-12s %9s %9s %7s %7s %7s  %s\n' BUILD COMMIT WALL KILND FETCH BUILD PUSH "CACHED  DIGEST"
+kiln list --project hello-node --limit 2 >/dev/null
+while IFS=$'\t' read -r label sha wall; do
+  id=$(kiln list --project hello-node --limit 10 | awk -v c="${sha:0:12}" '$4==c {print $1; exit}')
+  kiln get --json "$id" | node -e '
+    let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const b=JSON.parse(s);const d=b.durations||{};
+    const f=x=>x?(parseFloat(x)).toFixed(2)+"s":"-";
+    const [label,wall]=process.argv.slice(1);
+    console.log(`${label.padEnd(13)} ${b.commit.slice(0,12)} ${(wall/1000).toFixed(2).padStart(8)}s ${f(d.total).padStart(9)} ${f(d.fetch).padStart(7)} ${f(d.build).padStart(7)} ${f(d.push).padStart(7)}  ${b.stepsCached||0}/${b.stepsTotal||0}     ${b.imageDigest}`)})' "$label" "$wall"
+done < "$KILN_STATE/demo-times.tsv"
