@@ -1,0 +1,34 @@
+// The tiny busybox base image that test apps build FROM, made without any outside registry and
+// pushed to the test's registry, as a real user's base image would be. Its podman storage is
+// shared by all test files (only the push is per registry).
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+const ROOT = join(tmpdir(), "kiln-test-base");
+const CONTAINERFILE = new URL("../../containerfiles/busybox.Containerfile", import.meta.url).pathname;
+
+function env(registry: string): NodeJS.ProcessEnv {
+  mkdirSync(join(ROOT, "ctx"), { recursive: true });
+  writeFileSync(join(ROOT, "containers.conf"), '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\nevents_logger = "none"\n');
+  writeFileSync(join(ROOT, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${ROOT}/storage"\nrunroot = "/run/kiln-test-base"\n`);
+  writeFileSync(join(ROOT, "registries.conf"), `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
+  return {
+    ...process.env,
+    CONTAINERS_CONF: join(ROOT, "containers.conf"),
+    CONTAINERS_STORAGE_CONF: join(ROOT, "storage.conf"),
+    CONTAINERS_REGISTRIES_CONF: join(ROOT, "registries.conf"),
+  };
+}
+
+/** Pushes the busybox base to the registry and returns its reference. */
+export function pushBusyboxBase(registry: string): string {
+  const e = env(registry);
+  const ref = `${registry}/base/busybox:1`;
+  copyFileSync(execFileSync("sh", ["-c", "command -v busybox"], { encoding: "utf8" }).trim(), join(ROOT, "ctx", "busybox"));
+  copyFileSync(CONTAINERFILE, join(ROOT, "ctx", "Containerfile"));
+  execFileSync("podman", ["build", "-q", "--layers", "-t", "localhost/kiln-test/busybox:1", join(ROOT, "ctx")], { env: e, stdio: "ignore" });
+  execFileSync("podman", ["push", "-q", "localhost/kiln-test/busybox:1", `docker://${ref}`], { env: e, stdio: "ignore" });
+  return ref;
+}

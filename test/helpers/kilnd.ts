@@ -1,0 +1,98 @@
+// A real kilnd for tests: the daemon from src/ (through tsx) as a child process on a free port,
+// with a Connect client, its log, and ways to stop it gently or kill it.
+import { spawn, type ChildProcess } from "node:child_process";
+import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { BuilderService, BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { freePort, waitFor } from "./wait.js";
+
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+export interface TestKilnd {
+  port: number;
+  addr: string;
+  proc: ChildProcess;
+  client: Client<typeof BuilderService>;
+  /** Everything kilnd printed so far. */
+  output(): string;
+  exited: Promise<number | null>;
+  /** SIGTERM and wait for the exit code. */
+  stop(): Promise<number | null>;
+  kill9(): Promise<void>;
+  /** Polls GetBuild until the build is in a final state. */
+  waitDone(id: string, timeoutMs?: number): Promise<Build>;
+}
+
+export interface KilndOptions {
+  data: string;
+  registry?: string;
+  args?: string[];
+  token?: string;
+  env?: Record<string, string>;
+}
+
+export function clientFor(addr: string, token?: string): Client<typeof BuilderService> {
+  const auth: Interceptor = (next) => (req) => {
+    if (token) req.header.set("authorization", `Bearer ${token}`);
+    return next(req);
+  };
+  return createClient(BuilderService, createConnectTransport({ baseUrl: addr, httpVersion: "1.1", interceptors: [auth] }));
+}
+
+export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
+  const port = await freePort();
+  const args = ["--import", "tsx", `${ROOT}src/bin/kilnd.ts`, "--listen", `127.0.0.1:${port}`, "--data", o.data, "--idle-timeout", "0"];
+  if (o.registry) args.push("--insecure-registry", o.registry);
+  args.push(...(o.args ?? []));
+  const env = { ...process.env, ...o.env };
+  delete env.CONTAINERS_CONF;
+  delete env.CONTAINERS_STORAGE_CONF;
+  delete env.CONTAINERS_REGISTRIES_CONF;
+  const proc = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+  let out = "";
+  proc.stdout!.on("data", (d) => (out += d));
+  proc.stderr!.on("data", (d) => (out += d));
+  const exited = new Promise<number | null>((res) => proc.once("exit", (code) => res(code)));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const addr = `http://127.0.0.1:${port}`;
+  const client = clientFor(addr, o.token);
+  await waitFor(
+    async () => {
+      if (gone) throw new Error(`kilnd exited at start:\n${out}`);
+      return out.includes('"kilnd serving"');
+    },
+    20_000,
+    "kilnd to serve",
+  );
+  const k: TestKilnd = {
+    port,
+    addr,
+    proc,
+    client,
+    output: () => out,
+    exited,
+    async stop() {
+      if (!gone) proc.kill("SIGTERM");
+      return exited;
+    },
+    async kill9() {
+      if (!gone) proc.kill("SIGKILL");
+      await exited;
+    },
+    async waitDone(id, timeoutMs = 120_000) {
+      let b: Build | undefined;
+      await waitFor(
+        async () => {
+          b = (await client.getBuild({ buildId: id })).build;
+          return b !== undefined && b.state !== BuildState.QUEUED && b.state !== BuildState.RUNNING;
+        },
+        timeoutMs,
+        `build ${id} to end`,
+        50,
+      );
+      return b!;
+    },
+  };
+  return k;
+}

@@ -1,0 +1,27 @@
+// Temporary directories for tests, and their removal: container storage leaves overlay mounts
+// under a data directory, which must be unmounted (deepest first) before it can be deleted.
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), `kiln-test-${prefix}-`));
+}
+
+export function removeTree(dir: string): void {
+  const mounts = readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .filter((m) => m === dir || m.startsWith(`${dir}/`))
+    .sort()
+    .reverse();
+  for (const m of mounts) {
+    try {
+      execFileSync("umount", ["-l", m]);
+    } catch {
+      // already gone
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}

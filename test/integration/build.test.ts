@@ -1,0 +1,153 @@
+// Real builds: podman, a real registry, real git repositories.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
+import { helloApp } from "../helpers/apps.js";
+import { pushBusyboxBase } from "../helpers/base-image.js";
+import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
+import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { removeTree, tempDir } from "../helpers/tmp.js";
+
+describe("builds", () => {
+  let dir: string, reg: TestRegistry, base: string, kilnd: TestKilnd, repo: TestRepo;
+  const data = () => join(dir, "data");
+
+  before(async () => {
+    dir = tempDir("build");
+    reg = await startRegistry(join(dir, "registry"));
+    base = pushBusyboxBase(reg.host);
+    repo = makeRepo(join(dir, "repo"), helloApp(base));
+    kilnd = await startKilnd({ data: data(), registry: reg.host });
+  });
+  after(async () => {
+    await kilnd?.stop();
+    await reg?.stop();
+    removeTree(dir);
+  });
+
+  const build = async (commit: string, extra: Record<string, unknown> = {}) => {
+    const { build: b } = await kilnd.client.build({
+      project: "hello",
+      source: { kind: { case: "git", value: { url: repo.url, commit } } },
+      image: `${reg.host}/test/hello`,
+      ...extra,
+    });
+    assert.ok(b?.id);
+    return kilnd.waitDone(b.id);
+  };
+
+  const podmanEnv = () => ({
+    ...process.env,
+    CONTAINERS_CONF: join(data(), "conf/containers.conf"),
+    CONTAINERS_STORAGE_CONF: join(data(), "conf/storage.conf"),
+    CONTAINERS_REGISTRIES_CONF: join(data(), "conf/registries.conf"),
+  });
+
+  let first: string;
+  test("a commit is built, tagged with its SHA, pushed, and the digest is the registry's", async () => {
+    first = repo.head();
+    const b = await build(first);
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    assert.equal(b.image, `${reg.host}/test/hello:${first}`);
+    assert.equal(b.commit, first);
+    assert.ok(b.pushed);
+    assert.match(b.imageDigest, /^sha256:[0-9a-f]{64}$/);
+    assert.equal(b.imageDigest, await reg.digest("test/hello", first));
+    assert.equal(await reg.digest("test/hello", "latest"), undefined, "never tagged latest");
+    assert.equal(b.stepsTotal, 6);
+    assert.equal(b.stepsCached, 0);
+    assert.ok(b.durations?.fetch && b.durations.build && b.durations.push && b.durations.total);
+    assert.ok(b.createTime && b.startTime && b.finishTime);
+  });
+
+  test("the image carries kiln's labels and the OCI labels", () => {
+    const out = execFileSync("skopeo", ["inspect", "--tls-verify=false", `docker://${reg.host}/test/hello:${first}`], { encoding: "utf8" });
+    const labels = (JSON.parse(out) as { Labels: Record<string, string> }).Labels;
+    assert.equal(labels["kiln.managed"], "true");
+    assert.equal(labels["kiln.project"], "hello");
+    assert.match(labels["kiln.build"] ?? "", /^[a-z0-9-]+$/);
+    assert.equal(labels["org.opencontainers.image.revision"], first);
+    assert.equal(labels["org.opencontainers.image.source"], repo.url);
+    assert.ok(!Number.isNaN(Date.parse(labels["org.opencontainers.image.created"] ?? "")));
+  });
+
+  test("the pushed image runs and holds the commit's content", () => {
+    const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${first}`], { env: podmanEnv(), encoding: "utf8" });
+    assert.equal(out, "hello from kiln's tests\n");
+  });
+
+  test("a second commit rebuilds from the changed step on; the steps before it come from cache", async () => {
+    const sha = repo.commit({ "src/a.txt": "changed\n" });
+    const b = await build(sha);
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    // WORKDIR, COPY static/, RUN echo: cached. COPY src/ (changed), RUN cat, CMD: built.
+    assert.equal(b.stepsTotal, 6);
+    assert.equal(b.stepsCached, 3);
+    assert.equal(b.imageDigest, await reg.digest("test/hello", sha));
+    const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${sha}`], { env: podmanEnv(), encoding: "utf8" });
+    assert.equal(out, "changed\n");
+  });
+
+  test("the same commit again comes wholly from cache", async () => {
+    const b = await build(repo.head());
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    assert.equal(b.stepsCached, 6);
+  });
+
+  test("deleted, added and mode-changed files reach the build context", async () => {
+    const sha = repo.commit({
+      "static/info.txt": null,
+      "static/new.txt": "new\n",
+      "src/run.sh": { content: "#!/bin/sh\necho run\n", mode: 0o755 },
+    });
+    const b = await build(sha);
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${sha}`, "sh", "-c", "ls /app/static; /app/src/run.sh"], { env: podmanEnv(), encoding: "utf8" });
+    assert.equal(out, "new.txt\nrun\n");
+  });
+
+  test("build args, a target stage that is not the last, a Containerfile in a subdirectory", async () => {
+    const sha = repo.commit({
+      "deploy/multi.Containerfile": `ARG BASE\nFROM \${BASE} AS app\nARG GREETING\nRUN echo "$GREETING" > /greeting\nFROM app AS extra\nRUN echo extra > /extra\n`,
+    });
+    const b = await build(sha, { containerfile: "deploy/multi.Containerfile", target: "app", buildArgs: { BASE: base, GREETING: "hi there" } });
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${sha}`, "sh", "-c", "cat /greeting; ls /extra 2>&1 || true"], { env: podmanEnv(), encoding: "utf8" });
+    assert.match(out, /^hi there\n.*No such file/s);
+    const labels = JSON.parse(execFileSync("skopeo", ["inspect", "--tls-verify=false", `docker://${reg.host}/test/hello:${sha}`], { encoding: "utf8" })).Labels;
+    assert.equal(labels["kiln.project"], "hello");
+    assert.equal(b.stepsTotal, 2, "ARG and RUN of stage app; kiln's label steps are not counted");
+  });
+
+  test("an image without a registry host is built and not pushed", async () => {
+    const b = await build(repo.head(), { image: "localhost/local/only" });
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    assert.equal(b.pushed, false);
+    assert.equal(b.imageDigest, "");
+    assert.equal(b.image, `localhost/local/only:${repo.head()}`);
+  });
+
+  test("a failing RUN step ends the build FAILED with podman's error, and kilnd carries on", async () => {
+    const sha = repo.commit({ Containerfile: `FROM ${base}\nRUN echo about to fail && exit 3\n` });
+    const b = await build(sha);
+    assert.equal(b.state, BuildState.FAILED);
+    assert.match(b.error, /podman build failed/);
+    const lines: string[] = [];
+    for await (const m of kilnd.client.streamLogs({ buildId: b.id })) if (m.event.case === "line") lines.push(m.event.value.text);
+    assert.ok(lines.includes("about to fail"));
+    const ok = await build(repo.commit(helloApp(base)));
+    assert.equal(ok.state, BuildState.SUCCEEDED, ok.error);
+  });
+
+  test("ListBuilds lists newest first and filters by project", async () => {
+    const { builds } = await kilnd.client.listBuilds({ project: "hello" });
+    assert.ok(builds.length >= 8);
+    const ids = builds.map((b) => b.id);
+    assert.deepEqual(ids, [...ids].sort().reverse());
+    assert.equal((await kilnd.client.listBuilds({ project: "other" })).builds.length, 0);
+    assert.equal((await kilnd.client.listBuilds({ limit: 2 })).builds.length, 2);
+  });
+});
