@@ -21,6 +21,8 @@ export class ActiveBuild {
   /** Settles once the build and everything it started are gone, its predecessor's included. */
   readonly done: Deferred<void> = createDeferred();
   stop: StopRequest | undefined;
+  /** Settles once a stop has ended the build's processes and removed their containers. */
+  killed: Promise<void> | undefined;
   proc: { kind: ProcessKind; run: RunningProcess } | undefined;
   phase: Phase = Phase.FETCH;
 

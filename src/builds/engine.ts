@@ -10,6 +10,7 @@ import type { GitCache } from "../git/cache.js";
 import type { LogStore } from "../logs/log-store.js";
 import type { Podman } from "../podman/podman.js";
 import { killContainersUnder } from "../podman/runc.js";
+import { killProcessesWithEnv } from "../process/orphans.js";
 import { newBuildId } from "../util/ids.js";
 import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { BuildSpec } from "../validate/build-request.js";
@@ -36,7 +37,8 @@ const TERMINAL = new Set([BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CA
 export const isTerminal = (s: BuildState) => TERMINAL.has(s);
 
 // How long a stopped process gets to exit on SIGTERM before SIGKILL: the whole stop stays under 2 s.
-const PODMAN_GRACE_MS = 700;
+const PODMAN_EXIT_MS = 800;
+const PODMAN_GRACE_MS = 500;
 const GIT_GRACE_MS = 300;
 
 export class BuildEngine {
@@ -143,7 +145,7 @@ export class BuildEngine {
       a.stop = req;
       a.abort.abort(new StopSignal(req.reason));
       a.say(`stopping: ${req.reason}`);
-      await this.killProcess(a);
+      a.killed = this.killProcess(a).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot stop the build's processes"));
     }
     await a.done.promise;
   }
@@ -153,12 +155,14 @@ export class BuildEngine {
     if (!p) return;
     if (p.kind === "podman") {
       // RUN steps run outside podman's process tree: end them first, so podman exits and
-      // cleans up after itself; then make sure of podman and of anything left.
+      // removes its working containers itself; signal it only if it does not, and then make
+      // sure of anything left (a sweep of working containers follows when no build runs).
+      this.sweepPending = true;
       const env = this.o.podman.env();
       await killContainersUnder(a.tmpDir, env, false);
-      await p.run.stop(PODMAN_GRACE_MS);
+      const exitedAlone = await Promise.race([p.run.result.then(() => true), delay(PODMAN_EXIT_MS, false)]);
+      if (!exitedAlone) await p.run.stop(PODMAN_GRACE_MS);
       await killContainersUnder(a.tmpDir, env, true);
-      this.sweepPending = true;
     } else {
       await p.run.stop(GIT_GRACE_MS);
     }
@@ -209,6 +213,7 @@ export class BuildEngine {
       if (this.latest.get(rec.project) === a) this.latest.delete(rec.project);
       this.o.logger.info({ build: a.id, project: rec.project, state: BuildState[rec.state], error: rec.error || undefined }, "build finished");
       this.o.onFinished?.(rec);
+      await a.killed;
       await this.sweepIfIdle(0);
       // The chain stays whole: done means this build and all it superseded are gone.
       if (previous) await previous.done.promise;
@@ -239,7 +244,9 @@ export class BuildEngine {
     const leftovers = await readdir(this.tmpRoot);
     if (leftovers.length > 0 || interrupted.length > 0) {
       const env = this.o.podman.env();
+      const orphans = await killProcessesWithEnv("CONTAINERS_STORAGE_CONF", env.CONTAINERS_STORAGE_CONF!);
       await killContainersUnder(this.tmpRoot, env, true);
+      this.o.logger.warn({ interrupted: interrupted.length, orphans }, "cleaned up after an interrupted kilnd");
       await this.o.podman.removeWorkingContainers();
       await Promise.all(leftovers.map((d) => rm(join(this.tmpRoot, d), { recursive: true, force: true })));
     }
@@ -249,6 +256,8 @@ export class BuildEngine {
 function snapshot(a: ActiveBuild): Build {
   return clone(BuildSchema, a.record);
 }
+
+const delay = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(r, ms, value).unref());
 
 function raceAbort(p: Promise<void>, signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason);

@@ -1,0 +1,17 @@
+// Following a build's log until a line shows up.
+import type { Client } from "@connectrpc/connect";
+import type { BuilderService } from "../../src/gen/kiln/v1/builder_pb.js";
+
+export async function waitForLine(client: Client<typeof BuilderService>, buildId: string, text: string, timeoutMs = 60_000): Promise<void> {
+  const ac = new AbortController();
+  const timer = setTimeout(() => ac.abort(), timeoutMs);
+  try {
+    for await (const m of client.streamLogs({ buildId, follow: true }, { signal: ac.signal })) {
+      if (m.event.case === "line" && m.event.value.text.includes(text)) return;
+    }
+    throw new Error(`build ${buildId} ended without printing ${JSON.stringify(text)}`);
+  } finally {
+    clearTimeout(timer);
+    ac.abort();
+  }
+}
