@@ -3,7 +3,6 @@ import { mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import type { ServerResponse } from "node:http";
 import type { Http2ServerResponse } from "node:http2";
-import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { DaemonOptions } from "../config/options.js";
@@ -88,7 +87,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         podmanVersion: () => podman.version(),
       }));
       router.service(Health, createHealthService(health, [BuilderService.typeName]));
-      registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health, file_google_protobuf_duration, file_google_protobuf_timestamp], [BuilderService.typeName, Health.typeName]);
+      registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health], [BuilderService.typeName, Health.typeName]);
     },
     interceptors: [idle.interceptor, errorInterceptor(logger)],
     ...(auth ? { requestGate: auth.gate } : {}),

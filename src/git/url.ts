@@ -20,8 +20,8 @@ export interface GitUrl {
 export function parseGitUrl(value: string, field = "source.git.url"): GitUrl {
   if (!value) throw invalidArgument(field, "is required");
   if (value.length > MAX_URL) throw invalidArgument(field, `is longer than ${MAX_URL} characters`);
-  if (/[\s\x00-\x1f\x7f]/.test(value)) throw invalidArgument(field, "contains whitespace or control characters");
   if (value.startsWith("-")) throw invalidArgument(field, "must not start with '-'");
+  if (/[\s\x00-\x1f\x7f]/.test(value)) throw invalidArgument(field, "contains whitespace or control characters");
   if (SCP_LIKE.test(value)) return { raw: value, redacted: value, secrets: [] };
   let url: URL;
   try {

@@ -24,7 +24,19 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 const MAX_HEADER_BYTES = 64 * 1024;
 
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
-  const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 5000 }, opts.handler);
+  // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
+  // reuses a connection the server has just closed (EPIPE on the next call).
+  const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 }, (req, res) => {
+    // A response that starts before its request was read to the end (an oversize message is
+    // refused that way) must close the connection: the unread rest of the body would be taken
+    // for the next request on it.
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
+      if (!req.complete) res.shouldKeepAlive = false;
+      return writeHead.apply(this, args);
+    } as typeof writeHead;
+    opts.handler(req, res);
+  });
   const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxHeaderListSize: MAX_HEADER_BYTES } }, opts.handler);
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();

@@ -87,7 +87,11 @@ function answer(idx: Index, req: Request): Answer {
 
 /** Registers both reflection versions on the router for the given files and services. */
 export function registerReflection(router: ConnectRouter, files: readonly DescFile[], services: readonly string[]): void {
-  const idx = buildIndex(files, [...services, v1.ServerReflection.typeName, v1alpha.ServerReflection.typeName]);
+  const idx = buildIndex([...files, v1.file_grpc_reflection_v1_reflection, v1alpha.file_grpc_reflection_v1alpha_reflection], [
+    ...services,
+    v1.ServerReflection.typeName,
+    v1alpha.ServerReflection.typeName,
+  ]);
   router.service(v1.ServerReflection, {
     async *serverReflectionInfo(requests) {
       for await (const req of requests) {

@@ -1,0 +1,125 @@
+// StreamLogs: live follow, replay after the build, resumption, many readers and a stalled one.
+import assert from "node:assert/strict";
+import { connect as netConnect, type Socket } from "node:net";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { BuildState, LogStream, Phase, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { pushBusyboxBase } from "../helpers/base-image.js";
+import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
+import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { removeTree, tempDir } from "../helpers/tmp.js";
+
+const LINES = 5_000;
+
+describe("build logs", () => {
+  let dir: string, reg: TestRegistry, kilnd: TestKilnd, repo: TestRepo;
+
+  before(async () => {
+    dir = tempDir("logs");
+    reg = await startRegistry(join(dir, "registry"));
+    const base = pushBusyboxBase(reg.host);
+    // A chatty build: 5,000 lines (about 600 kB as Connect JSON), more than a socket buffer holds.
+    repo = makeRepo(join(dir, "repo"), {
+      Containerfile: `FROM ${base}\nCOPY n.txt /n.txt\nRUN seq 1 ${LINES} | sed 's/^/log line number /; s/$/ padded out to make the log a little longer/'\n`,
+      "n.txt": "1\n",
+    });
+    kilnd = await startKilnd({ data: join(dir, "data"), registry: reg.host });
+  });
+  after(async () => {
+    if (process.env.KILN_TEST_DEBUG) console.log(kilnd?.output());
+    await kilnd?.stop();
+    await reg?.stop();
+    removeTree(dir);
+  });
+
+  const submit = async (n: string) => {
+    const commit = repo.commit({ "n.txt": `${n}\n` });
+    const { build } = await kilnd.client.build({
+      project: "chatty",
+      source: { kind: { case: "git", value: { url: repo.url, commit } } },
+      image: `${reg.host}/test/chatty`,
+    });
+    return build!;
+  };
+
+  const collect = async (buildId: string, follow: boolean, afterSeq = 0n) => {
+    const lines: Array<{ seq: bigint; text: string; stream: LogStream; phase: Phase }> = [];
+    let final: Build | undefined;
+    for await (const m of kilnd.client.streamLogs({ buildId, follow, afterSeq })) {
+      if (m.event.case === "line") lines.push(m.event.value);
+      else if (m.event.case === "build") final = m.event.value;
+    }
+    return { lines, final };
+  };
+
+  /** A Connect streaming call on a raw socket that is never read from. */
+  const stalledReader = (buildId: string): Socket => {
+    const body = Buffer.from(JSON.stringify({ buildId, follow: true }));
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    body.copy(frame, 5);
+    const s = netConnect(kilnd.port, "127.0.0.1", () => {
+      s.write(`POST /kiln.v1.BuilderService/StreamLogs HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\nContent-Length: ${frame.length}\r\n\r\n`);
+      s.write(frame);
+      s.pause(); // and never resume
+    });
+    s.on("error", () => {});
+    return s;
+  };
+
+  let chattyId: string;
+  test("50 followers get every line live and the final record, while one reader never reads", async (t) => {
+    const b = await submit("a");
+    chattyId = b.id;
+    const stalled = stalledReader(b.id);
+    const t0 = Date.now();
+    const followers = await Promise.all(Array.from({ length: 50 }, () => collect(b.id, true)));
+    t.diagnostic(`all 50 followers done after ${Date.now() - t0} ms`);
+    const done = (await kilnd.client.getBuild({ buildId: b.id })).build!;
+    assert.equal(done.state, BuildState.SUCCEEDED, done.error);
+    const expected = followers[0]!.lines.length;
+    for (const f of followers) {
+      assert.equal(f.final?.state, BuildState.SUCCEEDED);
+      assert.equal(f.lines.length, expected);
+      assert.deepEqual(f.lines.map((l) => l.seq), Array.from({ length: expected }, (_, i) => BigInt(i + 1)), "numbered 1..n without gaps");
+    }
+    const texts = followers[0]!.lines.map((l) => l.text);
+    assert.ok(texts.includes(`log line number ${LINES} padded out to make the log a little longer`));
+    assert.ok(followers[0]!.lines.some((l) => l.stream === LogStream.SYSTEM && l.phase === Phase.FETCH));
+    assert.ok(followers[0]!.lines.some((l) => l.stream === LogStream.STDOUT && l.phase === Phase.BUILD && l.text.startsWith("STEP 1/")));
+    assert.ok(followers[0]!.lines.some((l) => l.phase === Phase.PUSH));
+    stalled.destroy();
+    // kilnd serves on after the stalled reader is dropped.
+    assert.equal((await kilnd.client.getBuild({ buildId: b.id })).build!.id, b.id);
+  });
+
+  test("a reader that comes after the build gets the whole log from the volume, then the record", async () => {
+    const live = await collect(chattyId, false);
+    const late = await collect(chattyId, true);
+    assert.ok(late.lines.length > LINES);
+    assert.deepEqual(late.lines.map((l) => l.text), live.lines.map((l) => l.text));
+    assert.equal(late.final?.state, BuildState.SUCCEEDED);
+    assert.equal(late.final?.imageDigest, await reg.digest("test/chatty", late.final!.commit));
+  });
+
+  test("afterSeq resumes where a reader left off", async () => {
+    const all = await collect(chattyId, false);
+    const n = all.lines.length;
+    const tail = await collect(chattyId, false, BigInt(n - 3));
+    assert.deepEqual(tail.lines.map((l) => l.seq), [BigInt(n - 2), BigInt(n - 1), BigInt(n)]);
+    const none = await collect(chattyId, true, BigInt(n + 10));
+    assert.equal(none.lines.length, 0);
+    assert.equal(none.final?.id, chattyId);
+  });
+
+  test("a follower that joins in the middle gets the replay, then the live tail, then the record", async () => {
+    const b = await submit("b");
+    // Join once some lines exist.
+    for await (const m of kilnd.client.streamLogs({ buildId: b.id, follow: true })) if (m.event.case === "line" && m.event.value.text.startsWith("log line number 1 ")) break;
+    const joined = await collect(b.id, true);
+    assert.equal(joined.final?.state, BuildState.SUCCEEDED);
+    assert.equal(joined.lines[0]!.seq, 1n);
+    assert.ok(joined.lines.some((l) => l.text.startsWith(`log line number ${LINES} `)));
+  });
+});
