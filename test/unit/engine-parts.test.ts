@@ -1,0 +1,56 @@
+// Build slots and daemon options.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { createSlots } from "../../src/builds/slots.js";
+import { isLoopback, parseDaemonOptions, UsageError } from "../../src/config/options.js";
+
+describe("build slots", () => {
+  test("at most max run; waiters run in order; a cancelled wait leaves the queue", async () => {
+    const slots = createSlots(1);
+    const order: string[] = [];
+    const a = await slots.acquire(new AbortController().signal);
+    const ac = new AbortController();
+    const b = slots.acquire(ac.signal).then((r) => (order.push("b"), r));
+    const c = slots.acquire(new AbortController().signal).then((r) => (order.push("c"), r));
+    assert.equal(slots.waiting, 2);
+    ac.abort(new Error("cancelled"));
+    await assert.rejects(b, /cancelled/);
+    assert.equal(slots.waiting, 1);
+    a();
+    a(); // a second release of the same slot is a no-op
+    const releaseC = await c;
+    assert.deepEqual(order, ["c"]);
+    assert.equal(slots.running, 1);
+    releaseC();
+    assert.equal(slots.running, 0);
+  });
+});
+
+describe("kilnd options", () => {
+  test("flags, environment and defaults", () => {
+    const o = parseDaemonOptions(["--data", "/d", "--insecure-registry", "r:5000", "--insecure-registry", "s:5000"], { KILN_IDLE_TIMEOUT: "30", KILN_MAX_CONCURRENT_BUILDS: "2" });
+    assert.ok(o !== "help");
+    assert.equal(o.listenHost, "127.0.0.1");
+    assert.equal(o.listenPort, 5456);
+    assert.equal(o.idleTimeoutSec, 30);
+    assert.equal(o.maxConcurrentBuilds, 2);
+    assert.deepEqual(o.insecureRegistries, ["r:5000", "s:5000"]);
+    const e = parseDaemonOptions([], { KILN_DATA: "/d", KILN_INSECURE_REGISTRY: "a:1,b:2", KILN_LISTEN: "127.0.0.2:7000" });
+    assert.ok(e !== "help");
+    assert.deepEqual(e.insecureRegistries, ["a:1", "b:2"]);
+    assert.equal(e.listenPort, 7000);
+  });
+  test("bad usage is a UsageError naming the flag", () => {
+    assert.throws(() => parseDaemonOptions([], {}), (e: unknown) => e instanceof UsageError && /--data/.test(e.message));
+    assert.throws(() => parseDaemonOptions(["--data", "/d", "--idle-timeout", "soon"], {}), /--idle-timeout/);
+    assert.throws(() => parseDaemonOptions(["--data", "/d", "--listen", "nope"], {}), /--listen/);
+    assert.throws(() => parseDaemonOptions(["--data", "/d", "--listen", "10.0.0.1:5456"], {}), /loopback only/);
+    assert.throws(() => parseDaemonOptions(["--data", "/d", "--bogus"], {}), UsageError);
+    const withToken = parseDaemonOptions(["--data", "/d", "--listen", "[::]:5456", "--token-file", "/t"], {});
+    assert.ok(withToken !== "help" && withToken.listenHost === "::");
+  });
+  test("loopback addresses", () => {
+    for (const h of ["127.0.0.1", "127.1.2.3", "::1", "localhost"]) assert.ok(isLoopback(h), h);
+    for (const h of ["0.0.0.0", "::", "10.0.0.1", "fdaa::3"]) assert.ok(!isLoopback(h), h);
+  });
+});

@@ -1,0 +1,86 @@
+// How kiln reads podman's output and writes its command line and labels.
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, describe, test } from "node:test";
+import { podmanBuildArgs } from "../../src/podman/build-args.js";
+import { planLabels } from "../../src/podman/labels.js";
+import { createStepCounter } from "../../src/podman/step-counter.js";
+import { removeTree, tempDir } from "../helpers/tmp.js";
+
+describe("step counter", () => {
+  test("counts steps and cache hits, leaving out FROM and kiln's label steps", () => {
+    const c = createStepCounter(new Set(["kiln.managed", "kiln.build"]));
+    const out = `STEP 1/6: FROM r/base:1
+STEP 2/6: WORKDIR /app
+--> Using cache 4c26175f4e5806111d47cd188b0f6bf26dbd877f237cbf742b2c8fa0a4e94db3
+--> 4c26175f4e5
+STEP 3/6: COPY src/ ./src/
+--> cdc39cafa1a
+STEP 4/6: RUN echo "--> Using cache fake"
+--> Using cache fake
+--> 685f4dde008
+STEP 5/6: LABEL "kiln.managed"="true" "kiln.build"="x"
+--> Using cache f9ebce84f97
+STEP 6/6: LABEL "kiln.build"="y"
+COMMIT r/app:1`;
+    for (const l of out.split("\n")) c.line(l);
+    // WORKDIR (cached), COPY, RUN (its echo looks like a hit and is one line: counted once at most)
+    assert.deepEqual(c.counts, { total: 3, cached: 2 });
+  });
+  test("a user's own LABEL step counts", () => {
+    const c = createStepCounter(new Set(["kiln.managed"]));
+    c.line('STEP 2/3: LABEL "team"="infra"');
+    assert.deepEqual(c.counts, { total: 1, cached: 0 });
+  });
+});
+
+describe("podman build command line", () => {
+  test("every value is its own argument and the context follows --", () => {
+    const args = podmanBuildArgs({
+      containerfile: "/c/Containerfile",
+      contextDir: "/c/ctx",
+      tag: "r/app:abc",
+      labels: { a: "b c" },
+      buildArgs: { K: "v; rm -rf /" },
+      target: "app",
+      iidFile: "/t/iid",
+      network: "host",
+    });
+    assert.deepEqual(args.slice(-2), ["--", "/c/ctx"]);
+    assert.ok(args.includes("K=v; rm -rf /"));
+    assert.ok(args.includes("a=b c"));
+    assert.equal(args[args.indexOf("--target") + 1], "app");
+  });
+});
+
+describe("label plan", () => {
+  const dir = tempDir("labels");
+  const tmp = join(dir, "tmp");
+  mkdirSync(tmp);
+  after(() => removeTree(dir));
+  const labels = { "kiln.managed": "true", "kiln.project": "p" };
+
+  test("one LABEL line is appended to a copy of the Containerfile", async () => {
+    const cf = join(dir, "Containerfile");
+    writeFileSync(cf, "FROM base\nRUN true");
+    const plan = await planLabels(cf, undefined, labels, tmp);
+    assert.notEqual(plan.containerfile, cf);
+    assert.deepEqual(plan.flagLabels, {});
+    assert.equal(readFileSync(plan.containerfile, "utf8"), 'FROM base\nRUN true\nLABEL "kiln.managed"="true" "kiln.project"="p"\n');
+    assert.equal(readFileSync(cf, "utf8"), "FROM base\nRUN true", "the checkout is untouched");
+  });
+  test("the last stage as target still appends; an earlier one falls back to --label", async () => {
+    const cf = join(dir, "multi");
+    writeFileSync(cf, "FROM base AS build\nRUN true\nFROM base AS app\nCOPY --from=build /x /x\n");
+    assert.deepEqual((await planLabels(cf, "app", labels, tmp)).flagLabels, {});
+    assert.deepEqual((await planLabels(cf, "build", labels, tmp)).flagLabels, labels);
+  });
+  test("values the parser would expand, and a trailing continuation, fall back to --label", async () => {
+    const cf = join(dir, "cf2");
+    writeFileSync(cf, "FROM base\n");
+    assert.deepEqual((await planLabels(cf, undefined, { src: "file:///x/$HOME" }, tmp)).flagLabels, { src: "file:///x/$HOME" });
+    writeFileSync(cf, "FROM base\nRUN true \\\n");
+    assert.deepEqual((await planLabels(cf, undefined, labels, tmp)).flagLabels, labels);
+  });
+});
