@@ -1,6 +1,6 @@
 // One build, phase after phase, each timed: fetch the commit into the git cache and check it
 // out, wait for a build slot, podman build on the warm cache, push to the registry.
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readFile, stat, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { BuildState, LogStream, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
@@ -68,6 +68,7 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
     const tag = `${a.spec.image.repository}:${a.spec.commit}`;
     rec.image = tag;
     await mkdir(a.tmpDir, { recursive: true });
+    await linkCacheMounts(a.tmpDir, deps.podman.layout.cacheMountDir);
     // Labels that stay the same across builds first, so their step can come from the cache.
     const labels = {
       [MANAGED_LABEL]: "true",
@@ -120,6 +121,16 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
   } finally {
     release();
   }
+}
+
+/**
+ * buildah keeps RUN --mount=type=cache directories in $TMPDIR/buildah-cache. Every build has a
+ * TMPDIR of its own (that is how its RUN containers are found on cancel), so that name is
+ * pointed at one directory in container storage, which all builds share and which survives them.
+ */
+async function linkCacheMounts(tmpDir: string, cacheMountDir: string): Promise<void> {
+  await mkdir(cacheMountDir, { recursive: true });
+  await symlink(cacheMountDir, join(tmpDir, "buildah-cache"));
 }
 
 /** The Containerfile named by the request, else Containerfile or Dockerfile in the context. */

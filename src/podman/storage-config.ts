@@ -8,6 +8,8 @@ import { writeFileAtomic } from "../util/fs-atomic.js";
 
 export interface StorageLayout {
   graphRoot: string;
+  /** Where RUN --mount=type=cache directories live: in container storage, shared by all builds. */
+  cacheMountDir: string;
   runRoot: string;
   confDir: string;
   env: Record<string, string>;
@@ -90,6 +92,7 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
   ]);
   return {
     graphRoot,
+    cacheMountDir: join(graphRoot, "kiln-cache-mounts"),
     runRoot,
     confDir,
     env: {

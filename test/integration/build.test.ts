@@ -142,6 +142,14 @@ describe("builds", () => {
     assert.equal(ok.state, BuildState.SUCCEEDED, ok.error);
   });
 
+  test("RUN --mount=type=cache keeps its contents from one build to the next", async () => {
+    const cf = `FROM ${base}\nCOPY src/ /src/\nRUN --mount=type=cache,target=/cache sh -c 'cat /src/a.txt >> /cache/log; cp /cache/log /cachelog'\n`;
+    const shas = [repo.commit({ Containerfile: cf, "src/a.txt": "first\n" }), repo.commit({ "src/a.txt": "second\n" })];
+    for (const sha of shas) assert.equal((await build(sha)).state, BuildState.SUCCEEDED);
+    const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${shas[1]}`, "cat", "/cachelog"], { env: podmanEnv(), encoding: "utf8" });
+    assert.equal(out, "first\nsecond\n");
+  });
+
   test("ListBuilds lists newest first and filters by project", async () => {
     const { builds } = await kilnd.client.listBuilds({ project: "hello" });
     assert.ok(builds.length >= 8);
