@@ -31,6 +31,17 @@ export interface EngineOptions {
   logger: Logger;
   /** Told when a build ends (metrics). */
   onFinished?: (b: Build) => void;
+  housekeeping?: Housekeeping;
+}
+
+/** Volume care around builds (storage/volume-keeper.ts). */
+export interface Housekeeping {
+  /** Before podman starts (the build holds its slot): true if storage was reset. */
+  beforeBuild(): Promise<boolean>;
+  /** After a successful build of the project: prune what the keep policy drops. */
+  afterBuild(project: string): Promise<void>;
+  /** podman ran out of space: true if storage was reset and the build may try again. */
+  onNoSpace(): Promise<boolean>;
 }
 
 const TERMINAL = new Set([BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED]);
@@ -74,6 +85,11 @@ export class BuildEngine {
 
   get activeCount(): number {
     return this.active.size;
+  }
+
+  /** Names of the temp dirs of live builds (under <data>/tmp). */
+  liveTmpDirs(): Set<string> {
+    return new Set(this.active.keys());
   }
 
   async get(id: string): Promise<Build> {
@@ -181,7 +197,11 @@ export class BuildEngine {
         buildNetwork: this.o.buildNetwork,
         insecureRegistries: this.insecure,
         save: (x) => this.o.records.save(x.record),
-        beforeBuild: () => this.sweepIfIdle(1),
+        beforeBuild: async () => {
+          await this.sweepIfIdle(1);
+          if (await this.o.housekeeping?.beforeBuild()) a.say("storage: the volume was over the reset threshold; container storage was reset, this build is a cold one");
+        },
+        onNoSpace: async () => (await this.o.housekeeping?.onNoSpace()) ?? false,
       });
       rec.state = BuildState.SUCCEEDED;
       a.say(`succeeded in ${Date.now() - (msFromTimestamp(rec.createTime) ?? Date.now())} ms`);
@@ -215,6 +235,10 @@ export class BuildEngine {
       this.o.onFinished?.(rec);
       await a.killed;
       await this.sweepIfIdle(0);
+      // Housekeeping belongs to the build's time awake: kilnd does not idle out before it ends.
+      if (rec.state === BuildState.SUCCEEDED && this.o.housekeeping) {
+        await this.o.housekeeping.afterBuild(rec.project).catch((err) => this.o.logger.error({ err, project: rec.project }, "pruning after the build failed"));
+      }
       // The chain stays whole: done means this build and all it superseded are gone.
       if (previous) await previous.done.promise;
       a.done.resolve();

@@ -26,8 +26,10 @@ export interface PipelineDeps {
   buildNetwork: string;
   insecureRegistries: ReadonlySet<string>;
   save(a: ActiveBuild): Promise<void>;
-  /** Called once the build holds a slot, before podman starts (leftover sweeps go here). */
+  /** Called once the build holds a slot, before podman starts (sweeps, the reset check). */
   beforeBuild(): Promise<void>;
+  /** podman ran out of space: true if space was made and the build may run once more. */
+  onNoSpace(): Promise<boolean>;
 }
 
 export const MANAGED_LABEL = "kiln.managed";
@@ -79,7 +81,6 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       "org.opencontainers.image.created": new Date().toISOString(),
     };
     const plan = await planLabels(containerfile, a.spec.target, labels, a.tmpDir);
-    const counter = createStepCounter(new Set(Object.keys(labels)));
     const args = podmanBuildArgs({
       containerfile: plan.containerfile,
       contextDir,
@@ -90,10 +91,20 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       ...(a.spec.target ? { target: a.spec.target } : {}),
       labels: plan.flagLabels,
     });
-    a.say(`build: podman ${args.join(" ")}`);
-    const built = await exec(a, "podman", "podman", args, deps.podman.env(a.tmpDir), (line) => counter.line(line));
-    rec.stepsTotal = counter.counts.total;
-    rec.stepsCached = counter.counts.cached;
+    const podmanBuild = async () => {
+      const counter = createStepCounter(new Set(Object.keys(labels)));
+      a.say(`build: podman ${args.join(" ")}`);
+      const r = await exec(a, "podman", "podman", args, deps.podman.env(a.tmpDir), (line) => counter.line(line));
+      rec.stepsTotal = counter.counts.total;
+      rec.stepsCached = counter.counts.cached;
+      return r;
+    };
+    let built = await podmanBuild();
+    if (built.exitCode !== 0 && built.stderrTail.some((l) => /no space left on device/i.test(l)) && (await deps.onNoSpace())) {
+      // A build never fails for a full disk that kiln could have freed.
+      a.say("build: out of space; container storage was reset, building again from cold");
+      built = await podmanBuild();
+    }
     durations.build = durationFromMs(Date.now() - b0);
     if (built.exitCode !== 0) throw new KilnError("failed_precondition", `podman build failed: ${lastError(built)}`);
     rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();

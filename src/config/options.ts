@@ -14,6 +14,12 @@ export interface DaemonOptions {
   maxConcurrentBuilds: number;
   buildNetwork: string;
   logLevel: string;
+  /** Images per project kept by the prune after each build. */
+  keepBuilds: number;
+  /** Used share of the volume (percent) above which container storage is reset. */
+  resetThresholdPercent: number;
+  /** FUSE program for overlay (fuse-overlayfs), where the kernel's cannot be used: slow. */
+  overlayMountProgram?: string;
 }
 
 export class UsageError extends Error {
@@ -22,6 +28,7 @@ export class UsageError extends Error {
 
 export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle-timeout SECONDS] [--token-file FILE]
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
+             [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--log-level LEVEL]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
@@ -35,6 +42,9 @@ const SPEC = {
   "max-concurrent-builds": { type: "string" },
   "build-network": { type: "string" },
   "log-level": { type: "string" },
+  "keep-builds": { type: "string" },
+  "reset-threshold": { type: "string" },
+  "overlay-mount-program": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -93,7 +103,11 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     maxConcurrentBuilds: intIn("max-concurrent-builds", get("max-concurrent-builds") ?? "1", 1, 64),
     buildNetwork: network,
     logLevel: get("log-level") ?? "info",
+    keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),
+    resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),
   };
+  const mountProgram = get("overlay-mount-program");
+  if (mountProgram) opts.overlayMountProgram = resolve(mountProgram);
   const tokenFile = get("token-file");
   if (tokenFile) opts.tokenFile = resolve(tokenFile);
   if (!opts.tokenFile && !isLoopback(opts.listenHost)) {

@@ -19,10 +19,13 @@ import { createBuilderService } from "../server/builder-service.js";
 import { errorInterceptor } from "../server/errors.js";
 import { createHealthService, createHealthState } from "../server/health-service.js";
 import { startServer } from "../server/http-server.js";
-import { createMetrics } from "../server/metrics.js";
+import { createMetrics, type Metrics } from "../server/metrics.js";
+import { storageContents } from "../storage/disk-usage.js";
+import { VolumeKeeper } from "../storage/volume-keeper.js";
 import { registerReflection } from "../server/reflection-service.js";
 import { VERSION } from "../version.js";
 import { createIdleTracker } from "./idle.js";
+import { loadState, saveState } from "./state-file.js";
 
 // gRPC's customary limit for one message.
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
@@ -42,12 +45,38 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   const startTime = Date.now();
   const dir = (name: string) => join(opts.dataDir, name);
   await Promise.all(["builds", "logs", "git", "work", "tmp"].map((d) => mkdir(dir(d), { recursive: true })));
-  const layout = await writeStorageConfig({ dataDir: opts.dataDir, insecureRegistries: opts.insecureRegistries });
+  const layout = await writeStorageConfig({
+    dataDir: opts.dataDir,
+    insecureRegistries: opts.insecureRegistries,
+    ...(opts.overlayMountProgram ? { overlayMountProgram: opts.overlayMountProgram } : {}),
+  });
   const podman = createPodman({ layout, baseEnv: passThroughEnv(process.env) });
   const records = new RecordStore(dir("builds"));
   const logs = new LogStore(dir("logs"));
-  let metrics: ReturnType<typeof createMetrics> | undefined;
-  const engine = new BuildEngine({
+  const statePath = join(opts.dataDir, "kilnd-state.json");
+  const state = await loadState(statePath);
+  let metrics: Metrics | undefined;
+  // The keeper and the engine refer to each other; the keeper only calls back after start.
+  let engine: BuildEngine;
+  const keeper = new VolumeKeeper({
+    dataDir: opts.dataDir,
+    tmpRoot: dir("tmp"),
+    layout,
+    env: () => podman.env(),
+    keepBuilds: opts.keepBuilds,
+    resetThresholdPercent: opts.resetThresholdPercent,
+    logger,
+    runningBuilds: () => engine.runningCount,
+    liveTmpDirs: () => engine.liveTmpDirs(),
+    onReset(durationMs, bytes) {
+      state.resets++;
+      state.lastResetMs = Date.now();
+      void saveState(statePath, state).catch((err) => logger.error({ err }, "cannot save kilnd-state.json"));
+      metrics?.reset(durationMs, bytes);
+    },
+    onPrune: (n, bytes) => metrics?.pruned(n, bytes),
+  });
+  engine = new BuildEngine({
     dataDir: opts.dataDir,
     maxConcurrentBuilds: opts.maxConcurrentBuilds,
     buildNetwork: opts.buildNetwork,
@@ -58,8 +87,20 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     podman,
     logger,
     onFinished: (b) => metrics?.buildFinished(b),
+    housekeeping: {
+      beforeBuild: () => keeper.beforeBuild(),
+      afterBuild: async (project) => void (await keeper.prune(project, false)),
+      onNoSpace: () => keeper.onNoSpace(),
+    },
   });
-  metrics = createMetrics({ running: () => engine.runningCount, queued: () => engine.queuedCount, logSubscribers: () => logs.activeReaders });
+  metrics = createMetrics({
+    running: () => engine.runningCount,
+    queued: () => engine.queuedCount,
+    logSubscribers: () => logs.activeReaders,
+    volume: () => keeper.usage(),
+    overlay: () => keeper.overlay,
+    persisted: { resets: state.resets, idleExits: state.idleExits },
+  });
   await engine.start();
 
   const auth = opts.tokenFile ? createTokenAuth(opts.tokenFile, logger) : undefined;
@@ -78,6 +119,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   const handler = connectNodeAdapter({
     routes(router) {
       router.service(BuilderService, createBuilderService({
+        dataDir: opts.dataDir,
         engine,
         logs,
         version: VERSION,
@@ -85,12 +127,15 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         authRequired: auth !== undefined,
         maxConcurrentBuilds: opts.maxConcurrentBuilds,
         podmanVersion: () => podman.version(),
+        keeper,
+        storage: () => storageContents(podman.env()),
+        resets: () => ({ count: state.resets, lastMs: state.lastResetMs }),
       }));
       router.service(Health, createHealthService(health, [BuilderService.typeName]));
       registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health], [BuilderService.typeName, Health.typeName]);
     },
-    interceptors: [idle.interceptor, errorInterceptor(logger)],
-    ...(auth ? { requestGate: auth.gate } : {}),
+    // Auth first: a refused call is no activity and never reaches a service.
+    interceptors: [...(auth ? [auth.interceptor] : []), idle.interceptor, errorInterceptor(logger)],
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
     shutdownSignal: shutdown.signal,
@@ -112,8 +157,10 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
 
   const server = await startServer({ host: opts.listenHost, port: opts.listenPort, handler });
   logger.info({ listen: `${server.address.host}:${server.address.port}`, data: opts.dataDir, runroot: layout.runRoot, auth: auth !== undefined, idleTimeout: opts.idleTimeoutSec, startupMs: Date.now() - startTime, version: VERSION }, "kilnd serving");
+  // After the first RPC can be answered: podman info takes a quarter of a second.
   void podman.version().then((v) => {
     if (v === "unknown") logger.error("podman does not answer: builds will fail until it is installed (scripts/setup.sh)");
+    else void keeper.checkOverlay();
   });
 
   const daemon: Daemon = {
@@ -129,6 +176,10 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         shutdown.abort();
         await server.close(SHUTDOWN_GRACE_MS);
         await auth?.close();
+        if (reason === "idle") {
+          state.idleExits++;
+          await saveState(statePath, state).catch((err) => logger.error({ err }, "cannot save kilnd-state.json"));
+        }
         const code = reason === "fatal" ? 1 : 0;
         logger.info({ reason, code }, reason === "idle" ? "kilnd exiting: idle" : "kilnd stopped");
         resolveStopped(code);

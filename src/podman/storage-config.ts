@@ -18,6 +18,8 @@ export interface StorageLayout {
 export interface StorageConfigOptions {
   dataDir: string;
   insecureRegistries: readonly string[];
+  /** fuse-overlayfs or the like; unset means the kernel's overlay, as it should be. */
+  overlayMountProgram?: string;
 }
 
 const toml = (s: string) => JSON.stringify(s);
@@ -59,6 +61,7 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
     "[storage.options.overlay]",
     // metacopy makes builds several times slower (measured); keep it off.
     'mountopt = "nodev"',
+    ...(opts.overlayMountProgram ? [`mount_program = ${toml(opts.overlayMountProgram)}`] : []),
     "",
   ].join("\n");
   const containers = [

@@ -2,15 +2,15 @@
 // takes effect without a restart; comparison is constant-time.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { Code, ConnectError, type HandlerContext } from "@connectrpc/connect";
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import { watch, type FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
 
 export interface TokenAuth {
-  /** connect's request gate: runs before a request body is read. */
-  gate(ctx: HandlerContext): void;
+  /** Refuses every call but health without the right token; the outermost interceptor. */
+  interceptor: Interceptor;
   /** For plain HTTP paths (metrics). */
   allows(authorization: string | undefined): boolean;
   close(): Promise<void>;
@@ -44,11 +44,11 @@ export function createTokenAuth(file: string, logger: Logger): TokenAuth {
 
   return {
     allows,
-    gate(ctx) {
-      if (ctx.service.typeName === HEALTH_SERVICE) return;
-      if (!allows(ctx.requestHeader.get("authorization") ?? undefined)) {
+    interceptor: (next) => async (req) => {
+      if (req.service.typeName !== HEALTH_SERVICE && !allows(req.header.get("authorization") ?? undefined)) {
         throw new ConnectError("missing or wrong bearer token", Code.Unauthenticated);
       }
+      return next(req);
     },
     close: () => watcher.close(),
   };

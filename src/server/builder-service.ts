@@ -4,18 +4,24 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import {
   BuilderService,
   GetInfoResponseSchema,
+  GetStorageResponseSchema,
+  PruneResponseSchema,
   LogLineSchema,
   type LogLine,
 } from "../gen/kiln/v1/builder_pb.js";
 import type { BuildEngine } from "../builds/engine.js";
-import { invalidArgument } from "../errors/kiln-error.js";
+import { invalidArgument, KilnError } from "../errors/kiln-error.js";
+import type { StorageContents } from "../storage/disk-usage.js";
+import { listKilnImages } from "../storage/prune.js";
+import type { VolumeKeeper } from "../storage/volume-keeper.js";
 import type { LogEntry } from "../logs/build-log.js";
 import type { LogStore } from "../logs/log-store.js";
 import { BUILD_ID_PATTERN } from "../util/ids.js";
-import { timestampFromMs } from "../util/time.js";
+import { durationFromMs, timestampFromMs } from "../util/time.js";
 import { checkProject, validateBuildRequest } from "../validate/build-request.js";
 
 export interface BuilderServiceDeps {
+  dataDir: string;
   engine: BuildEngine;
   logs: LogStore;
   version: string;
@@ -23,6 +29,9 @@ export interface BuilderServiceDeps {
   authRequired: boolean;
   maxConcurrentBuilds: number;
   podmanVersion(): Promise<string>;
+  keeper: VolumeKeeper;
+  storage(): Promise<StorageContents>;
+  resets(): { count: number; lastMs: number };
 }
 
 function checkBuildId(id: string): string {
@@ -59,6 +68,46 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
       }
       if (ctx.signal.aborted) return;
       yield { event: { case: "build", value: await d.engine.get(id) } };
+    },
+    async getStorage() {
+      const [usage, contents, kilnImages] = await Promise.all([d.keeper.usage(), d.storage(), listKilnImages(d.keeper.env())]);
+      const r = d.resets();
+      return create(GetStorageResponseSchema, {
+        dataDir: d.dataDir,
+        volumeTotalBytes: BigInt(usage.totalBytes),
+        volumeFreeBytes: BigInt(usage.freeBytes),
+        volumeUsedPercent: usage.usedPercent,
+        resetThresholdPercent: d.keeper.resetThresholdPercent,
+        overlay: d.keeper.overlay,
+        images: contents.images,
+        imagesBytes: BigInt(contents.imagesBytes),
+        containers: contents.containers,
+        kilnImages: kilnImages.length,
+        keepBuilds: d.keeper.keepBuilds,
+        resets: r.count,
+        ...(r.lastMs ? { lastResetTime: timestampFromMs(r.lastMs) } : {}),
+      });
+    },
+    async prune(req) {
+      const project = req.project ? checkProject(req.project) : undefined;
+      const out = await d.keeper.prune(project, req.dryRun);
+      return create(PruneResponseSchema, {
+        images: out.images.map((i) => ({
+          id: i.id,
+          project: i.project,
+          buildId: i.buildId,
+          names: i.names,
+          sizeBytes: BigInt(i.sizeBytes),
+          createTime: timestampFromMs(i.created * 1000),
+        })),
+        bytesFreed: BigInt(out.bytesFreed),
+        reset: out.reset,
+      });
+    },
+    async resetStorage() {
+      const r = await d.keeper.resetNow("requested by ResetStorage");
+      if (!r) throw new KilnError("failed_precondition", "a build is running; reset when none is");
+      return { bytesFreed: BigInt(r.bytesFreed), duration: durationFromMs(r.durationMs) };
     },
     async getInfo() {
       return create(GetInfoResponseSchema, {

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/v1/builder.proto.
  */
 export const file_kiln_v1_builder: GenFile = /*@__PURE__*/
-  fileDesc("ChVraWxuL3YxL2J1aWxkZXIucHJvdG8SB2tpbG4udjEiKAoJR2l0U291cmNlEgsKA3VybBgBIAEoCRIOCgZjb21taXQYAiABKAkiMwoGU291cmNlEiEKA2dpdBgBIAEoCzISLmtpbG4udjEuR2l0U291cmNlSABCBgoEa2luZCLzAQoMQnVpbGRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHwoGc291cmNlGAIgASgLMg8ua2lsbi52MS5Tb3VyY2USFQoNY29udGFpbmVyZmlsZRgDIAEoCRIPCgdjb250ZXh0GAQgASgJEg0KBWltYWdlGAUgASgJEjgKCmJ1aWxkX2FyZ3MYBiADKAsyJC5raWxuLnYxLkJ1aWxkUmVxdWVzdC5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYByABKAkaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIuCg1CdWlsZFJlc3BvbnNlEh0KBWJ1aWxkGAEgASgLMg4ua2lsbi52MS5CdWlsZCK3AQoOUGhhc2VEdXJhdGlvbnMSKAoFZmV0Y2gYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFYnVpbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEcHVzaBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgV0b3RhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCBAoFQnVpbGQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIiCgVzdGF0ZRgDIAEoDjITLmtpbG4udjEuQnVpbGRTdGF0ZRIOCgZjb21taXQYBCABKAkSDQoFaW1hZ2UYBSABKAkSFAoMaW1hZ2VfZGlnZXN0GAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoJZHVyYXRpb25zGAogASgLMhcua2lsbi52MS5QaGFzZUR1cmF0aW9ucxITCgtzdGVwc190b3RhbBgLIAEoDRIUCgxzdGVwc19jYWNoZWQYDCABKA0SDQoFZXJyb3IYDSABKAkSEgoKc291cmNlX3VybBgOIAEoCRIVCg1jb250YWluZXJmaWxlGA8gASgJEg8KB2NvbnRleHQYECABKAkSDgoGdGFyZ2V0GBEgASgJEh0KBXBoYXNlGBIgASgOMg4ua2lsbi52MS5QaGFzZRIOCgZwdXNoZWQYEyABKAgSEAoIaW1hZ2VfaWQYFCABKAkiIwoPR2V0QnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIjEKEEdldEJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIjMKEUxpc3RCdWlsZHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iNAoSTGlzdEJ1aWxkc1Jlc3BvbnNlEh4KBmJ1aWxkcxgBIAMoCzIOLmtpbG4udjEuQnVpbGQiIQoNQ2FuY2VsUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIvCg5DYW5jZWxSZXNwb25zZRIdCgVidWlsZBgBIAEoCzIOLmtpbG4udjEuQnVpbGQiSAoRU3RyZWFtTG9nc1JlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhEKCWFmdGVyX3NlcRgDIAEoBCKRAQoHTG9nTGluZRILCgNzZXEYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGV4dBgDIAEoCRIiCgZzdHJlYW0YBCABKA4yEi5raWxuLnYxLkxvZ1N0cmVhbRIdCgVwaGFzZRgFIAEoDjIOLmtpbG4udjEuUGhhc2UiYAoSU3RyZWFtTG9nc1Jlc3BvbnNlEiAKBGxpbmUYASABKAsyEC5raWxuLnYxLkxvZ0xpbmVIABIfCgVidWlsZBgCIAEoCzIOLmtpbG4udjEuQnVpbGRIAEIHCgVldmVudCIQCg5HZXRJbmZvUmVxdWVzdCKgAQoPR2V0SW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSFgoOcG9kbWFuX3ZlcnNpb24YAiABKAkSHQoVbWF4X2NvbmN1cnJlbnRfYnVpbGRzGAMgASgNEhUKDWF1dGhfcmVxdWlyZWQYBCABKAgSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAqqAEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAMSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAQSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAUqUAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIPCgtQSEFTRV9GRVRDSBABEg8KC1BIQVNFX0JVSUxEEAISDgoKUEhBU0VfUFVTSBADKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEAMypgMKDkJ1aWxkZXJTZXJ2aWNlEjYKBUJ1aWxkEhUua2lsbi52MS5CdWlsZFJlcXVlc3QaFi5raWxuLnYxLkJ1aWxkUmVzcG9uc2USRAoIR2V0QnVpbGQSGC5raWxuLnYxLkdldEJ1aWxkUmVxdWVzdBoZLmtpbG4udjEuR2V0QnVpbGRSZXNwb25zZSIDkAIBEkoKCkxpc3RCdWlsZHMSGi5raWxuLnYxLkxpc3RCdWlsZHNSZXF1ZXN0Ghsua2lsbi52MS5MaXN0QnVpbGRzUmVzcG9uc2UiA5ACARI5CgZDYW5jZWwSFi5raWxuLnYxLkNhbmNlbFJlcXVlc3QaFy5raWxuLnYxLkNhbmNlbFJlc3BvbnNlEkwKClN0cmVhbUxvZ3MSGi5raWxuLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Ghsua2lsbi52MS5TdHJlYW1Mb2dzUmVzcG9uc2UiA5ACATABEkEKB0dldEluZm8SFy5raWxuLnYxLkdldEluZm9SZXF1ZXN0Ghgua2lsbi52MS5HZXRJbmZvUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVraWxuL3YxL2J1aWxkZXIucHJvdG8SB2tpbG4udjEiKAoJR2l0U291cmNlEgsKA3VybBgBIAEoCRIOCgZjb21taXQYAiABKAkiMwoGU291cmNlEiEKA2dpdBgBIAEoCzISLmtpbG4udjEuR2l0U291cmNlSABCBgoEa2luZCLzAQoMQnVpbGRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHwoGc291cmNlGAIgASgLMg8ua2lsbi52MS5Tb3VyY2USFQoNY29udGFpbmVyZmlsZRgDIAEoCRIPCgdjb250ZXh0GAQgASgJEg0KBWltYWdlGAUgASgJEjgKCmJ1aWxkX2FyZ3MYBiADKAsyJC5raWxuLnYxLkJ1aWxkUmVxdWVzdC5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYByABKAkaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIuCg1CdWlsZFJlc3BvbnNlEh0KBWJ1aWxkGAEgASgLMg4ua2lsbi52MS5CdWlsZCK3AQoOUGhhc2VEdXJhdGlvbnMSKAoFZmV0Y2gYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFYnVpbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEcHVzaBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgV0b3RhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKCBAoFQnVpbGQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIiCgVzdGF0ZRgDIAEoDjITLmtpbG4udjEuQnVpbGRTdGF0ZRIOCgZjb21taXQYBCABKAkSDQoFaW1hZ2UYBSABKAkSFAoMaW1hZ2VfZGlnZXN0GAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoJZHVyYXRpb25zGAogASgLMhcua2lsbi52MS5QaGFzZUR1cmF0aW9ucxITCgtzdGVwc190b3RhbBgLIAEoDRIUCgxzdGVwc19jYWNoZWQYDCABKA0SDQoFZXJyb3IYDSABKAkSEgoKc291cmNlX3VybBgOIAEoCRIVCg1jb250YWluZXJmaWxlGA8gASgJEg8KB2NvbnRleHQYECABKAkSDgoGdGFyZ2V0GBEgASgJEh0KBXBoYXNlGBIgASgOMg4ua2lsbi52MS5QaGFzZRIOCgZwdXNoZWQYEyABKAgSEAoIaW1hZ2VfaWQYFCABKAkiIwoPR2V0QnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIjEKEEdldEJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIjMKEUxpc3RCdWlsZHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iNAoSTGlzdEJ1aWxkc1Jlc3BvbnNlEh4KBmJ1aWxkcxgBIAMoCzIOLmtpbG4udjEuQnVpbGQiIQoNQ2FuY2VsUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIvCg5DYW5jZWxSZXNwb25zZRIdCgVidWlsZBgBIAEoCzIOLmtpbG4udjEuQnVpbGQiSAoRU3RyZWFtTG9nc1JlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhEKCWFmdGVyX3NlcRgDIAEoBCKRAQoHTG9nTGluZRILCgNzZXEYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGV4dBgDIAEoCRIiCgZzdHJlYW0YBCABKA4yEi5raWxuLnYxLkxvZ1N0cmVhbRIdCgVwaGFzZRgFIAEoDjIOLmtpbG4udjEuUGhhc2UiYAoSU3RyZWFtTG9nc1Jlc3BvbnNlEiAKBGxpbmUYASABKAsyEC5raWxuLnYxLkxvZ0xpbmVIABIfCgVidWlsZBgCIAEoCzIOLmtpbG4udjEuQnVpbGRIAEIHCgVldmVudCIQCg5HZXRJbmZvUmVxdWVzdCKgAQoPR2V0SW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSFgoOcG9kbWFuX3ZlcnNpb24YAiABKAkSHQoVbWF4X2NvbmN1cnJlbnRfYnVpbGRzGAMgASgNEhUKDWF1dGhfcmVxdWlyZWQYBCABKAgSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEwoRR2V0U3RvcmFnZVJlcXVlc3QiXQoNT3ZlcmxheVN0YXR1cxIOCgZuYXRpdmUYASABKAgSDgoGZHJpdmVyGAIgASgJEg4KBnJlYXNvbhgDIAEoCRILCgNmaXgYBCABKAkSDwoHY2hlY2tlZBgFIAEoCCLtAgoSR2V0U3RvcmFnZVJlc3BvbnNlEhAKCGRhdGFfZGlyGAEgASgJEhoKEnZvbHVtZV90b3RhbF9ieXRlcxgCIAEoBBIZChF2b2x1bWVfZnJlZV9ieXRlcxgDIAEoBBIbChN2b2x1bWVfdXNlZF9wZXJjZW50GAQgASgBEh8KF3Jlc2V0X3RocmVzaG9sZF9wZXJjZW50GAUgASgBEicKB292ZXJsYXkYBiABKAsyFi5raWxuLnYxLk92ZXJsYXlTdGF0dXMSDgoGaW1hZ2VzGAcgASgNEhQKDGltYWdlc19ieXRlcxgIIAEoBBISCgpjb250YWluZXJzGAkgASgNEhMKC2tpbG5faW1hZ2VzGAogASgNEhMKC2tlZXBfYnVpbGRzGAsgASgNEg4KBnJlc2V0cxgMIAEoDRIzCg9sYXN0X3Jlc2V0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjAKDFBydW5lUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEg8KB2RyeV9ydW4YAiABKAgikAEKC1BydW5lZEltYWdlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDQoFbmFtZXMYBCADKAkSEgoKc2l6ZV9ieXRlcxgFIAEoBBIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWQoNUHJ1bmVSZXNwb25zZRIkCgZpbWFnZXMYASADKAsyFC5raWxuLnYxLlBydW5lZEltYWdlEhMKC2J5dGVzX2ZyZWVkGAIgASgDEg0KBXJlc2V0GAMgASgIIhUKE1Jlc2V0U3RvcmFnZVJlcXVlc3QiWAoUUmVzZXRTdG9yYWdlUmVzcG9uc2USEwoLYnl0ZXNfZnJlZWQYASABKAMSKwoIZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24qqAEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAMSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAQSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAUqUAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIPCgtQSEFTRV9GRVRDSBABEg8KC1BIQVNFX0JVSUxEEAISDgoKUEhBU0VfUFVTSBADKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEAMy9wQKDkJ1aWxkZXJTZXJ2aWNlEjYKBUJ1aWxkEhUua2lsbi52MS5CdWlsZFJlcXVlc3QaFi5raWxuLnYxLkJ1aWxkUmVzcG9uc2USRAoIR2V0QnVpbGQSGC5raWxuLnYxLkdldEJ1aWxkUmVxdWVzdBoZLmtpbG4udjEuR2V0QnVpbGRSZXNwb25zZSIDkAIBEkoKCkxpc3RCdWlsZHMSGi5raWxuLnYxLkxpc3RCdWlsZHNSZXF1ZXN0Ghsua2lsbi52MS5MaXN0QnVpbGRzUmVzcG9uc2UiA5ACARI5CgZDYW5jZWwSFi5raWxuLnYxLkNhbmNlbFJlcXVlc3QaFy5raWxuLnYxLkNhbmNlbFJlc3BvbnNlEkwKClN0cmVhbUxvZ3MSGi5raWxuLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Ghsua2lsbi52MS5TdHJlYW1Mb2dzUmVzcG9uc2UiA5ACATABEkEKB0dldEluZm8SFy5raWxuLnYxLkdldEluZm9SZXF1ZXN0Ghgua2lsbi52MS5HZXRJbmZvUmVzcG9uc2UiA5ACARJKCgpHZXRTdG9yYWdlEhoua2lsbi52MS5HZXRTdG9yYWdlUmVxdWVzdBobLmtpbG4udjEuR2V0U3RvcmFnZVJlc3BvbnNlIgOQAgESNgoFUHJ1bmUSFS5raWxuLnYxLlBydW5lUmVxdWVzdBoWLmtpbG4udjEuUHJ1bmVSZXNwb25zZRJLCgxSZXNldFN0b3JhZ2USHC5raWxuLnYxLlJlc2V0U3RvcmFnZVJlcXVlc3QaHS5raWxuLnYxLlJlc2V0U3RvcmFnZVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * GitSource names one commit of a git repository.
@@ -572,6 +572,281 @@ export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
   messageDesc(file_kiln_v1_builder, 16);
 
 /**
+ * @generated from message kiln.v1.GetStorageRequest
+ */
+export type GetStorageRequest = Message<"kiln.v1.GetStorageRequest"> & {
+};
+
+/**
+ * Describes the message kiln.v1.GetStorageRequest.
+ * Use `create(GetStorageRequestSchema)` to create a new message.
+ */
+export const GetStorageRequestSchema: GenMessage<GetStorageRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 17);
+
+/**
+ * OverlayStatus says whether container storage uses the kernel's overlay natively.
+ *
+ * @generated from message kiln.v1.OverlayStatus
+ */
+export type OverlayStatus = Message<"kiln.v1.OverlayStatus"> & {
+  /**
+   * @generated from field: bool native = 1;
+   */
+  native: boolean;
+
+  /**
+   * The storage driver podman reports (overlay, vfs, ...).
+   *
+   * @generated from field: string driver = 2;
+   */
+  driver: string;
+
+  /**
+   * Why overlay is not native, and what to do about it (empty when native).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string fix = 4;
+   */
+  fix: string;
+
+  /**
+   * Set once podman has been asked (it takes a fraction of a second after start).
+   *
+   * @generated from field: bool checked = 5;
+   */
+  checked: boolean;
+};
+
+/**
+ * Describes the message kiln.v1.OverlayStatus.
+ * Use `create(OverlayStatusSchema)` to create a new message.
+ */
+export const OverlayStatusSchema: GenMessage<OverlayStatus> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 18);
+
+/**
+ * @generated from message kiln.v1.GetStorageResponse
+ */
+export type GetStorageResponse = Message<"kiln.v1.GetStorageResponse"> & {
+  /**
+   * @generated from field: string data_dir = 1;
+   */
+  dataDir: string;
+
+  /**
+   * @generated from field: uint64 volume_total_bytes = 2;
+   */
+  volumeTotalBytes: bigint;
+
+  /**
+   * @generated from field: uint64 volume_free_bytes = 3;
+   */
+  volumeFreeBytes: bigint;
+
+  /**
+   * Used share of the volume, 0-100.
+   *
+   * @generated from field: double volume_used_percent = 4;
+   */
+  volumeUsedPercent: number;
+
+  /**
+   * The used share above which kilnd resets container storage.
+   *
+   * @generated from field: double reset_threshold_percent = 5;
+   */
+  resetThresholdPercent: number;
+
+  /**
+   * @generated from field: kiln.v1.OverlayStatus overlay = 6;
+   */
+  overlay?: OverlayStatus | undefined;
+
+  /**
+   * @generated from field: uint32 images = 7;
+   */
+  images: number;
+
+  /**
+   * @generated from field: uint64 images_bytes = 8;
+   */
+  imagesBytes: bigint;
+
+  /**
+   * @generated from field: uint32 containers = 9;
+   */
+  containers: number;
+
+  /**
+   * @generated from field: uint32 kiln_images = 10;
+   */
+  kilnImages: number;
+
+  /**
+   * @generated from field: uint32 keep_builds = 11;
+   */
+  keepBuilds: number;
+
+  /**
+   * @generated from field: uint32 resets = 12;
+   */
+  resets: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_reset_time = 13;
+   */
+  lastResetTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.GetStorageResponse.
+ * Use `create(GetStorageResponseSchema)` to create a new message.
+ */
+export const GetStorageResponseSchema: GenMessage<GetStorageResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 19);
+
+/**
+ * @generated from message kiln.v1.PruneRequest
+ */
+export type PruneRequest = Message<"kiln.v1.PruneRequest"> & {
+  /**
+   * Only this project's images (optional: all projects).
+   *
+   * @generated from field: string project = 1;
+   */
+  project: string;
+
+  /**
+   * List what would be removed, remove nothing.
+   *
+   * @generated from field: bool dry_run = 2;
+   */
+  dryRun: boolean;
+};
+
+/**
+ * Describes the message kiln.v1.PruneRequest.
+ * Use `create(PruneRequestSchema)` to create a new message.
+ */
+export const PruneRequestSchema: GenMessage<PruneRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 20);
+
+/**
+ * PrunedImage is an image the prune removed (or, in a dry run, would remove).
+ *
+ * @generated from message kiln.v1.PrunedImage
+ */
+export type PrunedImage = Message<"kiln.v1.PrunedImage"> & {
+  /**
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * @generated from field: string project = 2;
+   */
+  project: string;
+
+  /**
+   * @generated from field: string build_id = 3;
+   */
+  buildId: string;
+
+  /**
+   * @generated from field: repeated string names = 4;
+   */
+  names: string[];
+
+  /**
+   * @generated from field: uint64 size_bytes = 5;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp create_time = 6;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.PrunedImage.
+ * Use `create(PrunedImageSchema)` to create a new message.
+ */
+export const PrunedImageSchema: GenMessage<PrunedImage> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 21);
+
+/**
+ * @generated from message kiln.v1.PruneResponse
+ */
+export type PruneResponse = Message<"kiln.v1.PruneResponse"> & {
+  /**
+   * @generated from field: repeated kiln.v1.PrunedImage images = 1;
+   */
+  images: PrunedImage[];
+
+  /**
+   * Space the volume gained (0 in a dry run).
+   *
+   * @generated from field: int64 bytes_freed = 2;
+   */
+  bytesFreed: bigint;
+
+  /**
+   * The storage reset that followed because the volume was still over the threshold.
+   *
+   * @generated from field: bool reset = 3;
+   */
+  reset: boolean;
+};
+
+/**
+ * Describes the message kiln.v1.PruneResponse.
+ * Use `create(PruneResponseSchema)` to create a new message.
+ */
+export const PruneResponseSchema: GenMessage<PruneResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 22);
+
+/**
+ * @generated from message kiln.v1.ResetStorageRequest
+ */
+export type ResetStorageRequest = Message<"kiln.v1.ResetStorageRequest"> & {
+};
+
+/**
+ * Describes the message kiln.v1.ResetStorageRequest.
+ * Use `create(ResetStorageRequestSchema)` to create a new message.
+ */
+export const ResetStorageRequestSchema: GenMessage<ResetStorageRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 23);
+
+/**
+ * @generated from message kiln.v1.ResetStorageResponse
+ */
+export type ResetStorageResponse = Message<"kiln.v1.ResetStorageResponse"> & {
+  /**
+   * @generated from field: int64 bytes_freed = 1;
+   */
+  bytesFreed: bigint;
+
+  /**
+   * @generated from field: google.protobuf.Duration duration = 2;
+   */
+  duration?: Duration | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.ResetStorageResponse.
+ * Use `create(ResetStorageResponseSchema)` to create a new message.
+ */
+export const ResetStorageResponseSchema: GenMessage<ResetStorageResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 24);
+
+/**
  * BuildState is where a build is in its life.
  *
  * @generated from enum kiln.v1.BuildState
@@ -753,6 +1028,39 @@ export const BuilderService: GenService<{
     methodKind: "unary";
     input: typeof GetInfoRequestSchema;
     output: typeof GetInfoResponseSchema;
+  },
+  /**
+   * GetStorage reports the volume: disk usage, what container storage holds, and whether
+   * overlay is native (the difference between a 30 s and a 13 s build in the article).
+   *
+   * @generated from rpc kiln.v1.BuilderService.GetStorage
+   */
+  getStorage: {
+    methodKind: "unary";
+    input: typeof GetStorageRequestSchema;
+    output: typeof GetStorageResponseSchema;
+  },
+  /**
+   * Prune removes the images kiln built that the keep policy no longer keeps (the same pass
+   * that runs after every successful build); with dry_run it only lists them.
+   *
+   * @generated from rpc kiln.v1.BuilderService.Prune
+   */
+  prune: {
+    methodKind: "unary";
+    input: typeof PruneRequestSchema;
+    output: typeof PruneResponseSchema;
+  },
+  /**
+   * ResetStorage wipes container storage (images, layer cache, cache mounts), keeping build
+   * records, logs and git caches. Refused with FailedPrecondition while a build runs.
+   *
+   * @generated from rpc kiln.v1.BuilderService.ResetStorage
+   */
+  resetStorage: {
+    methodKind: "unary";
+    input: typeof ResetStorageRequestSchema;
+    output: typeof ResetStorageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_v1_builder, 0);

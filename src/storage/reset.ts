@@ -1,0 +1,17 @@
+// The reset: when the volume passes the threshold and pruning did not bring it back, container
+// storage is wiped (podman system reset) and the next build is a cold one. Build records, logs
+// and git caches are on the volume outside container storage and stay.
+import { mkdir, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import { execa } from "execa";
+
+export async function resetStorage(env: Record<string, string>, cacheMountDir: string, tmpRoot: string, keepTmp: ReadonlySet<string>): Promise<void> {
+  const r = await execa("podman", ["system", "reset", "--force"], { env, extendEnv: false, reject: false, timeout: 300_000 });
+  if (r.exitCode !== 0) throw new Error(`podman system reset failed: ${r.stderr.trim().split("\n").at(-1)}`);
+  // kiln's cache mounts live in the storage root too; podman does not know them.
+  await rm(cacheMountDir, { recursive: true, force: true });
+  await mkdir(cacheMountDir, { recursive: true });
+  for (const d of await readdir(tmpRoot).catch(() => [] as string[])) {
+    if (!keepTmp.has(d)) await rm(join(tmpRoot, d), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,136 @@
+// Keeps the volume healthy for months on one disk: prunes superseded images after every
+// successful build, resets container storage when the volume passes the threshold (before a
+// build and after a prune), and knows whether overlay is native. Its operations run one at a
+// time; a reset waits until no build is running.
+import type { Logger } from "pino";
+import type { StorageLayout } from "../podman/storage-config.js";
+import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
+import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
+import { listKilnImages, removeImages, selectForPrune, type KilnImage } from "./prune.js";
+import { resetStorage } from "./reset.js";
+
+export interface KeeperOptions {
+  dataDir: string;
+  tmpRoot: string;
+  layout: StorageLayout;
+  env: () => Record<string, string>;
+  keepBuilds: number;
+  resetThresholdPercent: number;
+  logger: Logger;
+  /** Builds holding a slot (running podman) right now. */
+  runningBuilds(): number;
+  /** Temp dirs of live builds, which a reset must leave alone. */
+  liveTmpDirs(): Set<string>;
+  /** Persists the reset count (it must outlive kilnd, which exits whenever the machine sleeps). */
+  onReset(durationMs: number, bytesFreed: number): void;
+  onPrune(images: number, bytesFreed: number): void;
+}
+
+export interface PruneOutcome {
+  images: KilnImage[];
+  bytesFreed: number;
+  reset: boolean;
+}
+
+export class VolumeKeeper {
+  overlay: OverlayStatus = UNCHECKED;
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly o: KeeperOptions) {}
+
+  /** The environment podman runs in with kilnd's storage. */
+  env(): Record<string, string> {
+    return this.o.env();
+  }
+
+  get keepBuilds(): number {
+    return this.o.keepBuilds;
+  }
+
+  get resetThresholdPercent(): number {
+    return this.o.resetThresholdPercent;
+  }
+
+  usage(): Promise<VolumeUsage> {
+    return volumeUsage(this.o.dataDir);
+  }
+
+  /** Asks podman once; a storage that is not native overlay is said loudly, with the fix. */
+  async checkOverlay(): Promise<OverlayStatus> {
+    this.overlay = await checkOverlay(this.o.env());
+    if (!this.overlay.native) {
+      this.o.logger.error({ overlay: this.overlay }, `container storage is NOT on native overlay: builds will be slow. ${this.overlay.reason}. Fix: ${this.overlay.fix}`);
+    } else {
+      this.o.logger.info({ overlay: this.overlay }, "container storage is on native overlay");
+    }
+    return this.overlay;
+  }
+
+  /** Removes (or with dryRun lists) what the keep policy drops; then resets if still over the threshold. */
+  prune(project: string | undefined, dryRun: boolean): Promise<PruneOutcome> {
+    return this.serial(async () => {
+      const doomed = selectForPrune(await listKilnImages(this.o.env(), project), this.o.keepBuilds);
+      if (dryRun) return { images: doomed, bytesFreed: 0, reset: false };
+      const before = await this.usage();
+      const failed = doomed.length ? await removeImages(this.o.env(), doomed.map((i) => i.id)) : [];
+      const after = await this.usage();
+      const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
+      if (failed.length) this.o.logger.warn({ failed }, "some images could not be removed");
+      if (doomed.length) {
+        this.o.logger.info({ project: project ?? "*", removed: doomed.map((i) => `${i.project}:${i.buildId}`), bytesFreed }, "pruned superseded images");
+        this.o.onPrune(doomed.length, bytesFreed);
+      }
+      const reset = await this.resetIfFull("after prune", after);
+      return { images: doomed, bytesFreed, reset };
+    });
+  }
+
+  /** Before a build (which holds a slot itself): reset if the volume is over the threshold. */
+  beforeBuild(): Promise<boolean> {
+    return this.serial(() => this.resetIfFull("before build", undefined, 1));
+  }
+
+  /** A build ran out of space: reset if no other build needs the storage. */
+  onNoSpace(): Promise<boolean> {
+    return this.serial(async () => {
+      if (this.o.runningBuilds() > 1) return false;
+      await this.doReset("a build ran out of space");
+      return true;
+    });
+  }
+
+  /** The ResetStorage RPC: only while no build runs. */
+  resetNow(reason: string): Promise<{ bytesFreed: number; durationMs: number } | undefined> {
+    return this.serial(async () => (this.o.runningBuilds() > 0 ? undefined : this.doReset(reason)));
+  }
+
+  private async resetIfFull(when: string, usage?: VolumeUsage, own = 0): Promise<boolean> {
+    const u = usage ?? (await this.usage());
+    if (u.usedPercent <= this.o.resetThresholdPercent) return false;
+    if (this.o.runningBuilds() > own) {
+      this.o.logger.warn({ usedPercent: u.usedPercent, when }, "volume over the reset threshold, but other builds are running: reset deferred");
+      return false;
+    }
+    await this.doReset(`volume ${u.usedPercent.toFixed(1)}% used (threshold ${this.o.resetThresholdPercent}%) ${when}`);
+    return true;
+  }
+
+  private async doReset(reason: string): Promise<{ bytesFreed: number; durationMs: number }> {
+    const t0 = Date.now();
+    const before = await this.usage();
+    this.o.logger.warn({ reason }, "resetting container storage");
+    await resetStorage(this.o.env(), this.o.layout.cacheMountDir, this.o.tmpRoot, this.o.liveTmpDirs());
+    const after = await this.usage();
+    const durationMs = Date.now() - t0;
+    const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
+    this.o.logger.warn({ reason, durationMs, bytesFreed, usedPercent: after.usedPercent }, "container storage reset; the next build is a cold one");
+    this.o.onReset(durationMs, bytesFreed);
+    return { bytesFreed, durationMs };
+  }
+
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+}
