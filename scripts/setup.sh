@@ -3,7 +3,7 @@
 # the registry, git, busybox and debootstrap from apt; node modules with npm ci; then builds kiln.
 source "$(dirname "$0")/lib.sh"
 need=()
-for c in podman buildah runc skopeo docker-registry git busybox debootstrap curl; do
+for c in podman buildah runc skopeo docker-registry git busybox debootstrap curl fuse-overlayfs; do
   command -v "$c" >/dev/null || need+=("$c")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -12,7 +12,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     podman buildah runc skopeo docker-registry git busybox-static debootstrap curl ca-certificates \
-    uidmap iptables containernetworking-plugins >/dev/null
+    uidmap iptables containernetworking-plugins fuse-overlayfs >/dev/null
 fi
 cd "$KILN_ROOT"
 # npm ci again only when the lockfile changed since the last install.

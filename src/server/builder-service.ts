@@ -12,7 +12,6 @@ import {
 import type { BuildEngine } from "../builds/engine.js";
 import { invalidArgument, KilnError } from "../errors/kiln-error.js";
 import type { StorageContents } from "../storage/disk-usage.js";
-import { listKilnImages } from "../storage/prune.js";
 import type { VolumeKeeper } from "../storage/volume-keeper.js";
 import type { LogEntry } from "../logs/build-log.js";
 import type { LogStore } from "../logs/log-store.js";
@@ -70,7 +69,7 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
       yield { event: { case: "build", value: await d.engine.get(id) } };
     },
     async getStorage() {
-      const [usage, contents, kilnImages] = await Promise.all([d.keeper.usage(), d.storage(), listKilnImages(d.keeper.env())]);
+      const [usage, contents, kilnImages] = await Promise.all([d.keeper.usage(), d.storage(), d.keeper.listImages()]);
       const r = d.resets();
       return create(GetStorageResponseSchema, {
         dataDir: d.dataDir,

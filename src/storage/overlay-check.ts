@@ -13,7 +13,13 @@ export interface OverlayStatus {
 }
 
 interface PodmanInfo {
-  store?: { graphDriverName?: string; graphRoot?: string; graphStatus?: Record<string, string>; graphOptions?: Record<string, string> };
+  store?: {
+    graphDriverName?: string;
+    graphRoot?: string;
+    graphStatus?: Record<string, string>;
+    // overlay.mount_program comes as { Executable, Package, Version }.
+    graphOptions?: Record<string, unknown>;
+  };
 }
 
 export const UNCHECKED: OverlayStatus = { checked: false, native: false, driver: "", reason: "not checked yet", fix: "" };
@@ -26,7 +32,8 @@ export async function checkOverlay(env: Record<string, string>): Promise<Overlay
   const store = (JSON.parse(r.stdout) as PodmanInfo).store ?? {};
   const driver = store.graphDriverName ?? "";
   const root = store.graphRoot ?? "the storage root";
-  const mountProgram = store.graphOptions?.["overlay.mount_program"];
+  const mp = store.graphOptions?.["overlay.mount_program"];
+  const mountProgram = typeof mp === "object" && mp !== null ? String((mp as { Executable?: string }).Executable ?? "a mount program") : mp ? String(mp) : undefined;
   const fix = `mount a volume (a real filesystem such as ext4 or xfs) at ${root}, and do not set a mount_program`;
   if (driver !== "overlay") return { checked: true, native: false, driver, reason: `storage driver is ${driver || "unknown"}, not overlay`, fix };
   if (mountProgram) return { checked: true, native: false, driver, reason: `overlay goes through ${mountProgram} (FUSE), not the kernel`, fix };

@@ -23,12 +23,13 @@ interface PodmanImage {
 
 /** The final images of kiln's builds (not the label steps' intermediates), newest first. */
 export async function listKilnImages(env: Record<string, string>, project?: string): Promise<KilnImage[]> {
+  // One label filter only: podman ORs several of them.
   const args = ["images", "--format", "json", "--filter", "label=kiln.managed=true"];
-  if (project) args.push("--filter", `label=kiln.project=${project}`);
   const r = await execa("podman", args, { env, extendEnv: false, timeout: 60_000 });
   const rows = (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
   return rows
     .filter((i) => i.Labels?.["kiln.build"] && i.Labels["org.opencontainers.image.created"])
+    .filter((i) => !project || i.Labels?.["kiln.project"] === project)
     .map((i) => ({
       id: i.Id,
       project: i.Labels!["kiln.project"] ?? "",

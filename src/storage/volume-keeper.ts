@@ -66,6 +66,11 @@ export class VolumeKeeper {
     return this.overlay;
   }
 
+  /** The images kiln built, read between housekeeping passes (never in the middle of a removal). */
+  listImages(project?: string): Promise<KilnImage[]> {
+    return this.serial(() => listKilnImages(this.o.env(), project));
+  }
+
   /** Removes (or with dryRun lists) what the keep policy drops; then resets if still over the threshold. */
   prune(project: string | undefined, dryRun: boolean): Promise<PruneOutcome> {
     return this.serial(async () => {

@@ -9,7 +9,8 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `kiln-test-${prefix}-`));
 }
 
-export function removeTree(dir: string): void {
+/** Unmounts everything mounted at or below dir, deepest first. */
+export function unmountBelow(dir: string): void {
   const mounts = readFileSync("/proc/mounts", "utf8")
     .split("\n")
     .map((l) => l.split(" ")[1] ?? "")
@@ -23,5 +24,9 @@ export function removeTree(dir: string): void {
       // already gone
     }
   }
+}
+
+export function removeTree(dir: string): void {
+  unmountBelow(dir);
   rmSync(dir, { recursive: true, force: true });
 }

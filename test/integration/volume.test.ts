@@ -1,0 +1,234 @@
+// Volume care on real storage: label pruning, the 75% reset on a real small volume, the
+// native-overlay check, and the metrics that report them.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import parsePrometheusTextFormat from "parse-prometheus-text-format";
+import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
+import { helloApp } from "../helpers/apps.js";
+import { pushBusyboxBase } from "../helpers/base-image.js";
+import { makeRepo } from "../helpers/git-repo.js";
+import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { mountLoopVolume } from "../helpers/loop-volume.js";
+import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { removeTree, tempDir } from "../helpers/tmp.js";
+import { waitFor } from "../helpers/wait.js";
+
+const podmanEnv = (data: string) => ({
+  ...process.env,
+  CONTAINERS_CONF: join(data, "conf/containers.conf"),
+  CONTAINERS_STORAGE_CONF: join(data, "conf/storage.conf"),
+  CONTAINERS_REGISTRIES_CONF: join(data, "conf/registries.conf"),
+});
+
+/** Tags of the images kiln built for a project, read from podman directly. */
+function kilnTags(data: string, project: string): string[] {
+  // One label filter only: podman ORs several of them.
+  const out = execFileSync("podman", ["images", "--format", "{{.Repository}}:{{.Tag}}", "--filter", `label=kiln.project=${project}`], {
+    env: podmanEnv(data),
+    encoding: "utf8",
+  });
+  return out.split("\n").filter((l) => l && !l.includes("<none>")).sort();
+}
+
+describe("volume care", () => {
+  let dir: string, reg: TestRegistry, base: string;
+  const kilnds: TestKilnd[] = [];
+  const start = async (o: Parameters<typeof startKilnd>[0]) => {
+    const k = await startKilnd(o);
+    kilnds.push(k);
+    return k;
+  };
+
+  before(async () => {
+    dir = tempDir("volume");
+    reg = await startRegistry(join(dir, "registry"));
+    base = pushBusyboxBase(reg.host);
+  });
+  after(async () => {
+    for (const k of kilnds) await k.stop();
+    await reg?.stop();
+    removeTree(dir);
+  });
+
+  test("pruning keeps exactly the newest N images of a project and no base image; the dry run lists what the prune removes", async () => {
+    const data = join(dir, "prune");
+    const repo = makeRepo(join(dir, "prune-repo"), helloApp(base));
+    let kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "3"] });
+    const build = async (project: string, commit: string) => {
+      const { build: b } = await kilnd.client.build({ project, source: { kind: { case: "git", value: { url: repo.url, commit } } }, image: `${reg.host}/test/${project}` });
+      const done = await kilnd.waitDone(b!.id);
+      assert.equal(done.state, BuildState.SUCCEEDED, done.error);
+      return done;
+    };
+    const shas: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      shas.push(repo.commit({ "src/a.txt": `version ${i}\n` }));
+      await build("app", shas[i]!);
+    }
+    await build("other", shas[0]!);
+    const tag = (p: string, s: string) => `${reg.host}/test/${p}:${s}`;
+    assert.deepEqual(kilnTags(data, "app"), shas.slice(2).map((s) => tag("app", s)).sort(), "the newest 3 of app");
+    assert.deepEqual(kilnTags(data, "other"), [tag("other", shas[0]!)]);
+    execFileSync("podman", ["image", "exists", base], { env: podmanEnv(data) }); // throws if gone
+    assert.match(kilnd.output(), /"msg":"pruned superseded images"/);
+
+    // Keep 1 from now on: the dry run lists the two older ones, the prune removes exactly them.
+    await kilnd.stop();
+    kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "1"] });
+    const dry = await kilnd.client.prune({ project: "app", dryRun: true });
+    assert.equal(dry.bytesFreed, 0n);
+    assert.deepEqual(dry.images.map((i) => i.names[0]).sort(), [tag("app", shas[2]!), tag("app", shas[3]!)].sort());
+    assert.deepEqual(kilnTags(data, "app").length, 3, "a dry run removes nothing");
+    const real = await kilnd.client.prune({ project: "app" });
+    assert.deepEqual(real.images.map((i) => i.id).sort(), dry.images.map((i) => i.id).sort());
+    assert.deepEqual(kilnTags(data, "app"), [tag("app", shas[4]!)]);
+    assert.deepEqual(kilnTags(data, "other"), [tag("other", shas[0]!)], "another project is not touched");
+    execFileSync("podman", ["image", "exists", base], { env: podmanEnv(data) });
+
+    // The kept image's layer cache is whole: building its commit again is all cache.
+    const again = await build("app", shas[4]!);
+    assert.equal(again.stepsCached, again.stepsTotal);
+
+    const storage = await kilnd.client.getStorage({});
+    assert.equal(storage.keepBuilds, 1);
+    assert.equal(storage.kilnImages, 2);
+  });
+
+  test("metrics parse as Prometheus text and report builds, prunes, the volume and the overlay", async () => {
+    const kilnd = kilnds.at(-1)!;
+    await waitFor(async () => (await kilnd.client.getStorage({})).overlay?.checked === true, 10_000, "the overlay check");
+    const families = parsePrometheusTextFormat(await (await fetch(`${kilnd.addr}/metrics`)).text());
+    const value = (name: string, labels: Record<string, string> = {}) => {
+      const f = families.find((m) => m.name === name);
+      assert.ok(f, `metric ${name}`);
+      const s = f.metrics.filter((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
+      assert.equal(s.length, 1, `one sample of ${name} ${JSON.stringify(labels)}: ${JSON.stringify(f.metrics)}`);
+      return Number(s[0]!.value ?? s[0]!.count);
+    };
+    assert.equal(value("kiln_builds_total", { result: "succeeded" }), 1);
+    assert.equal(value("kiln_storage_native_overlay"), 1);
+    // The Prune call (2 images), then the prune after the rebuild: building a commit again
+    // moves its tag to the new image, and the untagged old one goes.
+    assert.equal(value("kiln_prunes_total"), 2);
+    assert.equal(value("kiln_pruned_images_total"), 3);
+    assert.ok(value("kiln_volume_bytes", { kind: "total" }) > 0);
+    assert.ok(value("kiln_volume_bytes", { kind: "free" }) > 0);
+    assert.equal(value("kiln_builds_running"), 0);
+    assert.equal(value("kiln_storage_resets_total"), 0);
+    assert.equal(families.find((f) => f.name === "kiln_build_phase_seconds")?.type, "HISTOGRAM");
+    assert.ok(families.some((f) => f.name === "kilnd_process_resident_memory_bytes"));
+  });
+
+  /** Builds commit after commit of an app that adds `mib` MiB of random data, until `stop` says so. */
+  const fillVolume = async (kilnd: TestKilnd, repoDir: string, mib: number, t: { diagnostic(s: string): void }, stop: (resets: number, builds: number) => boolean) => {
+    const repo = makeRepo(repoDir, {
+      Containerfile: `FROM ${base}\nCOPY seed.txt /seed.txt\nRUN dd if=/dev/urandom of=/blob bs=1M count=${mib} 2>/dev/null && echo filled\n`,
+      "seed.txt": "0\n",
+    });
+    const builds = [];
+    for (let i = 1; i <= 16; i++) {
+      const sha = repo.commit({ "seed.txt": `${i}\n` });
+      const { build } = await kilnd.client.build({ project: "fill", source: { kind: { case: "git", value: { url: repo.url, commit: sha } } }, image: "localhost/test/fill" });
+      const done = await kilnd.waitDone(build!.id);
+      assert.equal(done.state, BuildState.SUCCEEDED, `build ${i}: ${done.error}`);
+      builds.push(done);
+      const s = await kilnd.client.getStorage({});
+      t.diagnostic(`after build ${i}: volume ${s.volumeUsedPercent.toFixed(1)}% used, ${done.stepsCached}/${done.stepsTotal} steps cached, resets ${s.resets}`);
+      if (stop(s.resets, builds.length)) break;
+    }
+    return builds;
+  };
+
+  const resetReport = (kilnd: TestKilnd) => {
+    const line = kilnd.output().split("\n").find((l) => l.includes('"msg":"container storage reset; the next build is a cold one"'));
+    assert.ok(line, "kilnd logged the reset");
+    return JSON.parse(line) as { durationMs: number; bytesFreed: number; reason: string };
+  };
+
+  test("the 75% reset on a real 2 GiB volume: after the prune that leaves it over 75%, storage is reset; the next build succeeds cold; records and logs survive", async (t) => {
+    const vol = mountLoopVolume(join(dir, "loop75"), 2048);
+    if (typeof vol === "string") return t.skip(vol);
+    try {
+      // Someone else's data takes 62% of the volume; kiln's builds take it over 75%.
+      execFileSync("fallocate", ["-l", `${Math.round(2048 * 0.62)}M`, join(vol.mountPoint, "other-data")]);
+      const data = join(vol.mountPoint, "data");
+      mkdirSync(data);
+      const kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "50"] });
+      let resetAt = 0;
+      const builds = await fillVolume(kilnd, join(dir, "fill75"), 100, t, (resets, n) => {
+        if (resets > 0 && !resetAt) resetAt = n;
+        return resetAt > 0 && n > resetAt;
+      });
+      assert.ok(resetAt > 0, "the volume passed 75% and was reset");
+      const report = resetReport(kilnd);
+      assert.match(report.reason, /^volume \d+\.\d% used \(threshold 75%\) after prune$/);
+      t.diagnostic(`reset (${report.reason}) took ${report.durationMs} ms and freed ${(report.bytesFreed / 2 ** 20).toFixed(0)} MiB`);
+      const cold = builds[resetAt]!;
+      const logOf = async (id: string) => {
+        const lines: string[] = [];
+        for await (const m of kilnd.client.streamLogs({ buildId: id })) if (m.event.case === "line") lines.push(m.event.value.text);
+        return lines;
+      };
+      assert.ok((await logOf(cold.id)).some((l) => l.startsWith("Trying to pull ")), "the build after the reset pulls its base again: a cold one");
+      assert.ok(!(await logOf(builds[1]!.id)).some((l) => l.startsWith("Trying to pull ")), "before it, the base came from the cache");
+      const s = await kilnd.client.getStorage({});
+      assert.ok(s.volumeUsedPercent < 75, `volume at ${s.volumeUsedPercent}% after the reset and one build`);
+      assert.equal(s.resets, 1);
+      assert.ok(s.lastResetTime);
+      // The first build's record and log are still on the volume.
+      const first = (await kilnd.client.getBuild({ buildId: builds[0]!.id })).build!;
+      assert.equal(first.state, BuildState.SUCCEEDED);
+      assert.ok((await logOf(first.id)).includes("filled"));
+      assert.match(await (await fetch(`${kilnd.addr}/metrics`)).text(), /^kiln_storage_resets_total 1$/m);
+      await kilnd.stop();
+    } finally {
+      vol.unmount();
+    }
+  });
+
+  test("a build that runs out of space on a real 1 GiB volume resets storage and is built again, cold, instead of failing", async (t) => {
+    const vol = mountLoopVolume(join(dir, "loopfull"), 1024);
+    if (typeof vol === "string") return t.skip(vol);
+    try {
+      const data = join(vol.mountPoint, "data");
+      mkdirSync(data);
+      // A threshold the volume never passes between builds: only running out of space can reset it.
+      const kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "50", "--reset-threshold", "95"] });
+      let resetAt = 0;
+      const builds = await fillVolume(kilnd, join(dir, "fillfull"), 120, t, (resets, n) => {
+        if (resets > 0 && !resetAt) resetAt = n;
+        return resetAt > 0;
+      });
+      assert.ok(resetAt > 0, "a build ran out of space");
+      const report = resetReport(kilnd);
+      assert.equal(report.reason, "a build ran out of space");
+      t.diagnostic(`reset (${report.reason}) took ${report.durationMs} ms and freed ${(report.bytesFreed / 2 ** 20).toFixed(0)} MiB`);
+      const rebuilt = builds[resetAt - 1]!;
+      assert.equal(rebuilt.state, BuildState.SUCCEEDED);
+      assert.equal(rebuilt.stepsCached, 0);
+      const lines: string[] = [];
+      for await (const m of kilnd.client.streamLogs({ buildId: rebuilt.id })) if (m.event.case === "line") lines.push(m.event.value.text);
+      assert.ok(lines.some((l) => /no space left on device/i.test(l)));
+      assert.ok(lines.includes("build: out of space; container storage was reset, building again from cold"));
+      await kilnd.stop();
+    } finally {
+      vol.unmount();
+    }
+  });
+
+  test("the overlay check: native on a real disk, not native through fuse-overlayfs, said loudly", async () => {
+    const fuse = execFileSync("sh", ["-c", "command -v fuse-overlayfs || true"], { encoding: "utf8" }).trim();
+    assert.ok(fuse, "fuse-overlayfs is installed by scripts/setup.sh");
+    const kilnd = await start({ data: join(dir, "fuse"), registry: reg.host, args: ["--overlay-mount-program", fuse] });
+    await waitFor(async () => (await kilnd.client.getStorage({})).overlay?.checked === true, 10_000, "the overlay check");
+    const o = (await kilnd.client.getStorage({})).overlay!;
+    assert.equal(o.native, false);
+    assert.match(o.reason, /fuse-overlayfs/);
+    assert.match(o.fix, /mount a volume/);
+    assert.match(kilnd.output(), /container storage is NOT on native overlay/);
+    assert.match(await (await fetch(`${kilnd.addr}/metrics`)).text(), /^kiln_storage_native_overlay 0$/m);
+  });
+});
