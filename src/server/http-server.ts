@@ -23,6 +23,18 @@ const PREFACE = Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 // gRPC's usual limit for one message; connect enforces it per message, this bounds the frames.
 const MAX_HEADER_BYTES = 64 * 1024;
 
+/**
+ * connect-node waits for 'drain' or 'error' after a write the socket could not take at once. A
+ * client that goes away mid-stream produces neither, only 'close', and the call would hang
+ * forever (holding kilnd awake). On such a close, 'drain' lets connect write again, and that
+ * write fails and ends the call.
+ */
+function endStalledWritesOnClose(res: { writableFinished: boolean; once(e: "close", f: () => void): unknown; emit(e: "drain"): boolean }): void {
+  res.once("close", () => {
+    if (!res.writableFinished) res.emit("drain");
+  });
+}
+
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
   // reuses a connection the server has just closed (EPIPE on the next call).
@@ -35,9 +47,13 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
       if (!req.complete) res.shouldKeepAlive = false;
       return writeHead.apply(this, args);
     } as typeof writeHead;
+    endStalledWritesOnClose(res);
     opts.handler(req, res);
   });
-  const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxHeaderListSize: MAX_HEADER_BYTES } }, opts.handler);
+  const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxHeaderListSize: MAX_HEADER_BYTES } }, (req, res) => {
+    endStalledWritesOnClose(res);
+    opts.handler(req, res);
+  });
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();
   h2.on("session", (s) => {
