@@ -13,6 +13,8 @@ const USAGE = `usage: kiln [--addr URL] [--token-file FILE] COMMAND ...
   cancel ID
   get ID [--json]
   list [--project P] [--limit N]
+  storage
+  prune [--project P] [--dry-run]
 --addr defaults to $KILN_ADDR or http://127.0.0.1:5456; the token comes from --token-file,
 $KILN_TOKEN_FILE or $KILN_TOKEN.`;
 
@@ -31,7 +33,15 @@ async function main(argv: string[]): Promise<number> {
     else throw new CliUsageError(`unknown option ${flag}`);
   }
   const [name, ...rest] = argv;
-  const run = { build: commands.build, logs: commands.logs, cancel: commands.cancel, get: commands.get, list: commands.list }[name ?? ""];
+  const run = {
+    build: commands.build,
+    logs: commands.logs,
+    cancel: commands.cancel,
+    get: commands.get,
+    list: commands.list,
+    storage: commands.storage,
+    prune: commands.prune,
+  }[name ?? ""];
   if (!run) {
     io.err(USAGE);
     return name === undefined || name === "--help" ? 0 : 2;

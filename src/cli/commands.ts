@@ -114,3 +114,23 @@ export async function list(client: BuilderClient, args: string[], io: Io): Promi
   io.out(table(builds));
   return 0;
 }
+
+const mib = (n: bigint | number) => `${(Number(n) / 2 ** 20).toFixed(0)} MiB`;
+
+export async function storage(client: BuilderClient, args: string[], io: Io): Promise<number> {
+  parse(args, {});
+  const s = await client.getStorage({});
+  const o = s.overlay;
+  io.out(`volume   ${s.dataDir}: ${s.volumeUsedPercent.toFixed(1)}% used of ${mib(s.volumeTotalBytes)}, ${mib(s.volumeFreeBytes)} free (reset above ${s.resetThresholdPercent}%; ${s.resets} resets so far)`);
+  io.out(`overlay  ${!o?.checked ? "not checked yet" : o.native ? "native" : `NOT native: ${o.reason}. Fix: ${o.fix}`}`);
+  io.out(`images   ${s.images} in storage, ${s.kilnImages} built by kiln (keeping the newest ${s.keepBuilds} per project), ${s.containers} containers`);
+  return 0;
+}
+
+export async function prune(client: BuilderClient, args: string[], io: Io): Promise<number> {
+  const { values: v } = parse(args, { project: { type: "string" }, "dry-run": { type: "boolean" } });
+  const r = await client.prune({ project: (v.project as string) ?? "", dryRun: Boolean(v["dry-run"]) });
+  for (const i of r.images) io.out(`${v["dry-run"] ? "would remove" : "removed"}  ${i.project}  ${i.buildId}  ${i.names[0] ?? i.id.slice(0, 12)}`);
+  io.out(v["dry-run"] ? `${r.images.length} images would be removed` : `${r.images.length} images removed, ${mib(r.bytesFreed)} freed${r.reset ? "; the volume was still over the threshold and storage was reset" : ""}`);
+  return 0;
+}

@@ -74,6 +74,16 @@ describe("kiln CLI", () => {
     assert.match(c.out, /^CANCELLED /);
   });
 
+  test("storage and prune", () => {
+    const s = kiln("storage");
+    assert.equal(s.code, 0, s.err);
+    assert.match(s.out, /^volume .*% used of \d+ MiB/m);
+    assert.match(s.out, /^overlay  (native|not checked yet)$/m);
+    const p = kiln("prune", "--dry-run");
+    assert.equal(p.code, 0, p.err);
+    assert.match(p.out, /^0 images would be removed$/m);
+  });
+
   test("bad usage exits 2, an API error 3", () => {
     assert.equal(kiln("build", "--bogus").code, 2);
     assert.equal(kiln("frobnicate").code, 2);
