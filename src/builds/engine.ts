@@ -16,7 +16,7 @@ import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.j
 import type { BuildSpec } from "../validate/build-request.js";
 import { ActiveBuild, StopSignal, type StopRequest } from "./active-build.js";
 import { runPipeline } from "./pipeline.js";
-import type { RecordStore } from "./record-store.js";
+import type { MessageStore } from "../store/message-store.js";
 import { createSlots } from "./slots.js";
 
 export interface EngineOptions {
@@ -24,7 +24,7 @@ export interface EngineOptions {
   maxConcurrentBuilds: number;
   buildNetwork: string;
   insecureRegistries: readonly string[];
-  records: RecordStore;
+  records: MessageStore<typeof BuildSchema>;
   logs: LogStore;
   git: GitCache;
   podman: Podman;
@@ -85,6 +85,16 @@ export class BuildEngine {
 
   get activeCount(): number {
     return this.active.size;
+  }
+
+  /** True while a build is queued or running (finished builds may still be housekeeping). */
+  get hasPendingWork(): boolean {
+    return [...this.active.values()].some((a) => !isTerminal(a.record.state));
+  }
+
+  /** Resolves once every live build is done, housekeeping included. */
+  async settled(): Promise<void> {
+    while (this.active.size > 0) await Promise.all([...this.active.values()].map((a) => a.done.promise));
   }
 
   /** Names of the temp dirs of live builds (under <data>/tmp). */

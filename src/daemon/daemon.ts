@@ -7,9 +7,9 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { DaemonOptions } from "../config/options.js";
 import { BuildEngine } from "../builds/engine.js";
-import { RecordStore } from "../builds/record-store.js";
+import { MessageStore } from "../store/message-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
-import { BuilderService, file_kiln_v1_builder } from "../gen/kiln/v1/builder_pb.js";
+import { BuilderService, BuildSchema, file_kiln_v1_builder } from "../gen/kiln/v1/builder_pb.js";
 import { createGitCache } from "../git/cache.js";
 import { LogStore } from "../logs/log-store.js";
 import { createPodman, passThroughEnv } from "../podman/podman.js";
@@ -31,7 +31,7 @@ import { loadState, saveState } from "./state-file.js";
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 const SHUTDOWN_GRACE_MS = 2000;
 
-export type StopReason = "idle" | "signal" | "fatal";
+export type StopReason = "idle" | "sleep" | "signal" | "fatal";
 
 export interface Daemon {
   readonly port: number;
@@ -51,7 +51,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     ...(opts.overlayMountProgram ? { overlayMountProgram: opts.overlayMountProgram } : {}),
   });
   const podman = createPodman({ layout, baseEnv: passThroughEnv(process.env) });
-  const records = new RecordStore(dir("builds"));
+  const records = new MessageStore(BuildSchema, dir("builds"));
   const logs = new LogStore(dir("logs"));
   const statePath = join(opts.dataDir, "kilnd-state.json");
   const state = await loadState(statePath);
@@ -130,6 +130,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         keeper,
         storage: () => storageContents(podman.env()),
         resets: () => ({ count: state.resets, lastMs: state.lastResetMs }),
+        sleep: () => void daemon.stop("sleep", "asked to sleep by the Sleep RPC"),
       }));
       router.service(Health, createHealthService(health, [BuilderService.typeName]));
       registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health], [BuilderService.typeName, Health.typeName]);
@@ -172,16 +173,16 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         logger.info({ reason, detail }, "kilnd stopping");
         health.setNotServing();
         idle.stop();
-        await engine.shutdown(reason === "idle" ? "kilnd idled out" : "kilnd stopped");
+        await engine.shutdown(reason === "idle" || reason === "sleep" ? "kilnd went to sleep" : "kilnd stopped");
         shutdown.abort();
         await server.close(SHUTDOWN_GRACE_MS);
         await auth?.close();
-        if (reason === "idle") {
+        if (reason === "idle" || reason === "sleep") {
           state.idleExits++;
           await saveState(statePath, state).catch((err) => logger.error({ err }, "cannot save kilnd-state.json"));
         }
         const code = reason === "fatal" ? 1 : 0;
-        logger.info({ reason, code }, reason === "idle" ? "kilnd exiting: idle" : "kilnd stopped");
+        logger.info({ reason, code }, reason === "idle" || reason === "sleep" ? `kilnd exiting: ${reason}` : "kilnd stopped");
         resolveStopped(code);
         return code;
       })();

@@ -31,6 +31,8 @@ export interface BuilderServiceDeps {
   keeper: VolumeKeeper;
   storage(): Promise<StorageContents>;
   resets(): { count: number; lastMs: number };
+  /** Stops kilnd (exit 0) after this call has been answered. */
+  sleep(): void;
 }
 
 function checkBuildId(id: string): string {
@@ -107,6 +109,14 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
       const r = await d.keeper.resetNow("requested by ResetStorage");
       if (!r) throw new KilnError("failed_precondition", "a build is running; reset when none is");
       return { bytesFreed: BigInt(r.bytesFreed), duration: durationFromMs(r.durationMs) };
+    },
+    async sleep() {
+      if (d.engine.hasPendingWork) throw new KilnError("failed_precondition", "a build is queued or running; kilnd sleeps when it is done");
+      // A build that just ended may still be pruning: that is part of its time awake.
+      await d.engine.settled();
+      // Answer first: the caller should hear yes before the connection goes away.
+      setImmediate(() => d.sleep());
+      return {};
     },
     async getInfo() {
       return create(GetInfoResponseSchema, {

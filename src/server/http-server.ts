@@ -38,7 +38,20 @@ function endStalledWritesOnClose(res: { writableFinished: boolean; once(e: "clos
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
   // reuses a connection the server has just closed (EPIPE on the next call).
+  // HTTP/1.1 requests in progress per socket: at shutdown, a kept-alive socket with none is
+  // closed at once instead of holding the exit for the whole grace period.
+  const busy = new Map<net.Socket, number>();
+  const h2Sockets = new WeakSet<net.Socket>();
+  let closing = false;
   const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 }, (req, res) => {
+    const sock = req.socket;
+    busy.set(sock, (busy.get(sock) ?? 0) + 1);
+    res.once("close", () => {
+      const n = (busy.get(sock) ?? 1) - 1;
+      busy.set(sock, n);
+      if (closing && n === 0) sock.destroySoon();
+    });
+    if (closing) res.shouldKeepAlive = false;
     // A response that starts before its request was read to the end (an oversize message is
     // refused that way) must close the connection: the unread rest of the body would be taken
     // for the next request on it.
@@ -65,7 +78,10 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
 
   const tcp = net.createServer((socket) => {
     sockets.add(socket);
-    socket.on("close", () => sockets.delete(socket));
+    socket.on("close", () => {
+      sockets.delete(socket);
+      busy.delete(socket);
+    });
     socket.on("error", () => socket.destroy());
     let seen = Buffer.alloc(0);
     const onData = (chunk: Buffer) => {
@@ -77,6 +93,7 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
       socket.pause();
       socket.unshift(seen);
       if (isH2) {
+        h2Sockets.add(socket);
         // The HTTP/2 session reads what is buffered on the socket itself (on the next tick).
         h2.emit("connection", socket);
       } else {
@@ -100,13 +117,11 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
     address: { host: addr.address, port: addr.port },
     async close(graceMs) {
       const closed = new Promise<void>((res) => tcp.close(() => res()));
+      closing = true;
       for (const s of sessions) s.close(); // GOAWAY: in-flight streams finish, no new ones
-      h1.closeIdleConnections();
+      for (const sock of sockets) if (!h2Sockets.has(sock) && !busy.get(sock)) sock.destroySoon();
       const idle = async () => {
-        while (sessions.size > 0 || sockets.size > 0) {
-          h1.closeIdleConnections();
-          await new Promise((r) => setTimeout(r, 20));
-        }
+        while (sessions.size > 0 || sockets.size > 0) await new Promise((r) => setTimeout(r, 10));
       };
       const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
       await Promise.race([idle(), timer]);

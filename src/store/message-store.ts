@@ -1,23 +1,31 @@
-// Build records: one small JSON file per build on the volume, all of them indexed in memory.
+// Records on disk: one small protobuf-JSON file per record (a build, a deployment), all of them
+// indexed in memory. Ids are time-ordered, so sorting them sorts the records by age.
 import { readdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { clone, fromJsonString, toJsonString } from "@bufbuild/protobuf";
-import { BuildSchema, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { clone, fromJsonString, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 
-export class RecordStore {
-  private readonly byId = new Map<string, Build>();
+interface Keyed {
+  id: string;
+  project: string;
+}
+
+export class MessageStore<S extends DescMessage, M extends MessageShape<S> & Keyed = MessageShape<S> & Keyed> {
+  private readonly byId = new Map<string, M>();
   private readonly writes = new Map<string, Promise<void>>();
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly schema: S,
+    private readonly dir: string,
+  ) {}
 
   /** Reads every record on the volume; a torn or foreign file is skipped and reported. */
-  async load(onBadFile: (file: string, err: unknown) => void): Promise<Build[]> {
+  async load(onBadFile: (file: string, err: unknown) => void): Promise<M[]> {
     const files = (await readdir(this.dir)).filter((f) => f.endsWith(".json"));
     const loaded = await Promise.all(
       files.map(async (f) => {
         try {
-          const b = fromJsonString(BuildSchema, await readFile(join(this.dir, f), "utf8"), { ignoreUnknownFields: true });
+          const b = fromJsonString(this.schema, await readFile(join(this.dir, f), "utf8"), { ignoreUnknownFields: true }) as M;
           return b.id ? b : undefined;
         } catch (e) {
           onBadFile(f, e);
@@ -29,29 +37,29 @@ export class RecordStore {
     return [...this.byId.values()];
   }
 
-  get(id: string): Build | undefined {
+  get(id: string): M | undefined {
     const b = this.byId.get(id);
-    return b && clone(BuildSchema, b);
+    return b && (clone(this.schema, b) as M);
   }
 
   /** Newest first (ids are time-ordered). */
-  list(project?: string, limit = 0): Build[] {
+  list(project?: string, limit = 0): M[] {
     const ids = [...this.byId.keys()].sort().reverse();
-    const out: Build[] = [];
+    const out: M[] = [];
     for (const id of ids) {
       const b = this.byId.get(id)!;
       if (project && b.project !== project) continue;
-      out.push(clone(BuildSchema, b));
+      out.push(clone(this.schema, b) as M);
       if (limit > 0 && out.length >= limit) break;
     }
     return out;
   }
 
   /** Stores a snapshot; writes of one build are serialised so an older state never wins. */
-  save(build: Build): Promise<void> {
-    const snapshot = clone(BuildSchema, build);
+  save(record: M): Promise<void> {
+    const snapshot = clone(this.schema, record) as M;
     this.byId.set(snapshot.id, snapshot);
-    const json = toJsonString(BuildSchema, snapshot, { prettySpaces: 0 });
+    const json = toJsonString(this.schema, snapshot, { prettySpaces: 0 });
     const prev = this.writes.get(snapshot.id) ?? Promise.resolve();
     const next = prev.then(() => writeFileAtomic(join(this.dir, `${snapshot.id}.json`), json));
     const tracked = next.catch(() => {});

@@ -1,0 +1,130 @@
+// kiln-scheduler's configuration: a JSON file naming each project, its repository and branch,
+// how to build it, and the machine (driver) its kilnd runs on.
+import { readFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { parseGitUrl } from "../git/url.js";
+import { checkProject } from "../validate/build-request.js";
+import { parseImageRepo } from "../validate/image-ref.js";
+
+export interface LocalMachineConfig {
+  driver: "local";
+  /** kilnd's --data for this project. */
+  data: string;
+  idleTimeout: number;
+  insecureRegistries: string[];
+  /** Fixed port for kilnd (0: a free one, kept across wakes). */
+  port: number;
+}
+
+export interface FlyMachineConfig {
+  driver: "fly";
+  apiUrl: string;
+  app: string;
+  machineId: string;
+  apiTokenFile: string;
+  /** kilnd on the machine's private address, e.g. http://<id>.vm.<app>.internal:5456. */
+  kilndUrl: string;
+}
+
+export interface ProjectConfig {
+  name: string;
+  git: string;
+  /** owner/name as GitHub's push events name it. */
+  github: string;
+  branch: string;
+  containerfile: string;
+  context: string;
+  image: string;
+  buildArgs: Record<string, string>;
+  kilndTokenFile?: string;
+  machine: LocalMachineConfig | FlyMachineConfig;
+}
+
+export interface SchedulerConfig {
+  listen: string;
+  data: string;
+  webhookSecretFile?: string;
+  /** A bearer token for the SchedulerService (optional on loopback). */
+  tokenFile?: string;
+  projects: ProjectConfig[];
+}
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+type Json = Record<string, unknown>;
+const str = (o: Json, k: string, where: string, dflt?: string): string => {
+  const v = o[k] ?? dflt;
+  if (typeof v !== "string" || v === "") throw new ConfigError(`${where}.${k}: a non-empty string is required`);
+  return v;
+};
+
+function githubName(git: string): string {
+  // https://github.com/acme/gw.git, git@github.com:acme/gw.git -> acme/gw
+  const m = /[/:]([^/:]+\/[^/]+?)(?:\.git)?\/?$/.exec(git);
+  return m?.[1] ?? "";
+}
+
+export function loadSchedulerConfig(file: string): SchedulerConfig {
+  const base = dirname(resolve(file));
+  const path = (p: string) => resolve(base, p);
+  let raw: Json;
+  try {
+    raw = JSON.parse(readFileSync(file, "utf8")) as Json;
+  } catch (e) {
+    throw new ConfigError(`${file}: ${(e as Error).message}`);
+  }
+  const projects = raw.projects;
+  if (!Array.isArray(projects) || projects.length === 0) throw new ConfigError("projects: at least one project is required");
+  const seen = new Set<string>();
+  const cfg: SchedulerConfig = {
+    listen: str(raw, "listen", "config", "127.0.0.1:5460"),
+    data: path(str(raw, "data", "config")),
+    projects: projects.map((p: Json, i: number) => {
+      const where = `projects[${i}]`;
+      const name = checkProject(str(p, "name", where), `${where}.name`);
+      if (seen.has(name)) throw new ConfigError(`${where}.name: ${name} is configured twice`);
+      seen.add(name);
+      const git = str(p, "git", where);
+      parseGitUrl(git, `${where}.git`);
+      const image = str(p, "image", where);
+      parseImageRepo(image, `${where}.image`);
+      const m = (p.machine ?? {}) as Json;
+      const machine: LocalMachineConfig | FlyMachineConfig =
+        m.driver === "fly"
+          ? {
+              driver: "fly",
+              apiUrl: str(m, "apiUrl", `${where}.machine`, "https://api.machines.dev"),
+              app: str(m, "app", `${where}.machine`),
+              machineId: str(m, "machineId", `${where}.machine`),
+              apiTokenFile: path(str(m, "apiTokenFile", `${where}.machine`)),
+              kilndUrl: str(m, "kilndUrl", `${where}.machine`),
+            }
+          : {
+              driver: "local",
+              data: path(str(m, "data", `${where}.machine`, `kilnd-${name}`)),
+              idleTimeout: Number(m.idleTimeout ?? 300),
+              insecureRegistries: (m.insecureRegistries as string[] | undefined) ?? [],
+              port: Number(m.port ?? 0),
+            };
+      if (m.driver !== undefined && m.driver !== "local" && m.driver !== "fly") throw new ConfigError(`${where}.machine.driver: "local" or "fly"`);
+      const project: ProjectConfig = {
+        name,
+        git,
+        github: typeof p.github === "string" ? p.github : githubName(git),
+        branch: str(p, "branch", where, "main"),
+        containerfile: typeof p.containerfile === "string" ? p.containerfile : "",
+        context: typeof p.context === "string" ? p.context : ".",
+        image,
+        buildArgs: (p.buildArgs as Record<string, string> | undefined) ?? {},
+        machine,
+      };
+      if (typeof p.kilndTokenFile === "string") project.kilndTokenFile = path(p.kilndTokenFile);
+      return project;
+    }),
+  };
+  if (typeof raw.webhookSecretFile === "string") cfg.webhookSecretFile = path(raw.webhookSecretFile);
+  if (typeof raw.tokenFile === "string") cfg.tokenFile = path(raw.tokenFile);
+  return cfg;
+}

@@ -1,0 +1,83 @@
+// The fly driver: wakes a Fly Machine through the Machines REST API (start, then wait for state
+// "started"), then waits for kilnd on the machine's private address. Transient failures (429,
+// 5xx, a wait that times out with 408, a state conflict while the machine is still stopping)
+// are retried with backoff, bounded; 401/403/404 are not.
+import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
+import type { FlyMachineConfig } from "../config.js";
+import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
+
+const ATTEMPTS = 6;
+const WAIT_SECONDS = 30;
+
+interface FlyError {
+  status: number;
+  message: string;
+}
+
+export function createFlyDriver(project: string, cfg: FlyMachineConfig, opts: { logger: Logger; backoffMs?: number }): MachineDriver {
+  const base = `${cfg.apiUrl.replace(/\/$/, "")}/v1/apps/${encodeURIComponent(cfg.app)}/machines/${encodeURIComponent(cfg.machineId)}`;
+  const backoff = opts.backoffMs ?? 250;
+
+  const call = async (method: string, path: string, timeoutMs = 10_000): Promise<{ ok: true; body: Record<string, unknown> } | ({ ok: false } & FlyError)> => {
+    const token = readFileSync(cfg.apiTokenFile, "utf8").trim();
+    let r: Response;
+    try {
+      r = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, signal: AbortSignal.timeout(timeoutMs) });
+    } catch (e) {
+      return { ok: false, status: 0, message: `Machines API unreachable: ${(e as Error).message}` };
+    }
+    const text = await r.text();
+    let body: Record<string, unknown> = {};
+    try {
+      body = text ? (JSON.parse(text) as Record<string, unknown>) : {};
+    } catch {
+      body = { error: text };
+    }
+    if (r.ok) return { ok: true, body };
+    return { ok: false, status: r.status, message: String(body.error ?? r.statusText) };
+  };
+
+  const permanent = (e: FlyError) => e.status === 401 || e.status === 403 || e.status === 404 || e.status === 400 || e.status === 422;
+
+  /** One round: start (a conflict is fine if the machine is, or is becoming, started), then wait. */
+  const startAndWait = async (): Promise<FlyError | undefined> => {
+    const start = await call("POST", "/start");
+    if (!start.ok) {
+      if (permanent(start)) throw new PermanentWakeError(`Machines API: start: ${start.status} ${start.message}`);
+      if (start.status !== 409 && start.status !== 412) return start;
+      // A state conflict: look at the machine before deciding.
+      const m = await call("GET", "");
+      if (!m.ok) return m;
+      const state = String(m.body.state ?? "");
+      if (state !== "started" && state !== "starting") return { status: start.status, message: `machine is ${state}: ${start.message}` };
+    }
+    const wait = await call("GET", `/wait?state=started&timeout=${WAIT_SECONDS}`, (WAIT_SECONDS + 5) * 1000);
+    if (!wait.ok) {
+      if (permanent(wait)) throw new PermanentWakeError(`Machines API: wait: ${wait.status} ${wait.message}`);
+      return wait;
+    }
+    return undefined;
+  };
+
+  return {
+    async wake() {
+      let last: FlyError | undefined;
+      for (let i = 0; i < ATTEMPTS; i++) {
+        last = await startAndWait();
+        if (!last) {
+          await waitForKilnd(cfg.kilndUrl, 30_000);
+          return cfg.kilndUrl;
+        }
+        opts.logger.warn({ project, status: last.status, error: last.message, attempt: i + 1 }, "waking the Fly Machine failed; retrying");
+        await new Promise((r) => setTimeout(r, backoff * 2 ** i));
+      }
+      throw new Error(`cannot wake Fly Machine ${cfg.machineId} after ${ATTEMPTS} attempts: ${last?.status} ${last?.message}`);
+    },
+    async waitAsleep(timeoutMs) {
+      const r = await call("GET", `/wait?state=stopped&timeout=${Math.max(1, Math.round(timeoutMs / 1000))}`, timeoutMs + 5000);
+      return r.ok;
+    },
+    async close() {},
+  };
+}

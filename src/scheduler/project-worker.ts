@@ -1,0 +1,265 @@
+// One project's queue and its one worker. The newest commit wins: a commit that arrives while
+// another waits replaces it (the older one is SUPERSEDED), and one that arrives during a build
+// has that build cancelled. The worker wakes the machine, has kilnd build, follows the log, and
+// when the queue is empty puts the machine to sleep at once. A wake that fails, or kilnd going
+// away mid-build, is retried with backoff (bounded); a build interrupted that way is run again
+// once. A build that fails on its own merits is not retried.
+import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { readFileSync } from "node:fs";
+import type { Logger } from "pino";
+import { BuilderService, BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { DeploymentState, type Deployment } from "../gen/kiln/v1/scheduler_pb.js";
+import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
+import type { ProjectConfig } from "./config.js";
+import type { DeploymentEvents } from "./deployment-events.js";
+import { PermanentWakeError, type MachineDriver } from "./drivers/driver.js";
+
+type Kilnd = Client<typeof BuilderService>;
+
+const WAKE_ATTEMPTS = 5;
+const RECONNECT_ATTEMPTS = 6;
+const INTERRUPTED_RETRIES = 1;
+const ASLEEP_TIMEOUT_MS = 60_000;
+
+export const isFinal = (s: DeploymentState) =>
+  s === DeploymentState.SUCCEEDED || s === DeploymentState.FAILED || s === DeploymentState.SUPERSEDED;
+
+export interface WorkerDeps {
+  project: ProjectConfig;
+  driver: MachineDriver;
+  save(d: Deployment): Promise<void>;
+  events: DeploymentEvents;
+  logger: Logger;
+  backoffMs?: number;
+}
+
+/** kilnd went away (connection refused or reset, stream cut): worth waking again. */
+function isGone(e: unknown): boolean {
+  if (!(e instanceof ConnectError)) return true;
+  return e.code === Code.Unavailable || e.code === Code.Unknown || e.code === Code.Aborted || e.code === Code.Internal && /ECONNRESET|socket hang up|EPIPE/.test(e.message);
+}
+
+export class ProjectWorker {
+  private pending: Deployment | undefined;
+  private current: Deployment | undefined;
+  private running = false;
+  /** Deployments that ended since the machine last woke: they learn when it sleeps again. */
+  private awakeFor: Deployment[] = [];
+  private kilnd: { url: string; client: Kilnd } | undefined;
+  private idleDone: Promise<void> = Promise.resolve();
+
+  constructor(private readonly d: WorkerDeps) {}
+
+  /** Queues a deployment; the newest one wins. */
+  submit(dep: Deployment): void {
+    if (this.pending) void this.supersede(this.pending, dep.id);
+    this.pending = dep;
+    const cur = this.current;
+    if (cur && cur.state === DeploymentState.BUILDING && cur.buildId && this.kilnd) {
+      cur.supersededBy = dep.id;
+      const client = this.kilnd.client;
+      void client.cancel({ buildId: cur.buildId }).catch((err) => this.d.logger.warn({ err, build: cur.buildId }, "cannot cancel the superseded build"));
+    }
+    if (!this.running) void this.loop();
+  }
+
+  /** Resolves once the worker has nothing to do and the machine is asleep (tests, shutdown). */
+  idle(): Promise<void> {
+    return this.idleDone;
+  }
+
+  private async loop(): Promise<void> {
+    this.running = true;
+    let finished!: () => void;
+    this.idleDone = new Promise((r) => (finished = r));
+    try {
+      while (this.pending) {
+        const dep = this.pending;
+        this.pending = undefined;
+        this.current = dep;
+        await this.deploy(dep).catch((err) => this.finish(dep, DeploymentState.FAILED, `internal error: ${(err as Error).message}`));
+        this.current = undefined;
+      }
+      await this.sleepMachine();
+    } finally {
+      this.running = false;
+      finished();
+      if (this.pending) void this.loop();
+    }
+  }
+
+  private async deploy(dep: Deployment): Promise<void> {
+    let interruptions = 0;
+    for (;;) {
+      await this.update(dep, { state: DeploymentState.WAKING });
+      const kilnd = await this.wake(dep);
+      if (!kilnd) return;
+      if (this.pending) return this.finish(dep, DeploymentState.SUPERSEDED, `superseded by ${this.pending.id}`, this.pending.id);
+
+      let build: Build | undefined;
+      if (dep.buildId) {
+        // Resuming (a scheduler restart): kilnd may know the build already.
+        build = await kilnd.getBuild({ buildId: dep.buildId }).then(
+          (r) => r.build,
+          () => undefined,
+        );
+      }
+      if (!build) {
+        try {
+          build = (await kilnd.build(this.buildRequest(dep.commit))).build!;
+        } catch (e) {
+          if (isGone(e) && interruptions++ < RECONNECT_ATTEMPTS) {
+            this.kilnd = undefined;
+            await this.backoff(interruptions);
+            continue;
+          }
+          return this.finish(dep, DeploymentState.FAILED, `kilnd refused the build: ${e instanceof ConnectError ? e.rawMessage : String(e)}`);
+        }
+        dep.attempts++;
+        dep.times!.buildStarted = timestampFromMs(Date.now());
+      }
+      await this.update(dep, { state: DeploymentState.BUILDING, buildId: build.id, image: build.image });
+
+      const final = await this.follow(dep, build);
+      if (!final) return this.finish(dep, DeploymentState.FAILED, "lost kilnd and could not reach it again");
+      dep.stepsTotal = final.stepsTotal;
+      dep.stepsCached = final.stepsCached;
+      switch (final.state) {
+        case BuildState.SUCCEEDED:
+          dep.imageDigest = final.imageDigest;
+          dep.times!.digestPushed = final.finishTime;
+          return this.finish(dep, DeploymentState.SUCCEEDED, "");
+        case BuildState.CANCELLED:
+          if (dep.supersededBy) return this.finish(dep, DeploymentState.SUPERSEDED, `superseded by ${dep.supersededBy}`, dep.supersededBy);
+          return this.finish(dep, DeploymentState.FAILED, `the build was cancelled on kilnd: ${final.error}`);
+        default:
+          if (final.error.startsWith("interrupted") && dep.attempts <= INTERRUPTED_RETRIES) {
+            this.d.logger.warn({ deployment: dep.id, build: final.id, error: final.error }, "the build was interrupted; running it again");
+            dep.buildId = "";
+            continue;
+          }
+          return this.finish(dep, DeploymentState.FAILED, final.error);
+      }
+    }
+  }
+
+  /** Wakes the machine (bounded retries); undefined when the deployment ended FAILED. */
+  private async wake(dep: Deployment): Promise<Kilnd | undefined> {
+    let last: unknown;
+    for (let i = 0; i < WAKE_ATTEMPTS; i++) {
+      try {
+        const url = await this.d.driver.wake();
+        if (this.kilnd?.url !== url) this.kilnd = { url, client: this.client(url) };
+        if (!dep.times!.machineReady) dep.times!.machineReady = timestampFromMs(Date.now());
+        return this.kilnd.client;
+      } catch (e) {
+        last = e;
+        if (e instanceof PermanentWakeError) break;
+        this.d.logger.warn({ project: dep.project, err: e, attempt: i + 1 }, "waking the machine failed");
+        await this.backoff(i + 1);
+      }
+    }
+    await this.finish(dep, DeploymentState.FAILED, `cannot wake the machine: ${(last as Error)?.message ?? String(last)}`);
+    return undefined;
+  }
+
+  /**
+   * Relays the build's log until its final record. When the stream breaks (kilnd went away),
+   * wakes the machine again and reads the record: a restarted kilnd says FAILED "interrupted".
+   */
+  private async follow(dep: Deployment, build: Build): Promise<Build | undefined> {
+    let after = 0n;
+    for (let attempt = 0; attempt <= RECONNECT_ATTEMPTS; attempt++) {
+      try {
+        const client = this.kilnd!.client;
+        for await (const m of client.streamLogs({ buildId: build.id, follow: true, afterSeq: after })) {
+          if (m.event.case === "line") {
+            after = m.event.value.seq;
+            this.d.events.emit(dep.id, { case: "line", value: m.event.value });
+          } else if (m.event.case === "build") {
+            if (m.event.value.state !== BuildState.QUEUED && m.event.value.state !== BuildState.RUNNING) return m.event.value;
+          }
+        }
+      } catch (e) {
+        if (!isGone(e)) throw e;
+        this.d.logger.warn({ deployment: dep.id, build: build.id, err: e }, "lost kilnd while following the build; reconnecting");
+      }
+      await this.backoff(attempt + 1);
+      const kilnd = await this.wake(dep);
+      if (!kilnd) return undefined;
+      const b = await kilnd.getBuild({ buildId: build.id }).then(
+        (r) => r.build,
+        () => undefined,
+      );
+      if (b && b.state !== BuildState.QUEUED && b.state !== BuildState.RUNNING) return b;
+    }
+    return undefined;
+  }
+
+  /** The queue is empty: kilnd goes to sleep now, not after its idle timeout. */
+  private async sleepMachine(): Promise<void> {
+    const kilnd = this.kilnd;
+    if (!kilnd) return;
+    try {
+      await kilnd.client.sleep({});
+    } catch (e) {
+      // Already asleep (gone), or busy with a build someone else asked for: the idle timeout decides.
+      if (!isGone(e)) this.d.logger.warn({ err: e, project: this.d.project.name }, "kilnd did not go to sleep when asked");
+    }
+    this.kilnd = undefined;
+    const asleep = await this.d.driver.waitAsleep(ASLEEP_TIMEOUT_MS);
+    const now = Date.now();
+    for (const dep of this.awakeFor.splice(0)) {
+      if (!asleep) continue;
+      dep.times!.machineAsleep = timestampFromMs(now);
+      const ready = msFromTimestamp(dep.times!.machineReady);
+      if (ready !== undefined) dep.times!.awake = durationFromMs(now - ready);
+      await this.d.save(dep);
+      this.d.events.emit(dep.id, { case: "deployment", value: dep });
+    }
+  }
+
+  private async supersede(dep: Deployment, by: string): Promise<void> {
+    await this.finish(dep, DeploymentState.SUPERSEDED, `superseded by ${by}`, by);
+  }
+
+  private async finish(dep: Deployment, state: DeploymentState, error: string, supersededBy?: string): Promise<void> {
+    if (supersededBy) dep.supersededBy = supersededBy;
+    await this.update(dep, { state, error });
+    if (dep.times?.machineReady) this.awakeFor.push(dep);
+    this.d.logger.info({ deployment: dep.id, project: dep.project, commit: dep.commit, state: DeploymentState[state], error: error || undefined }, "deployment finished");
+  }
+
+  private async update(dep: Deployment, patch: Partial<Pick<Deployment, "state" | "error" | "buildId" | "image">>): Promise<void> {
+    Object.assign(dep, patch);
+    await this.d.save(dep);
+    this.d.events.emit(dep.id, { case: "deployment", value: dep });
+  }
+
+  private buildRequest(commit: string) {
+    const p = this.d.project;
+    return {
+      project: p.name,
+      source: { kind: { case: "git" as const, value: { url: p.git, commit } } },
+      containerfile: p.containerfile,
+      context: p.context,
+      image: p.image,
+      buildArgs: p.buildArgs,
+    };
+  }
+
+  private client(url: string): Kilnd {
+    const tokenFile = this.d.project.kilndTokenFile;
+    const auth: Interceptor = (next) => (req) => {
+      if (tokenFile) req.header.set("authorization", `Bearer ${readFileSync(tokenFile, "utf8").trim()}`);
+      return next(req);
+    };
+    return createClient(BuilderService, createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors: [auth] }));
+  }
+
+  private backoff(n: number): Promise<void> {
+    const ms = Math.min(5000, (this.d.backoffMs ?? 200) * 2 ** (n - 1));
+    return new Promise((r) => setTimeout(r, ms));
+  }
+}
