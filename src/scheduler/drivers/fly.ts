@@ -7,15 +7,24 @@ import type { Logger } from "pino";
 import type { FlyMachineConfig } from "../config.js";
 import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
-const ATTEMPTS = 6;
-const WAIT_SECONDS = 30;
 
 interface FlyError {
   status: number;
   message: string;
 }
 
-export function createFlyDriver(project: string, cfg: FlyMachineConfig, opts: { logger: Logger; backoffMs?: number }): MachineDriver {
+export interface FlyDriverOptions {
+  logger: Logger;
+  backoffMs?: number;
+  /** Rounds of start-and-wait before giving up (default 6). */
+  attempts?: number;
+  /** How long one wait call may block on Fly's side (default 30 s; Fly allows up to 60). */
+  waitSeconds?: number;
+}
+
+export function createFlyDriver(project: string, cfg: FlyMachineConfig, opts: FlyDriverOptions): MachineDriver {
+  const ATTEMPTS = opts.attempts ?? 6;
+  const WAIT_SECONDS = opts.waitSeconds ?? 30;
   const base = `${cfg.apiUrl.replace(/\/$/, "")}/v1/apps/${encodeURIComponent(cfg.app)}/machines/${encodeURIComponent(cfg.machineId)}`;
   const backoff = opts.backoffMs ?? 250;
 
