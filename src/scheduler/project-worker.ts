@@ -48,8 +48,15 @@ export class ProjectWorker {
   private awakeFor: Deployment[] = [];
   private kilnd: { url: string; client: Kilnd } | undefined;
   private idleDone: Promise<void> = Promise.resolve();
+  /** The scheduler is stopping: records stay as they are, for the next run to resume. */
+  private stopped = false;
 
   constructor(private readonly d: WorkerDeps) {}
+
+  stop(): void {
+    this.stopped = true;
+    this.pending = undefined;
+  }
 
   /** Queues a deployment; the newest one wins. */
   submit(dep: Deployment): void {
@@ -78,14 +85,16 @@ export class ProjectWorker {
         const dep = this.pending;
         this.pending = undefined;
         this.current = dep;
-        await this.deploy(dep).catch((err) => this.finish(dep, DeploymentState.FAILED, `internal error: ${(err as Error).message}`));
+        await this.deploy(dep).catch((err) => {
+          if (!this.stopped) return this.finish(dep, DeploymentState.FAILED, `internal error: ${(err as Error).message}`);
+        });
         this.current = undefined;
       }
-      await this.sleepMachine();
+      if (!this.stopped) await this.sleepMachine();
     } finally {
       this.running = false;
       finished();
-      if (this.pending) void this.loop();
+      if (this.pending && !this.stopped) void this.loop();
     }
   }
 
@@ -147,7 +156,7 @@ export class ProjectWorker {
   /** Wakes the machine (bounded retries); undefined when the deployment ended FAILED. */
   private async wake(dep: Deployment): Promise<Kilnd | undefined> {
     let last: unknown;
-    for (let i = 0; i < WAKE_ATTEMPTS; i++) {
+    for (let i = 0; i < WAKE_ATTEMPTS && !this.stopped; i++) {
       try {
         const url = await this.d.driver.wake();
         if (this.kilnd?.url !== url) this.kilnd = { url, client: this.client(url) };
@@ -160,6 +169,7 @@ export class ProjectWorker {
         await this.backoff(i + 1);
       }
     }
+    if (this.stopped) throw new Error("the scheduler is stopping");
     await this.finish(dep, DeploymentState.FAILED, `cannot wake the machine: ${(last as Error)?.message ?? String(last)}`);
     return undefined;
   }
@@ -211,7 +221,7 @@ export class ProjectWorker {
     const asleep = await this.d.driver.waitAsleep(ASLEEP_TIMEOUT_MS);
     const now = Date.now();
     for (const dep of this.awakeFor.splice(0)) {
-      if (!asleep) continue;
+      if (!asleep || this.stopped) continue;
       dep.times!.machineAsleep = timestampFromMs(now);
       const ready = msFromTimestamp(dep.times!.machineReady);
       if (ready !== undefined) dep.times!.awake = durationFromMs(now - ready);
@@ -232,6 +242,7 @@ export class ProjectWorker {
   }
 
   private async update(dep: Deployment, patch: Partial<Pick<Deployment, "state" | "error" | "buildId" | "image">>): Promise<void> {
+    if (this.stopped) throw new Error("the scheduler is stopping");
     Object.assign(dep, patch);
     await this.d.save(dep);
     this.d.events.emit(dep.id, { case: "deployment", value: dep });

@@ -116,7 +116,9 @@ export class Scheduler {
     await Promise.all([...this.workers.values()].map((w) => w.idle()));
   }
 
+  /** Stops the workers where they are (their records stay for the next run) and the machines. */
   async close(): Promise<void> {
+    for (const w of this.workers.values()) w.stop();
     await this.store.flush();
     await Promise.all(this.drivers.map((d) => d.close()));
   }

@@ -7,7 +7,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { LocalMachineConfig } from "../config.js";
-import { waitForKilnd, type MachineDriver } from "./driver.js";
+import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
 // kilnd beside this module: dist/bin/kilnd.js when built, src/bin/kilnd.ts under tsx.
 const KILND = new URL(`../../bin/kilnd${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url).pathname;
@@ -52,8 +52,10 @@ export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts
     await waitForKilnd(`http://127.0.0.1:${port}`, 30_000, () => child !== c);
   };
 
+  let closed = false;
   return {
     async wake() {
+      if (closed) throw new PermanentWakeError("the scheduler is stopping");
       if (!child) await start();
       return `http://127.0.0.1:${port}`;
     },
@@ -63,6 +65,7 @@ export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts
       return (await Promise.race([exited, t])) !== "timeout";
     },
     async close() {
+      closed = true;
       if (child) {
         child.kill("SIGTERM");
         await exited;

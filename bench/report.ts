@@ -1,0 +1,66 @@
+// Benchmark results: min / median / max per scenario and engine, the ratios between engines
+// measured in the same run, as JSON, a Markdown table and an SVG chart (log scale).
+export interface Series {
+  scenario: string;
+  engine: string;
+  samplesMs: number[];
+}
+
+export interface Summary extends Series {
+  minMs: number;
+  medianMs: number;
+  maxMs: number;
+}
+
+export function summarize(s: Series): Summary {
+  const sorted = [...s.samplesMs].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  const median = sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+  return { ...s, minMs: sorted[0]!, medianMs: median, maxMs: sorted.at(-1)! };
+}
+
+const fmt = (ms: number) => (ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(0)} ms`);
+
+export function markdown(rows: Summary[], baseline = "kiln"): string {
+  const lines = ["| scenario | engine | runs | min | median | max | median / kiln |", "| --- | --- | ---: | ---: | ---: | ---: | ---: |"];
+  for (const r of rows) {
+    const base = rows.find((x) => x.scenario === r.scenario && x.engine === baseline);
+    const ratio = base && r.engine !== baseline ? `${(r.medianMs / base.medianMs).toFixed(2)}x` : "";
+    lines.push(`| ${r.scenario} | ${r.engine} | ${r.samplesMs.length} | ${fmt(r.minMs)} | ${fmt(r.medianMs)} | ${fmt(r.maxMs)} | ${ratio} |`);
+  }
+  return lines.join("\n");
+}
+
+const COLORS: Record<string, string> = { kiln: "#d9480f", podman: "#1c7ed6", clean: "#868e96", kilnd: "#d9480f" };
+
+/** Grouped bars of the medians per scenario, a log-scale y axis, min-max whiskers. */
+export function svgChart(rows: Summary[], title: string): string {
+  const scenarios = [...new Set(rows.map((r) => r.scenario))];
+  const engines = [...new Set(rows.map((r) => r.engine))];
+  const W = 760, H = 380, left = 70, right = 20, top = 40, bottom = 60;
+  const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...rows.map((r) => r.minMs)))));
+  const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...rows.map((r) => r.maxMs)))));
+  const y = (ms: number) => top + (H - top - bottom) * (1 - (Math.log10(ms) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
+  const groupW = (W - left - right) / scenarios.length;
+  const barW = Math.min(40, (groupW - 20) / engines.length);
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`, `<rect width="${W}" height="${H}" fill="white"/>`, `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>`];
+  for (let p = lo; p <= hi; p *= 10) {
+    out.push(`<line x1="${left}" x2="${W - right}" y1="${y(p)}" y2="${y(p)}" stroke="#ddd"/>`, `<text x="${left - 6}" y="${y(p) + 4}" text-anchor="end">${fmt(p)}</text>`);
+  }
+  scenarios.forEach((sc, i) => {
+    const gx = left + i * groupW + (groupW - barW * engines.length) / 2;
+    engines.forEach((en, j) => {
+      const r = rows.find((x) => x.scenario === sc && x.engine === en);
+      if (!r) return;
+      const x = gx + j * barW;
+      out.push(`<rect x="${x + 2}" y="${y(r.medianMs)}" width="${barW - 4}" height="${H - bottom - y(r.medianMs)}" fill="${COLORS[en] ?? "#444"}"><title>${sc} ${en}: median ${fmt(r.medianMs)}</title></rect>`);
+      out.push(`<line x1="${x + barW / 2}" x2="${x + barW / 2}" y1="${y(r.minMs)}" y2="${y(r.maxMs)}" stroke="black"/>`);
+    });
+    out.push(`<text x="${left + i * groupW + groupW / 2}" y="${H - bottom + 18}" text-anchor="middle">${sc}</text>`);
+  });
+  engines.forEach((en, j) => {
+    out.push(`<rect x="${left + j * 110}" y="${H - 24}" width="12" height="12" fill="${COLORS[en] ?? "#444"}"/>`, `<text x="${left + j * 110 + 16}" y="${H - 14}">${en}</text>`);
+  });
+  out.push("</svg>");
+  return out.join("\n");
+}
