@@ -12,6 +12,7 @@ const ROOT = new URL("..", import.meta.url).pathname;
 const REPS = Number(process.env.KILN_BENCH_REPS ?? 7);
 const SLOW_REPS = Number(process.env.KILN_BENCH_SLOW_REPS ?? 3);
 const REGISTRY = process.env.KILN_REGISTRY ?? "127.0.0.1:5000";
+const DEP_VERSIONS = ["7.0.0", "6.0.0", "5.0.0", "4.0.0", "3.0.0", "2.1.0", "2.0.2", "1.1.2", "1.1.0", "0.1.1"];
 
 const git = (repo: string, ...args: string[]) => execFileSync("git", ["-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@kiln.invalid", ...args], { encoding: "utf8" }).trim();
 
@@ -24,13 +25,16 @@ async function main() {
   git(repo, "init", "-q", "-b", "main");
   git(repo, "add", "-A");
   git(repo, "commit", "-qm", "init");
-  // Two lockfiles, with and without one more dependency, made once: the deps scenario swaps them.
-  const lockA = { pkg: readFileSync(join(repo, "package.json"), "utf8"), lock: readFileSync(join(repo, "package-lock.json"), "utf8") };
+  // The deps scenario adds a dependency the layer cache has never seen, every time: a different
+  // version of one more package per run, its lockfile made here (outside the timing).
   const depDir = join(work, "dep-variant");
-  rmSync(depDir, { recursive: true, force: true });
-  cpSync(join(ROOT, "examples/hello-node"), depDir, { recursive: true });
-  execFileSync("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--loglevel=error", "is-number@7.0.0"], { cwd: depDir, stdio: "ignore" });
-  const lockB = { pkg: readFileSync(join(depDir, "package.json"), "utf8"), lock: readFileSync(join(depDir, "package-lock.json"), "utf8") };
+  const withDependency = (i: number) => {
+    rmSync(depDir, { recursive: true, force: true });
+    cpSync(join(ROOT, "examples/hello-node"), depDir, { recursive: true });
+    const version = DEP_VERSIONS[i % DEP_VERSIONS.length]!;
+    execFileSync("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--loglevel=error", `is-number@${version}`], { cwd: depDir, stdio: "ignore" });
+    return { pkg: readFileSync(join(depDir, "package.json"), "utf8"), lock: readFileSync(join(depDir, "package-lock.json"), "utf8") };
+  };
 
   const env: BenchEnv = { root: ROOT, work, repo, registry: REGISTRY };
   const port = 5490 + Math.floor(Math.random() * 400);
@@ -64,7 +68,7 @@ async function main() {
     const warm = change();
     for (const e of engines) await timed("warm", e, warm);
     for (const e of engines) await timed("no-change", e, warm);
-    const deps = i % 2 === 0 ? lockB : lockA;
+    const deps = withDependency(i);
     writeFileSync(join(repo, "package.json"), deps.pkg);
     writeFileSync(join(repo, "package-lock.json"), deps.lock);
     git(repo, "commit", "-qam", `deps ${i}`);

@@ -2,6 +2,7 @@
 // build running or queued, no RPC in flight, no log stream open. Health checks and metric
 // scrapes do not count as work, or a machine with a health check would never sleep.
 import type { Interceptor } from "@connectrpc/connect";
+import { wrapMessages } from "../server/stream-response.js";
 
 export interface IdleTracker {
   interceptor: Interceptor;
@@ -37,19 +38,15 @@ export function createIdleTracker(opts: { timeoutMs: number; busy: () => boolean
     let streaming = false;
     try {
       const res = await next(req);
-      if (!res.stream) return res;
-      streaming = true;
-      const source = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          try {
-            yield* source;
-          } finally {
-            leave();
-          }
-        })(),
-      };
+      streaming = res.stream;
+      // A stream is work until its last message is out (or its reader is gone).
+      return wrapMessages(res, async function* (source) {
+        try {
+          yield* source;
+        } finally {
+          leave();
+        }
+      });
     } finally {
       if (!streaming) leave();
     }

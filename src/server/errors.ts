@@ -4,6 +4,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { KilnError, type KilnErrorCode } from "../errors/kiln-error.js";
 import { StopSignal } from "../builds/active-build.js";
+import { wrapMessages } from "./stream-response.js";
 
 const CODES: Record<KilnErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
@@ -28,19 +29,13 @@ export function errorInterceptor(logger: Logger): Interceptor {
   return (next) => async (req) => {
     const procedure = req.url;
     try {
-      const res = await next(req);
-      if (!res.stream) return res;
-      const source = res.message;
-      return {
-        ...res,
-        message: (async function* () {
-          try {
-            yield* source;
-          } catch (e) {
-            throw toConnectError(e, logger, procedure);
-          }
-        })(),
-      };
+      return wrapMessages(await next(req), async function* (source) {
+        try {
+          yield* source;
+        } catch (e) {
+          throw toConnectError(e, logger, procedure);
+        }
+      });
     } catch (e) {
       throw toConnectError(e, logger, procedure);
     }

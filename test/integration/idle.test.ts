@@ -3,7 +3,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { connect as netConnect } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -11,6 +10,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { clientFor, startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { stalledLogReader } from "../helpers/stalled-reader.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 import { freePort, waitFor } from "../helpers/wait.js";
 
@@ -75,15 +75,7 @@ describe("idle exit", () => {
     const exitsBefore = idleExits();
     k = await start([]);
     // A reader that asks for the whole log and never reads: the stream stays open.
-    const body = Buffer.from(JSON.stringify({ buildId: b.id, follow: true }));
-    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), body]);
-    frame.writeUInt32BE(body.length, 1);
-    const s = netConnect(k.port, "127.0.0.1", () => {
-      s.write(`POST /kiln.v1.BuilderService/StreamLogs HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\nContent-Length: ${frame.length}\r\n\r\n`);
-      s.write(frame);
-      s.pause();
-    });
-    s.on("error", () => {});
+    const s = stalledLogReader(k.port, b.id);
     assert.equal(await Promise.race([k.exited, delay(5000)]), "timeout", "still awake 5 s into a 2 s idle timeout");
     s.destroy();
     assert.equal(await Promise.race([k.exited, delay(20_000)]), 0);

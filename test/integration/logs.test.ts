@@ -1,6 +1,5 @@
 // StreamLogs: live follow, replay after the build, resumption, many readers and a stalled one.
 import assert from "node:assert/strict";
-import { connect as netConnect, type Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState, LogStream, Phase, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -8,6 +7,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { stalledLogReader } from "../helpers/stalled-reader.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
 const LINES = 5_000;
@@ -53,26 +53,11 @@ describe("build logs", () => {
     return { lines, final };
   };
 
-  /** A Connect streaming call on a raw socket that is never read from. */
-  const stalledReader = (buildId: string): Socket => {
-    const body = Buffer.from(JSON.stringify({ buildId, follow: true }));
-    const frame = Buffer.alloc(5 + body.length);
-    frame.writeUInt32BE(body.length, 1);
-    body.copy(frame, 5);
-    const s = netConnect(kilnd.port, "127.0.0.1", () => {
-      s.write(`POST /kiln.v1.BuilderService/StreamLogs HTTP/1.1\r\nHost: x\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\nContent-Length: ${frame.length}\r\n\r\n`);
-      s.write(frame);
-      s.pause(); // and never resume
-    });
-    s.on("error", () => {});
-    return s;
-  };
-
   let chattyId: string;
   test("50 followers get every line live and the final record, while one reader never reads", async (t) => {
     const b = await submit("a");
     chattyId = b.id;
-    const stalled = stalledReader(b.id);
+    const stalled = stalledLogReader(kilnd.port, b.id);
     const t0 = Date.now();
     const followers = await Promise.all(Array.from({ length: 50 }, () => collect(b.id, true)));
     t.diagnostic(`all 50 followers done after ${Date.now() - t0} ms`);

@@ -3,25 +3,14 @@
 // wake starts it again: the same wake/sleep cycle as a Fly Machine, for real, on one host.
 import { spawn, type ChildProcess } from "node:child_process";
 import { createWriteStream, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { freePort } from "../../util/net.js";
 import type { LocalMachineConfig } from "../config.js";
 import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
 // kilnd beside this module: dist/bin/kilnd.js when built, src/bin/kilnd.ts under tsx.
 const KILND = new URL(`../../bin/kilnd${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url).pathname;
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once("error", reject);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts: { logger: Logger; tokenFile?: string }): MachineDriver {
   let child: ChildProcess | undefined;
