@@ -35,6 +35,24 @@ function endStalledWritesOnClose(res: { writableFinished: boolean; once(e: "clos
   });
 }
 
+/**
+ * Closes a connection whose request body was not read to the end without resetting it: a plain
+ * close with unread data sends a TCP reset, and a client still sending its body then sees EPIPE
+ * instead of the answer it was given. So: send FIN, read and drop what still comes (up to 5 s),
+ * then close.
+ */
+function lingerOnClose(sock: net.Socket): void {
+  sock.destroySoon = function (this: net.Socket) {
+    this.end();
+    this.on("data", () => {});
+    this.resume();
+    const t = setTimeout(() => this.destroy(), 5000);
+    t.unref();
+    this.once("end", () => this.destroy());
+    this.once("close", () => clearTimeout(t));
+  };
+}
+
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
   // reuses a connection the server has just closed (EPIPE on the next call).
@@ -57,7 +75,10 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
     // for the next request on it.
     const writeHead = res.writeHead;
     res.writeHead = function (this: typeof res, ...args: Parameters<typeof writeHead>) {
-      if (!req.complete) res.shouldKeepAlive = false;
+      if (!req.complete) {
+        res.shouldKeepAlive = false;
+        lingerOnClose(sock);
+      }
       return writeHead.apply(this, args);
     } as typeof writeHead;
     endStalledWritesOnClose(res);
