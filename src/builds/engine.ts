@@ -8,6 +8,7 @@ import { BuildSchema, BuildState, PhaseDurationsSchema, type Build } from "../ge
 import { KilnError } from "../errors/kiln-error.js";
 import type { GitCache } from "../git/cache.js";
 import type { LogStore } from "../logs/log-store.js";
+import type { BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
 import { killContainersUnder } from "../podman/runc.js";
 import { killProcessesWithEnv } from "../process/orphans.js";
@@ -23,6 +24,7 @@ export interface EngineOptions {
   dataDir: string;
   maxConcurrentBuilds: number;
   buildNetwork: string;
+  buildEngine: BuildEngineName;
   insecureRegistries: readonly string[];
   records: MessageStore<typeof BuildSchema>;
   logs: LogStore;
@@ -205,6 +207,7 @@ export class BuildEngine {
         podman: this.o.podman,
         slots: this.slots,
         buildNetwork: this.o.buildNetwork,
+        buildEngine: this.o.buildEngine,
         insecureRegistries: this.insecure,
         save: (x) => this.o.records.save(x.record),
         beforeBuild: async () => {

@@ -13,6 +13,8 @@ export interface DaemonOptions {
   insecureRegistries: string[];
   maxConcurrentBuilds: number;
   buildNetwork: string;
+  /** What runs the build: buildah bud (default) or podman build. */
+  buildEngine: "buildah" | "podman";
   logLevel: string;
   /** Images per project kept by the prune after each build. */
   keepBuilds: number;
@@ -41,6 +43,7 @@ const SPEC = {
   "insecure-registry": { type: "string", multiple: true },
   "max-concurrent-builds": { type: "string" },
   "build-network": { type: "string" },
+  "build-engine": { type: "string" },
   "log-level": { type: "string" },
   "keep-builds": { type: "string" },
   "reset-threshold": { type: "string" },
@@ -94,6 +97,8 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   }
   const network = get("build-network") ?? "host";
   if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(network)) throw new UsageError(`--build-network: ${JSON.stringify(network)} is not a network mode`);
+  const engine = get("build-engine") ?? "buildah";
+  if (engine !== "buildah" && engine !== "podman") throw new UsageError(`--build-engine: ${JSON.stringify(engine)} is not buildah or podman`);
   const opts: DaemonOptions = {
     listenHost: listen.host,
     listenPort: listen.port,
@@ -102,6 +107,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     insecureRegistries: insecure,
     maxConcurrentBuilds: intIn("max-concurrent-builds", get("max-concurrent-builds") ?? "1", 1, 64),
     buildNetwork: network,
+    buildEngine: engine,
     logLevel: get("log-level") ?? "info",
     keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),
     resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),

@@ -80,6 +80,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     dataDir: opts.dataDir,
     maxConcurrentBuilds: opts.maxConcurrentBuilds,
     buildNetwork: opts.buildNetwork,
+    buildEngine: opts.buildEngine,
     insecureRegistries: opts.insecureRegistries,
     records,
     logs,

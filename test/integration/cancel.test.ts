@@ -43,7 +43,8 @@ describe("cancel, supersede, queue", () => {
 
   const assertNothingLeft = async () => {
     // podman exits on its own right after the RUN container is killed; give it that moment.
-    await waitFor(() => podmanProcessesFor(data()).length === 0, 5000, "podman processes to exit").catch(() => {});
+    const gone = () => podmanProcessesFor(data()).length === 0 && processesWith(`sleep ${SLEEP}`).length === 0;
+    await waitFor(gone, 5000, "the build's processes to exit").catch(() => {});
     assert.deepEqual(podmanProcessesFor(data()), [], "no podman/buildah process");
     assert.deepEqual(processesWith(`sleep ${SLEEP}`), [], "the RUN step's process is gone");
     assert.deepEqual(runcContainersUnder(data()), [], "no runc container");

@@ -65,7 +65,7 @@ describe("kiln CLI", () => {
     const bad = repo.commit({ Containerfile: `FROM ${base}\nRUN exit 7\n` });
     const r = kiln(...buildArgs(bad));
     assert.equal(r.code, 1);
-    assert.match(r.out, /^FAILED .*error: podman build failed/m);
+    assert.match(r.out, /^FAILED .*error: (buildah bud|podman build) failed/m);
     const slow = repo.commit({ Containerfile: `FROM ${base}\nRUN sleep 301\n` });
     const d = kiln(...buildArgs(slow), "--detach");
     assert.equal(d.code, 0, d.err);

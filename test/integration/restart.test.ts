@@ -47,7 +47,9 @@ describe("restart after kill -9", () => {
     assert.equal(b.state, BuildState.FAILED);
     assert.equal(b.error, "interrupted: kilnd restarted");
     assert.ok(b.finishTime);
-    await waitFor(() => podmanProcessesFor(data()).length === 0, 5000, "podman processes to end").catch(() => {});
+    // Killed processes take a moment to be reaped: wait for the end, then state it.
+    const gone = () => podmanProcessesFor(data()).length === 0 && processesWith(`sleep ${SLEEP}`).length === 0;
+    await waitFor(gone, 5000, "the orphaned build's processes to end").catch(() => {});
     assert.deepEqual(podmanProcessesFor(data()), []);
     assert.deepEqual(processesWith(`sleep ${SLEEP}`), []);
     assert.deepEqual(runcContainersUnder(data()), []);

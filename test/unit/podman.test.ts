@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { podmanBuildArgs } from "../../src/podman/build-args.js";
+import { buildCommand } from "../../src/podman/build-args.js";
 import { planLabels } from "../../src/podman/labels.js";
 import { createStepCounter } from "../../src/podman/step-counter.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
@@ -37,7 +37,7 @@ COMMIT r/app:1`;
 
 describe("podman build command line", () => {
   test("every value is its own argument and the context follows --", () => {
-    const args = podmanBuildArgs({
+    const input = {
       containerfile: "/c/Containerfile",
       contextDir: "/c/ctx",
       tag: "r/app:abc",
@@ -46,7 +46,11 @@ describe("podman build command line", () => {
       target: "app",
       iidFile: "/t/iid",
       network: "host",
-    });
+    };
+    const { file, args } = buildCommand("buildah", input);
+    assert.equal(file, "buildah");
+    assert.deepEqual(args.slice(0, 2), ["bud", "--pull=false"]);
+    assert.deepEqual(buildCommand("podman", input).args.slice(0, 2), ["build", "--pull=missing"]);
     assert.deepEqual(args.slice(-2), ["--", "/c/ctx"]);
     assert.ok(args.includes("K=v; rm -rf /"));
     assert.ok(args.includes("a=b c"));
