@@ -2,6 +2,7 @@
 // git commit to a pushed image whose registry digest is known.
 //   kiln     kilnd through its API (Build, then the final StreamLogs message)
 //   podman   by hand: git archive of the commit, podman build, podman push, on one warm storage
+//   buildah  the same with buildah bud, as kiln runs it: the floor for kiln's own engine
 //   clean    a fresh, empty storage for every build with the layer cache in the registry
 //            (--cache-from/--cache-to), as CI runners with a distributed cache work
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
@@ -106,18 +107,20 @@ export async function kilnEngine(env: BenchEnv, port: number): Promise<Engine & 
   };
 }
 
-export function podmanEngine(env: BenchEnv): Engine {
-  const dir = join(env.work, "podman");
+/** By hand on one warm storage: `podman build`, or `buildah bud` as kiln runs it (GOGC=off). */
+export function byHandEngine(env: BenchEnv, tool: "podman" | "buildah"): Engine {
+  const dir = join(env.work, tool);
   let penv = podmanEnv(dir, env.registry);
+  const buildArgs = tool === "podman" ? ["build", "--pull=missing"] : ["bud", "--pull=false"];
   return {
-    name: "podman",
+    name: tool,
     async build(commit) {
       const ctx = join(dir, "ctx");
       rmSync(ctx, { recursive: true, force: true });
       mkdirSync(ctx, { recursive: true });
       await run("sh", ["-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", env.repo, commit, ctx]);
-      const tag = `${env.registry}/bench/podman:${commit}`;
-      await run("podman", ["build", "--layers", "--network=host", "-t", tag, "--", ctx], penv);
+      const tag = `${env.registry}/bench/${tool}:${commit}`;
+      await run(tool, [...buildArgs, "--layers", "--network=host", "-t", tag, "--", ctx], tool === "buildah" ? { ...penv, GOGC: "off", GOMEMLIMIT: "2GiB" } : penv);
       await run("podman", ["push", "--digestfile", join(dir, "digest"), "--", tag], penv);
       return readFileSync(join(dir, "digest"), "utf8").trim();
     },

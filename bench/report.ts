@@ -31,7 +31,7 @@ export function markdown(rows: Summary[], baseline = "kiln"): string {
   return lines.join("\n");
 }
 
-const COLORS: Record<string, string> = { kiln: "#d9480f", podman: "#1c7ed6", clean: "#868e96", kilnd: "#d9480f" };
+const COLORS: Record<string, string> = { kiln: "#d9480f", buildah: "#2f9e44", podman: "#1c7ed6", clean: "#868e96", kilnd: "#e8590c" };
 
 /** Grouped bars of the medians per scenario, a log-scale y axis, min-max whiskers. */
 export function svgChart(rows: Summary[], title: string): string {

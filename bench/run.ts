@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { cleanRunnerEngine, kilnEngine, podmanEngine, type BenchEnv, type Engine } from "./engines.js";
+import { byHandEngine, cleanRunnerEngine, kilnEngine, type BenchEnv, type Engine } from "./engines.js";
 import { markdown, summarize, svgChart, type Series } from "./report.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -39,7 +39,7 @@ async function main() {
   const env: BenchEnv = { root: ROOT, work, repo, registry: REGISTRY };
   const port = 5490 + Math.floor(Math.random() * 400);
   const kiln = await kilnEngine(env, port);
-  const engines: Engine[] = [kiln, podmanEngine(env)];
+  const engines: Engine[] = [kiln, byHandEngine(env, "buildah"), byHandEngine(env, "podman")];
   const clean = cleanRunnerEngine(env);
   const series = new Map<string, Series>();
   const record = (scenario: string, engine: string, ms: number) => {
