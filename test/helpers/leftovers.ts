@@ -17,7 +17,7 @@ export function processesWith(text: string): string[] {
   return found;
 }
 
-/** Processes running with kilnd's container configuration for this data dir (podman, buildah). */
+/** Build processes running with kilnd's container configuration for this data dir (podman, buildah, runc). */
 export function podmanProcessesFor(data: string): string[] {
   const conf = join(data, "conf/storage.conf");
   const found: string[] = [];
@@ -25,7 +25,8 @@ export function podmanProcessesFor(data: string): string[] {
     try {
       if (!readFileSync(`/proc/${pid}/environ`, "utf8").includes(conf)) continue;
       const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
-      if (/podman|buildah|runc|conmon/.test(cmd)) found.push(`${pid}: ${cmd}`);
+      // kilnd's own status questions (podman version, podman info at start) are not leftovers.
+      if (/podman|buildah|runc|conmon/.test(cmd) && !/^podman (info|version)\b/.test(cmd)) found.push(`${pid}: ${cmd}`);
     } catch {
       // gone meanwhile
     }
