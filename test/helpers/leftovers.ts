@@ -25,8 +25,9 @@ export function podmanProcessesFor(data: string): string[] {
     try {
       if (!readFileSync(`/proc/${pid}/environ`, "utf8").includes(conf)) continue;
       const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
-      // kilnd's own status questions (podman version, podman info at start) are not leftovers.
-      if (/podman|buildah|runc|conmon/.test(cmd) && !/^podman (info|version)\b/.test(cmd)) found.push(`${pid}: ${cmd}`);
+      // kilnd's own status questions at start (podman version, podman info, and the
+      // `--version` calls podman info makes) are not leftovers of a build.
+      if (/podman|buildah|runc|conmon/.test(cmd) && !/^podman (info|version)\b|\s--version\b/.test(cmd)) found.push(`${pid}: ${cmd}`);
     } catch {
       // gone meanwhile
     }

@@ -47,6 +47,8 @@ describe("restart after kill -9", () => {
     assert.equal(b.state, BuildState.FAILED);
     assert.equal(b.error, "interrupted: kilnd restarted");
     assert.ok(b.finishTime);
+    // kilnd's own podman calls at start (the overlay check) are done once it reports the check.
+    await waitFor(async () => (await kilnd!.client.getStorage({})).overlay?.checked === true, 10_000, "kilnd's overlay check");
     // Killed processes take a moment to be reaped: wait for the end, then state it.
     const gone = () => podmanProcessesFor(data()).length === 0 && processesWith(`sleep ${SLEEP}`).length === 0;
     await waitFor(gone, 5000, "the orphaned build's processes to end").catch(() => {});
