@@ -37,9 +37,10 @@ async function main(): Promise<number> {
     throw e;
   }
   const running = await startScheduler(cfg, logger);
+  // `on`, not `once`: see kilnd.ts (signal-exit would re-raise the signal mid-stop).
   await new Promise<void>((resolve) => {
-    process.once("SIGTERM", resolve);
-    process.once("SIGINT", resolve);
+    process.on("SIGTERM", () => resolve());
+    process.on("SIGINT", () => resolve());
   });
   logger.info("kiln-scheduler stopping");
   await running.stop();

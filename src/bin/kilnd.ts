@@ -28,8 +28,11 @@ async function main(): Promise<number> {
     logger.fatal({ err }, "kilnd cannot start");
     return 1;
   }
+  // `on`, not `once`: execa's child cleanup (signal-exit) re-raises a signal when it finds itself
+  // the only listener left, which would end kilnd with 143 in the middle of its graceful stop.
+  // stop() is idempotent, so a second signal changes nothing.
   for (const sig of ["SIGTERM", "SIGINT"] as const) {
-    process.once(sig, () => void daemon.stop("signal", sig));
+    process.on(sig, () => void daemon.stop("signal", sig));
   }
   process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
   return daemon.stopped;

@@ -1,8 +1,9 @@
 // One build's log: append-only numbered lines, written to the volume and fanned out to readers.
 // Readers pull at their own pace from the shared list, each with its own cursor, so a stalled
 // reader holds nothing up: the build never waits for anyone, and no per-reader queue grows.
-import { createWriteStream, type WriteStream } from "node:fs";
-import { once } from "node:events";
+// A line is written to the file before any reader sees it, so a line someone has seen survives
+// a kill -9 of kilnd (a small synchronous append per line; lines come at the pace of a build).
+import { closeSync, openSync, writeSync } from "node:fs";
 import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
 
 export interface LogEntry {
@@ -19,12 +20,10 @@ export class BuildLog {
   private closed = false;
   private wake: (() => void) | undefined;
   private next: Promise<void>;
-  private readonly file: WriteStream;
+  private fd: number | undefined;
 
   constructor(readonly path: string) {
-    this.file = createWriteStream(path, { flags: "a", mode: 0o600 });
-    // A write error (disk full) must not crash kilnd; the lines stay in memory for live readers.
-    this.file.on("error", () => {});
+    this.fd = openSync(path, "a", 0o600);
     this.next = new Promise((res) => (this.wake = res));
   }
 
@@ -40,7 +39,13 @@ export class BuildLog {
     if (this.closed) return undefined;
     const entry: LogEntry = { seq: this.entries.length + 1, time: Date.now(), text, stream, phase };
     this.entries.push(entry);
-    this.file.write(`${JSON.stringify(encode(entry))}\n`);
+    if (this.fd !== undefined) {
+      try {
+        writeSync(this.fd, `${JSON.stringify(encode(entry))}\n`);
+      } catch {
+        // A full disk must not stop the build: the line stays in memory for live readers.
+      }
+    }
     this.notify();
     return entry;
   }
@@ -49,8 +54,8 @@ export class BuildLog {
     if (this.closed) return;
     this.closed = true;
     this.notify();
-    this.file.end();
-    if (!this.file.closed) await once(this.file, "close").catch(() => {});
+    if (this.fd !== undefined) closeSync(this.fd);
+    this.fd = undefined;
   }
 
   /** Lines after afterSeq; with follow, waits for new ones until the log closes or signal aborts. */

@@ -73,4 +73,24 @@ describe("restart after kill -9", () => {
     assert.equal(done.stepsCached, 2, "WORKDIR and COPY from the cache the killed build made");
     assert.equal(done.imageDigest, await reg.digest("test/app", sha));
   });
+
+  test("SIGTERM in the middle of a build: kilnd stops gracefully, exits 0, and the build is FAILED(interrupted) on record", async () => {
+    await kilnd?.stop();
+    kilnd = await startKilnd({ data: data(), registry: reg.host });
+    const sha = repo.commit(slowApp(base, SLEEP));
+    const { build } = await kilnd.client.build({
+      project: "app",
+      source: { kind: { case: "git", value: { url: repo.url, commit: sha } } },
+      image: `${reg.host}/test/app`,
+    });
+    await waitForLine(kilnd.client, build!.id, "before-sleep");
+    assert.equal(await kilnd.stop(), 0, "a graceful stop is exit 0, even with build processes running");
+    kilnd = await startKilnd({ data: data(), registry: reg.host });
+    const b = (await kilnd.client.getBuild({ buildId: build!.id })).build!;
+    assert.equal(b.state, BuildState.FAILED);
+    assert.equal(b.error, "interrupted: kilnd stopped");
+    await waitFor(async () => (await kilnd!.client.getStorage({})).overlay?.checked === true, 10_000, "kilnd's overlay check");
+    await waitFor(() => processesWith(`sleep ${SLEEP}`).length === 0, 5000, "the RUN step to end").catch(() => {});
+    assert.deepEqual(processesWith(`sleep ${SLEEP}`), []);
+  });
 });
