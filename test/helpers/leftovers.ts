@@ -42,9 +42,16 @@ export function runcContainersUnder(dir: string): string[] {
 }
 
 export function workingContainers(data: string): string[] {
-  const out = execFileSync("buildah", ["containers", "--json"], {
-    encoding: "utf8",
-    env: { ...process.env, CONTAINERS_CONF: join(data, "conf/containers.conf"), CONTAINERS_STORAGE_CONF: join(data, "conf/storage.conf") },
-  }).trim();
+  const out = execFileSync("buildah", ["containers", "--json"], { encoding: "utf8", env: kilndPodmanEnv(data) }).trim();
   return ((out && out !== "null" ? JSON.parse(out) : []) as Array<{ id: string }>).map((c) => c.id);
+}
+
+/** The environment to run podman/buildah on a kilnd's storage (its own conf files under data). */
+export function kilndPodmanEnv(data: string): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    CONTAINERS_CONF: join(data, "conf/containers.conf"),
+    CONTAINERS_STORAGE_CONF: join(data, "conf/storage.conf"),
+    CONTAINERS_REGISTRIES_CONF: join(data, "conf/registries.conf"),
+  };
 }

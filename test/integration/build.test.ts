@@ -8,6 +8,7 @@ import { helloApp } from "../helpers/apps.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { kilndPodmanEnv } from "../helpers/leftovers.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
@@ -39,12 +40,7 @@ describe("builds", () => {
     return kilnd.waitDone(b.id);
   };
 
-  const podmanEnv = () => ({
-    ...process.env,
-    CONTAINERS_CONF: join(data(), "conf/containers.conf"),
-    CONTAINERS_STORAGE_CONF: join(data(), "conf/storage.conf"),
-    CONTAINERS_REGISTRIES_CONF: join(data(), "conf/registries.conf"),
-  });
+  const podmanEnv = () => kilndPodmanEnv(data());
 
   let first: string;
   test("a commit is built, tagged with its SHA, pushed, and the digest is the registry's", async () => {

@@ -11,17 +11,13 @@ import { helloApp } from "../helpers/apps.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { kilndPodmanEnv } from "../helpers/leftovers.js";
 import { mountLoopVolume } from "../helpers/loop-volume.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 import { waitFor } from "../helpers/wait.js";
 
-const podmanEnv = (data: string) => ({
-  ...process.env,
-  CONTAINERS_CONF: join(data, "conf/containers.conf"),
-  CONTAINERS_STORAGE_CONF: join(data, "conf/storage.conf"),
-  CONTAINERS_REGISTRIES_CONF: join(data, "conf/registries.conf"),
-});
+const podmanEnv = kilndPodmanEnv;
 
 /** Tags of the images kiln built for a project, read from podman directly. */
 function kilnTags(data: string, project: string): string[] {
