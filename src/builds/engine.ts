@@ -6,6 +6,7 @@ import { clone, create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { BuildSchema, BuildState, PhaseDurationsSchema, type Build } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
+import type { FastPath } from "../fastpath/fast-path.js";
 import type { GitCache } from "../git/cache.js";
 import type { LogStore } from "../logs/log-store.js";
 import type { BuildEngineName } from "../podman/build-args.js";
@@ -30,6 +31,8 @@ export interface EngineOptions {
   logs: LogStore;
   git: GitCache;
   podman: Podman;
+  /** kiln's fast path; absent when kilnd runs with --fast-path off. */
+  fastPath?: FastPath;
   logger: Logger;
   /** Told when a build ends (metrics). */
   onFinished?: (b: Build) => void;
@@ -205,6 +208,7 @@ export class BuildEngine {
       await runPipeline(a, {
         git: this.o.git,
         podman: this.o.podman,
+        ...(this.o.fastPath ? { fastPath: this.o.fastPath } : {}),
         slots: this.slots,
         buildNetwork: this.o.buildNetwork,
         buildEngine: this.o.buildEngine,

@@ -5,6 +5,8 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { BuildState, LogStream, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
+import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
+import { FastPathRefused } from "../fastpath/refused.js";
 import type { GitCache } from "../git/cache.js";
 import { gitEnv } from "../git/env.js";
 import { redact } from "../git/url.js";
@@ -13,7 +15,7 @@ import type { Podman } from "../podman/podman.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { run, type RunResult } from "../process/run.js";
-import { durationFromMs, timestampFromMs } from "../util/time.js";
+import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
 import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
 import type { Slots } from "./slots.js";
@@ -21,6 +23,8 @@ import type { Slots } from "./slots.js";
 export interface PipelineDeps {
   git: GitCache;
   podman: Podman;
+  /** kiln's fast path, when kilnd runs with it. */
+  fastPath?: FastPath;
   slots: Slots;
   /** Network mode for RUN steps (podman build --network). */
   buildNetwork: string;
@@ -69,14 +73,9 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
     a.phase = Phase.BUILD;
     rec.phase = Phase.BUILD;
     await deps.save(a);
-    await deps.beforeBuild();
 
-    // build
-    const b0 = Date.now();
     const tag = `${a.spec.image.repository}:${a.spec.commit}`;
     rec.image = tag;
-    await mkdir(a.tmpDir, { recursive: true });
-    await linkCacheMounts(a.tmpDir, deps.podman.layout.cacheMountDir);
     // Labels that stay the same across builds first, so their step can come from the cache.
     const labels = {
       [MANAGED_LABEL]: "true",
@@ -86,6 +85,40 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       "kiln.build": rec.id,
       "org.opencontainers.image.created": new Date().toISOString(),
     };
+    const registry = a.spec.image.registry;
+    const fast =
+      deps.fastPath && registry
+        ? {
+            fastPath: deps.fastPath,
+            input: {
+              project: a.spec.project,
+              commit: a.spec.commit,
+              registry,
+              repository: a.spec.image.repository,
+              containerfile: a.spec.containerfile ?? "",
+              context: a.spec.context,
+              target: a.spec.target ?? "",
+              buildArgs: a.spec.buildArgs,
+              engine: deps.buildEngine,
+              gitDir: deps.git.repoOf(a.spec.project),
+              checkout,
+              contextDir,
+              containerfilePath: containerfile,
+              labels,
+              env: gitEnv(deps.podman.env()),
+            },
+          }
+        : undefined;
+    if (fast && (await tryFastPath(a, fast.fastPath, fast.input))) {
+      durations.total = durationFromMs(Date.now() - t0);
+      return;
+    }
+    await deps.beforeBuild();
+
+    // build
+    const b0 = Date.now();
+    await mkdir(a.tmpDir, { recursive: true });
+    await linkCacheMounts(a.tmpDir, deps.podman.layout.cacheMountDir);
     const plan = await planLabels(containerfile, a.spec.target, labels, a.tmpDir);
     const cmd = buildCommand(deps.buildEngine, {
       containerfile: plan.containerfile,
@@ -117,7 +150,6 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
 
     // push
-    const registry = a.spec.image.registry;
     if (registry) {
       a.phase = Phase.PUSH;
       rec.phase = Phase.PUSH;
@@ -133,10 +165,46 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       rec.imageDigest = (await readFile(digestFile, "utf8")).trim();
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
+      if (fast) {
+        const why = await fast.fastPath.record(fast.input, rec.imageDigest, Object.keys(plan.flagLabels).length > 0);
+        a.say(why ? `fast path: not available after this build: ${why}` : "fast path: the next build of a source change can start from this one");
+      }
     }
     durations.total = durationFromMs(Date.now() - t0);
   } finally {
     release();
+  }
+}
+
+/** The fast path, if it can be sure of this build: true once the image is pushed. */
+async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathInput): Promise<boolean> {
+  const rec = a.record;
+  const durations = rec.durations!;
+  const f0 = Date.now();
+  try {
+    const r = await fastPath.build(input, (madeMs) => {
+      durations.build = durationFromMs(madeMs);
+      a.phase = Phase.PUSH;
+      rec.phase = Phase.PUSH;
+    });
+    if (a.abort.signal.aborted) throw new StopSignal();
+    durations.push = durationFromMs(Date.now() - f0 - msFromDuration(durations.build));
+    rec.imageId = r.imageId;
+    rec.imageDigest = r.digest;
+    rec.pushed = true;
+    rec.fastPath = true;
+    rec.stepsTotal = r.steps.total;
+    rec.stepsCached = r.steps.reused;
+    a.say(`fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`);
+    a.say(`push: ${rec.image}@${r.digest} in ${msFromDuration(durations.push)} ms`);
+    return true;
+  } catch (e) {
+    if (a.abort.signal.aborted) throw new StopSignal();
+    a.phase = Phase.BUILD;
+    rec.phase = Phase.BUILD;
+    if (e instanceof StopSignal) throw e;
+    a.say(`fast path: ${e instanceof FastPathRefused ? "not taken" : "failed"}: ${(e as Error).message}; full build`);
+    return false;
   }
 }
 

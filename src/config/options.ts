@@ -20,6 +20,8 @@ export interface DaemonOptions {
   keepBuilds: number;
   /** Used share of the volume (percent) above which container storage is reset. */
   resetThresholdPercent: number;
+  /** kiln's fast path (a final COPY made from the git diff, no podman); on unless --fast-path off. */
+  fastPath: boolean;
   /** FUSE program for overlay (fuse-overlayfs), where the kernel's cannot be used: slow. */
   overlayMountProgram?: string;
 }
@@ -31,7 +33,7 @@ export class UsageError extends Error {
 export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle-timeout SECONDS] [--token-file FILE]
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
              [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
-             [--log-level LEVEL]
+             [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
 
@@ -44,6 +46,7 @@ const SPEC = {
   "max-concurrent-builds": { type: "string" },
   "build-network": { type: "string" },
   "build-engine": { type: "string" },
+  "fast-path": { type: "string" },
   "log-level": { type: "string" },
   "keep-builds": { type: "string" },
   "reset-threshold": { type: "string" },
@@ -99,6 +102,8 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(network)) throw new UsageError(`--build-network: ${JSON.stringify(network)} is not a network mode`);
   const engine = get("build-engine") ?? "buildah";
   if (engine !== "buildah" && engine !== "podman") throw new UsageError(`--build-engine: ${JSON.stringify(engine)} is not buildah or podman`);
+  const fastPath = get("fast-path") ?? "on";
+  if (fastPath !== "on" && fastPath !== "off") throw new UsageError(`--fast-path: ${JSON.stringify(fastPath)} is not on or off`);
   const opts: DaemonOptions = {
     listenHost: listen.host,
     listenPort: listen.port,
@@ -108,6 +113,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     maxConcurrentBuilds: intIn("max-concurrent-builds", get("max-concurrent-builds") ?? "1", 1, 64),
     buildNetwork: network,
     buildEngine: engine,
+    fastPath: fastPath === "on",
     logLevel: get("log-level") ?? "info",
     keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),
     resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),

@@ -7,6 +7,8 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { DaemonOptions } from "../config/options.js";
 import { BuildEngine } from "../builds/engine.js";
+import { createBaseStore } from "../fastpath/base.js";
+import { createFastPath } from "../fastpath/fast-path.js";
 import { MessageStore } from "../store/message-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BuilderService, BuildSchema, file_kiln_v1_builder } from "../gen/kiln/v1/builder_pb.js";
@@ -86,6 +88,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     logs,
     git: createGitCache(dir("git"), dir("work")),
     podman,
+    ...(opts.fastPath ? { fastPath: createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries) }) } : {}),
     logger,
     onFinished: (b) => metrics?.buildFinished(b),
     housekeeping: {

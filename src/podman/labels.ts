@@ -30,8 +30,11 @@ export async function planLabels(containerfile: string, target: string | undefin
     const froms = lines.filter((l) => FROM.test(l));
     if (stageName(froms.at(-1) ?? "") !== target.toLowerCase()) return fallback;
   }
-  const line = `LABEL ${Object.entries(labels).map(([k, v]) => `"${k}"="${v}"`).join(" ")}`;
+  const line = labelLine(labels);
   const copy = join(tmpDir, "Containerfile");
   await writeFile(copy, `${text}${text.endsWith("\n") ? "" : "\n"}${line}\n`);
   return { containerfile: copy, flagLabels: {} };
 }
+
+/** The LABEL step kiln appends (the fast path writes the same text into the image's history). */
+export const labelLine = (labels: Record<string, string>) => `LABEL ${Object.entries(labels).map(([k, v]) => `"${k}"="${v}"`).join(" ")}`;

@@ -1,0 +1,71 @@
+// What the fast path starts from: the last full build of a project, as pushed, with what its
+// final COPY needs (the plan, the directories on the way to the destination, the owner). One
+// file per project under <data>/fastpath, written after each successful full build.
+import { mkdir, readFile, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { TarEntry } from "../image/tar-entries.js";
+import type { OciManifest } from "../registry/client.js";
+import { writeFileAtomic } from "../util/fs-atomic.js";
+import type { CopyPlan } from "./plan.js";
+
+const VERSION = 1;
+
+/** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
+export interface ImageConfig {
+  created?: string;
+  config?: { Labels?: Record<string, string>; WorkingDir?: string; [k: string]: unknown };
+  rootfs: { type: string; diff_ids: string[] };
+  history?: { created?: string; created_by?: string; comment?: string; empty_layer?: boolean }[];
+  [k: string]: unknown;
+}
+
+export interface FastPathBase {
+  version: number;
+  /** The request fields a fast build must share with the full build (see baseKey). */
+  key: string;
+  commit: string;
+  containerfileDigest: string;
+  ignoreDigest: string;
+  plan: CopyPlan;
+  /** The final COPY's destination, absolute; a trailing "/" when written with one. */
+  dest: string;
+  ancestors: TarEntry[];
+  owner: { uid: number; gid: number };
+  manifest: OciManifest;
+  config: ImageConfig;
+}
+
+export interface BaseKeyInput {
+  repository: string;
+  containerfile: string;
+  context: string;
+  target: string;
+  buildArgs: Record<string, string>;
+  engine: string;
+}
+
+export const baseKey = (k: BaseKeyInput) =>
+  JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.engine]);
+
+export function createBaseStore(dir: string) {
+  const fileOf = (project: string) => join(dir, `${project}.json`);
+  return {
+    async load(project: string): Promise<FastPathBase | undefined> {
+      try {
+        const b = JSON.parse(await readFile(fileOf(project), "utf8")) as FastPathBase;
+        return b.version === VERSION ? b : undefined;
+      } catch {
+        return undefined;
+      }
+    },
+    async save(project: string, base: Omit<FastPathBase, "version">): Promise<void> {
+      await mkdir(dir, { recursive: true });
+      await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, ...base }));
+    },
+    async remove(project: string): Promise<void> {
+      await rm(fileOf(project), { force: true });
+    },
+  };
+}
+
+export type BaseStore = ReturnType<typeof createBaseStore>;

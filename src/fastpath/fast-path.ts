@@ -1,0 +1,217 @@
+// kiln's fast path. Git says exactly which files changed since the project's last full build;
+// when none of them reaches a step before the final COPY (and the Containerfile, the ignore file
+// and the request are the same), every layer below that COPY is the one already in the registry.
+// kiln then makes the COPY's layer itself, writes the image config and manifest, and pushes the
+// new blobs: no podman, tens of milliseconds. Whenever it cannot be sure, it says why and the
+// full build runs. test/integration/fast-path.test.ts holds it to a full build's filesystem and
+// config on several apps and kinds of change.
+import { readFile } from "node:fs/promises";
+import { join, posix } from "node:path";
+import dockerignore from "@balena/dockerignore";
+import { execa } from "execa";
+import { readLayer } from "../image/tar-entries.js";
+import { labelLine } from "../podman/labels.js";
+import { OCI_CONFIG, OCI_LAYER_GZIP, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
+import { baseKey, type BaseKeyInput, type BaseStore, type FastPathBase, type ImageConfig } from "./base.js";
+import { makeLayer } from "./layer.js";
+import { mayTouch, planFastPath } from "./plan.js";
+import { FastPathRefused } from "./refused.js";
+
+// The package is CommonJS (module.exports = factory) while its types declare an ES default export.
+const ignore = dockerignore as unknown as typeof dockerignore.default;
+
+/** The largest final layer the fast path reads back or makes (bigger ones take the full build). */
+const MAX_LAYER_BYTES = 64 * 1024 * 1024;
+const IGNORE_FILES = [".containerignore", ".dockerignore"];
+
+export interface FastPathInput extends BaseKeyInput {
+  project: string;
+  commit: string;
+  registry: string;
+  /** The bare git repository of the project's cache. */
+  gitDir: string;
+  /** The checkout, the context in it and the Containerfile's absolute path. */
+  checkout: string;
+  contextDir: string;
+  containerfilePath: string;
+  /** kiln's labels for this build, in the order the full build writes them. */
+  labels: Record<string, string>;
+  env: Record<string, string>;
+}
+
+export interface FastPathResult {
+  digest: string;
+  steps: { total: number; reused: number };
+  /** The config's digest: what podman calls the image ID. */
+  imageId: string;
+  files: number;
+  bytes: number;
+}
+
+export interface FastPathOptions {
+  bases: BaseStore;
+  insecureRegistries: ReadonlySet<string>;
+}
+
+export function createFastPath(o: FastPathOptions) {
+  const clientFor = (input: FastPathInput) =>
+    new RegistryClient(input.registry, input.repository.slice(input.registry.length + 1), o.insecureRegistries.has(input.registry));
+
+  /**
+   * After a successful full build and push: remembers it as the project's base, or forgets the
+   * old base when this build's Containerfile cannot be taken. Returns why not, if not.
+   */
+  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean): Promise<string | undefined> {
+    try {
+      if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
+      const text = await readFile(input.containerfilePath, "utf8");
+      const planned = planFastPath(text, input.target || undefined);
+      if (!planned.ok) throw new FastPathRefused(planned.reason);
+      const plan = planned.plan;
+      const registry = clientFor(input);
+      const { manifest } = await registry.getManifest(digest);
+      const config = JSON.parse((await registry.getBlob(manifest.config.digest)).toString("utf8")) as ImageConfig;
+      checkShape(manifest, config);
+      const last = manifest.layers.at(-1)!;
+      if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
+      const dest = resolveDest(config, plan.dest);
+      const entries = await readLayer(await registry.getBlob(last.digest));
+      const destPath = dest.replace(/^\/+|\/+$/g, "");
+      const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
+      let owner = { uid: 0, gid: 0 };
+      if (plan.chown) {
+        const copied = entries.find((e) => e.type === "file" && (destPath === "" || e.path.startsWith(`${destPath}/`)));
+        if (!copied) throw new FastPathRefused("--chown: no copied file in the last full build's layer shows the owner");
+        owner = { uid: copied.uid, gid: copied.gid };
+      }
+      await o.bases.save(input.project, {
+        key: baseKey(input),
+        commit: input.commit,
+        containerfileDigest: sha256(text),
+        ignoreDigest: await ignoreDigest(input.contextDir),
+        plan,
+        dest,
+        ancestors,
+        owner,
+        manifest,
+        config,
+      });
+      return undefined;
+    } catch (e) {
+      // Registry trouble included: without a base the next build is a full one, never a wrong one.
+      await o.bases.remove(input.project);
+      return (e as Error).message;
+    }
+  }
+
+  /** Builds and pushes the image without podman, or throws FastPathRefused saying why not. */
+  async function build(input: FastPathInput, onMade?: (ms: number) => void): Promise<FastPathResult> {
+    const t0 = Date.now();
+    const base = await o.bases.load(input.project);
+    if (!base) throw new FastPathRefused("no full build of this project to start from");
+    if (base.key !== baseKey(input)) throw new FastPathRefused("the image, Containerfile, context, target or build args differ from the last full build's");
+    if (sha256(await readFile(input.containerfilePath, "utf8")) !== base.containerfileDigest) throw new FastPathRefused("the Containerfile changed");
+    const ignoreText = await readIgnore(input.contextDir);
+    if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
+    if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
+    const ig = ignore().add(ignoreText.split(/\r?\n/));
+    const ignored = (p: string) => ig.ignores(p);
+
+    for (const path of await changedPaths(input, base.commit)) {
+      if (ignored(path)) continue;
+      const reached = base.plan.earlier.find((s) => mayTouch(s, path));
+      if (reached !== undefined) throw new FastPathRefused(`${path} changed, and an earlier COPY (${reached || "."}) copies it`);
+    }
+
+    const layer = await makeLayer({
+      contextDir: input.contextDir,
+      sources: base.plan.sources,
+      dest: base.dest,
+      owner: base.owner,
+      ancestors: base.ancestors,
+      ignored,
+      maxBytes: MAX_LAYER_BYTES,
+    });
+    const config = nextConfig(base, layer.diffId, input.labels);
+    const configBytes = Buffer.from(JSON.stringify(config));
+    const configDigest = sha256(configBytes);
+    const manifest: OciManifest = {
+      ...base.manifest,
+      config: { mediaType: OCI_CONFIG, digest: configDigest, size: configBytes.length },
+      layers: [...base.manifest.layers.slice(0, -1), { mediaType: OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }],
+    };
+    onMade?.(Date.now() - t0);
+    const registry = clientFor(input);
+    await Promise.all([registry.putBlob(layer.digest, layer.gz), registry.putBlob(configDigest, configBytes)]);
+    const digest = await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)));
+    return { digest, imageId: configDigest, files: layer.files, bytes: layer.bytes, steps: base.plan.steps };
+  }
+
+  return { record, build };
+}
+
+export type FastPath = ReturnType<typeof createFastPath>;
+
+/** The image must end with the COPY's layer followed only by metadata steps. */
+function checkShape(manifest: OciManifest, config: ImageConfig): void {
+  const history = config.history ?? [];
+  const withLayers = history.filter((h) => !h.empty_layer);
+  if (manifest.layers.length === 0 || withLayers.length !== manifest.layers.length || config.rootfs.diff_ids.length !== manifest.layers.length) {
+    throw new FastPathRefused("the image's history does not line up with its layers");
+  }
+  if (!/\bCOPY\b/.test(withLayers.at(-1)!.created_by ?? "")) throw new FastPathRefused("the image's last layer is not the final COPY's");
+}
+
+function resolveDest(config: ImageConfig, dest: string): string {
+  const abs = posix.resolve(config.config?.WorkingDir || "/", dest);
+  return dest.endsWith("/") && abs !== "/" ? `${abs}/` : abs;
+}
+
+/** The full build's config with the new layer, kiln's new labels and fresh times. */
+function nextConfig(base: FastPathBase, diffId: string, labels: Record<string, string>): ImageConfig {
+  const now = new Date().toISOString();
+  const config = structuredClone(base.config);
+  config.created = now;
+  config.config = { ...config.config, Labels: { ...config.config?.Labels, ...labels } };
+  config.rootfs.diff_ids[config.rootfs.diff_ids.length - 1] = diffId;
+  const history = config.history ?? [];
+  const copyStep = history.findLastIndex((h) => !h.empty_layer);
+  history[copyStep] = {
+    ...history[copyStep],
+    created: now,
+    created_by: `/bin/sh -c #(nop) COPY ${diffId.replace("sha256:", "layer:")} in ${base.plan.dest} `,
+    comment: `kiln fast path from ${base.commit.slice(0, 12)}`,
+  };
+  const labelStep = history.findLastIndex((h) => h.created_by?.includes("#(nop) LABEL"));
+  if (labelStep > copyStep) history[labelStep] = { ...history[labelStep], created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };
+  return config;
+}
+
+/** Files that differ between the base commit and this one, relative to the context. */
+async function changedPaths(input: FastPathInput, baseCommit: string): Promise<string[]> {
+  const r = await execa("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], {
+    env: input.env,
+    extendEnv: false,
+    reject: false,
+    timeout: 30_000,
+  });
+  if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`);
+  const prefix = input.context === "." || input.context === "" ? "" : `${input.context.replace(/^\.\/|\/+$/g, "")}/`;
+  return r.stdout
+    .split("\0")
+    .filter((p) => p && p.startsWith(prefix))
+    .map((p) => p.slice(prefix.length));
+}
+
+async function readIgnore(contextDir: string): Promise<string> {
+  for (const name of IGNORE_FILES) {
+    try {
+      return await readFile(join(contextDir, name), "utf8");
+    } catch {
+      // next
+    }
+  }
+  return "";
+}
+
+const ignoreDigest = async (contextDir: string) => sha256(await readIgnore(contextDir));

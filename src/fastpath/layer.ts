@@ -1,0 +1,112 @@
+// The final COPY's layer, made by kiln from the checkout: what `COPY <sources> <dest>` writes on
+// top of an unchanged image, as buildah writes it. The directories on the way to the
+// destination come from the last full build's layer (they belong to the image below, which is
+// the same); everything under the destination comes from the context: modes and times as on
+// disk, owner root or the --chown owner, .containerignore honoured, symlinks kept as symlinks.
+import { lstat, readFile, readdir, readlink } from "node:fs/promises";
+import { basename, join, posix } from "node:path";
+import { promisify } from "node:util";
+import { gzip as gzipCb } from "node:zlib";
+import tar from "tar-stream";
+import type { TarEntry } from "../image/tar-entries.js";
+import { sha256 } from "../registry/client.js";
+import { FastPathRefused } from "./refused.js";
+
+const gzip = promisify(gzipCb);
+
+export interface LayerInput {
+  contextDir: string;
+  sources: string[];
+  /** Absolute destination in the image; ends with "/" when written so. */
+  dest: string;
+  owner: { uid: number; gid: number };
+  /** Directories on the way to the destination, as the last full build's layer has them. */
+  ancestors: TarEntry[];
+  ignored(path: string): boolean;
+  /** Refuses layers whose files add up to more than this. */
+  maxBytes: number;
+}
+
+export interface Layer {
+  gz: Buffer;
+  diffId: string;
+  digest: string;
+  files: number;
+  bytes: number;
+}
+
+type Header = tar.Headers;
+
+export async function makeLayer(input: LayerInput): Promise<Layer> {
+  const entries: { header: Header; body?: Buffer }[] = [];
+  let bytes = 0;
+  const rel = (p: string) => p.replace(/^\/+/, "");
+
+  for (const a of input.ancestors) {
+    entries.push({ header: { name: `${a.path}/`, type: "directory", mode: a.mode, uid: a.uid, gid: a.gid, mtime: new Date(a.mtime) } });
+  }
+
+  const add = async (ctxPath: string, target: string): Promise<void> => {
+    const abs = join(input.contextDir, ctxPath);
+    const st = await lstat(abs);
+    const common = { name: rel(target), mode: st.mode & 0o7777, uid: input.owner.uid, gid: input.owner.gid, mtime: st.mtime };
+    if (st.isSymbolicLink()) {
+      entries.push({ header: { ...common, type: "symlink", linkname: await readlink(abs) } });
+    } else if (st.isFile()) {
+      bytes += st.size;
+      if (bytes > input.maxBytes) throw new FastPathRefused(`the final COPY's files are over ${input.maxBytes} bytes`);
+      entries.push({ header: { ...common, type: "file", size: st.size }, body: await readFile(abs) });
+    } else if (st.isDirectory()) {
+      entries.push({ header: { ...common, name: `${rel(target)}/`, type: "directory" } });
+      await addChildren(ctxPath, target);
+    } else {
+      throw new FastPathRefused(`${ctxPath} is neither a file, a directory nor a symlink`);
+    }
+  };
+  const addChildren = async (ctxDir: string, targetDir: string): Promise<void> => {
+    const names = (await readdir(join(input.contextDir, ctxDir))).sort();
+    for (const name of names) {
+      const ctxPath = ctxDir === "" ? name : `${ctxDir}/${name}`;
+      if (input.ignored(ctxPath)) continue;
+      await add(ctxPath, posix.join(targetDir, name));
+    }
+  };
+
+  const intoDir = input.dest.endsWith("/") || input.sources.length > 1;
+  for (const source of input.sources) {
+    if (source !== "" && input.ignored(source)) throw new FastPathRefused(`the final COPY names ${source}, which .containerignore excludes`);
+    let st;
+    try {
+      st = await lstat(join(input.contextDir, source));
+    } catch {
+      throw new FastPathRefused(`the final COPY's source ${source || "."} is not in the commit`);
+    }
+    if (st.isDirectory()) {
+      await addChildren(source, input.dest);
+    } else if (intoDir) {
+      await add(source, posix.join(input.dest, basename(source)));
+    } else {
+      throw new FastPathRefused("the final COPY copies one file to a destination without a trailing /");
+    }
+  }
+
+  const plain = await pack(entries);
+  const gz = await gzip(plain);
+  return { gz, diffId: sha256(plain), digest: sha256(gz), files: entries.length, bytes };
+}
+
+async function pack(entries: { header: Header; body?: Buffer }[]): Promise<Buffer> {
+  const p = tar.pack();
+  const chunks: Buffer[] = [];
+  const done = (async () => {
+    for await (const c of p) chunks.push(c);
+  })();
+  for (const e of entries) {
+    await new Promise<void>((resolve, reject) => {
+      p.entry(e.header, e.body ?? undefined, (err) => (err ? reject(err) : resolve()));
+    });
+  }
+  p.finalize();
+  await done;
+  return Buffer.concat(chunks);
+}

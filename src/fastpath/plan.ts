@@ -1,0 +1,96 @@
+// Which Containerfiles kiln's fast path can take, read conservatively: one stage whose last step
+// that writes to the filesystem is a plain `COPY` from the build context, followed only by
+// metadata steps. Anything the fast path could get wrong (ADD, globs or variables in the final
+// COPY, context bind mounts in RUN, parser directives, heredocs) makes it step aside.
+import { posix } from "node:path";
+import { DockerfileParser, type Instruction } from "dockerfile-ast";
+
+export interface CopyPlan {
+  /** The final COPY's sources, relative to the context ("" is the whole context). */
+  sources: string[];
+  /** Its destination as written; relative ones are resolved against the image's WorkingDir. */
+  dest: string;
+  /** --chown was given: the owner is learned from the last full build's layer. */
+  chown: boolean;
+  /** Sources of every earlier COPY from the context, relative to it (globs kept). */
+  earlier: string[];
+  /** Steps after FROM, and how many come before the final COPY (reused as they are). */
+  steps: { total: number; reused: number };
+}
+
+export type PlanResult = { ok: true; plan: CopyPlan } | { ok: false; reason: string };
+
+const WRITES = new Set(["RUN", "COPY", "ADD", "WORKDIR"]);
+const METADATA = new Set(["ENV", "EXPOSE", "USER", "CMD", "ENTRYPOINT", "LABEL", "STOPSIGNAL", "HEALTHCHECK", "VOLUME", "SHELL", "MAINTAINER", "ARG", "ONBUILD"]);
+const GLOB = /[*?[\\]/;
+
+const no = (reason: string): PlanResult => ({ ok: false, reason });
+
+export function planFastPath(text: string, target: string | undefined): PlanResult {
+  if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
+  const file = DockerfileParser.parse(text);
+  const froms = file.getFROMs();
+  if (froms.length !== 1) return no(`the Containerfile has ${froms.length} stages; the fast path takes one`);
+  if (target && froms[0]!.getBuildStage()?.toLowerCase() !== target.toLowerCase()) return no(`--target ${target} is not the stage`);
+  const all = file.getInstructions();
+  const steps = all.slice(all.indexOf(froms[0]!) + 1);
+  if (steps.some((i) => i.getArgumentsContent()?.includes("<<"))) return no("the Containerfile uses a heredoc");
+
+  let last = -1;
+  steps.forEach((i, n) => {
+    if (WRITES.has(i.getKeyword())) last = n;
+  });
+  const copy = steps[last];
+  if (!copy || copy.getKeyword() !== "COPY") return no("the last step that writes files is not a COPY");
+  for (const i of steps.slice(last + 1)) {
+    if (!METADATA.has(i.getKeyword())) return no(`${i.getKeyword()} after the final COPY`);
+  }
+
+  const earlier: string[] = [];
+  for (const i of steps.slice(0, last)) {
+    const kw = i.getKeyword();
+    if (kw === "ADD") return no("the Containerfile uses ADD");
+    if (kw === "RUN" && flags(i).some(([k, v]) => k === "mount" && /(^|,)type=bind(,|$)/.test(v) && !/(^|,)from=/.test(v))) {
+      return no("a RUN step bind-mounts the context");
+    }
+    if (kw === "COPY" && !flags(i).some(([k]) => k === "from")) {
+      const args = i.getArguments().map((a) => a.getValue());
+      if (args.length < 2 || args[0]!.startsWith("[") || args.some((a) => a.includes("$"))) return no("an earlier COPY uses the JSON form or variables");
+      earlier.push(...args.slice(0, -1).map(contextPath));
+    }
+  }
+
+  const f = flags(copy);
+  const unknown = f.find(([k]) => k !== "chown");
+  if (unknown) return no(`the final COPY has --${unknown[0]}`);
+  const args = copy.getArguments().map((a) => a.getValue());
+  if (args.length < 2) return no("the final COPY has no destination");
+  if (args[0]!.startsWith("[")) return no("the final COPY uses the JSON form");
+  if (args.some((a) => a.includes("$"))) return no("the final COPY uses variables");
+  const sources = args.slice(0, -1);
+  if (sources.some((s) => GLOB.test(s) || /^[a-z]+:\/\//i.test(s))) return no("the final COPY has a glob or a URL");
+  const normalized = sources.map(contextPath);
+  if (normalized.some((s) => s.startsWith("../") || s === "..")) return no("the final COPY reaches outside the context");
+  const dest = args.at(-1)!;
+  if (sources.length > 1 && !dest.endsWith("/")) return no("the final COPY has several sources and a destination without a trailing /");
+  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: steps.length, reused: last } } };
+}
+
+/** True when a change to path (relative to the context) may reach the given COPY source. */
+export function mayTouch(source: string, path: string): boolean {
+  if (source === "") return true;
+  const glob = source.search(GLOB);
+  // A glob may match anything that starts with its literal part (a superset: safe).
+  if (glob >= 0) return path.startsWith(source.slice(0, glob));
+  return path === source || path.startsWith(`${source}/`);
+}
+
+function contextPath(source: string): string {
+  const p = posix.normalize(`./${source}`).replace(/^\/+/, "").replace(/\/+$/, "");
+  return p === "." ? "" : p;
+}
+
+function flags(i: Instruction): [string, string][] {
+  const withFlags = i as Instruction & { getFlags?: () => { getName(): string; getValue(): string | null }[] };
+  return (withFlags.getFlags?.() ?? []).map((f) => [f.getName().toLowerCase(), f.getValue() ?? ""]);
+}

@@ -1,0 +1,103 @@
+// A small client for the OCI distribution API: what kiln's fast path needs to read the image of
+// the last full build and to push a new image made of its layers and one new layer. Anonymous
+// access only (a registry that asks for credentials makes the fast path step aside for podman,
+// which has them); plain HTTP for the registries kilnd was told are insecure, HTTPS otherwise.
+import { createHash } from "node:crypto";
+
+export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
+export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
+export const OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+export class RegistryError extends Error {}
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  annotations?: Record<string, string>;
+}
+
+export interface OciManifest {
+  schemaVersion: 2;
+  mediaType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  annotations?: Record<string, string>;
+}
+
+export const sha256 = (data: Uint8Array | string) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
+
+const TIMEOUT_MS = 30_000;
+
+export class RegistryClient {
+  private readonly base: string;
+
+  /** host is host[:port]; repo is the repository path on it (team/app). */
+  constructor(
+    host: string,
+    private readonly repo: string,
+    insecure: boolean,
+  ) {
+    this.base = `${insecure ? "http" : "https"}://${host}/v2/${repo}`;
+  }
+
+  async getManifest(reference: string): Promise<{ manifest: OciManifest; bytes: Buffer; digest: string }> {
+    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept: OCI_MANIFEST } }, [200]);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    const manifest = JSON.parse(bytes.toString("utf8")) as OciManifest;
+    const type = manifest.mediaType ?? res.headers.get("content-type") ?? "";
+    if (type !== OCI_MANIFEST) throw new RegistryError(`${this.repo}@${reference} is a ${type || "manifest of no type"}, not an OCI image manifest`);
+    return { manifest, bytes, digest: sha256(bytes) };
+  }
+
+  /** A blob, checked against its digest. */
+  async getBlob(digest: string): Promise<Buffer> {
+    const res = await this.call("GET", `/blobs/${digest}`, {}, [200]);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    if (sha256(bytes) !== digest) throw new RegistryError(`blob ${digest} from ${this.repo} does not match its digest`);
+    return bytes;
+  }
+
+  async hasBlob(digest: string): Promise<boolean> {
+    const res = await this.call("HEAD", `/blobs/${digest}`, {}, [200, 404]);
+    return res.status === 200;
+  }
+
+  /** Uploads a blob unless the repository has it. */
+  async putBlob(digest: string, data: Uint8Array): Promise<void> {
+    if (await this.hasBlob(digest)) return;
+    const started = await this.call("POST", "/blobs/uploads/", {}, [202]);
+    const location = started.headers.get("location");
+    if (!location) throw new RegistryError("the registry started an upload without a Location");
+    const url = new URL(location, this.base);
+    url.searchParams.set("digest", digest);
+    await this.call("PUT", url, { body: data, headers: { "content-type": "application/octet-stream" } }, [201]);
+  }
+
+  /** Tags the manifest; returns its digest as the registry computed it. */
+  async putManifest(tag: string, bytes: Buffer): Promise<string> {
+    const res = await this.call("PUT", `/manifests/${tag}`, { body: bytes, headers: { "content-type": OCI_MANIFEST } }, [201]);
+    const ours = sha256(bytes);
+    const theirs = res.headers.get("docker-content-digest");
+    if (theirs && theirs !== ours) throw new RegistryError(`the registry stored the manifest as ${theirs}, kiln computed ${ours}`);
+    return ours;
+  }
+
+  private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string> }, ok: number[]): Promise<Response> {
+    const url = typeof path === "string" ? `${this.base}${path}` : path;
+    let res: Response;
+    try {
+      res = await fetch(url, { method, body: init.body, headers: init.headers, signal: AbortSignal.timeout(TIMEOUT_MS), redirect: "follow" });
+    } catch (e) {
+      throw new RegistryError(`${method} ${url}: ${(e as Error).message}`);
+    }
+    if (!ok.includes(res.status)) {
+      const text = method === "HEAD" ? "" : (await res.text().catch(() => "")).slice(0, 300);
+      if (res.status === 401) throw new RegistryError(`${method} ${url}: the registry asks for credentials`);
+      throw new RegistryError(`${method} ${url}: HTTP ${res.status} ${text}`.trim());
+    }
+    // Only GET answers are read by the caller; the rest are drained so the connection is reused.
+    if (method !== "GET") await res.arrayBuffer().catch(() => undefined);
+    return res;
+  }
+}
