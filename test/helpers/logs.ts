@@ -15,3 +15,12 @@ export async function waitForLine(client: Client<typeof BuilderService>, buildId
     ac.abort();
   }
 }
+
+/** A finished build's whole log, one line per log line. */
+export async function logText(k: { client: Client<typeof BuilderService> }, buildId: string): Promise<string> {
+  const lines: string[] = [];
+  for await (const m of k.client.streamLogs({ buildId, follow: false })) {
+    if (m.event.case === "line") lines.push(m.event.value.text);
+  }
+  return lines.join("\n");
+}

@@ -1,0 +1,175 @@
+// kiln's fast path against the truth: every commit is built twice, by a kilnd with the fast path
+// and by one without (a full podman build), and the two pushed images must have the same
+// filesystem and config. Several apps, every kind of change (edit, add, delete, rename, mode,
+// symlink, ignored file, file outside the COPY), and the changes the fast path must refuse.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { pushBusyboxBase } from "../helpers/base-image.js";
+import { makeRepo, type Files, type TestRepo } from "../helpers/git-repo.js";
+import { comparableConfig, fsDifferences, viewImage } from "../helpers/image-fs.js";
+import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { kilndPodmanEnv } from "../helpers/leftovers.js";
+import { logText } from "../helpers/logs.js";
+import { startRegistry, type TestRegistry } from "../helpers/registry.js";
+import { removeTree, tempDir } from "../helpers/tmp.js";
+
+interface App {
+  name: string;
+  files: (base: string) => Files;
+  /** Each change, and whether the fast path may take it. */
+  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean }[];
+}
+
+const APPS: App[] = [
+  {
+    name: "srcdir",
+    files: (base) => ({
+      Containerfile: `FROM ${base}\nWORKDIR /app\nENV MODE=test\nCOPY deps.txt ./\nRUN cp deps.txt deps.installed && mkdir -p src/cache\nCOPY src/ ./src/\nEXPOSE 8080\nUSER 1000\nCMD ["cat", "/app/src/a.txt"]\n`,
+      ".containerignore": "src/*.log\n",
+      "deps.txt": "left-pad 1\n",
+      "README.md": "# srcdir\n",
+      "src/a.txt": "hello from the first commit\n",
+      "src/run.sh": { content: "#!/bin/sh\necho run\n", mode: 0o644 },
+      "src/sub/b.txt": "b\n",
+    }),
+    changes: [
+      { kind: "edit", files: { "src/a.txt": "hello from an edited file\n" }, fast: true },
+      { kind: "add in a new directory", files: { "src/new/deeper/c.txt": "c\n" }, fast: true },
+      { kind: "delete (its directory goes too)", files: { "src/sub/b.txt": null }, fast: true },
+      { kind: "rename", files: { "src/new/deeper/c.txt": null, "src/c-renamed.txt": "c\n" }, fast: true },
+      { kind: "mode change", files: { "src/run.sh": { content: "#!/bin/sh\necho run\n", mode: 0o755 } }, fast: true },
+      { kind: "symlink", files: { "src/link.txt": { symlink: "a.txt" } }, fast: true },
+      { kind: "ignored file", files: { "src/debug.log": "noise\n" }, fast: true },
+      { kind: "file outside every COPY", files: { "README.md": "# srcdir, edited\n" }, fast: true },
+      { kind: "a file an earlier COPY copies (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
+      { kind: "after the refusal, an edit", files: { "src/a.txt": "hello again\n" }, fast: true },
+      {
+        kind: "the Containerfile (refused)",
+        files: (base) => ({ Containerfile: `FROM ${base}\nWORKDIR /app\nENV MODE=prod\nCOPY deps.txt ./\nRUN cp deps.txt deps.installed && mkdir -p src/cache\nCOPY src/ ./src/\nEXPOSE 8080\nUSER 1000\nCMD ["cat", "/app/src/a.txt"]\n` }),
+        fast: false,
+      },
+      { kind: "the ignore file (refused)", files: { ".containerignore": "src/*.log\nsrc/*.tmp\n" }, fast: false },
+    ],
+  },
+  {
+    name: "wholecontext",
+    files: (base) => ({
+      Containerfile: `FROM ${base}\nWORKDIR /srv\nCOPY package.json ./\nRUN echo installed > installed.txt\nCOPY --chown=1000:1000 . .\nLABEL app=wholecontext\nCMD ["ls", "-l", "/srv"]\n`,
+      ".containerignore": "*.md\nlogs\n",
+      "package.json": '{"name":"w"}\n',
+      "index.js": "console.log(1)\n",
+      "lib/y.js": "y\n",
+      "bin/start": { content: "#!/bin/sh\n", mode: 0o644 },
+      "NOTES.md": "ignored\n",
+    }),
+    changes: [
+      { kind: "edit", files: { "index.js": "console.log(2)\n" }, fast: true },
+      { kind: "add", files: { "lib/x.js": "x\n" }, fast: true },
+      { kind: "delete", files: { "lib/y.js": null }, fast: true },
+      { kind: "mode change", files: { "bin/start": { content: "#!/bin/sh\n", mode: 0o755 } }, fast: true },
+      { kind: "ignored directory", files: { "logs/out.txt": "log\n" }, fast: true },
+      { kind: "ignored file", files: { "CHANGES.md": "ignored too\n" }, fast: true },
+      { kind: "package.json, which an earlier COPY copies (refused)", files: { "package.json": '{"name":"w2"}\n' }, fast: false },
+    ],
+  },
+  {
+    name: "files",
+    files: (base) => ({
+      Containerfile: `FROM ${base}\nCOPY a.conf b.conf /etc/app/\nENV CONF=/etc/app\nENTRYPOINT ["cat"]\nCMD ["/etc/app/a.conf"]\n`,
+      "a.conf": "a=1\n",
+      "b.conf": "b=1\n",
+    }),
+    changes: [
+      { kind: "edit", files: { "a.conf": "a=2\n" }, fast: true },
+      { kind: "a file the COPY names is deleted (refused; the full build fails too)", files: { "b.conf": null }, fast: false },
+    ],
+  },
+];
+
+describe("fast path", () => {
+  let dir: string, reg: TestRegistry, base: string, fast: TestKilnd, full: TestKilnd;
+
+  before(async () => {
+    dir = tempDir("fastpath");
+    reg = await startRegistry(join(dir, "registry"));
+    base = pushBusyboxBase(reg.host);
+    fast = await startKilnd({ data: join(dir, "fast"), registry: reg.host });
+    full = await startKilnd({ data: join(dir, "full"), registry: reg.host, args: ["--fast-path", "off"] });
+  });
+  after(async () => {
+    await fast?.stop();
+    await full?.stop();
+    await reg?.stop();
+    removeTree(dir);
+  });
+
+  const build = async (k: TestKilnd, repo: TestRepo, project: string, image: string, commit: string): Promise<Build> => {
+    const { build: b } = await k.client.build({
+      project,
+      source: { kind: { case: "git", value: { url: repo.url, commit } } },
+      image: `${reg.host}/${image}`,
+    });
+    return k.waitDone(b!.id);
+  };
+
+  /** Builds the commit on both kilnds; when both succeed, their images must be the same. */
+  const buildBoth = async (repo: TestRepo, app: string, commit: string) => {
+    const [f, g] = await Promise.all([build(fast, repo, app, `fast/${app}`, commit), build(full, repo, app, `full/${app}`, commit)]);
+    assert.equal(g.fastPath, false);
+    assert.equal(f.state, g.state, `fast: ${f.error} / full: ${g.error}`);
+    if (f.state !== BuildState.SUCCEEDED) return { f, g };
+    assert.equal(f.imageDigest, await reg.digest(`fast/${app}`, commit), "the digest reported is the registry's");
+    const [a, b] = await Promise.all([viewImage(reg.host, `fast/${app}`, commit), viewImage(reg.host, `full/${app}`, commit)]);
+    assert.deepEqual(fsDifferences(a.files, b.files), [], "the filesystems differ");
+    assert.deepEqual(comparableConfig(a.config), comparableConfig(b.config), "the configs differ");
+    assert.equal(a.config.config?.Labels?.["org.opencontainers.image.revision"], commit);
+    assert.equal(a.config.config?.Labels?.["kiln.build"], f.id);
+    assert.equal(f.imageId, a.configDigest, "the image id is the config's digest");
+    assert.equal(f.stepsTotal, g.stepsTotal);
+    return { f, g };
+  };
+
+  for (const app of APPS) {
+    describe(app.name, () => {
+      let repo: TestRepo;
+      test("the first build is a full one and becomes the base", async () => {
+        repo = makeRepo(join(dir, `repo-${app.name}`), app.files(base));
+        const { f } = await buildBoth(repo, app.name, repo.head());
+        assert.equal(f.state, BuildState.SUCCEEDED, f.error);
+        assert.equal(f.fastPath, false);
+        assert.match(await logText(fast, f.id), /fast path: not taken: no full build of this project/);
+        assert.match(await logText(fast, f.id), /fast path: the next build of a source change can start from this one/);
+      });
+      for (const change of app.changes) {
+        test(`${change.kind}: ${change.fast ? "fast, and equal to the full build" : "the full build runs"}`, async () => {
+          const commit = repo.commit(typeof change.files === "function" ? change.files(base) : change.files, change.kind);
+          const { f } = await buildBoth(repo, app.name, commit);
+          assert.equal(f.fastPath, change.fast, await logText(fast, f.id));
+          if (!change.fast) assert.match(await logText(fast, f.id), /fast path: not taken: /);
+        });
+      }
+    });
+  }
+
+  test("the comparison itself sees a one-file difference (a control)", async () => {
+    const builds = (await full.client.listBuilds({ project: "srcdir", limit: 50 })).builds.reverse();
+    const [first, edited] = [builds[0]!, builds[1]!];
+    const a = await viewImage(reg.host, "full/srcdir", first.commit);
+    const b = await viewImage(reg.host, "fast/srcdir", edited.commit);
+    assert.deepEqual(
+      fsDifferences(a.files, b.files).map((d) => d.split(":")[0]),
+      ["app/src/a.txt"],
+    );
+  });
+
+  test("the fast path's image runs", async () => {
+    const env = kilndPodmanEnv(join(dir, "fast"));
+    const b = (await fast.client.listBuilds({ project: "srcdir", limit: 50 })).builds.find((x) => x.fastPath);
+    assert.ok(b, "a fast build of srcdir");
+    const out = execFileSync("podman", ["run", "--rm", `${reg.host}/fast/srcdir:${b.commit}`], { env, encoding: "utf8" });
+    assert.equal(out, "hello again\n");
+  });
+});
