@@ -31,13 +31,43 @@ export function markdown(rows: Summary[], baseline = "kiln"): string {
   return lines.join("\n");
 }
 
-const COLORS: Record<string, string> = { kiln: "#d9480f", buildah: "#2f9e44", podman: "#1c7ed6", clean: "#868e96", kilnd: "#e8590c" };
+const COLORS: Record<string, string> = {
+  kiln: "#d9480f",
+  "kiln-full": "#f08c00",
+  buildah: "#2f9e44",
+  podman: "#1c7ed6",
+  buildkit: "#7048e8",
+  clean: "#868e96",
+  "clean-preloaded": "#adb5bd",
+  kilnd: "#e8590c",
+  "kiln-scheduler": "#c2255c",
+};
+
+/** The ratios issue 5 sets targets for, from the medians of one run. */
+export function ratioTable(rows: Summary[]): string {
+  const med = (scenario: string, engine: string) => rows.find((r) => r.scenario === scenario && r.engine === engine)?.medianMs;
+  const lines = ["| ratio (medians) | value | target |", "| --- | ---: | --- |"];
+  const add = (label: string, a: number | undefined, b: number | undefined, target: string) => {
+    if (a !== undefined && b !== undefined) lines.push(`| ${label} | ${(a / b).toFixed(2)} | ${target} |`);
+  };
+  for (const s of ["warm", "no-change", "warm · node-api", "no-change · node-api"]) add(`kiln / podman by hand, ${s}`, med(s, "kiln"), med(s, "podman"), "≤ 1.05");
+  add("clean runner (base pulled) / kiln, warm", med("warm", "clean"), med("warm", "kiln"), "≥ 10");
+  add("clean runner (base preloaded) / kiln, warm", med("warm", "clean-preloaded"), med("warm", "kiln"), "reported");
+  for (const s of ["warm", "warm · node-api"]) add(`kiln / BuildKit, ${s}`, med(s, "kiln"), med(s, "buildkit"), "≤ 3, then < 1");
+  for (const s of ["warm", "no-change", "deps"]) add(`kiln-full / buildah by hand, ${s} (kiln's overhead on the podman path)`, med(s, "kiln-full"), med(s, "buildah"), "reported");
+  add("log readers: 10 stalled / none (kiln-full build)", med("log readers", "kiln-full, 10 stalled"), med("log readers", "kiln-full, none"), "≈ 1");
+  const warm = med("warm", "kiln");
+  const start = med("wake: start → RPC", "kilnd");
+  if (warm !== undefined) lines.push(`| kiln warm median (commit → pushed digest) | ${fmt(warm)} | < 600 ms |`);
+  if (start !== undefined) lines.push(`| kilnd start → first RPC, median | ${fmt(start)} | < 250 ms |`);
+  return lines.join("\n");
+}
 
 /** Grouped bars of the medians per scenario, a log-scale y axis, min-max whiskers. */
 export function svgChart(rows: Summary[], title: string): string {
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
   const engines = [...new Set(rows.map((r) => r.engine))];
-  const W = 760, H = 380, left = 70, right = 20, top = 40, bottom = 60;
+  const W = Math.max(760, 110 * scenarios.length), H = 400, left = 70, right = 20, top = 40, bottom = 70;
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...rows.map((r) => r.minMs)))));
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...rows.map((r) => r.maxMs)))));
   const y = (ms: number) => top + (H - top - bottom) * (1 - (Math.log10(ms) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
@@ -59,7 +89,7 @@ export function svgChart(rows: Summary[], title: string): string {
     out.push(`<text x="${left + i * groupW + groupW / 2}" y="${H - bottom + 18}" text-anchor="middle">${sc}</text>`);
   });
   engines.forEach((en, j) => {
-    out.push(`<rect x="${left + j * 110}" y="${H - 24}" width="12" height="12" fill="${COLORS[en] ?? "#444"}"/>`, `<text x="${left + j * 110 + 16}" y="${H - 14}">${en}</text>`);
+    out.push(`<rect x="${left + j * 125}" y="${H - 24}" width="12" height="12" fill="${COLORS[en] ?? "#444"}"/>`, `<text x="${left + j * 125 + 16}" y="${H - 14}">${en}</text>`);
   });
   out.push("</svg>");
   return out.join("\n");

@@ -1,112 +1,161 @@
-// kiln's benchmark: every scenario against every engine, interleaved in one run on the same app,
-// base image and machine, so that the ratios hold on a shared, noisy machine. Run it with
-// `npm run bench` (scripts/bench.sh sets up the registry and the base image first).
+// kiln's benchmark: every scenario against every engine, interleaved in one run on the same
+// apps, base image and machine, so that the ratios hold on a shared, noisy machine. Run it with
+// `npm run bench` (scripts/bench.sh installs and sets up what it needs first).
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { byHandEngine, cleanRunnerEngine, kilnEngine, type BenchEnv, type Engine } from "./engines.js";
-import { markdown, summarize, svgChart, type Series } from "./report.js";
+import { helloNode, nodeApi, type AppRepo } from "./apps.js";
+import { buildkitEngine } from "./engines/buildkit.js";
+import { byHandEngine } from "./engines/by-hand.js";
+import { cleanRunnerEngine } from "./engines/clean.js";
+import { DIGEST, type BenchEnv, type Engine } from "./engines/engine.js";
+import { kilnEngine } from "./engines/kiln.js";
+import { buildWithStalled, rssMiB, rssWithSubscribers } from "./memory.js";
+import { markdown, ratioTable, summarize, svgChart, type Series } from "./report.js";
+import { schedulerBench } from "./wake.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const REPS = Number(process.env.KILN_BENCH_REPS ?? 7);
-const SLOW_REPS = Number(process.env.KILN_BENCH_SLOW_REPS ?? 3);
 const REGISTRY = process.env.KILN_REGISTRY ?? "127.0.0.1:5000";
-const DEP_VERSIONS = ["7.0.0", "6.0.0", "5.0.0", "4.0.0", "3.0.0", "2.1.0", "2.0.2", "1.1.2", "1.1.0", "0.1.1"];
+const BASE_IMAGE = `${REGISTRY}/kiln/node:bookworm`;
 
-const git = (repo: string, ...args: string[]) => execFileSync("git", ["-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@kiln.invalid", ...args], { encoding: "utf8" }).trim();
+const say = (s: string) => process.stderr.write(`${s}\n`);
 
 async function main() {
+  const started = Date.now();
   const work = join(ROOT, "bench/work");
-  rmSync(join(work, "repo"), { recursive: true, force: true });
+  rmSync(work, { recursive: true, force: true });
   mkdirSync(work, { recursive: true });
-  const repo = join(work, "repo");
-  cpSync(join(ROOT, "examples/hello-node"), repo, { recursive: true });
-  git(repo, "init", "-q", "-b", "main");
-  git(repo, "add", "-A");
-  git(repo, "commit", "-qm", "init");
-  // The deps scenario adds a dependency the layer cache has never seen, every time: a different
-  // version of one more package per run, its lockfile made here (outside the timing).
-  const depDir = join(work, "dep-variant");
-  const withDependency = (i: number) => {
-    rmSync(depDir, { recursive: true, force: true });
-    cpSync(join(ROOT, "examples/hello-node"), depDir, { recursive: true });
-    const version = DEP_VERSIONS[i % DEP_VERSIONS.length]!;
-    execFileSync("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--loglevel=error", `is-number@${version}`], { cwd: depDir, stdio: "ignore" });
-    return { pkg: readFileSync(join(depDir, "package.json"), "utf8"), lock: readFileSync(join(depDir, "package-lock.json"), "utf8") };
-  };
+  const env: BenchEnv = { root: ROOT, work, registry: REGISTRY };
+  const hello = helloNode(ROOT, work);
+  const api = nodeApi(ROOT, work);
+  const apps: AppRepo[] = [hello, api];
 
-  const env: BenchEnv = { root: ROOT, work, repo, registry: REGISTRY };
-  const port = 5490 + Math.floor(Math.random() * 400);
-  const kiln = await kilnEngine(env, port);
-  const engines: Engine[] = [kiln, byHandEngine(env, "buildah"), byHandEngine(env, "podman")];
-  const clean = cleanRunnerEngine(env);
+  const port = 5490 + Math.floor(Math.random() * 300);
+  const kiln = await kilnEngine(env, { name: "kiln", port, fastPath: true });
+  const kilnFull = await kilnEngine(env, { name: "kiln-full", port: port + 1, fastPath: false });
+  const buildkit = await buildkitEngine(env);
+  const notes: string[] = [];
+  if ("skipped" in buildkit) notes.push(`BuildKit skipped: ${buildkit.skipped}.`);
+  const engines: Engine[] = [kiln, kilnFull, byHandEngine(env, "buildah"), byHandEngine(env, "podman"), ...("skipped" in buildkit ? [] : [buildkit])];
+  const clean = cleanRunnerEngine(env, { preloaded: false, baseImage: BASE_IMAGE });
+  const cleanPreloaded = cleanRunnerEngine(env, { preloaded: true, baseImage: BASE_IMAGE });
+
   const series = new Map<string, Series>();
   const record = (scenario: string, engine: string, ms: number) => {
     const key = `${scenario}/${engine}`;
     if (!series.has(key)) series.set(key, { scenario, engine, samplesMs: [] });
     series.get(key)!.samplesMs.push(ms);
-    process.stderr.write(`  ${scenario.padEnd(9)} ${engine.padEnd(7)} ${ms.toFixed(0)} ms\n`);
+    say(`  ${scenario.padEnd(22)} ${engine.padEnd(16)} ${ms.toFixed(0).padStart(6)} ms`);
   };
-  const timed = async (scenario: string, e: Engine, commit: string) => {
+  const fastCount = { fast: 0, full: 0 };
+  const scenarioName = (s: string, app: AppRepo) => (app === hello ? s : `${s} · ${app.name}`);
+  const timed = async (scenario: string, app: AppRepo, e: Engine, commit: string) => {
     const t0 = performance.now();
-    const digest = await e.build(commit);
-    if (!/^sha256:[0-9a-f]{64}$/.test(digest)) throw new Error(`${e.name}: no digest`);
-    record(scenario, e.name, performance.now() - t0);
+    const digest = await e.build(app, commit);
+    const ms = performance.now() - t0;
+    if (!DIGEST.test(digest)) throw new Error(`${e.name}: no digest`);
+    record(scenarioName(scenario, app), e.name, ms);
+    if (e === kiln) fastCount[kiln.last?.fastPath ? "fast" : "full"]++;
+    return digest;
   };
-  let n = 0;
-  const change = () => {
-    writeFileSync(join(repo, "src/greeting.js"), `// bench change ${++n}\n"use strict";\nexports.greeting = (name) => \`hello ${n}, \${name}\`;\n`);
-    git(repo, "commit", "-qam", `change ${n}`);
-    return git(repo, "rev-parse", "HEAD");
-  };
+  /** The engines in a different order every run: no engine always goes first or last. */
+  const rotated = <T>(list: T[], i: number) => [...list.slice(i % list.length), ...list.slice(0, i % list.length)];
 
-  process.stderr.write("warming up (first builds fill each engine's cache)\n");
-  for (const e of engines) await e.build(change());
+  say("warming up: a first build of each app on each engine (fills its cache; kiln's becomes the fast path's base)");
+  for (const app of apps) for (const e of engines) await e.build(app, app.change());
 
   for (let i = 0; i < REPS; i++) {
-    const warm = change();
-    for (const e of engines) await timed("warm", e, warm);
-    for (const e of engines) await timed("no-change", e, warm);
-    const deps = withDependency(i);
-    writeFileSync(join(repo, "package.json"), deps.pkg);
-    writeFileSync(join(repo, "package-lock.json"), deps.lock);
-    git(repo, "commit", "-qam", `deps ${i}`);
-    const depsCommit = git(repo, "rev-parse", "HEAD");
-    for (const e of engines) await timed("deps", e, depsCommit);
-  }
-  for (let i = 0; i < SLOW_REPS; i++) {
-    const warm = change();
-    await timed("warm", clean, warm);
-    const cold = change();
-    for (const e of engines) {
-      await e.reset();
-      await timed("cold", e, cold);
+    say(`run ${i + 1}/${REPS}`);
+    for (const app of apps) {
+      const warm = app.change();
+      for (const e of rotated(engines, i)) await timed("warm", app, e, warm);
+      for (const e of rotated(engines, i + 1)) await timed("no-change", app, e, warm);
+      const deps = app.addDependency(i);
+      for (const e of rotated(engines, i + 2)) await timed("deps", app, e, deps);
     }
   }
-  for (let i = 0; i < REPS; i++) record("wake", "kilnd", await kiln.startupMs());
-  await kiln.close();
-  await clean.close();
+  notes.push(`kiln's builds in the runs above: ${fastCount.fast} took the fast path, ${fastCount.full} the full build (deps changes always do: an earlier COPY copies package.json).`);
+  const idleAfterBuilds = rssMiB(kiln.pid()!);
 
-  const rows = [...series.values()].map(summarize);
+  say("clean runners: an empty storage for every build, the layer cache in the registry");
+  for (let i = 0; i < REPS; i++) {
+    const commit = hello.change();
+    for (const c of rotated([clean, cleanPreloaded], i)) {
+      await c.prepare();
+      await timed("warm", hello, c, commit);
+    }
+  }
+
+  say("cold: every engine's storage emptied, the base image pulled from the registry");
+  const coldEngines = engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah");
+  for (let i = 0; i < REPS; i++) {
+    const commit = hello.change();
+    for (const e of rotated(coldEngines, i)) {
+      await e.reset();
+      await timed("cold", hello, e, commit);
+    }
+  }
+
+  say("memory and log subscribers (kiln-full: every build runs podman and writes its whole log)");
+  const subs = await rssWithSubscribers(kilnFull, hello, hello.change(), 100);
+  const stalled: Record<string, number[]> = { none: [], "1 stalled": [], "10 stalled": [] };
+  for (let i = 0; i < REPS; i++) {
+    for (const [label, n] of rotated<[string, number]>([["none", 0], ["1 stalled", 1], ["10 stalled", 10]], i)) {
+      const ms = await buildWithStalled(kilnFull, hello, hello.change(), n);
+      stalled[label]!.push(ms);
+      record("log readers", `kiln-full, ${label}`, ms);
+    }
+  }
+
+  say("wake: kilnd start to first answered RPC; webhook to pushed digest through the scheduler");
+  for (let i = 0; i < REPS; i++) record("wake: start → RPC", "kilnd", await kiln.startupMs());
+  const idleFresh = rssMiB(kiln.pid()!);
+  const sched = await schedulerBench(env, hello, port + 2);
+  await sched.deploy(hello.change());
+  await sched.deploy(hello.change());
+  for (let i = 0; i < REPS; i++) record("wake: webhook → digest", "kiln-scheduler", (await sched.deploy(hello.change())).ms);
+  await sched.close();
+
+  for (const e of [...engines, clean, cleanPreloaded]) await e.close();
+
+  const order = ["kiln", "kiln-full", "buildah", "podman", "buildkit", "clean", "clean-preloaded"];
+  const scenarios = [...new Set([...series.values()].map((s) => s.scenario))];
+  const rank = (e: string) => (order.includes(e) ? order.indexOf(e) : order.length);
+  const rows = [...series.values()]
+    .map(summarize)
+    .sort((a, b) => scenarios.indexOf(a.scenario) - scenarios.indexOf(b.scenario) || rank(a.engine) - rank(b.engine));
   const versions = {
     podman: execFileSync("podman", ["--version"], { encoding: "utf8" }).trim(),
+    buildkit: "skipped" in buildkit ? "skipped" : execFileSync("/usr/sbin/dockerd", ["--version"], { encoding: "utf8" }).trim(),
     node: process.version,
     cpus: `${cpus().length} x ${cpus()[0]?.model ?? "?"}`,
     memory: `${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
   };
+  const memory = { idleFreshMiB: idleFresh, idleAfterBuildsMiB: idleAfterBuilds, peakWith100SubscribersMiB: subs.peakMiB, linesPerSubscriber: subs.lines };
+  const minutes = (Date.now() - started) / 60_000;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const out = join(ROOT, "bench/results");
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, `${stamp}.json`), JSON.stringify({ date: new Date().toISOString(), reps: REPS, slowReps: SLOW_REPS, versions, results: rows }, null, 2));
+  writeFileSync(join(out, `${stamp}.json`), JSON.stringify({ date: new Date().toISOString(), reps: REPS, minutes, versions, memory, notes, results: rows }, null, 2));
+  const f1 = (n: number) => n.toFixed(1);
   const md = [
-    `Run ${new Date().toISOString()} — ${versions.cpus}, ${versions.memory}, ${versions.podman}, Node ${versions.node}; \`npm run bench\` (${REPS} runs, ${SLOW_REPS} for cold and clean).`,
+    `Run ${new Date().toISOString()} — ${versions.cpus}, ${versions.memory}, ${versions.podman}, ${versions.buildkit}, Node ${versions.node}; \`npm run bench\`, ${REPS} runs of every row, ${minutes.toFixed(1)} min in all.`,
     "",
     markdown(rows),
     "",
+    "Ratios of medians measured in this run (the issue's targets):",
+    "",
+    ratioTable(rows),
+    "",
+    `kilnd's memory (RSS): ${f1(idleFresh)} MiB idle just after start, ${f1(idleAfterBuilds)} MiB idle after ${REPS * 2 * 3 + 2} builds, ` +
+      `${f1(subs.peakMiB)} MiB at most during a build followed live by 100 subscribers (each received all ${subs.lines} lines).`,
+    ...notes.map((n) => `\n${n}`),
+    "",
   ].join("\n");
   writeFileSync(join(out, "latest.md"), md);
-  writeFileSync(join(out, "latest.svg"), svgChart(rows, "commit → pushed digest, median with min–max (log scale)"));
+  writeFileSync(join(out, "latest.svg"), svgChart(rows.filter((r) => !r.scenario.startsWith("log readers")), "commit → pushed digest, median with min–max (log scale)"));
   process.stdout.write(`${md}\n`);
 }
 

@@ -1,0 +1,28 @@
+// podman (or buildah) by hand on one warm storage: `git archive` of the commit, `podman build`
+// (or `buildah bud` with GOGC=off, as kiln runs it: the floor for kiln's own engine), then
+// `podman push --digestfile`.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { exportCommit, podmanEnv, removeTree, run, type BenchEnv, type Engine } from "./engine.js";
+
+export function byHandEngine(env: BenchEnv, tool: "podman" | "buildah"): Engine {
+  const dir = join(env.work, tool);
+  let penv = podmanEnv(dir, env.registry);
+  const head = tool === "podman" ? ["build", "--pull=missing"] : ["bud", "--pull=false"];
+  return {
+    name: tool,
+    async build(app, commit) {
+      const ctx = join(dir, "ctx", app.name);
+      await exportCommit(app, commit, ctx);
+      const tag = `${env.registry}/bench/${tool}-${app.name}:${commit}`;
+      await run(tool, [...head, "--layers", "--network=host", "-t", tag, "--", ctx], tool === "buildah" ? { ...penv, GOGC: "off", GOMEMLIMIT: "2GiB" } : penv);
+      await run("podman", ["push", "--digestfile", join(dir, "digest"), "--", tag], penv);
+      return readFileSync(join(dir, "digest"), "utf8").trim();
+    },
+    async reset() {
+      removeTree(dir);
+      penv = podmanEnv(dir, env.registry);
+    },
+    async close() {},
+  };
+}

@@ -1,0 +1,79 @@
+// What every engine of the benchmark is, and the helpers they share. An engine does the whole
+// job a control plane wants: from a git commit to a pushed image whose registry digest is known.
+import { execFileSync, spawn } from "node:child_process";
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+export interface BenchApp {
+  /** Also the project name and the last part of the image repository. */
+  name: string;
+  /** The app's git repository (file://). */
+  repo: string;
+}
+
+export interface Engine {
+  name: string;
+  /** Builds the app's commit and pushes it; resolves with the registry digest. */
+  build(app: BenchApp, commit: string): Promise<string>;
+  /** Throws away the engine's cache and images, the base image included (the cold scenario). */
+  reset(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface BenchEnv {
+  root: string;
+  work: string;
+  registry: string;
+}
+
+export const DIGEST = /^sha256:[0-9a-f]{64}$/;
+
+/** Unmounts what podman or dockerd left mounted under dir (before it is removed). */
+export function unmountBelow(dir: string): void {
+  const mounts = readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .filter((m) => m.startsWith(`${dir}/`) || m === dir)
+    .sort()
+    .reverse();
+  for (const m of mounts) {
+    try {
+      execFileSync("umount", ["-l", m]);
+    } catch {
+      // gone already
+    }
+  }
+}
+
+export function removeTree(dir: string): void {
+  unmountBelow(dir);
+  rmSync(dir, { recursive: true, force: true });
+}
+
+/** A podman configuration of the engine's own, like kilnd's: storage under dir, runroot on tmpfs. */
+export function podmanEnv(dir: string, registry: string): NodeJS.ProcessEnv {
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "containers.conf"), '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\nevents_logger = "none"\n');
+  writeFileSync(join(dir, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${dir}/storage"\nrunroot = "/dev/shm/kiln-bench-${Buffer.from(dir).toString("hex").slice(-12)}"\n`);
+  writeFileSync(join(dir, "registries.conf"), `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
+  return { ...process.env, CONTAINERS_CONF: join(dir, "containers.conf"), CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"), CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf") };
+}
+
+/** Runs a command to completion; rejects with the tail of its stderr. Resolves with stdout+stderr. */
+export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, cwd?: string): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const p = spawn(cmd, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    p.stdout.on("data", (d) => (out += d));
+    p.stderr.on("data", (d) => (out += d));
+    p.on("error", reject);
+    p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.slice(0, 3).join(" ")} failed (${code}): ${out.slice(-800)}`))));
+  });
+}
+
+/** The commit's files in a fresh directory, as a CI runner checks them out: `git archive`. */
+export async function exportCommit(app: BenchApp, commit: string, dir: string): Promise<void> {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  await run("sh", ["-c", 'git --git-dir "$1/.git" archive "$2" | tar -x -C "$3"', "sh", app.repo.replace(/^file:\/\//, ""), commit, dir]);
+}

@@ -1,0 +1,85 @@
+// kiln as a control plane uses it: kilnd through its API (Build, then the final StreamLogs
+// message). "kiln" runs with the fast path, "kiln-full" with --fast-path off (always podman).
+import { spawn, type ChildProcess } from "node:child_process";
+import { join } from "node:path";
+import { createClient, type Client } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import { BuilderService, BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { removeTree, type BenchApp, type BenchEnv, type Engine } from "./engine.js";
+
+export interface KilnEngine extends Engine {
+  client: Client<typeof BuilderService>;
+  port: number;
+  /** kilnd's process id while it runs. */
+  pid(): number | undefined;
+  /** Stops kilnd and starts it again: milliseconds from spawn to the first answered RPC. */
+  startupMs(): Promise<number>;
+  /** Starts a build and resolves with its id (the caller follows it). */
+  start(app: BenchApp, commit: string): Promise<string>;
+  /** Follows a build to its end. */
+  finish(id: string): Promise<Build>;
+  /** The last build's record. */
+  last: Build | undefined;
+}
+
+export async function kilnEngine(env: BenchEnv, o: { name: string; port: number; fastPath: boolean }): Promise<KilnEngine> {
+  const data = join(env.work, o.name);
+  let proc: ChildProcess | undefined;
+  const client = createClient(BuilderService, createConnectTransport({ baseUrl: `http://127.0.0.1:${o.port}`, httpVersion: "1.1" }));
+  const startKilnd = async () => {
+    const t0 = performance.now();
+    const args = [join(env.root, "dist/bin/kilnd.js"), "--listen", `127.0.0.1:${o.port}`, "--data", data, "--idle-timeout", "0", "--insecure-registry", env.registry];
+    if (!o.fastPath) args.push("--fast-path", "off");
+    const p = spawn(process.execPath, args, { stdio: "ignore" });
+    proc = p;
+    for (;;) {
+      if (p.exitCode !== null) throw new Error(`kilnd (${o.name}) exited with ${p.exitCode}`);
+      if (await client.getInfo({}).then(() => true, () => false)) return performance.now() - t0;
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  };
+  const stop = async () => {
+    if (!proc) return;
+    const p = proc;
+    proc = undefined;
+    if (p.exitCode !== null) return;
+    p.kill("SIGTERM");
+    await new Promise((r) => p.once("exit", r));
+  };
+  await startKilnd();
+  const engine: KilnEngine = {
+    name: o.name,
+    client,
+    port: o.port,
+    last: undefined,
+    pid: () => proc?.pid,
+    async start(app, commit) {
+      const { build } = await client.build({ project: app.name, source: { kind: { case: "git", value: { url: app.repo, commit } } }, image: `${env.registry}/bench/${o.name}-${app.name}` });
+      return build!.id;
+    },
+    async finish(id) {
+      for await (const m of client.streamLogs({ buildId: id, follow: true, afterSeq: BigInt(Number.MAX_SAFE_INTEGER) })) {
+        if (m.event.case === "build") {
+          engine.last = m.event.value;
+          if (m.event.value.state !== BuildState.SUCCEEDED) throw new Error(`${o.name} build ${id}: ${m.event.value.error}`);
+          return m.event.value;
+        }
+      }
+      throw new Error("the log stream ended without the build");
+    },
+    async build(app, commit) {
+      return (await engine.finish(await engine.start(app, commit))).imageDigest;
+    },
+    async reset() {
+      await stop();
+      removeTree(data);
+      await startKilnd();
+    },
+    async startupMs() {
+      await stop();
+      return startKilnd();
+    },
+    close: stop,
+  };
+  return engine;
+}
