@@ -1,0 +1,70 @@
+// Which Containerfiles the fast path takes, and which changes it sees as reaching earlier steps.
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { mayTouch, planFastPath } from "../../src/fastpath/plan.js";
+
+const plan = (text: string, target?: string) => planFastPath(text, target);
+
+describe("fast path plan", () => {
+  test("a cache-friendly Node Containerfile is taken: sources, destination, earlier COPY sources, steps", () => {
+    const r = plan(`ARG BASE=x\nFROM \${BASE}\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN --mount=type=cache,target=/root/.npm npm ci\nCOPY src/ ./src/\nEXPOSE 8080\nUSER nobody\nCMD ["node", "src/server.js"]\n`);
+    assert.ok(r.ok);
+    assert.deepEqual(r.plan, {
+      sources: ["src"],
+      dest: "./src/",
+      chown: false,
+      earlier: ["package.json", "package-lock.json"],
+      steps: { total: 7, reused: 3 },
+    });
+  });
+
+  test("COPY . . with --chown, line continuations and comments", () => {
+    const r = plan(`FROM b\n# deps\nCOPY --chown=node:node \\\n  package*.json ./\nRUN npm ci\nCOPY --chown=node:node . .\n`);
+    assert.ok(r.ok);
+    assert.deepEqual(r.plan.sources, [""]);
+    assert.equal(r.plan.chown, true);
+    assert.deepEqual(r.plan.earlier, ["package*.json"]);
+  });
+
+  const refusals: [string, string, RegExp][] = [
+    ["two stages", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /2 stages/],
+    ["RUN last", "FROM a\nCOPY . .\nRUN make\n", /not a COPY/],
+    ["WORKDIR after the COPY", "FROM a\nCOPY . .\nWORKDIR /x\n", /not a COPY|WORKDIR/],
+    ["ADD anywhere", "FROM a\nADD x.tgz /\nCOPY . .\n", /ADD/],
+    ["ADD last", "FROM a\nADD . /app\n", /not a COPY/],
+    ["--from on the final COPY", "FROM a\nCOPY --from=img /x /x\n", /--from/],
+    ["--chmod", "FROM a\nCOPY --chmod=755 . /app/\n", /--chmod/],
+    ["a glob in the final COPY", "FROM a\nCOPY *.js /app/\n", /glob/],
+    ["a variable", "FROM a\nARG D=/app\nCOPY . $D\n", /variables/],
+    ["the JSON form", 'FROM a\nCOPY ["src", "/app/src"]\n', /JSON/],
+    ["a context bind mount", "FROM a\nRUN --mount=type=bind,target=/src make\nCOPY . .\n", /bind-mounts/],
+    ["several sources, no trailing slash", "FROM a\nCOPY a b /app\n", /trailing/],
+    ["outside the context", "FROM a\nCOPY ../x /app/\n", /outside/],
+    ["an escape directive", "# escape=`\nFROM a\nCOPY . .\n", /escape/],
+    ["a heredoc", "FROM a\nRUN <<EOF\necho\nEOF\nCOPY . .\n", /heredoc/],
+    ["a target that is not the stage", "FROM a AS app\nCOPY . .\n", /target/],
+  ];
+  for (const [name, text, why] of refusals) {
+    test(`refused: ${name}`, () => {
+      const r = plan(text, name.startsWith("a target") ? "other" : undefined);
+      assert.equal(r.ok, false);
+      assert.match((r as { reason: string }).reason, why);
+    });
+  }
+
+  test("a target naming the one stage is fine", () => {
+    assert.ok(plan("FROM a AS app\nCOPY . /app/\n", "app").ok);
+  });
+
+  test("mayTouch: literal paths, directories, the whole context, globs (a superset)", () => {
+    assert.ok(mayTouch("package.json", "package.json"));
+    assert.ok(!mayTouch("package.json", "src/package.json"));
+    assert.ok(mayTouch("src", "src/a.js"));
+    assert.ok(!mayTouch("src", "srcx/a.js"));
+    assert.ok(mayTouch("", "anything"));
+    assert.ok(mayTouch("package*.json", "package-lock.json"));
+    assert.ok(mayTouch("package*.json", "packages/x"), "a superset is safe");
+    assert.ok(!mayTouch("package*.json", "src/a.js"));
+    assert.ok(mayTouch("[ab].txt", "src/a.js"), "a glob from its first character matches everything");
+  });
+});
