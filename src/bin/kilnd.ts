@@ -5,6 +5,9 @@ import { KILND_USAGE, parseDaemonOptions, UsageError } from "../config/options.j
 import { startDaemon } from "../daemon/daemon.js";
 import { createLogger } from "../util/logger.js";
 
+// kilnd ships as one minified file (scripts/bundle-kilnd.mjs): stack traces go through its source map.
+process.setSourceMapsEnabled(true);
+
 async function main(): Promise<number> {
   let opts;
   try {

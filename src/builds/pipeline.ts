@@ -14,6 +14,7 @@ import { buildCommand, type BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
+import { loadExeca } from "../process/execa.js";
 import { run, type RunResult } from "../process/run.js";
 import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
@@ -240,8 +241,10 @@ async function exec(
   env: Record<string, string>,
   onLine?: (line: string) => void,
 ): Promise<RunResult> {
+  // Loaded once: from then on run() starts the process before any other event can come in.
+  await loadExeca();
   if (a.abort.signal.aborted) throw new StopSignal();
-  const proc = run(file, args, {
+  const proc = await run(file, args, {
     env,
     redact: (line) => redact(line, a.spec.git.secrets),
     onLine: (text, stream) => {

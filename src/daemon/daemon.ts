@@ -21,7 +21,8 @@ import { createBuilderService } from "../server/builder-service.js";
 import { errorInterceptor } from "../server/errors.js";
 import { createHealthService, createHealthState } from "../server/health-service.js";
 import { startServer } from "../server/http-server.js";
-import { createMetrics, type Metrics } from "../server/metrics.js";
+import type { Metrics } from "../server/metrics.js";
+import { loadExeca } from "../process/execa.js";
 import { storageContents } from "../storage/disk-usage.js";
 import { VolumeKeeper } from "../storage/volume-keeper.js";
 import { registerReflection } from "../server/reflection-service.js";
@@ -57,7 +58,10 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   const logs = new LogStore(dir("logs"));
   const statePath = join(opts.dataDir, "kilnd-state.json");
   const state = await loadState(statePath);
-  let metrics: Metrics | undefined;
+  // prom-client is loaded once kilnd answers (start-up time is wake time); whatever happens
+  // before that is counted once it is there.
+  let resolveMetrics!: (m: Metrics) => void;
+  const metricsReady = new Promise<Metrics>((r) => (resolveMetrics = r));
   // The keeper and the engine refer to each other; the keeper only calls back after start.
   let engine: BuildEngine;
   const keeper = new VolumeKeeper({
@@ -74,10 +78,11 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
       state.resets++;
       state.lastResetMs = Date.now();
       void saveState(statePath, state).catch((err) => logger.error({ err }, "cannot save kilnd-state.json"));
-      metrics?.reset(durationMs, bytes);
+      void metricsReady.then((m) => m.reset(durationMs, bytes));
     },
-    onPrune: (n, bytes) => metrics?.pruned(n, bytes),
+    onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
   });
+  const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries) }) : undefined;
   engine = new BuildEngine({
     dataDir: opts.dataDir,
     maxConcurrentBuilds: opts.maxConcurrentBuilds,
@@ -88,23 +93,23 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     logs,
     git: createGitCache(dir("git"), dir("work")),
     podman,
-    ...(opts.fastPath ? { fastPath: createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries) }) } : {}),
+    ...(fastPath ? { fastPath } : {}),
     logger,
-    onFinished: (b) => metrics?.buildFinished(b),
+    onFinished: (b) => void metricsReady.then((m) => m.buildFinished(b)),
     housekeeping: {
       beforeBuild: () => keeper.beforeBuild(),
       afterBuild: async (project) => void (await keeper.prune(project, false)),
       onNoSpace: () => keeper.onNoSpace(),
     },
   });
-  metrics = createMetrics({
+  const metricsOptions = {
     running: () => engine.runningCount,
     queued: () => engine.queuedCount,
     logSubscribers: () => logs.activeReaders,
     volume: () => keeper.usage(),
     overlay: () => keeper.overlay,
     persisted: { resets: state.resets, idleExits: state.idleExits },
-  });
+  };
   await engine.start();
 
   const auth = opts.tokenFile ? createTokenAuth(opts.tokenFile, logger) : undefined;
@@ -151,7 +156,9 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         res.end(body);
       };
       if (req.method === "GET" && path === "/metrics") {
-        void metrics!.registry.metrics().then((text) => reply(200, metrics!.registry.contentType, text), () => reply(500, "text/plain", "metrics failed\n"));
+        void metricsReady
+          .then(async (m) => reply(200, m.registry.contentType, await m.registry.metrics()))
+          .catch(() => reply(500, "text/plain", "metrics failed\n"));
       } else if (req.method === "GET" && path === "/healthz") {
         reply(stopping ? 503 : 200, "text/plain", stopping ? "stopping\n" : "ok\n");
       } else {
@@ -162,6 +169,13 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
 
   const server = await startServer({ host: opts.listenHost, port: opts.listenPort, handler });
   logger.info({ listen: `${server.address.host}:${server.address.port}`, data: opts.dataDir, runroot: layout.runRoot, auth: auth !== undefined, idleTimeout: opts.idleTimeoutSec, startupMs: Date.now() - startTime, version: VERSION }, "kilnd serving");
+  // What the first RPC does not need is loaded now that kilnd answers.
+  void import("../server/metrics.js").then(
+    (m) => resolveMetrics(m.createMetrics(metricsOptions)),
+    (err) => logger.error({ err }, "metrics cannot be loaded: /metrics will not answer"),
+  );
+  void loadExeca();
+  void fastPath?.preload();
   // After the first RPC can be answered: podman info takes a quarter of a second.
   void podman.version().then((v) => {
     if (v === "unknown") logger.error("podman does not answer: builds will fail until it is installed (scripts/setup.sh)");

@@ -8,13 +8,10 @@
 import { readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
-import { execa } from "execa";
-import { readLayer } from "../image/tar-entries.js";
+import { loadExeca } from "../process/execa.js";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type FastPathBase, type ImageConfig } from "./base.js";
-import { makeLayer } from "./layer.js";
-import { mayTouch, planFastPath } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
 
 // The package is CommonJS (module.exports = factory) while its types declare an ES default export.
@@ -64,6 +61,7 @@ export function createFastPath(o: FastPathOptions) {
   async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean): Promise<string | undefined> {
     try {
       if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
+      const [{ planFastPath }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
       const text = await readFile(input.containerfilePath, "utf8");
       const planned = planFastPath(text, input.target || undefined);
       if (!planned.ok) throw new FastPathRefused(planned.reason);
@@ -114,6 +112,7 @@ export function createFastPath(o: FastPathOptions) {
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
     if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
+    const [{ mayTouch }, { makeLayer }] = await Promise.all([import("./plan.js"), import("./layer.js")]);
     const ig = ignore().add(ignoreText.split(/\r?\n/));
     const ignored = (p: string) => ig.ignores(p);
 
@@ -147,7 +146,12 @@ export function createFastPath(o: FastPathOptions) {
     return { digest, imageId: configDigest, files: layer.files, bytes: layer.bytes, steps: base.plan.steps };
   }
 
-  return { record, build };
+  /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */
+  async function preload(): Promise<void> {
+    await Promise.all([import("./plan.js"), import("./layer.js"), import("../image/tar-entries.js")]);
+  }
+
+  return { record, build, preload };
 }
 
 export type FastPath = ReturnType<typeof createFastPath>;
@@ -189,6 +193,7 @@ function nextConfig(base: FastPathBase, diffId: string, labels: Record<string, s
 
 /** Files that differ between the base commit and this one, relative to the context. */
 async function changedPaths(input: FastPathInput, baseCommit: string): Promise<string[]> {
+  const execa = await loadExeca();
   const r = await execa("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], {
     env: input.env,
     extendEnv: false,

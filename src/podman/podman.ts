@@ -1,6 +1,9 @@
 // The podman side of kilnd: the environment every podman, buildah and runc call runs in, and
 // the housekeeping calls that are not part of one build.
-import { execa } from "execa";
+import { readFile, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { loadExeca } from "../process/execa.js";
+import { writeFileAtomic } from "../util/fs-atomic.js";
 import type { StorageLayout } from "./storage-config.js";
 
 export interface PodmanOptions {
@@ -17,18 +20,33 @@ export function createPodman(opts: PodmanOptions) {
   });
 
   let versionCache: Promise<string> | undefined;
+  const versionFile = join(opts.layout.confDir, "podman-version.json");
+
+  /** `podman version`, remembered on the volume for as long as the podman binary is the same file. */
+  async function askVersion(): Promise<string> {
+    const bin = await findOnPath("podman", env().PATH ?? "");
+    const st = bin ? await stat(bin).catch(() => undefined) : undefined;
+    const key = st ? `${bin}:${st.ino}:${st.size}:${st.mtimeMs}` : undefined;
+    if (key) {
+      const saved = await readFile(versionFile, "utf8").then((t) => JSON.parse(t) as { key: string; version: string }, () => undefined);
+      if (saved?.key === key && saved.version) return saved.version;
+    }
+    const execa = await loadExeca();
+    const version = (await execa("podman", ["version", "--format", "{{.Client.Version}}"], { env: env(), extendEnv: false, timeout: 10_000 })).stdout.trim();
+    if (key) await writeFileAtomic(versionFile, JSON.stringify({ key, version })).catch(() => undefined);
+    return version;
+  }
 
   return {
     layout: opts.layout,
     env,
     /** Removes buildah working containers that interrupted builds left in storage. */
     async removeWorkingContainers(): Promise<void> {
+      const execa = await loadExeca();
       await execa("buildah", ["rm", "--all"], { env: env(), extendEnv: false, reject: false, timeout: 30_000 });
     },
     version(): Promise<string> {
-      versionCache ??= execa("podman", ["version", "--format", "{{.Client.Version}}"], { env: env(), extendEnv: false, timeout: 10_000 })
-        .then((r) => r.stdout.trim())
-        .catch(() => {
+      versionCache ??= askVersion().catch(() => {
           versionCache = undefined;
           return "unknown";
         });
@@ -46,4 +64,12 @@ export function passThroughEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   for (const [k, v] of Object.entries(env)) if (v !== undefined && keep.test(k)) out[k] = v;
   out.PATH ??= "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   return out;
+}
+
+async function findOnPath(name: string, path: string): Promise<string | undefined> {
+  for (const dir of path.split(":").filter(Boolean)) {
+    const candidate = join(dir, name);
+    if (await stat(candidate).then((s) => s.isFile(), () => false)) return candidate;
+  }
+  return undefined;
 }

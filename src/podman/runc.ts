@@ -1,7 +1,7 @@
 // RUN steps live outside podman's process tree, in runc containers whose bundle buildah makes
 // under TMPDIR. kiln gives every build its own TMPDIR, so a build's containers are found by
 // their bundle path and stopped with runc directly: killing podman alone leaves them running.
-import { execa } from "execa";
+import { loadExeca } from "../process/execa.js";
 
 interface RuncContainer {
   id: string;
@@ -10,6 +10,7 @@ interface RuncContainer {
 }
 
 async function list(env: Record<string, string>): Promise<RuncContainer[]> {
+  const execa = await loadExeca();
   const r = await execa("runc", ["list", "--format", "json"], { env, extendEnv: false, reject: false, timeout: 5000 });
   if (r.exitCode !== 0 || !r.stdout.trim()) return [];
   try {
@@ -21,6 +22,7 @@ async function list(env: Record<string, string>): Promise<RuncContainer[]> {
 
 /** Kills (and, with remove, deletes) every runc container whose bundle lies under dir. */
 export async function killContainersUnder(dir: string, env: Record<string, string>, remove: boolean): Promise<number> {
+  const execa = await loadExeca();
   const prefix = dir.endsWith("/") ? dir : `${dir}/`;
   const mine = (await list(env)).filter((c) => c.bundle.startsWith(prefix));
   await Promise.all(

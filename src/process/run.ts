@@ -2,7 +2,7 @@
 // every output line handed to the caller as it comes.
 import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
-import { execa } from "execa";
+import { loadExeca } from "./execa.js";
 
 export type OutputStream = "stdout" | "stderr";
 
@@ -35,7 +35,8 @@ const TAIL = 20;
 const MAX_LINE = 16 * 1024;
 const MAX_STDOUT_KEPT = 1024 * 1024;
 
-export function run(file: string, args: readonly string[], opts: RunOptions): RunningProcess {
+export async function run(file: string, args: readonly string[], opts: RunOptions): Promise<RunningProcess> {
+  const execa = await loadExeca();
   const child = execa(file, args, {
     cwd: opts.cwd,
     env: opts.env,

@@ -3,7 +3,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
-import { watch, type FSWatcher } from "chokidar";
+import type { FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
@@ -26,15 +26,25 @@ export function readToken(file: string): string {
 
 export function createTokenAuth(file: string, logger: Logger): TokenAuth {
   let expected = digest(readToken(file));
-  const watcher: FSWatcher = watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 20 } });
-  watcher.on("change", () => {
-    try {
-      expected = digest(readToken(file));
-      logger.info({ file }, "token reloaded");
-    } catch (err) {
-      logger.error({ err, file }, "token file changed but cannot be used; keeping the previous token");
-    }
-  });
+  // chokidar is loaded off the start-up path: the token is read above, the watch follows.
+  const watching: Promise<FSWatcher | undefined> = import("chokidar").then(
+    ({ watch }) => {
+      const watcher = watch(file, { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 100, pollInterval: 20 } });
+      watcher.on("change", () => {
+        try {
+          expected = digest(readToken(file));
+          logger.info({ file }, "token reloaded");
+        } catch (err) {
+          logger.error({ err, file }, "token file changed but cannot be used; keeping the previous token");
+        }
+      });
+      return watcher;
+    },
+    (err) => {
+      logger.error({ err, file }, "cannot watch the token file: a rotated token needs a restart");
+      return undefined;
+    },
+  );
 
   const allows = (authorization: string | undefined) => {
     const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? "");
@@ -50,6 +60,6 @@ export function createTokenAuth(file: string, logger: Logger): TokenAuth {
       }
       return next(req);
     },
-    close: () => watcher.close(),
+    close: async () => (await watching)?.close(),
   };
 }

@@ -2,7 +2,7 @@
 // kiln.project), keep the newest N for a fast rollback and remove the rest. Base images carry
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
-import { execa } from "execa";
+import { loadExeca } from "../process/execa.js";
 
 export interface KilnImage {
   id: string;
@@ -23,6 +23,7 @@ interface PodmanImage {
 
 /** The final images of kiln's builds (not the label steps' intermediates), newest first. */
 export async function listKilnImages(env: Record<string, string>, project?: string): Promise<KilnImage[]> {
+  const execa = await loadExeca();
   // One label filter only: podman ORs several of them.
   const args = ["images", "--format", "json", "--filter", "label=kiln.managed=true"];
   const r = await execa("podman", args, { env, extendEnv: false, timeout: 60_000 });
@@ -58,6 +59,7 @@ export function selectForPrune(images: readonly KilnImage[], keep: number): Kiln
 
 /** Removes the images and the intermediate layers only they used; returns what could not go. */
 export async function removeImages(env: Record<string, string>, ids: readonly string[]): Promise<string[]> {
+  const execa = await loadExeca();
   const failed: string[] = [];
   for (const id of ids) {
     const r = await execa("podman", ["rmi", "--", id], { env, extendEnv: false, reject: false, timeout: 120_000 });

@@ -3,9 +3,10 @@
 // and git caches are on the volume outside container storage and stay.
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { execa } from "execa";
+import { loadExeca } from "../process/execa.js";
 
 export async function resetStorage(env: Record<string, string>, cacheMountDir: string, tmpRoot: string, keepTmp: ReadonlySet<string>): Promise<void> {
+  const execa = await loadExeca();
   const r = await execa("podman", ["system", "reset", "--force"], { env, extendEnv: false, reject: false, timeout: 300_000 });
   if (r.exitCode !== 0) throw new Error(`podman system reset failed: ${r.stderr.trim().split("\n").at(-1)}`);
   // kiln's cache mounts live in the storage root too; podman does not know them.

@@ -29,6 +29,8 @@ export interface KilndOptions {
   args?: string[];
   token?: string;
   env?: Record<string, string>;
+  /** Run dist/bin/kilnd.js, the bundle kilnd ships as (scripts/test.sh builds it first), instead of src/ under tsx. */
+  bundle?: boolean;
 }
 
 export function clientFor(addr: string, token?: string): Client<typeof BuilderService> {
@@ -41,7 +43,8 @@ export function clientFor(addr: string, token?: string): Client<typeof BuilderSe
 
 export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
   const port = await freePort();
-  const args = ["--import", "tsx", `${ROOT}src/bin/kilnd.ts`, "--listen", `127.0.0.1:${port}`, "--data", o.data, "--idle-timeout", "0"];
+  const entry = o.bundle ? [`${ROOT}dist/bin/kilnd.js`] : ["--import", "tsx", `${ROOT}src/bin/kilnd.ts`];
+  const args = [...entry, "--listen", `127.0.0.1:${port}`, "--data", o.data, "--idle-timeout", "0"];
   if (o.registry) args.push("--insecure-registry", o.registry);
   args.push(...(o.args ?? []));
   const env = { ...process.env, ...o.env };

@@ -96,7 +96,8 @@ describe("fast path", () => {
     dir = tempDir("fastpath");
     reg = await startRegistry(join(dir, "registry"));
     base = pushBusyboxBase(reg.host);
-    fast = await startKilnd({ data: join(dir, "fast"), registry: reg.host });
+    // The fast side runs the bundle kilnd ships as; the full side src/ under tsx.
+    fast = await startKilnd({ data: join(dir, "fast"), registry: reg.host, bundle: true });
     full = await startKilnd({ data: join(dir, "full"), registry: reg.host, args: ["--fast-path", "off"] });
   });
   after(async () => {

@@ -74,9 +74,9 @@ describe("restart after kill -9", () => {
     assert.equal(done.imageDigest, await reg.digest("test/app", sha));
   });
 
-  test("SIGTERM in the middle of a build: kilnd stops gracefully, exits 0, and the build is FAILED(interrupted) on record", async () => {
+  test("SIGTERM in the middle of a build: kilnd (the shipped bundle) stops gracefully, exits 0, and the build is FAILED(interrupted) on record", async () => {
     await kilnd?.stop();
-    kilnd = await startKilnd({ data: data(), registry: reg.host });
+    kilnd = await startKilnd({ data: data(), registry: reg.host, bundle: true });
     const sha = repo.commit(slowApp(base, SLEEP));
     const { build } = await kilnd.client.build({
       project: "app",
