@@ -2,7 +2,7 @@
 // followed by 100 live log subscribers (each must receive every line), and how much slower a
 // build gets when a subscriber stops reading (it must not: the log is pulled, not pushed).
 import { readFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import { stalledLogReader } from "../test/helpers/stalled-reader.js";
 import type { KilnEngine } from "./engines/kiln.js";
 import type { BenchApp } from "./engines/engine.js";
 
@@ -35,26 +35,11 @@ export async function rssWithSubscribers(k: KilnEngine, app: BenchApp, commit: s
   }
 }
 
-/** A StreamLogs follower that never reads: the request on a raw socket, then paused for good. */
-export function stalledSubscriber(port: number, buildId: string): Socket {
-  const body = Buffer.from(JSON.stringify({ buildId, follow: true }));
-  const frame = Buffer.alloc(5 + body.length);
-  frame.writeUInt32BE(body.length, 1);
-  body.copy(frame, 5);
-  const s = connect(port, "127.0.0.1", () => {
-    s.write(`POST /kiln.v1.BuilderService/StreamLogs HTTP/1.1\r\nHost: kilnd\r\nContent-Type: application/connect+json\r\nConnect-Protocol-Version: 1\r\nContent-Length: ${frame.length}\r\n\r\n`);
-    s.write(frame);
-    s.pause();
-  });
-  s.on("error", () => {});
-  return s;
-}
-
 /** One build timed from Build to its final state, with `stalled` subscribers that never read. */
 export async function buildWithStalled(k: KilnEngine, app: BenchApp, commit: string, stalled: number): Promise<number> {
   const t0 = performance.now();
   const id = await k.start(app, commit);
-  const sockets = Array.from({ length: stalled }, () => stalledSubscriber(k.port, id));
+  const sockets = Array.from({ length: stalled }, () => stalledLogReader(k.port, id));
   try {
     await k.finish(id);
     return performance.now() - t0;

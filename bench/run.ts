@@ -2,14 +2,14 @@
 // apps, base image and machine, so that the ratios hold on a shared, noisy machine. Run it with
 // `npm run bench` (scripts/bench.sh installs and sets up what it needs first).
 import { execFileSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
 import { helloNode, nodeApi, type AppRepo } from "./apps.js";
 import { buildkitEngine } from "./engines/buildkit.js";
 import { byHandEngine } from "./engines/by-hand.js";
 import { cleanRunnerEngine } from "./engines/clean.js";
-import { DIGEST, type BenchEnv, type Engine } from "./engines/engine.js";
+import { DIGEST, removeTree, type BenchEnv, type Engine } from "./engines/engine.js";
 import { kilnEngine } from "./engines/kiln.js";
 import { buildWithStalled, rssMiB, rssWithSubscribers } from "./memory.js";
 import { markdown, ratioTable, summarize, svgChart, type Series } from "./report.js";
@@ -28,7 +28,7 @@ const say = (s: string) => process.stderr.write(`${s}\n`);
 async function main() {
   const started = Date.now();
   const work = join(ROOT, "bench/work");
-  rmSync(work, { recursive: true, force: true });
+  removeTree(work); // podman leaves its storage's overlay directory mounted
   mkdirSync(work, { recursive: true });
   const env: BenchEnv = { root: ROOT, work, registry: REGISTRY };
   const hello = helloNode(ROOT, work);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # kiln's demo, on embedded defaults: sets up what is missing (packages, node modules, a local
 # registry, a Node.js base image), starts kilnd, turns examples/hello-node into a git repository,
-# builds it, commits a one-line change, builds it again on the warm cache, checks that the pushed
-# image runs, and prints both builds' timings and digests.
+# builds it, commits a one-line change, builds it again on the warm cache (kiln's fast path: only
+# the final COPY's layer is made, from the git diff), checks that the pushed image runs, and
+# prints both builds' timings and digests.
 source "$(dirname "$0")/lib.sh"
 "$KILN_ROOT/scripts/setup.sh"
 "$KILN_ROOT/scripts/base-images.sh" node
@@ -56,7 +57,7 @@ CONTAINERS_REGISTRIES_CONF="$data/conf/registries.conf" \
   podman run --rm --network host "$image:$sha" node src/server.js --selftest
 
 say "summary (wall time = kiln build from the commit to the pushed digest, CLI start included)"
-printf '%-13s %-12s %9s %9s %7s %7s %7s  %s\n' BUILD COMMIT WALL KILND FETCH BUILD PUSH "CACHED  DIGEST"
+printf '%-13s %-12s %9s %9s %7s %7s %7s  %s\n' BUILD COMMIT WALL KILND FETCH BUILD PUSH "CACHED  PATH  DIGEST"
 kiln list --project hello-node --limit 2 >/dev/null
 while IFS=$'\t' read -r label sha wall; do
   id=$(kiln list --project hello-node --limit 10 | awk -v c="${sha:0:12}" '$4==c {print $1; exit}')
@@ -64,5 +65,5 @@ while IFS=$'\t' read -r label sha wall; do
     let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const b=JSON.parse(s);const d=b.durations||{};
     const f=x=>x?(parseFloat(x)).toFixed(2)+"s":"-";
     const [label,wall]=process.argv.slice(1);
-    console.log(`${label.padEnd(13)} ${b.commit.slice(0,12)} ${(wall/1000).toFixed(2).padStart(8)}s ${f(d.total).padStart(9)} ${f(d.fetch).padStart(7)} ${f(d.build).padStart(7)} ${f(d.push).padStart(7)}  ${b.stepsCached||0}/${b.stepsTotal||0}     ${b.imageDigest}`)})' "$label" "$wall"
+    console.log(`${label.padEnd(13)} ${b.commit.slice(0,12)} ${(wall/1000).toFixed(2).padStart(8)}s ${f(d.total).padStart(9)} ${f(d.fetch).padStart(7)} ${f(d.build).padStart(7)} ${f(d.push).padStart(7)}  ${b.stepsCached||0}/${b.stepsTotal||0}     ${b.fastPath?"fast":"full"}  ${b.imageDigest}`)})' "$label" "$wall"
 done < "$KILN_STATE/demo-times.tsv"

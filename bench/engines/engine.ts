@@ -1,8 +1,11 @@
 // What every engine of the benchmark is, and the helpers they share. An engine does the whole
 // job a control plane wants: from a git commit to a pushed image whose registry digest is known.
-import { execFileSync, spawn } from "node:child_process";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { spawn } from "node:child_process";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+
+// Storage that podman or dockerd leave mounted is unmounted before removal, as in the tests.
+export { removeTree } from "../../test/helpers/tmp.js";
 
 export interface BenchApp {
   /** Also the project name and the last part of the image repository. */
@@ -27,28 +30,6 @@ export interface BenchEnv {
 }
 
 export const DIGEST = /^sha256:[0-9a-f]{64}$/;
-
-/** Unmounts what podman or dockerd left mounted under dir (before it is removed). */
-export function unmountBelow(dir: string): void {
-  const mounts = readFileSync("/proc/mounts", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[1] ?? "")
-    .filter((m) => m.startsWith(`${dir}/`) || m === dir)
-    .sort()
-    .reverse();
-  for (const m of mounts) {
-    try {
-      execFileSync("umount", ["-l", m]);
-    } catch {
-      // gone already
-    }
-  }
-}
-
-export function removeTree(dir: string): void {
-  unmountBelow(dir);
-  rmSync(dir, { recursive: true, force: true });
-}
 
 /** A podman configuration of the engine's own, like kilnd's: storage under dir, runroot on tmpfs. */
 export function podmanEnv(dir: string, registry: string): NodeJS.ProcessEnv {

@@ -87,30 +87,8 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       "org.opencontainers.image.created": new Date().toISOString(),
     };
     const registry = a.spec.image.registry;
-    const fast =
-      deps.fastPath && registry
-        ? {
-            fastPath: deps.fastPath,
-            input: {
-              project: a.spec.project,
-              commit: a.spec.commit,
-              registry,
-              repository: a.spec.image.repository,
-              containerfile: a.spec.containerfile ?? "",
-              context: a.spec.context,
-              target: a.spec.target ?? "",
-              buildArgs: a.spec.buildArgs,
-              engine: deps.buildEngine,
-              gitDir: deps.git.repoOf(a.spec.project),
-              checkout,
-              contextDir,
-              containerfilePath: containerfile,
-              labels,
-              env: gitEnv(deps.podman.env()),
-            },
-          }
-        : undefined;
-    if (fast && (await tryFastPath(a, fast.fastPath, fast.input))) {
+    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, { checkout, contextDir, containerfile, labels }) : undefined;
+    if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
       durations.total = durationFromMs(Date.now() - t0);
       return;
     }
@@ -166,8 +144,8 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       rec.imageDigest = (await readFile(digestFile, "utf8")).trim();
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
-      if (fast) {
-        const why = await fast.fastPath.record(fast.input, rec.imageDigest, Object.keys(plan.flagLabels).length > 0);
+      if (fast && deps.fastPath) {
+        const why = await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0);
         a.say(why ? `fast path: not available after this build: ${why}` : "fast path: the next build of a source change can start from this one");
       }
     }
@@ -175,6 +153,31 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
   } finally {
     release();
   }
+}
+
+function fastPathInput(
+  a: ActiveBuild,
+  deps: PipelineDeps,
+  registry: string,
+  at: { checkout: string; contextDir: string; containerfile: string; labels: Record<string, string> },
+): FastPathInput {
+  return {
+    project: a.spec.project,
+    commit: a.spec.commit,
+    registry,
+    repository: a.spec.image.repository,
+    containerfile: a.spec.containerfile ?? "",
+    context: a.spec.context,
+    target: a.spec.target ?? "",
+    buildArgs: a.spec.buildArgs,
+    engine: deps.buildEngine,
+    gitDir: deps.git.repoOf(a.spec.project),
+    checkout: at.checkout,
+    contextDir: at.contextDir,
+    containerfilePath: at.containerfile,
+    labels: at.labels,
+    env: gitEnv(deps.podman.env()),
+  };
 }
 
 /** The fast path, if it can be sure of this build: true once the image is pushed. */

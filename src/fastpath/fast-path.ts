@@ -75,6 +75,10 @@ export function createFastPath(o: FastPathOptions) {
       const dest = resolveDest(config, plan.dest);
       const entries = await readLayer(await registry.getBlob(last.digest));
       const destPath = dest.replace(/^\/+|\/+$/g, "");
+      // The copied files must be where the COPY says (not behind a symlinked directory in the image).
+      if (!entries.some((e) => e.type !== "directory" && (destPath === "" || e.path === destPath || e.path.startsWith(`${destPath}/`)))) {
+        throw new FastPathRefused("the last full build's COPY layer has no file at the COPY's destination");
+      }
       const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
       let owner = { uid: 0, gid: 0 };
       if (plan.chown) {

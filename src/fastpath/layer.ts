@@ -81,6 +81,8 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
     } catch {
       throw new FastPathRefused(`the final COPY's source ${source || "."} is not in the commit`);
     }
+    // buildah resolves a source that is a symlink; kiln's layer would hold the link itself.
+    if (st.isSymbolicLink()) throw new FastPathRefused(`the final COPY's source ${source} is a symlink`);
     if (st.isDirectory()) {
       await addChildren(source, input.dest);
     } else if (intoDir) {

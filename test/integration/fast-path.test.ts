@@ -84,6 +84,7 @@ const APPS: App[] = [
     }),
     changes: [
       { kind: "edit", files: { "a.conf": "a=2\n" }, fast: true },
+      { kind: "a source that becomes a symlink (refused: buildah copies its target)", files: { "a.conf": { symlink: "b.conf" } }, fast: false },
       { kind: "a file the COPY names is deleted (refused; the full build fails too)", files: { "b.conf": null }, fast: false },
     ],
   },
