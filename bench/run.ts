@@ -69,8 +69,12 @@ async function main() {
   // The larger app runs on the engines the issue names (kiln, podman by hand, BuildKit): its
   // first, cold build costs 20 s per engine.
   const enginesFor = (app: AppRepo) => (app === hello ? engines : engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah"));
-  say("warming up: a first build of each app on each engine (fills its cache; kiln's becomes the fast path's base)");
-  for (const app of apps) for (const e of enginesFor(app)) await e.build(app, app.change());
+  // Untimed, so the engines warm up side by side: each pulls the base and fills its own cache.
+  say("warming up: a first build of each app on each engine, side by side (kiln's becomes the fast path's base)");
+  for (const app of apps) {
+    const commit = app.change();
+    await Promise.all(enginesFor(app).map((e) => e.build(app, commit)));
+  }
 
   for (let i = 0; i < REPS; i++) {
     say(`run ${i + 1}/${REPS}`);
@@ -99,10 +103,8 @@ async function main() {
   const coldEngines = engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah");
   for (let i = 0; i < SLOW_REPS; i++) {
     const commit = hello.change();
-    for (const e of rotated(coldEngines, i)) {
-      await e.reset();
-      await timed("cold", hello, e, commit);
-    }
+    await Promise.all(coldEngines.map((e) => e.reset())); // untimed, side by side
+    for (const e of rotated(coldEngines, i)) await timed("cold", hello, e, commit);
   }
 
   say("memory and log subscribers (kiln-full: every build runs podman and writes its whole log)");

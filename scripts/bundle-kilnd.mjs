@@ -7,7 +7,10 @@ import { build } from "esbuild";
 
 await build({
   entryPoints: ["dist/bin/kilnd.js"],
-  outfile: "dist/bin/kilnd.js",
+  outdir: "dist/bin",
+  // What kilnd imports after it answers goes in chunks of its own, not parsed at start-up.
+  splitting: true,
+  chunkNames: "kilnd-chunks/[name]-[hash]",
   allowOverwrite: true,
   bundle: true,
   platform: "node",

@@ -33,6 +33,7 @@ import { loadState, saveState } from "./state-file.js";
 // gRPC's customary limit for one message.
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 const SHUTDOWN_GRACE_MS = 2000;
+const AFTER_START_MS = 250;
 
 export type StopReason = "idle" | "sleep" | "signal" | "fatal";
 
@@ -169,18 +170,22 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
 
   const server = await startServer({ host: opts.listenHost, port: opts.listenPort, handler });
   logger.info({ listen: `${server.address.host}:${server.address.port}`, data: opts.dataDir, runroot: layout.runRoot, auth: auth !== undefined, idleTimeout: opts.idleTimeoutSec, startupMs: Date.now() - startTime, version: VERSION }, "kilnd serving");
-  // What the first RPC does not need is loaded now that kilnd answers.
-  void import("../server/metrics.js").then(
-    (m) => resolveMetrics(m.createMetrics(metricsOptions)),
-    (err) => logger.error({ err }, "metrics cannot be loaded: /metrics will not answer"),
-  );
-  void loadExeca();
-  void fastPath?.preload();
-  // After the first RPC can be answered: podman info takes a quarter of a second.
-  void podman.version().then((v) => {
-    if (v === "unknown") logger.error("podman does not answer: builds will fail until it is installed (scripts/setup.sh)");
-    else void keeper.checkOverlay();
-  });
+  // What the first RPCs do not need is loaded a moment after kilnd answers, so that loading it
+  // does not hold the event loop while a woken machine's first calls come in. A build that comes
+  // first loads what it needs itself.
+  setTimeout(() => {
+    void import("../server/metrics.js").then(
+      (m) => resolveMetrics(m.createMetrics(metricsOptions)),
+      (err) => logger.error({ err }, "metrics cannot be loaded: /metrics will not answer"),
+    );
+    void loadExeca();
+    void fastPath?.preload();
+    // podman info takes a quarter of a second.
+    void podman.version().then((v) => {
+      if (v === "unknown") logger.error("podman does not answer: builds will fail until it is installed (scripts/setup.sh)");
+      else void keeper.checkOverlay();
+    });
+  }, AFTER_START_MS).unref();
 
   const daemon: Daemon = {
     port: server.address.port,
