@@ -1,20 +1,24 @@
 // The benchmark's apps: git repositories made from examples/, and the commits each scenario
 // needs (a one-line source change; a dependency the cache has never seen).
-import { execFileSync } from "node:child_process";
+import { execFile, execFileSync } from "node:child_process";
 import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import type { BenchApp } from "./engines/engine.js";
 
 const DEP_VERSIONS = ["7.0.0", "6.0.0", "5.0.0", "4.0.0", "3.0.0", "2.1.0", "2.0.2", "1.1.2", "1.1.0", "0.1.1"];
 
+const run = promisify(execFile);
 const git = (repo: string, ...args: string[]) => execFileSync("git", ["-C", repo, "-c", "user.name=bench", "-c", "user.email=bench@kiln.invalid", ...args], { encoding: "utf8" }).trim();
 
 export interface AppRepo extends BenchApp {
   dir: string;
   /** Commits a one-line source change; returns the commit. */
   change(): string;
+  /** Makes the package.json and lockfile of dependency change i ahead of time (untimed work). */
+  prepareDependency(i: number): Promise<void>;
   /** Commits package.json and lockfile with one more dependency (a new version every time). */
-  addDependency(i: number): string;
+  addDependency(i: number): Promise<string>;
   head(): string;
 }
 
@@ -26,8 +30,9 @@ export function makeAppRepo(root: string, work: string, example: string, sourceF
   git(dir, "add", "-A");
   git(dir, "commit", "-qm", "init");
   let n = 0;
-  const depDir = join(work, "dep-variant", example);
-  return {
+  const depRoot = join(work, "dep-variant", example);
+  const variants = new Map<number, Promise<{ pkg: Buffer; lock: Buffer }>>();
+  const app: AppRepo = {
     name: example,
     repo: `file://${dir}`,
     dir,
@@ -37,18 +42,32 @@ export function makeAppRepo(root: string, work: string, example: string, sourceF
       git(dir, "commit", "-qam", `change ${n}`);
       return git(dir, "rev-parse", "HEAD");
     },
-    addDependency(i) {
-      // The lockfile is made here, outside the timing, from the example's own package.json.
-      rmSync(depDir, { recursive: true, force: true });
-      cpSync(join(root, "examples", example), depDir, { recursive: true });
-      const version = DEP_VERSIONS[i % DEP_VERSIONS.length]!;
-      execFileSync("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--loglevel=error", `is-number@${version}`], { cwd: depDir, stdio: "ignore" });
-      writeFileSync(join(dir, "package.json"), readFileSync(join(depDir, "package.json")));
-      writeFileSync(join(dir, "package-lock.json"), readFileSync(join(depDir, "package-lock.json")));
+    prepareDependency(i) {
+      let v = variants.get(i);
+      if (!v) {
+        // From the example's own package.json, in a directory of its own, outside any timing.
+        const variantDir = join(depRoot, String(i));
+        rmSync(variantDir, { recursive: true, force: true });
+        cpSync(join(root, "examples", example), variantDir, { recursive: true });
+        const version = DEP_VERSIONS[i % DEP_VERSIONS.length]!;
+        v = run("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--loglevel=error", `is-number@${version}`], { cwd: variantDir }).then(() => ({
+          pkg: readFileSync(join(variantDir, "package.json")),
+          lock: readFileSync(join(variantDir, "package-lock.json")),
+        }));
+        variants.set(i, v);
+      }
+      return v.then(() => undefined);
+    },
+    async addDependency(i) {
+      await app.prepareDependency(i);
+      const { pkg, lock } = await variants.get(i)!;
+      writeFileSync(join(dir, "package.json"), pkg);
+      writeFileSync(join(dir, "package-lock.json"), lock);
       git(dir, "commit", "-qam", `deps ${i}`);
       return git(dir, "rev-parse", "HEAD");
     },
   };
+  return app;
 }
 
 export const helloNode = (root: string, work: string) =>

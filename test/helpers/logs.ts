@@ -2,12 +2,13 @@
 import type { Client } from "@connectrpc/connect";
 import type { BuilderService } from "../../src/gen/kiln/v1/builder_pb.js";
 
-export async function waitForLine(client: Client<typeof BuilderService>, buildId: string, text: string, timeoutMs = 60_000): Promise<void> {
+/** Follows the log until a line containing text (with exact, a line that is text) shows up. */
+export async function waitForLine(client: Client<typeof BuilderService>, buildId: string, text: string, timeoutMs = 60_000, exact = false): Promise<void> {
   const ac = new AbortController();
   const timer = setTimeout(() => ac.abort(), timeoutMs);
   try {
     for await (const m of client.streamLogs({ buildId, follow: true }, { signal: ac.signal })) {
-      if (m.event.case === "line" && m.event.value.text.includes(text)) return;
+      if (m.event.case === "line" && (exact ? m.event.value.text === text : m.event.value.text.includes(text))) return;
     }
     throw new Error(`build ${buildId} ended without printing ${JSON.stringify(text)}`);
   } finally {

@@ -37,7 +37,8 @@ describe("restart after kill -9", () => {
       source: { kind: { case: "git", value: { url: repo.url, commit: repo.head() } } },
       image: `${reg.host}/test/app`,
     });
-    await waitForLine(kilnd.client, build!.id, "before-sleep");
+    // The RUN step's own output line (the STEP line that echoes the command contains the text too).
+    await waitForLine(kilnd.client, build!.id, "before-sleep", 60_000, true);
     await waitFor(() => processesWith(`sleep ${SLEEP}`).length > 0, 5000, "the RUN step to run");
     await kilnd.kill9();
     assert.ok(processesWith(`sleep ${SLEEP}`).length > 0, "the RUN step outlives a killed kilnd");
