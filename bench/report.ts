@@ -67,29 +67,41 @@ export function ratioTable(rows: Summary[]): string {
 export function svgChart(rows: Summary[], title: string): string {
   const scenarios = [...new Set(rows.map((r) => r.scenario))];
   const engines = [...new Set(rows.map((r) => r.engine))];
-  const W = Math.max(760, 110 * scenarios.length), H = 400, left = 70, right = 20, top = 40, bottom = 70;
+  const W = Math.max(760, 110 * scenarios.length);
+  const legendPerRow = Math.max(1, Math.floor((W - 70) / 125));
+  const legendRows = Math.ceil(engines.length / legendPerRow);
+  const left = 70, right = 20, top = 40, bottom = 60 + 18 * legendRows;
+  const H = 360 + 18 * legendRows;
   const lo = Math.pow(10, Math.floor(Math.log10(Math.min(...rows.map((r) => r.minMs)))));
   const hi = Math.pow(10, Math.ceil(Math.log10(Math.max(...rows.map((r) => r.maxMs)))));
   const y = (ms: number) => top + (H - top - bottom) * (1 - (Math.log10(ms) - Math.log10(lo)) / (Math.log10(hi) - Math.log10(lo)));
   const groupW = (W - left - right) / scenarios.length;
-  const barW = Math.min(40, (groupW - 20) / engines.length);
+  const most = Math.max(...scenarios.map((sc) => rows.filter((r) => r.scenario === sc).length));
+  const barW = Math.min(28, (groupW - 16) / most);
   const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" font-family="sans-serif" font-size="12">`, `<rect width="${W}" height="${H}" fill="white"/>`, `<text x="${W / 2}" y="20" text-anchor="middle" font-size="14">${title}</text>`];
   for (let p = lo; p <= hi; p *= 10) {
     out.push(`<line x1="${left}" x2="${W - right}" y1="${y(p)}" y2="${y(p)}" stroke="#ddd"/>`, `<text x="${left - 6}" y="${y(p) + 4}" text-anchor="end">${fmt(p)}</text>`);
   }
   scenarios.forEach((sc, i) => {
-    const gx = left + i * groupW + (groupW - barW * engines.length) / 2;
-    engines.forEach((en, j) => {
-      const r = rows.find((x) => x.scenario === sc && x.engine === en);
-      if (!r) return;
+    // Only the engines that ran this scenario, centred in its group.
+    const present = engines.filter((en) => rows.some((r) => r.scenario === sc && r.engine === en));
+    const gx = left + i * groupW + (groupW - barW * present.length) / 2;
+    present.forEach((en, j) => {
+      const r = rows.find((x) => x.scenario === sc && x.engine === en)!;
       const x = gx + j * barW;
       out.push(`<rect x="${x + 2}" y="${y(r.medianMs)}" width="${barW - 4}" height="${H - bottom - y(r.medianMs)}" fill="${COLORS[en] ?? "#444"}"><title>${sc} ${en}: median ${fmt(r.medianMs)}</title></rect>`);
       out.push(`<line x1="${x + barW / 2}" x2="${x + barW / 2}" y1="${y(r.minMs)}" y2="${y(r.maxMs)}" stroke="black"/>`);
     });
-    out.push(`<text x="${left + i * groupW + groupW / 2}" y="${H - bottom + 18}" text-anchor="middle">${sc}</text>`);
+    // Long names ("deps · node-api", "wake: webhook → digest") on two lines.
+    const [first, ...rest] = sc.split(/ · |: /);
+    const cx = left + i * groupW + groupW / 2;
+    out.push(`<text x="${cx}" y="${H - bottom + 18}" text-anchor="middle">${first}</text>`);
+    if (rest.length) out.push(`<text x="${cx}" y="${H - bottom + 32}" text-anchor="middle" font-size="11">${rest.join(" ")}</text>`);
   });
   engines.forEach((en, j) => {
-    out.push(`<rect x="${left + j * 125}" y="${H - 24}" width="12" height="12" fill="${COLORS[en] ?? "#444"}"/>`, `<text x="${left + j * 125 + 16}" y="${H - 14}">${en}</text>`);
+    const lx = left + (j % legendPerRow) * 125;
+    const ly = H - 18 * legendRows + 18 * Math.floor(j / legendPerRow) - 6;
+    out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${COLORS[en] ?? "#444"}"/>`, `<text x="${lx + 16}" y="${ly}">${en}</text>`);
   });
   out.push("</svg>");
   return out.join("\n");
