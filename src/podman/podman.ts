@@ -47,9 +47,9 @@ export function createPodman(opts: PodmanOptions) {
     },
     version(): Promise<string> {
       versionCache ??= askVersion().catch(() => {
-          versionCache = undefined;
-          return "unknown";
-        });
+        versionCache = undefined;
+        return "unknown";
+      });
       return versionCache;
     },
   };
