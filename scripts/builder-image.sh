@@ -12,6 +12,6 @@ cp "$KILN_ROOT/containerfiles/kiln-builder.Containerfile" "$ctx/Containerfile"
 version=$(node -p 'require(process.argv[1]).version' "$KILN_ROOT/package.json")
 ref="$KILN_REGISTRY/kiln/builder:$version"
 say "building $ref"
-podman build -q --format docker --network host --build-arg "BASE=$KILN_REGISTRY/kiln/node:bookworm" -t "$ref" "$ctx" >/dev/null
+podman build -q --format docker --network host --build-arg "BASE=$KILN_REGISTRY/kiln/node:20-slim" -t "$ref" "$ctx" >/dev/null
 podman push -q "$ref"
 echo "$ref"

@@ -10,17 +10,18 @@ import { exportCommit, removeTree, run, type BenchEnv, type Engine } from "./eng
 const DOCKER = "/usr/bin/docker";
 const DOCKERD = "/usr/sbin/dockerd";
 
-export async function buildkitEngine(env: BenchEnv): Promise<Engine | { skipped: string }> {
+/** dirName: the daemon's directory under the bench's work, also the name of its socket and exec root. */
+export async function buildkitEngine(env: BenchEnv, dirName = "buildkit"): Promise<Engine | { skipped: string }> {
   if (!existsSync(DOCKERD) || !existsSync(DOCKER)) return { skipped: "Debian's docker.io is not installed (dockerd 20.10 with BuildKit)" };
-  const dir = join(env.work, "buildkit");
-  const sock = "/run/kiln-bench-docker.sock";
+  const dir = join(env.work, dirName);
+  const sock = `/run/kiln-bench-${dirName}.sock`;
   const denv = { ...process.env, DOCKER_HOST: `unix://${sock}`, DOCKER_BUILDKIT: "1", DOCKER_CONFIG: join(dir, "client") };
   let daemon: ChildProcess | undefined;
 
   const start = async () => {
     mkdirSync(join(dir, "client"), { recursive: true });
     const log = openSync(join(dir, "dockerd.log"), "a");
-    const args = [`--data-root=${join(dir, "data")}`, "--exec-root=/run/kiln-bench-docker", `--pidfile=${join(dir, "dockerd.pid")}`, `--host=unix://${sock}`];
+    const args = [`--data-root=${join(dir, "data")}`, `--exec-root=/run/kiln-bench-${dirName}`, `--pidfile=${join(dir, "dockerd.pid")}`, `--host=unix://${sock}`];
     args.push(`--insecure-registry=${env.registry}`, "--iptables=false", "--ip-masq=false", "--bridge=none", "--storage-driver=overlay2");
     const d = spawn(DOCKERD, args, { stdio: ["ignore", log, log] });
     daemon = d;
@@ -35,7 +36,7 @@ export async function buildkitEngine(env: BenchEnv): Promise<Engine | { skipped:
   const stop = async () => {
     const d = daemon;
     daemon = undefined;
-    if (!d || d.exitCode !== null) return;
+    if (!d || d.exitCode !== null || d.signalCode !== null) return;
     d.kill("SIGTERM");
     await new Promise((r) => d.once("exit", r));
   };
@@ -59,9 +60,6 @@ export async function buildkitEngine(env: BenchEnv): Promise<Engine | { skipped:
       await run(DOCKER, ["system", "prune", "--all", "--force"], denv);
       await run(DOCKER, ["builder", "prune", "--all", "--force"], denv);
     },
-    async close() {
-      await stop();
-      removeTree(dir);
-    },
+    close: stop, // its data stays in the bench's work directory until the next run empties it
   };
 }

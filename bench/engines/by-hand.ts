@@ -3,10 +3,11 @@
 // `podman push --digestfile`.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { exportCommit, podmanEnv, removeTree, run, type BenchEnv, type Engine } from "./engine.js";
+import { exportCommit, podmanEnv, removeTree, run, runroot, type BenchEnv, type Engine } from "./engine.js";
 
-export function byHandEngine(env: BenchEnv, tool: "podman" | "buildah"): Engine {
-  const dir = join(env.work, tool);
+/** dirName: the engine's directory under the bench's work (its storage); the tool's name by default. */
+export function byHandEngine(env: BenchEnv, tool: "podman" | "buildah", dirName: string = tool): Engine {
+  const dir = join(env.work, dirName);
   let penv = podmanEnv(dir, env.registry);
   const head = tool === "podman" ? ["build", "--pull=missing"] : ["bud", "--pull=false"];
   return {
@@ -21,6 +22,7 @@ export function byHandEngine(env: BenchEnv, tool: "podman" | "buildah"): Engine 
     },
     async reset() {
       removeTree(dir);
+      removeTree(runroot(dir));
       penv = podmanEnv(dir, env.registry);
     },
     async close() {},

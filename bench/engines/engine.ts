@@ -20,6 +20,7 @@ export interface Engine {
   build(app: BenchApp, commit: string): Promise<string>;
   /** Throws away the engine's cache and images, the base image included (the cold scenario). */
   reset(): Promise<void>;
+  /** Stops what the engine runs. Its data stays under bench/work, which the next run empties first. */
   close(): Promise<void>;
 }
 
@@ -31,13 +32,22 @@ export interface BenchEnv {
 
 export const DIGEST = /^sha256:[0-9a-f]{64}$/;
 
-/** A podman configuration of the engine's own, like kilnd's: storage under dir, runroot on tmpfs. */
-export function podmanEnv(dir: string, registry: string): NodeJS.ProcessEnv {
-  mkdirSync(dir, { recursive: true });
+/** The engine's podman runroot (on tmpfs, as kilnd's): its state while podman runs. */
+export const runroot = (dir: string) => `/dev/shm/kiln-bench-${Buffer.from(dir).toString("hex").slice(-12)}`;
+
+/**
+ * A podman configuration of the engine's own, like kilnd's: storage under dir, runroot on tmpfs,
+ * and TMPDIR under dir too, because buildah keeps RUN --mount=type=cache directories in
+ * $TMPDIR/buildah-cache: each engine has cache mounts of its own, and emptying dir empties them.
+ */
+export function podmanEnv(dir: string, registry: string, o: { imageStore?: string } = {}): NodeJS.ProcessEnv {
+  mkdirSync(join(dir, "tmp"), { recursive: true });
   writeFileSync(join(dir, "containers.conf"), '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\nevents_logger = "none"\n');
-  writeFileSync(join(dir, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${dir}/storage"\nrunroot = "/dev/shm/kiln-bench-${Buffer.from(dir).toString("hex").slice(-12)}"\n`);
+  // imageStore: a read-only image store beside the engine's own (how a runner gets preloaded images).
+  const extra = o.imageStore ? `[storage.options]\nadditionalimagestores = ["${o.imageStore}"]\n` : "";
+  writeFileSync(join(dir, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${dir}/storage"\nrunroot = "${runroot(dir)}"\n${extra}`);
   writeFileSync(join(dir, "registries.conf"), `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
-  return { ...process.env, CONTAINERS_CONF: join(dir, "containers.conf"), CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"), CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf") };
+  return { ...process.env, CONTAINERS_CONF: join(dir, "containers.conf"), CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"), CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf"), TMPDIR: join(dir, "tmp") };
 }
 
 /** Runs a command to completion; rejects with the tail of its stderr. Resolves with stdout+stderr. */

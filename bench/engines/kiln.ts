@@ -22,8 +22,9 @@ export interface KilnEngine extends Engine {
   last: Build | undefined;
 }
 
-export async function kilnEngine(env: BenchEnv, o: { name: string; port: number; fastPath: boolean }): Promise<KilnEngine> {
-  const data = join(env.work, o.name);
+/** o.dirName: kilnd's data directory under the bench's work; the engine's name by default. */
+export async function kilnEngine(env: BenchEnv, o: { name: string; port: number; fastPath: boolean; dirName?: string }): Promise<KilnEngine> {
+  const data = join(env.work, o.dirName ?? o.name);
   let proc: ChildProcess | undefined;
   const client = createClient(BuilderService, createConnectTransport({ baseUrl: `http://127.0.0.1:${o.port}`, httpVersion: "1.1" }));
   const startKilnd = async () => {
@@ -42,7 +43,7 @@ export async function kilnEngine(env: BenchEnv, o: { name: string; port: number;
     if (!proc) return;
     const p = proc;
     proc = undefined;
-    if (p.exitCode !== null) return;
+    if (p.exitCode !== null || p.signalCode !== null) return;
     p.kill("SIGTERM");
     await new Promise((r) => p.once("exit", r));
   };
