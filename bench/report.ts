@@ -54,8 +54,7 @@ export function ratioTable(rows: Summary[]): string {
   add("clean runner (base pulled) / kiln, warm", med("warm", "clean"), med("warm", "kiln"), "≥ 10");
   add("clean runner (base preloaded) / kiln, warm", med("warm", "clean-preloaded"), med("warm", "kiln"), "reported");
   for (const s of ["warm", "warm · node-api"]) add(`kiln / BuildKit, ${s}`, med(s, "kiln"), med(s, "buildkit"), "≤ 3, then < 1");
-  for (const s of ["warm", "no-change"]) add(`kiln-full / buildah by hand, ${s} (kiln's overhead on the podman path)`, med(s, "kiln-full"), med(s, "buildah"), "reported");
-  add("kiln / buildah by hand, deps (a full build in kiln too)", med("deps", "kiln"), med("deps", "buildah"), "reported");
+  for (const s of ["warm", "no-change", "deps"]) add(`kiln-full / buildah by hand, ${s} (kiln's overhead on the podman path)`, med(s, "kiln-full"), med(s, "buildah"), "reported");
   add("log readers: 10 stalled / none (kiln-full build)", med("log readers", "kiln-full, 10 stalled"), med("log readers", "kiln-full, none"), "≈ 1");
   const warm = med("warm", "kiln");
   const start = med("wake: start → RPC", "kilnd");
