@@ -17,7 +17,7 @@ import { schedulerBench } from "./wake.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const REPS = Number(process.env.KILN_BENCH_REPS ?? 7);
-// The larger app's deps row: npm ci of 302 packages, the same work in every engine, 15-20 s a
+// The larger app's deps row: npm ci of 301 packages, the same work in every engine, 15-20 s a
 // build. 7 runs of it would add 4 minutes and take the bench past 15 on our machines.
 const API_DEPS_REPS = Math.min(REPS, Number(process.env.KILN_BENCH_API_DEPS_REPS ?? 3));
 const REGISTRY = process.env.KILN_REGISTRY ?? "127.0.0.1:5000";
