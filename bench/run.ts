@@ -45,7 +45,6 @@ function track<T extends { close(): Promise<void> }>(x: T): T {
 
 async function main() {
   const started = Date.now();
-  phaseStarted = started;
   const work = join(ROOT, "bench/work");
   removeTree(work); // podman leaves its storage's overlay directory mounted
   mkdirSync(work, { recursive: true });

@@ -111,7 +111,13 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     overlay: () => keeper.overlay,
     persisted: { resets: state.resets, idleExits: state.idleExits },
   };
-  await engine.start();
+  // The records are loaded and a killed kilnd's leftovers cleaned up while kilnd already answers:
+  // every RPC that reads builds or changes storage waits for it, and GetInfo (a woken machine's
+  // first call) does not.
+  const recovery = engine.start().then(
+    () => undefined,
+    (err: unknown) => err ?? new Error("start-up recovery failed"),
+  );
 
   const auth = opts.tokenFile ? createTokenAuth(opts.tokenFile, logger) : undefined;
   const health = createHealthState();
@@ -212,5 +218,10 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
       return stopping;
     },
   };
+  void recovery.then((err) => {
+    if (err === undefined) return;
+    logger.fatal({ err }, "cannot load the build records or clean up after the last run");
+    void daemon.stop("fatal", "start-up recovery failed");
+  });
   return daemon;
 }

@@ -91,6 +91,7 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
     },
     async prune(req) {
       const project = req.project ? checkProject(req.project) : undefined;
+      await d.engine.start(); // not while a killed kilnd's leftovers are being cleaned up
       const out = await d.keeper.prune(project, req.dryRun);
       return create(PruneResponseSchema, {
         images: out.images.map((i) => ({
@@ -106,11 +107,13 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
       });
     },
     async resetStorage() {
+      await d.engine.start();
       const r = await d.keeper.resetNow("requested by ResetStorage");
       if (!r) throw new KilnError("failed_precondition", "a build is running; reset when none is");
       return { bytesFreed: BigInt(r.bytesFreed), duration: durationFromMs(r.durationMs) };
     },
     async sleep() {
+      await d.engine.start();
       if (d.engine.hasPendingWork) throw new KilnError("failed_precondition", "a build is queued or running; kilnd sleeps when it is done");
       // A build that just ended may still be pruning: that is part of its time awake.
       await d.engine.settled();
