@@ -167,6 +167,8 @@ export class BuildEngine {
   /** Stops every live build (they end FAILED, "interrupted") and waits for the records. */
   async shutdown(reason: string): Promise<void> {
     this.closing = true;
+    // kilnd answers while start-up recovery runs: let it finish, its records included.
+    await this.ready?.catch(() => undefined);
     await Promise.all([...this.active.values()].map((a) => this.stop(a, { reason: `interrupted: ${reason}`, asFailure: true })));
     await this.o.records.flush();
   }
