@@ -17,11 +17,16 @@ export async function waitForLine(client: Client<typeof BuilderService>, buildId
   }
 }
 
-/** A finished build's whole log, one line per log line. */
-export async function logText(k: { client: Client<typeof BuilderService> }, buildId: string): Promise<string> {
+/** A finished build's log lines. */
+export async function logLines(k: { client: Client<typeof BuilderService> }, buildId: string): Promise<string[]> {
   const lines: string[] = [];
   for await (const m of k.client.streamLogs({ buildId, follow: false })) {
     if (m.event.case === "line") lines.push(m.event.value.text);
   }
-  return lines.join("\n");
+  return lines;
+}
+
+/** A finished build's whole log, one line per log line. */
+export async function logText(k: { client: Client<typeof BuilderService> }, buildId: string): Promise<string> {
+  return (await logLines(k, buildId)).join("\n");
 }

@@ -9,6 +9,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { kilndPodmanEnv } from "../helpers/leftovers.js";
+import { logLines } from "../helpers/logs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
@@ -131,8 +132,7 @@ describe("builds", () => {
     const b = await build(sha);
     assert.equal(b.state, BuildState.FAILED);
     assert.match(b.error, /(buildah bud|podman build) failed/);
-    const lines: string[] = [];
-    for await (const m of kilnd.client.streamLogs({ buildId: b.id })) if (m.event.case === "line") lines.push(m.event.value.text);
+    const lines = await logLines(kilnd, b.id);
     assert.ok(lines.includes("about to fail"));
     const ok = await build(repo.commit(helloApp(base)));
     assert.equal(ok.state, BuildState.SUCCEEDED, ok.error);

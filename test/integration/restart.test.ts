@@ -8,7 +8,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { podmanProcessesFor, processesWith, runcContainersUnder, workingContainers } from "../helpers/leftovers.js";
-import { waitForLine } from "../helpers/logs.js";
+import { logLines, waitForLine } from "../helpers/logs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 import { waitFor } from "../helpers/wait.js";
@@ -59,8 +59,7 @@ describe("restart after kill -9", () => {
     assert.deepEqual(workingContainers(data()), []);
 
     // The log written before the kill is still there.
-    const lines: string[] = [];
-    for await (const m of kilnd.client.streamLogs({ buildId: build!.id })) if (m.event.case === "line") lines.push(m.event.value.text);
+    const lines = await logLines(kilnd, build!.id);
     assert.ok(lines.includes("before-sleep"));
 
     const sha = repo.commit(slowApp(base, 0));

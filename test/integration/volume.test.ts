@@ -12,6 +12,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { kilndPodmanEnv } from "../helpers/leftovers.js";
+import { logLines } from "../helpers/logs.js";
 import { mountLoopVolume } from "../helpers/loop-volume.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
@@ -154,11 +155,7 @@ describe("volume care", () => {
       const data = join(vol.mountPoint, "data");
       mkdirSync(data);
       const kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "50"] });
-      const logOf = async (id: string) => {
-        const lines: string[] = [];
-        for await (const m of kilnd.client.streamLogs({ buildId: id })) if (m.event.case === "line") lines.push(m.event.value.text);
-        return lines;
-      };
+      const logOf = (id: string) => logLines(kilnd, id);
       const pulledBase = async (b: Build) => (await logOf(b.id)).some((l) => l.startsWith("Trying to pull "));
       // The reset is housekeeping that follows a build (or precedes the next one), so which
       // GetStorage first sees it is a race; the build after it is known by what it does: it
@@ -205,8 +202,7 @@ describe("volume care", () => {
       const rebuilt = builds[resetAt - 1]!;
       assert.equal(rebuilt.state, BuildState.SUCCEEDED);
       assert.equal(rebuilt.stepsCached, 0);
-      const lines: string[] = [];
-      for await (const m of kilnd.client.streamLogs({ buildId: rebuilt.id })) if (m.event.case === "line") lines.push(m.event.value.text);
+      const lines = await logLines(kilnd, rebuilt.id);
       assert.ok(lines.some((l) => /no space left on device/i.test(l)));
       assert.ok(lines.includes("build: out of space; container storage was reset, building again from cold"));
       await kilnd.stop();
