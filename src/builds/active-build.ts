@@ -4,6 +4,7 @@ import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
 import type { BuildLog } from "../logs/build-log.js";
 import type { RunningProcess } from "../process/run.js";
 import type { BuildSpec } from "../validate/build-request.js";
+import type { Masker } from "../secrets/masker.js";
 import { createDeferred, type Deferred } from "../util/deferred.js";
 
 export type ProcessKind = "git" | "podman";
@@ -31,6 +32,8 @@ export class ActiveBuild {
     readonly spec: BuildSpec,
     readonly log: BuildLog,
     readonly tmpDir: string,
+    /** Every secret of the build (values, passwords, their encodings): masked in all it says. */
+    readonly masker: Masker,
   ) {}
 
   get id(): string {

@@ -17,6 +17,8 @@ import { newBuildId } from "../util/ids.js";
 import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { BuildSpec } from "../validate/build-request.js";
 import { ActiveBuild, StopSignal, type StopRequest } from "./active-build.js";
+import { createMasker } from "../secrets/masker.js";
+import type { BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { runPipeline } from "./pipeline.js";
 import type { MessageStore } from "../store/message-store.js";
 import { createSlots } from "./slots.js";
@@ -31,6 +33,8 @@ export interface EngineOptions {
   logs: LogStore;
   git: GitCache;
   podman: Podman;
+  /** Secrets and registry credentials: their tmpfs root, kilnd's auth file, the cache digest. */
+  secrets: BuildSecretsDeps;
   /** kiln's fast path; absent when kilnd runs with --fast-path off. */
   fastPath?: FastPath;
   logger: Logger;
@@ -142,7 +146,8 @@ export class BuildEngine {
       context: spec.context,
       target: spec.target ?? "",
     });
-    const a = new ActiveBuild(record, spec, this.o.logs.open(record.id), join(this.tmpRoot, record.id));
+    const masker = createMasker([...spec.git.secrets, ...Object.values(spec.secrets), ...spec.registryCredentials.map((c) => c.password)]);
+    const a = new ActiveBuild(record, spec, this.o.logs.open(record.id, (t) => masker.mask(t)), join(this.tmpRoot, record.id), masker);
     const previous = this.latest.get(spec.project);
     this.active.set(a.id, a);
     this.latest.set(spec.project, a);
@@ -215,6 +220,7 @@ export class BuildEngine {
         buildNetwork: this.o.buildNetwork,
         buildEngine: this.o.buildEngine,
         insecureRegistries: this.insecure,
+        secrets: this.o.secrets,
         save: (x) => this.o.records.save(x.record),
         beforeBuild: async () => {
           await this.sweepIfIdle(1);
@@ -231,12 +237,14 @@ export class BuildEngine {
       } else {
         rec.state = BuildState.FAILED;
         if (e instanceof KilnError) {
-          rec.error = e.message;
+          rec.error = a.masker.mask(e.message);
+          a.accepted.reject(rec.error === e.message ? e : new KilnError(e.code, rec.error));
         } else {
-          this.o.logger.error({ err: e, build: a.id }, "build failed on an internal error");
+          const err = e instanceof Error ? { type: e.name, message: a.masker.mask(e.message), stack: a.masker.mask(e.stack ?? "") } : a.masker.mask(String(e));
+          this.o.logger.error({ err, build: a.id }, "build failed on an internal error");
           rec.error = "internal error (see kilnd's log)";
+          a.accepted.reject(new KilnError("internal", rec.error));
         }
-        a.accepted.reject(e);
       }
       a.say(`${BuildState[rec.state]!.toLowerCase()}: ${rec.error}`);
     } finally {
@@ -283,7 +291,9 @@ export class BuildEngine {
       await this.o.records.save(b);
       this.o.logger.warn({ build: b.id, project: b.project }, "build was interrupted by a restart");
     }
-    // Whatever a killed kilnd was running is an orphan now: RUN containers, working containers, temp files.
+    // Whatever a killed kilnd was running is an orphan now: secret files, RUN containers, working containers, temp files.
+    const secretDirs = await this.o.secrets.root.sweep();
+    if (secretDirs > 0) this.o.logger.warn({ builds: secretDirs }, "removed the secret files of builds a killed kilnd left behind");
     const leftovers = await readdir(this.tmpRoot);
     if (leftovers.length > 0 || interrupted.length > 0) {
       const env = this.o.podman.env();

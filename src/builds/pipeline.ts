@@ -9,7 +9,6 @@ import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
 import type { GitCache } from "../git/cache.js";
 import { gitEnv } from "../git/env.js";
-import { redact } from "../git/url.js";
 import { buildCommand, type BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
 import { planLabels } from "../podman/labels.js";
@@ -18,6 +17,9 @@ import { loadExeca } from "../process/execa.js";
 import { run, type RunResult } from "../process/run.js";
 import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
+import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
+import { registryRefusal } from "../registry/refusal.js";
+import { RegistryAuthError } from "../registry/auth.js";
 import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
 import type { Slots } from "./slots.js";
 
@@ -31,6 +33,8 @@ export interface PipelineDeps {
   buildNetwork: string;
   buildEngine: BuildEngineName;
   insecureRegistries: ReadonlySet<string>;
+  /** Where secrets and credentials come from and go for the build's time. */
+  secrets: BuildSecretsDeps;
   save(a: ActiveBuild): Promise<void>;
   /** Called once the build holds a slot, before podman starts (sweeps, the reset check). */
   beforeBuild(): Promise<void>;
@@ -45,7 +49,19 @@ export const MANAGED_LABEL = "kiln.managed";
 // a large cold build still collects.
 const BUILD_GO_ENV = { GOGC: "off", GOMEMLIMIT: "2GiB" };
 
+// Build args are written into the image's history and the build's command line; secrets are not.
+const SECRET_LIKE_ARG = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH/i;
+
 export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<void> {
+  const secrets = await prepareBuildSecrets(a.id, a.spec, a.masker, deps.secrets);
+  try {
+    await phases(a, deps, secrets);
+  } finally {
+    await secrets.remove();
+  }
+}
+
+async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets): Promise<void> {
   const t0 = Date.now();
   const rec = a.record;
   const durations = (rec.durations ??= create(PhaseDurationsSchema));
@@ -54,7 +70,7 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
   a.phase = Phase.FETCH;
   rec.phase = Phase.FETCH;
   a.say(`fetch: ${a.spec.commit} from ${a.spec.git.redacted}`);
-  const git = (args: string[]) => exec(a, "git", "git", args, gitEnv(deps.podman.env()));
+  const git = (args: string[]) => exec(a, "git", "git", args, gitEnv(deps.podman.env(), a.spec.git));
   const f0 = Date.now();
   const outcome = await deps.git.ensureCommit(a.spec.project, a.spec.git, a.spec.commit, git);
   const checkout = await deps.git.checkout(a.spec.project, a.spec.commit, git);
@@ -86,8 +102,11 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       "kiln.build": rec.id,
       "org.opencontainers.image.created": new Date().toISOString(),
     };
+    for (const name of Object.keys(a.spec.buildArgs)) {
+      if (SECRET_LIKE_ARG.test(name)) a.say(`warning: build arg ${name} looks like a secret; build args are kept in the image's history: pass it in the request's secrets and read it with RUN --mount=type=secret,id=${name}`);
+    }
     const registry = a.spec.image.registry;
-    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, { checkout, contextDir, containerfile, labels }) : undefined;
+    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, { checkout, contextDir, containerfile, labels }) : undefined;
     if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
       durations.total = durationFromMs(Date.now() - t0);
       return;
@@ -98,7 +117,16 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
     const b0 = Date.now();
     await mkdir(a.tmpDir, { recursive: true });
     await linkCacheMounts(a.tmpDir, deps.podman.layout.cacheMountDir);
-    const plan = await planLabels(containerfile, a.spec.target, labels, a.tmpDir);
+    let buildahSecrets: { id: string; src: string }[] = [];
+    const plan = await planLabels(containerfile, a.spec.target, labels, a.tmpDir, async (text) => {
+      const m = await secrets.mounts(text, a.spec.containerfile ?? "Containerfile");
+      buildahSecrets = m.secrets;
+      if (m.used.length > 0) a.say(`secrets: ${m.used.join(", ")} mounted for RUN (masked in this log; a step that mounts one runs again when its value changes)`);
+      return m.text;
+    });
+    const unused = Object.keys(a.spec.secrets).filter((id) => !buildahSecrets.some((s) => s.id.startsWith(`${id}.kiln-`)));
+    if (unused.length > 0) a.say(`secrets: ${unused.join(", ")} given but mounted by no RUN step`);
+    const podmanEnv = { ...deps.podman.env(a.tmpDir), ...secrets.env };
     const cmd = buildCommand(deps.buildEngine, {
       containerfile: plan.containerfile,
       contextDir,
@@ -108,11 +136,12 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       buildArgs: a.spec.buildArgs,
       ...(a.spec.target ? { target: a.spec.target } : {}),
       labels: plan.flagLabels,
+      secrets: buildahSecrets,
     });
     const podmanBuild = async () => {
       const counter = createStepCounter(new Set(Object.keys(labels)));
       a.say(`build: ${cmd.file} ${cmd.args.join(" ")}`);
-      const r = await exec(a, "podman", cmd.file, cmd.args, { ...deps.podman.env(a.tmpDir), ...BUILD_GO_ENV }, (line) => counter.line(line));
+      const r = await exec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, (line) => counter.line(line));
       rec.stepsTotal = counter.counts.total;
       rec.stepsCached = counter.counts.cached;
       return r;
@@ -124,7 +153,7 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       built = await podmanBuild();
     }
     durations.build = durationFromMs(Date.now() - b0);
-    if (built.exitCode !== 0) throw new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${lastError(built)}`);
+    if (built.exitCode !== 0) throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${lastError(built)}`);
     rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
 
@@ -138,9 +167,9 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
       if (deps.insecureRegistries.has(registry)) pushArgs.push("--tls-verify=false");
       pushArgs.push("--", tag);
       a.say(`push: podman ${pushArgs.join(" ")}`);
-      const pushed = await exec(a, "podman", "podman", pushArgs, deps.podman.env(a.tmpDir));
+      const pushed = await exec(a, "podman", "podman", pushArgs, podmanEnv);
       durations.push = durationFromMs(Date.now() - p0);
-      if (pushed.exitCode !== 0) throw new KilnError("unavailable", `podman push to ${registry} failed: ${lastError(pushed)}`);
+      if (pushed.exitCode !== 0) throw registryRefusal(pushed.stderrTail, "push", registry) ?? new KilnError("unavailable", `podman push to ${registry} failed: ${lastError(pushed)}`);
       rec.imageDigest = (await readFile(digestFile, "utf8")).trim();
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
@@ -159,6 +188,7 @@ function fastPathInput(
   a: ActiveBuild,
   deps: PipelineDeps,
   registry: string,
+  secrets: BuildSecrets,
   at: { checkout: string; contextDir: string; containerfile: string; labels: Record<string, string> },
 ): FastPathInput {
   return {
@@ -170,7 +200,10 @@ function fastPathInput(
     context: a.spec.context,
     target: a.spec.target ?? "",
     buildArgs: a.spec.buildArgs,
+    secrets: [...secrets.digests].sort(([x], [y]) => (x < y ? -1 : 1)),
     engine: deps.buildEngine,
+    credentials: secrets.credentials,
+    signal: a.abort.signal,
     gitDir: deps.git.repoOf(a.spec.project),
     checkout: at.checkout,
     contextDir: at.contextDir,
@@ -207,6 +240,8 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     a.phase = Phase.BUILD;
     rec.phase = Phase.BUILD;
     if (e instanceof StopSignal) throw e;
+    // A registry that refuses these credentials refuses podman's push as well: no second try.
+    if (e instanceof RegistryAuthError) throw new KilnError("failed_precondition", `${e.message}; give registry_credentials for it or add it to kilnd's --registry-auth-file`);
     a.say(`fast path: ${e instanceof FastPathRefused ? "not taken" : "failed"}: ${(e as Error).message}; full build`);
     return false;
   }
@@ -249,7 +284,7 @@ async function exec(
   if (a.abort.signal.aborted) throw new StopSignal();
   const proc = await run(file, args, {
     env,
-    redact: (line) => redact(line, a.spec.git.secrets),
+    redact: (line) => a.masker.mask(line),
     onLine: (text, stream) => {
       a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
       onLine?.(text);

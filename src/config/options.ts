@@ -24,6 +24,8 @@ export interface DaemonOptions {
   fastPath: boolean;
   /** FUSE program for overlay (fuse-overlayfs), where the kernel's cannot be used: slow. */
   overlayMountProgram?: string;
+  /** containers-auth.json(5) with the credentials of the registries this machine always uses. */
+  registryAuthFile?: string;
 }
 
 export class UsageError extends Error {
@@ -34,6 +36,7 @@ export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
              [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
+             [--registry-auth-file FILE]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
 
@@ -51,6 +54,7 @@ const SPEC = {
   "keep-builds": { type: "string" },
   "reset-threshold": { type: "string" },
   "overlay-mount-program": { type: "string" },
+  "registry-auth-file": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -120,6 +124,9 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   };
   const mountProgram = get("overlay-mount-program");
   if (mountProgram) opts.overlayMountProgram = resolve(mountProgram);
+  // podman's own variable, when kilnd inherits it, names the same kind of file.
+  const authFile = get("registry-auth-file") ?? (env.REGISTRY_AUTH_FILE || undefined);
+  if (authFile) opts.registryAuthFile = resolve(authFile);
   const tokenFile = get("token-file");
   if (tokenFile) opts.tokenFile = resolve(tokenFile);
   if (!opts.tokenFile && !isLoopback(opts.listenHost)) {

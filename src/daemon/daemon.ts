@@ -27,6 +27,8 @@ import { storageContents } from "../storage/disk-usage.js";
 import { VolumeKeeper } from "../storage/volume-keeper.js";
 import { registerReflection } from "../server/reflection-service.js";
 import { VERSION } from "../version.js";
+import { loadSecretDigester } from "../secrets/cache-key.js";
+import { createSecretRoot } from "../secrets/secret-dir.js";
 import { createIdleTracker } from "./idle.js";
 import { loadState, saveState } from "./state-file.js";
 
@@ -55,6 +57,12 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     ...(opts.overlayMountProgram ? { overlayMountProgram: opts.overlayMountProgram } : {}),
   });
   const podman = createPodman({ layout, baseEnv: passThroughEnv(process.env) });
+  const secrets = {
+    root: createSecretRoot(layout.secretsRoot),
+    ...(opts.registryAuthFile ? { authFile: opts.registryAuthFile } : { authFile: undefined }),
+    digest: await loadSecretDigester(join(opts.dataDir, "keys", "secret-cache.key")),
+    env: podman.env(),
+  };
   const records = new MessageStore(BuildSchema, dir("builds"));
   const logs = new LogStore(dir("logs"));
   const statePath = join(opts.dataDir, "kilnd-state.json");
@@ -94,6 +102,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     logs,
     git: createGitCache(dir("git"), dir("work")),
     podman,
+    secrets,
     ...(fastPath ? { fastPath } : {}),
     logger,
     onFinished: (b) => void metricsReady.then((m) => m.buildFinished(b)),

@@ -41,11 +41,13 @@ export interface BaseKeyInput {
   context: string;
   target: string;
   buildArgs: Record<string, string>;
+  /** Each build secret's id and the digest of its value (never the value): a changed secret must rerun its RUN steps. */
+  secrets: [string, string][];
   engine: string;
 }
 
 export const baseKey = (k: BaseKeyInput) =>
-  JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.engine]);
+  JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.secrets, k.engine]);
 
 export function createBaseStore(dir: string) {
   const fileOf = (project: string) => join(dir, `${project}.json`);

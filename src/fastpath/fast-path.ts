@@ -11,6 +11,7 @@ import dockerignore from "@balena/dockerignore";
 import { loadExeca } from "../process/execa.js";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
+import type { RegistryCredentials } from "../registry/credentials.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type FastPathBase, type ImageConfig } from "./base.js";
 import { FastPathRefused } from "./refused.js";
 
@@ -34,6 +35,10 @@ export interface FastPathInput extends BaseKeyInput {
   /** kiln's labels for this build, in the order the full build writes them. */
   labels: Record<string, string>;
   env: Record<string, string>;
+  /** The build's registry credentials (the request's and kilnd's auth file). */
+  credentials: RegistryCredentials;
+  /** The build's abort signal: git, the registry client and the push stop with it. */
+  signal: AbortSignal;
 }
 
 export interface FastPathResult {
@@ -51,8 +56,13 @@ export interface FastPathOptions {
 }
 
 export function createFastPath(o: FastPathOptions) {
-  const clientFor = (input: FastPathInput) =>
-    new RegistryClient(input.registry, input.repository.slice(input.registry.length + 1), o.insecureRegistries.has(input.registry));
+  const clientFor = (input: FastPathInput) => {
+    const repo = input.repository.slice(input.registry.length + 1);
+    return new RegistryClient(input.registry, repo, o.insecureRegistries.has(input.registry), {
+      credential: () => input.credentials.lookup(input.registry, repo),
+      signal: input.signal,
+    });
+  };
 
   /**
    * After a successful full build and push: remembers it as the project's base, or forgets the
@@ -111,7 +121,7 @@ export function createFastPath(o: FastPathOptions) {
     const t0 = Date.now();
     const base = await o.bases.load(input.project);
     if (!base) throw new FastPathRefused("no full build of this project to start from");
-    if (base.key !== baseKey(input)) throw new FastPathRefused("the image, Containerfile, context, target or build args differ from the last full build's");
+    if (base.key !== baseKey(input)) throw new FastPathRefused("the image, Containerfile, context, target, build args or secrets differ from the last full build's");
     if (sha256(await readFile(input.containerfilePath, "utf8")) !== base.containerfileDigest) throw new FastPathRefused("the Containerfile changed");
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
@@ -146,6 +156,8 @@ export function createFastPath(o: FastPathOptions) {
     onMade?.(Date.now() - t0);
     const registry = clientFor(input);
     await Promise.all([registry.putBlob(layer.digest, layer.gz), registry.putBlob(configDigest, configBytes)]);
+    // The tag is the one step that cannot be taken back: never after a cancel.
+    input.signal.throwIfAborted();
     const digest = await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)));
     return { digest, imageId: configDigest, files: layer.files, bytes: layer.bytes, steps: base.plan.steps };
   }
@@ -203,7 +215,9 @@ async function changedPaths(input: FastPathInput, baseCommit: string): Promise<s
     extendEnv: false,
     reject: false,
     timeout: 30_000,
+    cancelSignal: input.signal,
   });
+  input.signal.throwIfAborted();
   if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`);
   const prefix = input.context === "." || input.context === "" ? "" : `${input.context.replace(/^\.\/|\/+$/g, "")}/`;
   return r.stdout

@@ -7,8 +7,10 @@ const SCP_LIKE = /^[A-Za-z0-9._~-]+@[A-Za-z0-9.-]+:(?!\/\/)[^\s]+$/;
 const MAX_URL = 2048;
 
 export interface GitUrl {
-  /** What git is given. */
+  /** What git is given: never with credentials in it (argv is readable by every process). */
   raw: string;
+  /** Credentials for an http(s) URL, from the URL's userinfo or the request; git gets them from its environment (git/env.ts). */
+  credentials?: { username: string; password: string };
   /** Safe to log and record. */
   redacted: string;
   /** Strings to mask wherever git's output echoes them. */
@@ -48,7 +50,23 @@ export function parseGitUrl(value: string, field = "source.git.url"): GitUrl {
     return { raw: value, redacted: clean.href, secrets, localPath: decodeURIComponent(url.pathname) };
   }
   if (!url.hostname) throw invalidArgument(field, "names no host");
-  return { raw: value, redacted: clean.href, secrets: [...new Set(secrets.filter((s) => s.length >= 3))] };
+  const out: GitUrl = { raw: value, redacted: clean.href, secrets: [...new Set(secrets.filter((s) => s.length >= 3))] };
+  if ((url.protocol === "https:" || url.protocol === "http:") && (url.username || url.password)) {
+    out.raw = clean.href;
+    out.credentials = { username: decodeURIComponent(url.username), password: decodeURIComponent(url.password) };
+  }
+  return out;
+}
+
+/** Credentials given beside the URL (GitSource.username/password) win over those in it. */
+export function withCredentials(url: GitUrl, username: string, password: string, field = "source.git"): GitUrl {
+  if (!username && !password) return url;
+  if (!/^https?:/.test(url.raw)) throw invalidArgument(`${field}.password`, "credentials are for http and https URLs (ssh uses the machine's keys)");
+  if (/[\r\n\x00]/.test(username) || /[\r\n\x00]/.test(password)) throw invalidArgument(`${field}.password`, "must not contain a newline or NUL");
+  if (username.length > 256 || password.length > 8192) throw invalidArgument(`${field}.password`, "is too long");
+  const secrets = [...url.secrets];
+  if (password) secrets.push(password);
+  return { ...url, credentials: { username: username || "x-access-token", password }, secrets: [...new Set(secrets.filter((s) => s.length >= 3))] };
 }
 
 /** Masks every secret of a URL in a line of output. */

@@ -22,7 +22,11 @@ export class BuildLog {
   private next: Promise<void>;
   private fd: number | undefined;
 
-  constructor(readonly path: string) {
+  /** mask is applied to every line before it is stored or anyone sees it (secrets become ***). */
+  constructor(
+    readonly path: string,
+    private readonly mask: (text: string) => string = (t) => t,
+  ) {
     this.fd = openSync(path, "a", 0o600);
     this.next = new Promise((res) => (this.wake = res));
   }
@@ -37,7 +41,7 @@ export class BuildLog {
 
   append(text: string, stream: LogStream, phase: Phase): LogEntry | undefined {
     if (this.closed) return undefined;
-    const entry: LogEntry = { seq: this.entries.length + 1, time: Date.now(), text, stream, phase };
+    const entry: LogEntry = { seq: this.entries.length + 1, time: Date.now(), text: this.mask(text), stream, phase };
     this.entries.push(entry);
     if (this.fd !== undefined) {
       try {

@@ -15,8 +15,8 @@ export class LogStore {
     return join(this.dir, `${buildId}.log`);
   }
 
-  open(buildId: string): BuildLog {
-    const log = new BuildLog(this.pathOf(buildId));
+  open(buildId: string, mask?: (text: string) => string): BuildLog {
+    const log = new BuildLog(this.pathOf(buildId), mask);
     this.live.set(buildId, log);
     return log;
   }

@@ -11,6 +11,8 @@ export interface PodmanBuildInput {
   target?: string;
   iidFile: string;
   network: string;
+  /** buildah --secret id=ID,src=FILE: the files are in the build's private tmpfs directory. */
+  secrets?: { id: string; src: string }[];
 }
 
 export type BuildEngineName = "buildah" | "podman";
@@ -26,6 +28,7 @@ function buildArgs(b: PodmanBuildInput): string[] {
   if (b.network) args.push(`--network=${b.network}`);
   for (const [k, v] of Object.entries(b.labels)) args.push("--label", `${k}=${v}`);
   for (const [k, v] of Object.entries(b.buildArgs)) args.push("--build-arg", `${k}=${v}`);
+  for (const s of b.secrets ?? []) args.push("--secret", `id=${s.id},src=${s.src}`);
   if (b.target) args.push("--target", b.target);
   args.push("--", b.contextDir);
   return args;

@@ -19,19 +19,34 @@ const FROM = /^\s*FROM\s/i;
 /** Names the stage a FROM line declares ("FROM x AS name"), if any. */
 const stageName = (line: string) => /\sAS\s+(\S+)\s*$/i.exec(line)?.[1]?.toLowerCase();
 
-export async function planLabels(containerfile: string, target: string | undefined, labels: Record<string, string>, tmpDir: string): Promise<LabelPlan> {
-  const fallback = { containerfile, flagLabels: labels };
-  if (!Object.values(labels).every((v) => SAFE_VALUE.test(v))) return fallback;
-  const text = await readFile(containerfile, "utf8");
+/**
+ * edit, when given, rewrites the Containerfile's text first (the secret mounts); the copy is
+ * written whenever it changed the text, whether the labels go in it or as flags.
+ */
+export async function planLabels(
+  containerfile: string,
+  target: string | undefined,
+  labels: Record<string, string>,
+  tmpDir: string,
+  edit?: (text: string) => Promise<string>,
+): Promise<LabelPlan> {
+  const original = await readFile(containerfile, "utf8");
+  const text = edit ? await edit(original) : original;
+  const copy = join(tmpDir, "Containerfile");
+  const fallback = async () => {
+    if (text === original) return { containerfile, flagLabels: labels };
+    await writeFile(copy, text);
+    return { containerfile: copy, flagLabels: labels };
+  };
+  if (!Object.values(labels).every((v) => SAFE_VALUE.test(v))) return fallback();
   const lines = text.split(/\r?\n/);
   const lastCode = [...lines].reverse().find((l) => l.trim() !== "" && !l.trim().startsWith("#"));
-  if (lastCode === undefined || /[\\`]\s*$/.test(lastCode)) return fallback;
+  if (lastCode === undefined || /[\\`]\s*$/.test(lastCode)) return fallback();
   if (target) {
     const froms = lines.filter((l) => FROM.test(l));
-    if (stageName(froms.at(-1) ?? "") !== target.toLowerCase()) return fallback;
+    if (stageName(froms.at(-1) ?? "") !== target.toLowerCase()) return fallback();
   }
   const line = labelLine(labels);
-  const copy = join(tmpDir, "Containerfile");
   await writeFile(copy, `${text}${text.endsWith("\n") ? "" : "\n"}${line}\n`);
   return { containerfile: copy, flagLabels: {} };
 }

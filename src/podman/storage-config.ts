@@ -11,6 +11,8 @@ export interface StorageLayout {
   /** Where RUN --mount=type=cache directories live: in container storage, shared by all builds. */
   cacheMountDir: string;
   runRoot: string;
+  /** Where builds keep their secrets while they run: on tmpfs, or undefined when there is none. */
+  secretsRoot: string | undefined;
   confDir: string;
   env: Record<string, string>;
 }
@@ -97,6 +99,7 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
     graphRoot,
     cacheMountDir: join(graphRoot, "kiln-cache-mounts"),
     runRoot,
+    secretsRoot: tmpfs ? join(tmpfs, `kiln-${tag}-secrets`) : undefined,
     confDir,
     env: {
       CONTAINERS_STORAGE_CONF: files.storage,

@@ -1,14 +1,23 @@
 // A small client for the OCI distribution API: what kiln's fast path needs to read the image of
-// the last full build and to push a new image made of its layers and one new layer. Anonymous
-// access only (a registry that asks for credentials makes the fast path step aside for podman,
-// which has them); plain HTTP for the registries kilnd was told are insecure, HTTPS otherwise.
+// the last full build and to push a new image made of its layers and one new layer. It answers
+// a registry's Basic or Bearer challenge with the build's credentials (registry/auth.ts); plain
+// HTTP for the registries kilnd was told are insecure, HTTPS otherwise. Every call stops when
+// the build's signal aborts.
 import { createHash } from "node:crypto";
+import { createRegistryAuth, RegistryAuthError, type RegistryAuth } from "./auth.js";
+import type { Credential } from "./credentials.js";
 
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
 export const OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
 
 export class RegistryError extends Error {}
+
+export interface RegistryClientOptions {
+  /** The credentials for this repository, if it needs any. */
+  credential?: () => Promise<Credential | undefined>;
+  signal?: AbortSignal;
+}
 
 export interface Descriptor {
   mediaType: string;
@@ -31,14 +40,19 @@ const TIMEOUT_MS = 30_000;
 
 export class RegistryClient {
   private readonly base: string;
+  private readonly auth: RegistryAuth;
+  private readonly signal: AbortSignal | undefined;
 
   /** host is host[:port]; repo is the repository path on it (team/app). */
   constructor(
-    host: string,
+    private readonly host: string,
     private readonly repo: string,
     insecure: boolean,
+    o: RegistryClientOptions = {},
   ) {
     this.base = `${insecure ? "http" : "https"}://${host}/v2/${repo}`;
+    this.signal = o.signal;
+    this.auth = createRegistryAuth({ registry: host, credential: o.credential ?? (async () => undefined), scope: `repository:${repo}:pull,push`, insecure });
   }
 
   async getManifest(reference: string): Promise<{ manifest: OciManifest; bytes: Buffer; digest: string }> {
@@ -85,19 +99,40 @@ export class RegistryClient {
 
   private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string> }, ok: number[]): Promise<Response> {
     const url = typeof path === "string" ? `${this.base}${path}` : path;
-    let res: Response;
-    try {
-      res = await fetch(url, { method, body: init.body, headers: init.headers, signal: AbortSignal.timeout(TIMEOUT_MS), redirect: "follow" });
-    } catch (e) {
-      throw new RegistryError(`${method} ${url}: ${(e as Error).message}`);
+    // At most twice: the second time with the credentials (or the fresh token) a 401 asked for.
+    for (let attempt = 0; ; attempt++) {
+      const headers = { ...init.headers };
+      const authorization = await this.auth.header().catch((e) => this.fail(method, url, e));
+      if (authorization) headers.authorization = authorization;
+      let res: Response;
+      try {
+        const timeout = AbortSignal.timeout(TIMEOUT_MS);
+        res = await fetch(url, { method, body: init.body, headers, signal: this.signal ? AbortSignal.any([this.signal, timeout]) : timeout, redirect: "follow" });
+      } catch (e) {
+        this.fail(method, url, e);
+      }
+      if (res.status === 401 && attempt === 0) {
+        await res.arrayBuffer().catch(() => undefined);
+        const retry = await this.auth.challenged(res.headers.get("www-authenticate"), this.signal).catch((e) => this.fail(method, url, e));
+        if (retry) continue;
+        throw new RegistryAuthError(`${this.host} refused ${method} ${this.repo} (HTTP 401): no credentials for this registry were accepted`, 401);
+      }
+      if (!ok.includes(res.status)) {
+        const text = method === "HEAD" ? "" : (await res.text().catch(() => "")).slice(0, 300);
+        if (res.status === 401 || res.status === 403) {
+          throw new RegistryAuthError(`${this.host} refused ${method} ${this.repo} (HTTP ${res.status}${res.status === 401 ? ": the credentials were not accepted" : ": not allowed for these credentials"})`, res.status);
+        }
+        throw new RegistryError(`${method} ${url}: HTTP ${res.status} ${text}`.trim());
+      }
+      // Only GET answers are read by the caller; the rest are drained so the connection is reused.
+      if (method !== "GET") await res.arrayBuffer().catch(() => undefined);
+      return res;
     }
-    if (!ok.includes(res.status)) {
-      const text = method === "HEAD" ? "" : (await res.text().catch(() => "")).slice(0, 300);
-      if (res.status === 401) throw new RegistryError(`${method} ${url}: the registry asks for credentials`);
-      throw new RegistryError(`${method} ${url}: HTTP ${res.status} ${text}`.trim());
-    }
-    // Only GET answers are read by the caller; the rest are drained so the connection is reused.
-    if (method !== "GET") await res.arrayBuffer().catch(() => undefined);
-    return res;
+  }
+
+  private fail(method: string, url: string | URL, e: unknown): never {
+    if (this.signal?.aborted) throw this.signal.reason ?? e;
+    if (e instanceof RegistryAuthError || e instanceof RegistryError) throw e;
+    throw new RegistryError(`${method} ${url}: ${(e as Error).message}`);
   }
 }

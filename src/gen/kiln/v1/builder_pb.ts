@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/v1/builder.proto.
  */
 export const file_kiln_v1_builder: GenFile = /*@__PURE__*/
-  fileDesc("ChVraWxuL3YxL2J1aWxkZXIucHJvdG8SB2tpbG4udjEiKAoJR2l0U291cmNlEgsKA3VybBgBIAEoCRIOCgZjb21taXQYAiABKAkiMwoGU291cmNlEiEKA2dpdBgBIAEoCzISLmtpbG4udjEuR2l0U291cmNlSABCBgoEa2luZCLzAQoMQnVpbGRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHwoGc291cmNlGAIgASgLMg8ua2lsbi52MS5Tb3VyY2USFQoNY29udGFpbmVyZmlsZRgDIAEoCRIPCgdjb250ZXh0GAQgASgJEg0KBWltYWdlGAUgASgJEjgKCmJ1aWxkX2FyZ3MYBiADKAsyJC5raWxuLnYxLkJ1aWxkUmVxdWVzdC5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYByABKAkaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASIuCg1CdWlsZFJlc3BvbnNlEh0KBWJ1aWxkGAEgASgLMg4ua2lsbi52MS5CdWlsZCK3AQoOUGhhc2VEdXJhdGlvbnMSKAoFZmV0Y2gYASABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SKAoFYnVpbGQYAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SJwoEcHVzaBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgV0b3RhbBgEIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiKVBAoFQnVpbGQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIiCgVzdGF0ZRgDIAEoDjITLmtpbG4udjEuQnVpbGRTdGF0ZRIOCgZjb21taXQYBCABKAkSDQoFaW1hZ2UYBSABKAkSFAoMaW1hZ2VfZGlnZXN0GAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoJZHVyYXRpb25zGAogASgLMhcua2lsbi52MS5QaGFzZUR1cmF0aW9ucxITCgtzdGVwc190b3RhbBgLIAEoDRIUCgxzdGVwc19jYWNoZWQYDCABKA0SDQoFZXJyb3IYDSABKAkSEgoKc291cmNlX3VybBgOIAEoCRIVCg1jb250YWluZXJmaWxlGA8gASgJEg8KB2NvbnRleHQYECABKAkSDgoGdGFyZ2V0GBEgASgJEh0KBXBoYXNlGBIgASgOMg4ua2lsbi52MS5QaGFzZRIOCgZwdXNoZWQYEyABKAgSEAoIaW1hZ2VfaWQYFCABKAkSEQoJZmFzdF9wYXRoGBUgASgIIiMKD0dldEJ1aWxkUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIxChBHZXRCdWlsZFJlc3BvbnNlEh0KBWJ1aWxkGAEgASgLMg4ua2lsbi52MS5CdWlsZCIzChFMaXN0QnVpbGRzUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEg0KBWxpbWl0GAIgASgNIjQKEkxpc3RCdWlsZHNSZXNwb25zZRIeCgZidWlsZHMYASADKAsyDi5raWxuLnYxLkJ1aWxkIiEKDUNhbmNlbFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkiLwoOQ2FuY2VsUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIkgKEVN0cmVhbUxvZ3NSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJEg4KBmZvbGxvdxgCIAEoCBIRCglhZnRlcl9zZXEYAyABKAQikQEKB0xvZ0xpbmUSCwoDc2VxGAEgASgEEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBHRleHQYAyABKAkSIgoGc3RyZWFtGAQgASgOMhIua2lsbi52MS5Mb2dTdHJlYW0SHQoFcGhhc2UYBSABKA4yDi5raWxuLnYxLlBoYXNlImAKElN0cmVhbUxvZ3NSZXNwb25zZRIgCgRsaW5lGAEgASgLMhAua2lsbi52MS5Mb2dMaW5lSAASHwoFYnVpbGQYAiABKAsyDi5raWxuLnYxLkJ1aWxkSABCBwoFZXZlbnQiEAoOR2V0SW5mb1JlcXVlc3QioAEKD0dldEluZm9SZXNwb25zZRIPCgd2ZXJzaW9uGAEgASgJEhYKDnBvZG1hbl92ZXJzaW9uGAIgASgJEh0KFW1heF9jb25jdXJyZW50X2J1aWxkcxgDIAEoDRIVCg1hdXRoX3JlcXVpcmVkGAQgASgIEi4KCnN0YXJ0X3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIhMKEUdldFN0b3JhZ2VSZXF1ZXN0Il0KDU92ZXJsYXlTdGF0dXMSDgoGbmF0aXZlGAEgASgIEg4KBmRyaXZlchgCIAEoCRIOCgZyZWFzb24YAyABKAkSCwoDZml4GAQgASgJEg8KB2NoZWNrZWQYBSABKAgi7QIKEkdldFN0b3JhZ2VSZXNwb25zZRIQCghkYXRhX2RpchgBIAEoCRIaChJ2b2x1bWVfdG90YWxfYnl0ZXMYAiABKAQSGQoRdm9sdW1lX2ZyZWVfYnl0ZXMYAyABKAQSGwoTdm9sdW1lX3VzZWRfcGVyY2VudBgEIAEoARIfChdyZXNldF90aHJlc2hvbGRfcGVyY2VudBgFIAEoARInCgdvdmVybGF5GAYgASgLMhYua2lsbi52MS5PdmVybGF5U3RhdHVzEg4KBmltYWdlcxgHIAEoDRIUCgxpbWFnZXNfYnl0ZXMYCCABKAQSEgoKY29udGFpbmVycxgJIAEoDRITCgtraWxuX2ltYWdlcxgKIAEoDRITCgtrZWVwX2J1aWxkcxgLIAEoDRIOCgZyZXNldHMYDCABKA0SMwoPbGFzdF9yZXNldF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIwCgxQcnVuZVJlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRIPCgdkcnlfcnVuGAIgASgIIpABCgtQcnVuZWRJbWFnZRIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEhAKCGJ1aWxkX2lkGAMgASgJEg0KBW5hbWVzGAQgAygJEhIKCnNpemVfYnl0ZXMYBSABKAQSLwoLY3JlYXRlX3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlkKDVBydW5lUmVzcG9uc2USJAoGaW1hZ2VzGAEgAygLMhQua2lsbi52MS5QcnVuZWRJbWFnZRITCgtieXRlc19mcmVlZBgCIAEoAxINCgVyZXNldBgDIAEoCCIVChNSZXNldFN0b3JhZ2VSZXF1ZXN0IlgKFFJlc2V0U3RvcmFnZVJlc3BvbnNlEhMKC2J5dGVzX2ZyZWVkGAEgASgDEisKCGR1cmF0aW9uGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIg4KDFNsZWVwUmVxdWVzdCIPCg1TbGVlcFJlc3BvbnNlKqgBCgpCdWlsZFN0YXRlEhsKF0JVSUxEX1NUQVRFX1VOU1BFQ0lGSUVEEAASFgoSQlVJTERfU1RBVEVfUVVFVUVEEAESFwoTQlVJTERfU1RBVEVfUlVOTklORxACEhkKFUJVSUxEX1NUQVRFX1NVQ0NFRURFRBADEhYKEkJVSUxEX1NUQVRFX0ZBSUxFRBAEEhkKFUJVSUxEX1NUQVRFX0NBTkNFTExFRBAFKlAKBVBoYXNlEhUKEVBIQVNFX1VOU1BFQ0lGSUVEEAASDwoLUEhBU0VfRkVUQ0gQARIPCgtQSEFTRV9CVUlMRBACEg4KClBIQVNFX1BVU0gQAypsCglMb2dTdHJlYW0SGgoWTE9HX1NUUkVBTV9VTlNQRUNJRklFRBAAEhUKEUxPR19TVFJFQU1fU1RET1VUEAESFQoRTE9HX1NUUkVBTV9TVERFUlIQAhIVChFMT0dfU1RSRUFNX1NZU1RFTRADMq8FCg5CdWlsZGVyU2VydmljZRI2CgVCdWlsZBIVLmtpbG4udjEuQnVpbGRSZXF1ZXN0GhYua2lsbi52MS5CdWlsZFJlc3BvbnNlEkQKCEdldEJ1aWxkEhgua2lsbi52MS5HZXRCdWlsZFJlcXVlc3QaGS5raWxuLnYxLkdldEJ1aWxkUmVzcG9uc2UiA5ACARJKCgpMaXN0QnVpbGRzEhoua2lsbi52MS5MaXN0QnVpbGRzUmVxdWVzdBobLmtpbG4udjEuTGlzdEJ1aWxkc1Jlc3BvbnNlIgOQAgESOQoGQ2FuY2VsEhYua2lsbi52MS5DYW5jZWxSZXF1ZXN0Ghcua2lsbi52MS5DYW5jZWxSZXNwb25zZRJMCgpTdHJlYW1Mb2dzEhoua2lsbi52MS5TdHJlYW1Mb2dzUmVxdWVzdBobLmtpbG4udjEuU3RyZWFtTG9nc1Jlc3BvbnNlIgOQAgEwARJBCgdHZXRJbmZvEhcua2lsbi52MS5HZXRJbmZvUmVxdWVzdBoYLmtpbG4udjEuR2V0SW5mb1Jlc3BvbnNlIgOQAgESSgoKR2V0U3RvcmFnZRIaLmtpbG4udjEuR2V0U3RvcmFnZVJlcXVlc3QaGy5raWxuLnYxLkdldFN0b3JhZ2VSZXNwb25zZSIDkAIBEjYKBVBydW5lEhUua2lsbi52MS5QcnVuZVJlcXVlc3QaFi5raWxuLnYxLlBydW5lUmVzcG9uc2USSwoMUmVzZXRTdG9yYWdlEhwua2lsbi52MS5SZXNldFN0b3JhZ2VSZXF1ZXN0Gh0ua2lsbi52MS5SZXNldFN0b3JhZ2VSZXNwb25zZRI2CgVTbGVlcBIVLmtpbG4udjEuU2xlZXBSZXF1ZXN0GhYua2lsbi52MS5TbGVlcFJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVraWxuL3YxL2J1aWxkZXIucHJvdG8SB2tpbG4udjEiTAoJR2l0U291cmNlEgsKA3VybBgBIAEoCRIOCgZjb21taXQYAiABKAkSEAoIdXNlcm5hbWUYAyABKAkSEAoIcGFzc3dvcmQYBCABKAkiMwoGU291cmNlEiEKA2dpdBgBIAEoCzISLmtpbG4udjEuR2l0U291cmNlSABCBgoEa2luZCKTAwoMQnVpbGRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHwoGc291cmNlGAIgASgLMg8ua2lsbi52MS5Tb3VyY2USFQoNY29udGFpbmVyZmlsZRgDIAEoCRIPCgdjb250ZXh0GAQgASgJEg0KBWltYWdlGAUgASgJEjgKCmJ1aWxkX2FyZ3MYBiADKAsyJC5raWxuLnYxLkJ1aWxkUmVxdWVzdC5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYByABKAkSMwoHc2VjcmV0cxgIIAMoCzIiLmtpbG4udjEuQnVpbGRSZXF1ZXN0LlNlY3JldHNFbnRyeRI5ChRyZWdpc3RyeV9jcmVkZW50aWFscxgJIAMoCzIbLmtpbG4udjEuUmVnaXN0cnlDcmVkZW50aWFsGjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSgoSUmVnaXN0cnlDcmVkZW50aWFsEhAKCHJlZ2lzdHJ5GAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJIi4KDUJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIrcBCg5QaGFzZUR1cmF0aW9ucxIoCgVmZXRjaBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgVidWlsZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgRwdXNoGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXRvdGFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpUECgVCdWlsZBIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEiIKBXN0YXRlGAMgASgOMhMua2lsbi52MS5CdWlsZFN0YXRlEg4KBmNvbW1pdBgEIAEoCRINCgVpbWFnZRgFIAEoCRIUCgxpbWFnZV9kaWdlc3QYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCglkdXJhdGlvbnMYCiABKAsyFy5raWxuLnYxLlBoYXNlRHVyYXRpb25zEhMKC3N0ZXBzX3RvdGFsGAsgASgNEhQKDHN0ZXBzX2NhY2hlZBgMIAEoDRINCgVlcnJvchgNIAEoCRISCgpzb3VyY2VfdXJsGA4gASgJEhUKDWNvbnRhaW5lcmZpbGUYDyABKAkSDwoHY29udGV4dBgQIAEoCRIOCgZ0YXJnZXQYESABKAkSHQoFcGhhc2UYEiABKA4yDi5raWxuLnYxLlBoYXNlEg4KBnB1c2hlZBgTIAEoCBIQCghpbWFnZV9pZBgUIAEoCRIRCglmYXN0X3BhdGgYFSABKAgiIwoPR2V0QnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIjEKEEdldEJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIjMKEUxpc3RCdWlsZHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iNAoSTGlzdEJ1aWxkc1Jlc3BvbnNlEh4KBmJ1aWxkcxgBIAMoCzIOLmtpbG4udjEuQnVpbGQiIQoNQ2FuY2VsUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIvCg5DYW5jZWxSZXNwb25zZRIdCgVidWlsZBgBIAEoCzIOLmtpbG4udjEuQnVpbGQiSAoRU3RyZWFtTG9nc1JlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhEKCWFmdGVyX3NlcRgDIAEoBCKRAQoHTG9nTGluZRILCgNzZXEYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGV4dBgDIAEoCRIiCgZzdHJlYW0YBCABKA4yEi5raWxuLnYxLkxvZ1N0cmVhbRIdCgVwaGFzZRgFIAEoDjIOLmtpbG4udjEuUGhhc2UiYAoSU3RyZWFtTG9nc1Jlc3BvbnNlEiAKBGxpbmUYASABKAsyEC5raWxuLnYxLkxvZ0xpbmVIABIfCgVidWlsZBgCIAEoCzIOLmtpbG4udjEuQnVpbGRIAEIHCgVldmVudCIQCg5HZXRJbmZvUmVxdWVzdCKgAQoPR2V0SW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSFgoOcG9kbWFuX3ZlcnNpb24YAiABKAkSHQoVbWF4X2NvbmN1cnJlbnRfYnVpbGRzGAMgASgNEhUKDWF1dGhfcmVxdWlyZWQYBCABKAgSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEwoRR2V0U3RvcmFnZVJlcXVlc3QiXQoNT3ZlcmxheVN0YXR1cxIOCgZuYXRpdmUYASABKAgSDgoGZHJpdmVyGAIgASgJEg4KBnJlYXNvbhgDIAEoCRILCgNmaXgYBCABKAkSDwoHY2hlY2tlZBgFIAEoCCLtAgoSR2V0U3RvcmFnZVJlc3BvbnNlEhAKCGRhdGFfZGlyGAEgASgJEhoKEnZvbHVtZV90b3RhbF9ieXRlcxgCIAEoBBIZChF2b2x1bWVfZnJlZV9ieXRlcxgDIAEoBBIbChN2b2x1bWVfdXNlZF9wZXJjZW50GAQgASgBEh8KF3Jlc2V0X3RocmVzaG9sZF9wZXJjZW50GAUgASgBEicKB292ZXJsYXkYBiABKAsyFi5raWxuLnYxLk92ZXJsYXlTdGF0dXMSDgoGaW1hZ2VzGAcgASgNEhQKDGltYWdlc19ieXRlcxgIIAEoBBISCgpjb250YWluZXJzGAkgASgNEhMKC2tpbG5faW1hZ2VzGAogASgNEhMKC2tlZXBfYnVpbGRzGAsgASgNEg4KBnJlc2V0cxgMIAEoDRIzCg9sYXN0X3Jlc2V0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjAKDFBydW5lUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEg8KB2RyeV9ydW4YAiABKAgikAEKC1BydW5lZEltYWdlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDQoFbmFtZXMYBCADKAkSEgoKc2l6ZV9ieXRlcxgFIAEoBBIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWQoNUHJ1bmVSZXNwb25zZRIkCgZpbWFnZXMYASADKAsyFC5raWxuLnYxLlBydW5lZEltYWdlEhMKC2J5dGVzX2ZyZWVkGAIgASgDEg0KBXJlc2V0GAMgASgIIhUKE1Jlc2V0U3RvcmFnZVJlcXVlc3QiWAoUUmVzZXRTdG9yYWdlUmVzcG9uc2USEwoLYnl0ZXNfZnJlZWQYASABKAMSKwoIZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iDgoMU2xlZXBSZXF1ZXN0Ig8KDVNsZWVwUmVzcG9uc2UqqAEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAMSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAQSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAUqUAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIPCgtQSEFTRV9GRVRDSBABEg8KC1BIQVNFX0JVSUxEEAISDgoKUEhBU0VfUFVTSBADKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEAMyrwUKDkJ1aWxkZXJTZXJ2aWNlEjYKBUJ1aWxkEhUua2lsbi52MS5CdWlsZFJlcXVlc3QaFi5raWxuLnYxLkJ1aWxkUmVzcG9uc2USRAoIR2V0QnVpbGQSGC5raWxuLnYxLkdldEJ1aWxkUmVxdWVzdBoZLmtpbG4udjEuR2V0QnVpbGRSZXNwb25zZSIDkAIBEkoKCkxpc3RCdWlsZHMSGi5raWxuLnYxLkxpc3RCdWlsZHNSZXF1ZXN0Ghsua2lsbi52MS5MaXN0QnVpbGRzUmVzcG9uc2UiA5ACARI5CgZDYW5jZWwSFi5raWxuLnYxLkNhbmNlbFJlcXVlc3QaFy5raWxuLnYxLkNhbmNlbFJlc3BvbnNlEkwKClN0cmVhbUxvZ3MSGi5raWxuLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Ghsua2lsbi52MS5TdHJlYW1Mb2dzUmVzcG9uc2UiA5ACATABEkEKB0dldEluZm8SFy5raWxuLnYxLkdldEluZm9SZXF1ZXN0Ghgua2lsbi52MS5HZXRJbmZvUmVzcG9uc2UiA5ACARJKCgpHZXRTdG9yYWdlEhoua2lsbi52MS5HZXRTdG9yYWdlUmVxdWVzdBobLmtpbG4udjEuR2V0U3RvcmFnZVJlc3BvbnNlIgOQAgESNgoFUHJ1bmUSFS5raWxuLnYxLlBydW5lUmVxdWVzdBoWLmtpbG4udjEuUHJ1bmVSZXNwb25zZRJLCgxSZXNldFN0b3JhZ2USHC5raWxuLnYxLlJlc2V0U3RvcmFnZVJlcXVlc3QaHS5raWxuLnYxLlJlc2V0U3RvcmFnZVJlc3BvbnNlEjYKBVNsZWVwEhUua2lsbi52MS5TbGVlcFJlcXVlc3QaFi5raWxuLnYxLlNsZWVwUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * GitSource names one commit of a git repository.
@@ -31,11 +31,25 @@ export type GitSource = Message<"kiln.v1.GitSource"> & {
   url: string;
 
   /**
-   * The full 40-hex commit SHA.
+   * The full commit SHA (40 hex, or 64 for SHA-256 repositories).
    *
    * @generated from field: string commit = 2;
    */
   commit: string;
+
+  /**
+   * Credentials for an http(s) repository, e.g. "x-access-token" and a GitHub App installation
+   * token. git gets them through its credential protocol from kilnd's environment, never on a
+   * command line; they never reach a log, a record or a file on the volume.
+   *
+   * @generated from field: string username = 3;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password = 4;
+   */
+  password: string;
 };
 
 /**
@@ -119,6 +133,24 @@ export type BuildRequest = Message<"kiln.v1.BuildRequest"> & {
    * @generated from field: string target = 7;
    */
   target: string;
+
+  /**
+   * Build secrets, id -> value, for RUN --mount=type=secret,id=ID (env= and target= as buildah
+   * takes them). A value is written to a private tmpfs file for the build only, masked as ***
+   * wherever it would appear in the log, and never stored in a layer, the history or a record.
+   * A RUN step that mounts a secret runs again when the secret's value changes.
+   *
+   * @generated from field: map<string, string> secrets = 8;
+   */
+  secrets: { [key: string]: string };
+
+  /**
+   * Credentials for the registries of this build: every pull (FROM, COPY --from=) and the push.
+   * They win over kilnd's --registry-auth-file for their registry.
+   *
+   * @generated from field: repeated kiln.v1.RegistryCredential registry_credentials = 9;
+   */
+  registryCredentials: RegistryCredential[];
 };
 
 /**
@@ -127,6 +159,38 @@ export type BuildRequest = Message<"kiln.v1.BuildRequest"> & {
  */
 export const BuildRequestSchema: GenMessage<BuildRequest> = /*@__PURE__*/
   messageDesc(file_kiln_v1_builder, 2);
+
+/**
+ * RegistryCredential is a user name and password (or token) for one registry.
+ *
+ * @generated from message kiln.v1.RegistryCredential
+ */
+export type RegistryCredential = Message<"kiln.v1.RegistryCredential"> & {
+  /**
+   * host[:port], optionally followed by a repository prefix (registry.example/team): the most
+   * specific match wins, as in containers-auth.json(5).
+   *
+   * @generated from field: string registry = 1;
+   */
+  registry: string;
+
+  /**
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password = 3;
+   */
+  password: string;
+};
+
+/**
+ * Describes the message kiln.v1.RegistryCredential.
+ * Use `create(RegistryCredentialSchema)` to create a new message.
+ */
+export const RegistryCredentialSchema: GenMessage<RegistryCredential> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 3);
 
 /**
  * @generated from message kiln.v1.BuildResponse
@@ -143,7 +207,7 @@ export type BuildResponse = Message<"kiln.v1.BuildResponse"> & {
  * Use `create(BuildResponseSchema)` to create a new message.
  */
 export const BuildResponseSchema: GenMessage<BuildResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 3);
+  messageDesc(file_kiln_v1_builder, 4);
 
 /**
  * PhaseDurations times each phase of a build.
@@ -177,7 +241,7 @@ export type PhaseDurations = Message<"kiln.v1.PhaseDurations"> & {
  * Use `create(PhaseDurationsSchema)` to create a new message.
  */
 export const PhaseDurationsSchema: GenMessage<PhaseDurations> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 4);
+  messageDesc(file_kiln_v1_builder, 5);
 
 /**
  * Build is the record of one build.
@@ -315,7 +379,7 @@ export type Build = Message<"kiln.v1.Build"> & {
  * Use `create(BuildSchema)` to create a new message.
  */
 export const BuildSchema: GenMessage<Build> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 5);
+  messageDesc(file_kiln_v1_builder, 6);
 
 /**
  * @generated from message kiln.v1.GetBuildRequest
@@ -332,7 +396,7 @@ export type GetBuildRequest = Message<"kiln.v1.GetBuildRequest"> & {
  * Use `create(GetBuildRequestSchema)` to create a new message.
  */
 export const GetBuildRequestSchema: GenMessage<GetBuildRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 6);
+  messageDesc(file_kiln_v1_builder, 7);
 
 /**
  * @generated from message kiln.v1.GetBuildResponse
@@ -349,7 +413,7 @@ export type GetBuildResponse = Message<"kiln.v1.GetBuildResponse"> & {
  * Use `create(GetBuildResponseSchema)` to create a new message.
  */
 export const GetBuildResponseSchema: GenMessage<GetBuildResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 7);
+  messageDesc(file_kiln_v1_builder, 8);
 
 /**
  * @generated from message kiln.v1.ListBuildsRequest
@@ -375,7 +439,7 @@ export type ListBuildsRequest = Message<"kiln.v1.ListBuildsRequest"> & {
  * Use `create(ListBuildsRequestSchema)` to create a new message.
  */
 export const ListBuildsRequestSchema: GenMessage<ListBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 8);
+  messageDesc(file_kiln_v1_builder, 9);
 
 /**
  * @generated from message kiln.v1.ListBuildsResponse
@@ -392,7 +456,7 @@ export type ListBuildsResponse = Message<"kiln.v1.ListBuildsResponse"> & {
  * Use `create(ListBuildsResponseSchema)` to create a new message.
  */
 export const ListBuildsResponseSchema: GenMessage<ListBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 9);
+  messageDesc(file_kiln_v1_builder, 10);
 
 /**
  * @generated from message kiln.v1.CancelRequest
@@ -409,7 +473,7 @@ export type CancelRequest = Message<"kiln.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 10);
+  messageDesc(file_kiln_v1_builder, 11);
 
 /**
  * @generated from message kiln.v1.CancelResponse
@@ -426,7 +490,7 @@ export type CancelResponse = Message<"kiln.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 11);
+  messageDesc(file_kiln_v1_builder, 12);
 
 /**
  * @generated from message kiln.v1.StreamLogsRequest
@@ -457,7 +521,7 @@ export type StreamLogsRequest = Message<"kiln.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 12);
+  messageDesc(file_kiln_v1_builder, 13);
 
 /**
  * LogLine is one numbered line of a build's log.
@@ -496,7 +560,7 @@ export type LogLine = Message<"kiln.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 13);
+  messageDesc(file_kiln_v1_builder, 14);
 
 /**
  * @generated from message kiln.v1.StreamLogsResponse
@@ -527,7 +591,7 @@ export type StreamLogsResponse = Message<"kiln.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 14);
+  messageDesc(file_kiln_v1_builder, 15);
 
 /**
  * @generated from message kiln.v1.GetInfoRequest
@@ -540,7 +604,7 @@ export type GetInfoRequest = Message<"kiln.v1.GetInfoRequest"> & {
  * Use `create(GetInfoRequestSchema)` to create a new message.
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 15);
+  messageDesc(file_kiln_v1_builder, 16);
 
 /**
  * @generated from message kiln.v1.GetInfoResponse
@@ -577,7 +641,7 @@ export type GetInfoResponse = Message<"kiln.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 16);
+  messageDesc(file_kiln_v1_builder, 17);
 
 /**
  * @generated from message kiln.v1.GetStorageRequest
@@ -590,7 +654,7 @@ export type GetStorageRequest = Message<"kiln.v1.GetStorageRequest"> & {
  * Use `create(GetStorageRequestSchema)` to create a new message.
  */
 export const GetStorageRequestSchema: GenMessage<GetStorageRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 17);
+  messageDesc(file_kiln_v1_builder, 18);
 
 /**
  * OverlayStatus says whether container storage uses the kernel's overlay natively.
@@ -635,7 +699,7 @@ export type OverlayStatus = Message<"kiln.v1.OverlayStatus"> & {
  * Use `create(OverlayStatusSchema)` to create a new message.
  */
 export const OverlayStatusSchema: GenMessage<OverlayStatus> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 18);
+  messageDesc(file_kiln_v1_builder, 19);
 
 /**
  * @generated from message kiln.v1.GetStorageResponse
@@ -716,7 +780,7 @@ export type GetStorageResponse = Message<"kiln.v1.GetStorageResponse"> & {
  * Use `create(GetStorageResponseSchema)` to create a new message.
  */
 export const GetStorageResponseSchema: GenMessage<GetStorageResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 19);
+  messageDesc(file_kiln_v1_builder, 20);
 
 /**
  * @generated from message kiln.v1.PruneRequest
@@ -742,7 +806,7 @@ export type PruneRequest = Message<"kiln.v1.PruneRequest"> & {
  * Use `create(PruneRequestSchema)` to create a new message.
  */
 export const PruneRequestSchema: GenMessage<PruneRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 20);
+  messageDesc(file_kiln_v1_builder, 21);
 
 /**
  * PrunedImage is an image the prune removed (or, in a dry run, would remove).
@@ -786,7 +850,7 @@ export type PrunedImage = Message<"kiln.v1.PrunedImage"> & {
  * Use `create(PrunedImageSchema)` to create a new message.
  */
 export const PrunedImageSchema: GenMessage<PrunedImage> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 21);
+  messageDesc(file_kiln_v1_builder, 22);
 
 /**
  * @generated from message kiln.v1.PruneResponse
@@ -817,7 +881,7 @@ export type PruneResponse = Message<"kiln.v1.PruneResponse"> & {
  * Use `create(PruneResponseSchema)` to create a new message.
  */
 export const PruneResponseSchema: GenMessage<PruneResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 22);
+  messageDesc(file_kiln_v1_builder, 23);
 
 /**
  * @generated from message kiln.v1.ResetStorageRequest
@@ -830,7 +894,7 @@ export type ResetStorageRequest = Message<"kiln.v1.ResetStorageRequest"> & {
  * Use `create(ResetStorageRequestSchema)` to create a new message.
  */
 export const ResetStorageRequestSchema: GenMessage<ResetStorageRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 23);
+  messageDesc(file_kiln_v1_builder, 24);
 
 /**
  * @generated from message kiln.v1.ResetStorageResponse
@@ -852,7 +916,7 @@ export type ResetStorageResponse = Message<"kiln.v1.ResetStorageResponse"> & {
  * Use `create(ResetStorageResponseSchema)` to create a new message.
  */
 export const ResetStorageResponseSchema: GenMessage<ResetStorageResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 24);
+  messageDesc(file_kiln_v1_builder, 25);
 
 /**
  * @generated from message kiln.v1.SleepRequest
@@ -865,7 +929,7 @@ export type SleepRequest = Message<"kiln.v1.SleepRequest"> & {
  * Use `create(SleepRequestSchema)` to create a new message.
  */
 export const SleepRequestSchema: GenMessage<SleepRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 25);
+  messageDesc(file_kiln_v1_builder, 26);
 
 /**
  * @generated from message kiln.v1.SleepResponse
@@ -878,7 +942,7 @@ export type SleepResponse = Message<"kiln.v1.SleepResponse"> & {
  * Use `create(SleepResponseSchema)` to create a new message.
  */
 export const SleepResponseSchema: GenMessage<SleepResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 26);
+  messageDesc(file_kiln_v1_builder, 27);
 
 /**
  * BuildState is where a build is in its life.
