@@ -15,7 +15,7 @@ import { BuilderService, BuildSchema, file_kiln_v1_builder } from "../gen/kiln/v
 import { createGitCache } from "../git/cache.js";
 import { LogStore } from "../logs/log-store.js";
 import { createPodman, passThroughEnv } from "../podman/podman.js";
-import { writeStorageConfig } from "../podman/storage-config.js";
+import { placeContainerState, writeStorageConfig } from "../podman/storage-config.js";
 import { createTokenAuth } from "../server/auth.js";
 import { createBuilderService } from "../server/builder-service.js";
 import { errorInterceptor } from "../server/errors.js";
@@ -56,6 +56,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     insecureRegistries: opts.insecureRegistries,
     ...(opts.overlayMountProgram ? { overlayMountProgram: opts.overlayMountProgram } : {}),
   });
+  await placeContainerState(layout);
   const podman = createPodman({ layout, baseEnv: passThroughEnv(process.env) });
   const secrets = {
     root: createSecretRoot(layout.secretsRoot),

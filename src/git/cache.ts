@@ -40,7 +40,8 @@ export function createGitCache(root: string, workRoot: string) {
   }
 
   async function hasCommit(repo: string, commit: string, git: GitExec): Promise<boolean> {
-    const r = await git(["--git-dir", repo, "cat-file", "-e", `${commit}^{commit}`]);
+    // --quiet: a commit not in the cache yet is no error worth a line in the build's log.
+    const r = await git(["--git-dir", repo, "rev-parse", "--quiet", "--verify", "--end-of-options", `${commit}^{commit}`]);
     return r.exitCode === 0;
   }
 

@@ -2,7 +2,7 @@
 // tmpfs), containers.conf and registries.conf, written under --data at start and handed to every
 // podman, buildah and runc call through the environment, never relying on machine-wide files.
 import { createHash } from "node:crypto";
-import { mkdir, readFile } from "node:fs/promises";
+import { cp, lstat, mkdir, readFile, rm, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 
@@ -13,6 +13,8 @@ export interface StorageLayout {
   runRoot: string;
   /** Where builds keep their secrets while they run: on tmpfs, or undefined when there is none. */
   secretsRoot: string | undefined;
+  /** Where containers/storage keeps containers (graphroot/overlay-containers points there): tmpfs. */
+  containersDir: string | undefined;
   confDir: string;
   env: Record<string, string>;
 }
@@ -100,6 +102,7 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
     cacheMountDir: join(graphRoot, "kiln-cache-mounts"),
     runRoot,
     secretsRoot: tmpfs ? join(tmpfs, `kiln-${tag}-secrets`) : undefined,
+    containersDir: tmpfs ? join(tmpfs, `kiln-${tag}-containers`) : undefined,
     confDir,
     env: {
       CONTAINERS_STORAGE_CONF: files.storage,
@@ -107,4 +110,24 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
       CONTAINERS_REGISTRIES_CONF: files.registries,
     },
   };
+}
+
+/**
+ * Puts the containers' own directories on tmpfs: buildah copies a RUN step's secrets into its
+ * working container's directory (graphroot/overlay-containers/ID/userdata/secrets), which would
+ * put them on the volume. Layers stay on the volume; only the small per-container state moves,
+ * and it lives no longer than the build's containers do. Called at start and after a reset.
+ */
+export async function placeContainerState(layout: StorageLayout): Promise<void> {
+  if (!layout.containersDir) return;
+  const link = join(layout.graphRoot, "overlay-containers");
+  await mkdir(layout.containersDir, { recursive: true, mode: 0o700 });
+  const st = await lstat(link).catch(() => undefined);
+  if (st?.isSymbolicLink()) return;
+  if (st?.isDirectory()) {
+    // Storage from before this layout (or a reset's fresh one): move what it holds.
+    await cp(link, layout.containersDir, { recursive: true, force: true });
+    await rm(link, { recursive: true, force: true });
+  }
+  await symlink(layout.containersDir, link);
 }

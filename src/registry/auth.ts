@@ -38,10 +38,12 @@ export interface RegistryAuth {
   /** The Authorization header for the next request, if one is known. */
   header(): Promise<string | undefined>;
   /**
-   * A 401 came back: learns the challenge and returns true when a retry can succeed (new or
-   * fresh credentials to send), false when it cannot.
+   * A 401 came back for a request sent with `sent` (its Authorization, if any): learns the
+   * challenge and returns true when a retry can succeed (new or fresh credentials to send),
+   * false when it cannot. Requests run in parallel: one that was refused with credentials
+   * another has since replaced is simply sent again.
    */
-  challenged(wwwAuthenticate: string | null, signal?: AbortSignal): Promise<boolean>;
+  challenged(wwwAuthenticate: string | null, sent: string | undefined, signal?: AbortSignal): Promise<boolean>;
 }
 
 export function createRegistryAuth(o: {
@@ -95,18 +97,19 @@ export function createRegistryAuth(o: {
       if (!token || Date.now() > token.expires - EARLY_MS) await fetchToken(mode.challenge);
       return `Bearer ${token!.value}`;
     },
-    async challenged(www, signal) {
+    async challenged(www, sent, signal) {
       const ch = www ? parseChallenge(www) : undefined;
       if (ch?.scheme === "bearer") {
-        // First contact, or a token that was sent and refused (expired mid-push): a fresh one.
-        // The client sends a request at most twice, so a refusal of the fresh one is final.
+        if (mode?.kind === "bearer" && token && sent !== `Bearer ${token.value}`) return true;
+        // First contact, or the token in hand was refused (it expired mid-push): a fresh one.
+        // The client sends a request a bounded number of times, so refusals end.
         mode = { kind: "bearer", challenge: ch };
         token = undefined;
         await fetchToken(ch, signal);
         return true;
       }
       if (ch?.scheme === "basic") {
-        if (mode?.kind === "basic") return false;
+        if (mode?.kind === "basic") return sent !== mode.value;
         const c = await o.credential();
         if (!c) return false;
         mode = { kind: "basic", value: basic(c) };

@@ -37,6 +37,7 @@ export interface OciManifest {
 export const sha256 = (data: Uint8Array | string) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 
 const TIMEOUT_MS = 30_000;
+const MAX_AUTH_RETRIES = 2;
 
 export class RegistryClient {
   private readonly base: string;
@@ -99,7 +100,8 @@ export class RegistryClient {
 
   private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string> }, ok: number[]): Promise<Response> {
     const url = typeof path === "string" ? `${this.base}${path}` : path;
-    // At most twice: the second time with the credentials (or the fresh token) a 401 asked for.
+    // At most three times: after a 401, with the credentials or token it asked for, and once
+    // more with a fresh token if that one was refused too (it expired before it was used).
     for (let attempt = 0; ; attempt++) {
       const headers = { ...init.headers };
       const authorization = await this.auth.header().catch((e) => this.fail(method, url, e));
@@ -111,9 +113,9 @@ export class RegistryClient {
       } catch (e) {
         this.fail(method, url, e);
       }
-      if (res.status === 401 && attempt === 0) {
+      if (res.status === 401 && attempt < MAX_AUTH_RETRIES) {
         await res.arrayBuffer().catch(() => undefined);
-        const retry = await this.auth.challenged(res.headers.get("www-authenticate"), this.signal).catch((e) => this.fail(method, url, e));
+        const retry = await this.auth.challenged(res.headers.get("www-authenticate"), authorization, this.signal).catch((e) => this.fail(method, url, e));
         if (retry) continue;
         throw new RegistryAuthError(`${this.host} refused ${method} ${this.repo} (HTTP 401): no credentials for this registry were accepted`, 401);
       }

@@ -4,14 +4,19 @@
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { loadExeca } from "../process/execa.js";
+import { placeContainerState, type StorageLayout } from "../podman/storage-config.js";
 
-export async function resetStorage(env: Record<string, string>, cacheMountDir: string, tmpRoot: string, keepTmp: ReadonlySet<string>): Promise<void> {
+export async function resetStorage(layout: StorageLayout, env: Record<string, string>, tmpRoot: string, keepTmp: ReadonlySet<string>): Promise<void> {
+  const cacheMountDir = layout.cacheMountDir;
   const execa = await loadExeca();
   const r = await execa("podman", ["system", "reset", "--force"], { env, extendEnv: false, reject: false, timeout: 300_000 });
   if (r.exitCode !== 0) throw new Error(`podman system reset failed: ${r.stderr.trim().split("\n").at(-1)}`);
   // kiln's cache mounts live in the storage root too; podman does not know them.
   await rm(cacheMountDir, { recursive: true, force: true });
   await mkdir(cacheMountDir, { recursive: true });
+  // The reset removed the link to the containers' tmpfs directory, and what it held is stale.
+  if (layout.containersDir) await rm(layout.containersDir, { recursive: true, force: true });
+  await placeContainerState(layout);
   for (const d of await readdir(tmpRoot).catch(() => [] as string[])) {
     if (!keepTmp.has(d)) await rm(join(tmpRoot, d), { recursive: true, force: true });
   }

@@ -124,7 +124,7 @@ export class VolumeKeeper {
     const t0 = Date.now();
     const before = await this.usage();
     this.o.logger.warn({ reason }, "resetting container storage");
-    await resetStorage(this.o.env(), this.o.layout.cacheMountDir, this.o.tmpRoot, this.o.liveTmpDirs());
+    await resetStorage(this.o.layout, this.o.env(), this.o.tmpRoot, this.o.liveTmpDirs());
     const after = await this.usage();
     const durationMs = Date.now() - t0;
     const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);

@@ -22,13 +22,14 @@ function env(registry: string): NodeJS.ProcessEnv {
   };
 }
 
-/** Pushes the busybox base to the registry and returns its reference. */
-export function pushBusyboxBase(registry: string): string {
+/** Pushes the busybox base to the registry (with the credentials it asks for) and returns its reference. */
+export function pushBusyboxBase(registry: string, creds?: { username: string; password: string }): string {
   const e = env(registry);
   const ref = `${registry}/base/busybox:1`;
   copyFileSync(execFileSync("sh", ["-c", "command -v busybox"], { encoding: "utf8" }).trim(), join(ROOT, "ctx", "busybox"));
   copyFileSync(CONTAINERFILE, join(ROOT, "ctx", "Containerfile"));
   execFileSync("podman", ["build", "-q", "--layers", "-t", "localhost/kiln-test/busybox:1", join(ROOT, "ctx")], { env: e, stdio: "ignore" });
-  execFileSync("podman", ["push", "-q", "localhost/kiln-test/busybox:1", `docker://${ref}`], { env: e, stdio: "ignore" });
+  const auth = creds ? ["--creds", `${creds.username}:${creds.password}`] : [];
+  execFileSync("podman", ["push", "-q", ...auth, "localhost/kiln-test/busybox:1", `docker://${ref}`], { env: e, stdio: "ignore" });
   return ref;
 }
