@@ -9,6 +9,9 @@ import { CliUsageError, type Io } from "../cli/commands.js";
 const USAGE = `usage: kiln [--addr URL] [--token-file FILE] COMMAND ...
   build --project P --git URL --commit SHA --image REPO [--containerfile F] [--context DIR]
         [--target STAGE] [--build-arg K=V ...] [--follow | --detach]
+        [--secret id=ID,src=FILE|id=ID,env=VAR ...]
+        [--registry-user USER --registry-password-file FILE [--registry HOST]] [--registry-auth-file FILE]
+        [--git-user USER --git-password-file FILE]
   logs ID [-f] [--after SEQ]
   cancel ID
   get ID [--json]

@@ -70,7 +70,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
   a.phase = Phase.FETCH;
   rec.phase = Phase.FETCH;
   a.say(`fetch: ${a.spec.commit} from ${a.spec.git.redacted}`);
-  const git = (args: string[]) => exec(a, "git", "git", args, gitEnv(deps.podman.env(), a.spec.git));
+  const git = (args: string[], quiet?: boolean) => exec(a, "git", "git", args, gitEnv(deps.podman.env(), a.spec.git), undefined, quiet);
   const f0 = Date.now();
   const outcome = await deps.git.ensureCommit(a.spec.project, a.spec.git, a.spec.commit, git);
   const checkout = await deps.git.checkout(a.spec.project, a.spec.commit, git);
@@ -278,6 +278,8 @@ async function exec(
   args: string[],
   env: Record<string, string>,
   onLine?: (line: string) => void,
+  /** Not logged (probes whose failure is an answer, not an error). */
+  quiet = false,
 ): Promise<RunResult> {
   // Loaded once: from then on run() starts the process before any other event can come in.
   await loadExeca();
@@ -286,7 +288,7 @@ async function exec(
     env,
     redact: (line) => a.masker.mask(line),
     onLine: (text, stream) => {
-      a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
+      if (!quiet) a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
       onLine?.(text);
     },
   });

@@ -3,13 +3,15 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
 import type { BuilderClient } from "./client.js";
 import { asJson, summary, table } from "./format.js";
+import { CliUsageError } from "./usage-error.js";
+import { parseGitCredentials, parseRegistryCredentials, parseSecrets } from "./credentials.js";
 
 export interface Io {
   out(line: string): void;
   err(line: string): void;
 }
 
-export class CliUsageError extends Error {}
+export { CliUsageError };
 
 /** Exit code of a finished build: 0 only when it succeeded. */
 const exitOf = (b: Build) => (b.state === BuildState.SUCCEEDED ? 0 : 1);
@@ -44,7 +46,7 @@ async function waitFor(client: BuilderClient, id: string): Promise<Build> {
   return b ?? (await client.getBuild({ buildId: id })).build!;
 }
 
-export async function build(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function build(client: BuilderClient, args: string[], io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const { values: v } = parse(args, {
     project: { type: "string" },
     git: { type: "string" },
@@ -54,6 +56,13 @@ export async function build(client: BuilderClient, args: string[], io: Io): Prom
     context: { type: "string" },
     target: { type: "string" },
     "build-arg": { type: "string", multiple: true },
+    secret: { type: "string", multiple: true },
+    registry: { type: "string" },
+    "registry-user": { type: "string" },
+    "registry-password-file": { type: "string" },
+    "registry-auth-file": { type: "string" },
+    "git-user": { type: "string" },
+    "git-password-file": { type: "string" },
     follow: { type: "boolean" },
     detach: { type: "boolean", short: "d" },
   });
@@ -63,9 +72,21 @@ export async function build(client: BuilderClient, args: string[], io: Io): Prom
     if (i <= 0) throw new CliUsageError(`--build-arg ${JSON.stringify(kv)}: expected NAME=VALUE`);
     buildArgs[kv.slice(0, i)] = kv.slice(i + 1);
   }
+  const str = (k: string) => v[k] as string | undefined;
+  const secrets = parseSecrets((v.secret as string[] | undefined) ?? [], env);
+  const registryCredentials = parseRegistryCredentials({
+    ...(str("registry") ? { registry: str("registry") } : {}),
+    ...(str("registry-user") ? { user: str("registry-user") } : {}),
+    ...(str("registry-password-file") ? { passwordFile: str("registry-password-file") } : {}),
+    ...(str("registry-auth-file") ? { authFile: str("registry-auth-file") } : {}),
+    image: str("image") ?? "",
+  });
+  const gitCreds = parseGitCredentials({ ...(str("git-user") ? { user: str("git-user") } : {}), ...(str("git-password-file") ? { passwordFile: str("git-password-file") } : {}) });
   const { build: accepted } = await client.build({
     project: (v.project as string) ?? "",
-    source: { kind: { case: "git", value: { url: (v.git as string) ?? "", commit: (v.commit as string) ?? "" } } },
+    source: { kind: { case: "git", value: { url: (v.git as string) ?? "", commit: (v.commit as string) ?? "", ...gitCreds } } },
+    secrets,
+    registryCredentials,
     image: (v.image as string) ?? "",
     containerfile: (v.containerfile as string) ?? "",
     context: (v.context as string) ?? "",

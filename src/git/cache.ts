@@ -6,8 +6,8 @@ import { KilnError } from "../errors/kiln-error.js";
 import type { RunResult } from "../process/run.js";
 import type { GitUrl } from "./url.js";
 
-/** Runs git with the given arguments under the caller's logging and cancellation. */
-export type GitExec = (args: string[]) => Promise<RunResult>;
+/** Runs git with the given arguments under the caller's logging (none when quiet) and cancellation. */
+export type GitExec = (args: string[], quiet?: boolean) => Promise<RunResult>;
 
 export interface FetchOutcome {
   /** False when the commit was in the cache already. */
@@ -40,8 +40,8 @@ export function createGitCache(root: string, workRoot: string) {
   }
 
   async function hasCommit(repo: string, commit: string, git: GitExec): Promise<boolean> {
-    // --quiet: a commit not in the cache yet is no error worth a line in the build's log.
-    const r = await git(["--git-dir", repo, "rev-parse", "--quiet", "--verify", "--end-of-options", `${commit}^{commit}`]);
+    // A probe: its answer (or "not a valid object") is no line for the build's log.
+    const r = await git(["--git-dir", repo, "cat-file", "-e", `${commit}^{commit}`], true);
     return r.exitCode === 0;
   }
 

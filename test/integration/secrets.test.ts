@@ -5,6 +5,7 @@
 // the pushed layers and every process's command line for every secret it used.
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
@@ -22,6 +23,18 @@ import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 import { startTokenIssuer, type TokenIssuer } from "../helpers/token-issuer.js";
 
+const ROOT = new URL("../..", import.meta.url).pathname;
+
+function run(file: string, args: string[], o: { cwd: string; timeout: number; env: NodeJS.ProcessEnv }): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(file, args, { cwd: o.cwd, env: o.env, stdio: ["ignore", "pipe", "pipe"], timeout: o.timeout });
+    let stdout = "";
+    let stderr = "";
+    p.stdout.on("data", (d) => (stdout += d));
+    p.stderr.on("data", (d) => (stderr += d));
+    p.on("close", (status) => resolve({ status, stdout, stderr }));
+  });
+}
 const token = (what: string) => `${what}-${randomBytes(12).toString("hex")}`;
 
 /** Every file of a registry's storage, gzip'd layers unpacked, searched for the needles. */
@@ -121,6 +134,7 @@ describe("credentials and secrets", () => {
     assert.ok(log.some((l) => /^b64 \*\*\*/.test(l)), `the base64 of the secret is masked: ${log.filter((l) => l.startsWith("b64")).join("|")}`);
     assert.ok(log.includes("secret-step-ran v1"));
     assert.ok(git.authorizations.length > 0, "git sent its credentials to the server");
+    assert.ok(!log.some((l) => /Not a valid object name|^fatal:/.test(l)), "the cache probe of a commit not fetched yet says nothing in the log");
     assert.equal(await reg.digest("team/private", b.commit, `Basic ${Buffer.from(`${regUser.username}:${regUser.password}`).toString("base64")}`), b.imageDigest);
   });
 
@@ -223,6 +237,42 @@ describe("credentials and secrets", () => {
     await k.client.listBuilds({});
     assert.deepEqual(findLeaks([secret1], { dirs: ["/dev/shm", "/run"] }), [], "the restart removed the secret files");
     builds.push((await k.client.getBuild({ buildId: accepted!.id })).build!);
+  });
+
+  test("the kiln CLI: --secret from a file or a variable, registry and git passwords from files", async () => {
+    const pw = join(dir, "registry-password");
+    const gitPw = join(dir, "git-password");
+    const secretFile = join(dir, "npm-token");
+    writeFileSync(pw, `${regUser.password}\n`, { mode: 0o600 });
+    writeFileSync(gitPw, `${gitUser.password}\n`, { mode: 0o600 });
+    writeFileSync(secretFile, secret1, { mode: 0o600 });
+    const commit = repo.commit({ ...app(base), "src/a.txt": "hello, cli\n" });
+    // Not spawnSync: the git server the build fetches from runs in this process.
+    const kiln = (secretFlag: string, env: Record<string, string> = {}) =>
+      run(
+        process.execPath,
+        ["--import", "tsx", "src/bin/kiln.ts", "--addr", k.addr, "build", "--project", "private", "--git", git.url, "--commit", commit, "--image", `${reg.host}/team/private`,
+          "--secret", secretFlag, "--registry-user", regUser.username, "--registry-password-file", pw, "--git-user", gitUser.username, "--git-password-file", gitPw, "--follow"],
+        { cwd: ROOT, timeout: 120_000, env: { ...process.env, ...env } },
+      );
+    const fromFile = await kiln(`id=npm_token,src=${secretFile}`);
+    assert.equal(fromFile.status, 0, fromFile.stderr + fromFile.stdout);
+    assert.match(fromFile.stdout, /^SUCCEEDED /m);
+    const fromEnv = await kiln("id=npm_token,env=KILN_TEST_NPM_TOKEN", { KILN_TEST_NPM_TOKEN: secret2 });
+    assert.equal(fromEnv.status, 0, fromEnv.stderr + fromEnv.stdout);
+    assert.match(fromEnv.stdout, /^token is \*\*\*$/m, `a changed secret: the step ran again, masked:\n${fromEnv.stdout}`);
+    assert.ok(!(fromFile.stdout + fromEnv.stdout + fromFile.stderr + fromEnv.stderr).includes(secret2));
+    const missing = await kiln("id=npm_token,env=KILN_TEST_UNSET_VARIABLE");
+    assert.equal(missing.status, 2);
+    assert.match(missing.stderr, /KILN_TEST_UNSET_VARIABLE is not set/);
+    for (const id of [fromFile, fromEnv].map((r) => /^SUCCEEDED (\S+)/m.exec(r.stdout)?.[1])) if (id) builds.push({ id } as Build);
+  });
+
+  test("a build arg named like a secret gets a warning pointing at secrets", async () => {
+    const { b, log } = await build({ ...request(repo.head()), buildArgs: { NPM_TOKEN: "not-really-secret", PLAIN: "x" } });
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    assert.ok(log.some((l) => /^warning: build arg NPM_TOKEN looks like a secret.*secrets/.test(l)), log.join("\n"));
+    assert.ok(!log.some((l) => l.startsWith("warning: build arg PLAIN")));
   });
 
   test("no secret, password or token anywhere: volume, logs, records, kilnd's output, layers, argv", async () => {

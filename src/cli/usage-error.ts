@@ -1,0 +1,2 @@
+// A mistake in how kiln was called: exit code 2 and the usage.
+export class CliUsageError extends Error {}
