@@ -50,7 +50,8 @@ export function variants(value: string): string[] {
 }
 
 /**
- * The characters of base64 that depend only on the value's own bytes, for a value starting at
+ * The characters of base64 that depend only on the value's own bytes (kept when there are 6 or
+ * more: shorter fragments would mask unrelated base64; values of 6 bytes or more are covered), for a value starting at
  * byte offset 0, 1 or 2 of a 3-byte group: whatever precedes or follows it, these characters
  * appear in the encoding of any string that contains the value. (Also in the base64url alphabet.)
  */

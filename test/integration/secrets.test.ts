@@ -12,7 +12,10 @@ import { gunzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
 import { toJsonString } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BuildSchema, BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { BuildSchema, BuildState, type Build, type BuildRequestSchema } from "../../src/gen/kiln/v1/builder_pb.js";
+import type { MessageInitShape } from "@bufbuild/protobuf";
+
+type BuildRequestInit = MessageInitShape<typeof BuildRequestSchema>;
 import { pushBusyboxBase } from "../helpers/base-image.js";
 import { serveGitHttp, type GitHttpServer } from "../helpers/git-http.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
@@ -112,7 +115,7 @@ describe("credentials and secrets", () => {
     if (dir) removeTree(dir);
   });
 
-  const request = (commit: string, o: { secret?: string; password?: string; image?: string; creds?: boolean; gitPassword?: string } = {}) => ({
+  const request = (commit: string, o: { secret?: string; password?: string; image?: string; creds?: boolean; gitPassword?: string } = {}): BuildRequestInit => ({
     project: "private",
     source: { kind: { case: "git" as const, value: { url: git.url, commit, username: gitUser.username, password: o.gitPassword ?? gitUser.password } } },
     image: o.image ?? `${reg.host}/team/private`,
@@ -120,7 +123,7 @@ describe("credentials and secrets", () => {
     registryCredentials: o.creds === false ? [] : [{ registry: reg.host, username: regUser.username, password: o.password ?? regUser.password }],
   });
 
-  async function build(req: ReturnType<typeof request>): Promise<{ b: Build; log: string[] }> {
+  async function build(req: BuildRequestInit): Promise<{ b: Build; log: string[] }> {
     const { build: accepted } = await k.client.build(req);
     const b = await k.waitDone(accepted!.id);
     builds.push(b);
