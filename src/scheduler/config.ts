@@ -5,6 +5,7 @@ import { dirname, resolve } from "node:path";
 import { parseGitUrl } from "../git/url.js";
 import { checkProject } from "../validate/build-request.js";
 import { parseImageRepo } from "../validate/image-ref.js";
+import type { GitHubAppConfig } from "./github-app.js";
 
 export interface LocalMachineConfig {
   driver: "local";
@@ -36,6 +37,12 @@ export interface ProjectConfig {
   context: string;
   image: string;
   buildArgs: Record<string, string>;
+  /** Build secrets: id -> the file that holds the value (read at every build). */
+  secretFiles: Record<string, string>;
+  registryCredentials: { registry: string; username: string; passwordFile: string }[];
+  gitCredentials?: { username: string; passwordFile: string };
+  /** Git credentials as a GitHub App's installation token, minted per build. */
+  githubApp?: GitHubAppConfig;
   kilndTokenFile?: string;
   machine: LocalMachineConfig | FlyMachineConfig;
 }
@@ -118,6 +125,7 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
         context: typeof p.context === "string" ? p.context : ".",
         image,
         buildArgs: (p.buildArgs as Record<string, string> | undefined) ?? {},
+        ...credentialsConfig(p, where, path),
         machine,
       };
       if (typeof p.kilndTokenFile === "string") project.kilndTokenFile = path(p.kilndTokenFile);
@@ -127,4 +135,44 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
   if (typeof raw.webhookSecretFile === "string") cfg.webhookSecretFile = path(raw.webhookSecretFile);
   if (typeof raw.tokenFile === "string") cfg.tokenFile = path(raw.tokenFile);
   return cfg;
+}
+
+/** A project's secrets and credentials: only file names, never values, are in the config. */
+function credentialsConfig(p: Json, where: string, path: (p: string) => string): Pick<ProjectConfig, "secretFiles" | "registryCredentials" | "gitCredentials" | "githubApp"> {
+  const secretFiles: Record<string, string> = {};
+  const secrets = (p.secrets ?? {}) as Json;
+  if (typeof secrets !== "object" || Array.isArray(secrets)) throw new ConfigError(`${where}.secrets: an object of id -> {"file": PATH} is required`);
+  for (const [id, v] of Object.entries(secrets)) {
+    const file = typeof v === "string" ? v : typeof v === "object" && v !== null ? (v as Json).file : undefined;
+    if (typeof file !== "string" || !file) throw new ConfigError(`${where}.secrets.${id}: {"file": PATH} is required (values are never written in the config)`);
+    secretFiles[id] = path(file);
+  }
+  const creds = (p.registryCredentials ?? []) as Json[];
+  if (!Array.isArray(creds)) throw new ConfigError(`${where}.registryCredentials: a list is required`);
+  const registryCredentials = creds.map((c, i) => ({
+    registry: str(c, "registry", `${where}.registryCredentials[${i}]`),
+    username: str(c, "username", `${where}.registryCredentials[${i}]`),
+    passwordFile: path(str(c, "passwordFile", `${where}.registryCredentials[${i}]`)),
+  }));
+  const out: Pick<ProjectConfig, "secretFiles" | "registryCredentials" | "gitCredentials" | "githubApp"> = { secretFiles, registryCredentials };
+  if (p.gitCredentials !== undefined) {
+    const g = p.gitCredentials as Json;
+    out.gitCredentials = { username: str(g, "username", `${where}.gitCredentials`, "x-access-token"), passwordFile: path(str(g, "passwordFile", `${where}.gitCredentials`)) };
+  }
+  if (p.githubApp !== undefined) {
+    const g = p.githubApp as Json;
+    const id = (k: string) => {
+      const v = g[k];
+      if ((typeof v !== "string" && typeof v !== "number") || String(v) === "") throw new ConfigError(`${where}.githubApp.${k}: an id is required`);
+      return String(v);
+    };
+    out.githubApp = {
+      appId: id("appId"),
+      installationId: id("installationId"),
+      privateKeyFile: path(str(g, "privateKeyFile", `${where}.githubApp`)),
+      apiUrl: str(g, "apiUrl", `${where}.githubApp`, "https://api.github.com"),
+    };
+    if (out.gitCredentials) throw new ConfigError(`${where}: githubApp and gitCredentials are two ways to give git credentials; choose one`);
+  }
+  return out;
 }

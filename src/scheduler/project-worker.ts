@@ -14,6 +14,7 @@ import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.j
 import type { ProjectConfig } from "./config.js";
 import type { DeploymentEvents } from "./deployment-events.js";
 import { PermanentWakeError, type MachineDriver } from "./drivers/driver.js";
+import { createProjectSecrets, type ProjectSecrets } from "./project-secrets.js";
 
 type Kilnd = Client<typeof BuilderService>;
 
@@ -51,7 +52,11 @@ export class ProjectWorker {
   /** The scheduler is stopping: records stay as they are, for the next run to resume. */
   private stopped = false;
 
-  constructor(private readonly d: WorkerDeps) {}
+  private readonly secrets: ProjectSecrets;
+
+  constructor(private readonly d: WorkerDeps) {
+    this.secrets = createProjectSecrets(d.project);
+  }
 
   stop(): void {
     this.stopped = true;
@@ -115,8 +120,15 @@ export class ProjectWorker {
         );
       }
       if (!build) {
+        let request;
         try {
-          build = (await kilnd.build(this.buildRequest(dep.commit))).build!;
+          request = await this.buildRequest(dep.commit);
+        } catch (e) {
+          // A secret file that cannot be read or a token GitHub would not mint: the build cannot start.
+          return this.finish(dep, DeploymentState.FAILED, (e as Error).message);
+        }
+        try {
+          build = (await kilnd.build(request)).build!;
         } catch (e) {
           if (isGone(e) && interruptions++ < RECONNECT_ATTEMPTS) {
             this.kilnd = undefined;
@@ -248,15 +260,18 @@ export class ProjectWorker {
     this.d.events.emit(dep.id, { case: "deployment", value: dep });
   }
 
-  private buildRequest(commit: string) {
+  private async buildRequest(commit: string) {
     const p = this.d.project;
+    const c = await this.secrets.forBuild();
     return {
       project: p.name,
-      source: { kind: { case: "git" as const, value: { url: p.git, commit } } },
+      source: { kind: { case: "git" as const, value: { url: p.git, commit, ...c.git } } },
       containerfile: p.containerfile,
       context: p.context,
       image: p.image,
       buildArgs: p.buildArgs,
+      secrets: c.secrets,
+      registryCredentials: c.registryCredentials,
     };
   }
 

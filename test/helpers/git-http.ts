@@ -13,16 +13,25 @@ export interface GitHttpServer {
   stop(): Promise<void>;
 }
 
-export async function serveGitHttp(repoDir: string, user: { username: string; password: string }): Promise<GitHttpServer> {
+/** user: the one account, or a check of any user name and password (tokens minted elsewhere). */
+export async function serveGitHttp(repoDir: string, user: { username: string; password: string } | ((username: string, password: string) => boolean)): Promise<GitHttpServer> {
   const root = dirname(repoDir);
   const name = basename(repoDir);
   const authorizations: string[] = [];
-  const expected = `Basic ${Buffer.from(`${user.username}:${user.password}`).toString("base64")}`;
+  const allowed = (auth: string | undefined): string | undefined => {
+    if (!auth?.startsWith("Basic ")) return undefined;
+    const plain = Buffer.from(auth.slice(6), "base64").toString("utf8");
+    const i = plain.indexOf(":");
+    const [u, p] = [plain.slice(0, i), plain.slice(i + 1)];
+    const ok = typeof user === "function" ? user(u, p) : u === user.username && p === user.password;
+    return ok ? u : undefined;
+  };
   const server: Server = createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     const auth = req.headers.authorization;
     if (auth) authorizations.push(auth);
-    if (auth !== expected) {
+    const remoteUser = allowed(auth);
+    if (!remoteUser) {
       res.writeHead(401, { "www-authenticate": 'Basic realm="kiln-test-git"' }).end("authentication required\n");
       return;
     }
@@ -35,7 +44,7 @@ export async function serveGitHttp(repoDir: string, user: { username: string; pa
         QUERY_STRING: url.search.slice(1),
         REQUEST_METHOD: req.method ?? "GET",
         CONTENT_TYPE: req.headers["content-type"] ?? "",
-        REMOTE_USER: user.username,
+        REMOTE_USER: remoteUser,
         REMOTE_ADDR: "127.0.0.1",
         ...(req.headers["git-protocol"] ? { GIT_PROTOCOL: String(req.headers["git-protocol"]) } : {}),
       },
