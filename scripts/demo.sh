@@ -4,9 +4,30 @@
 # builds it, commits a one-line change, builds it again on the warm cache (kiln's fast path: only
 # the final COPY's layer is made, from the git diff), checks that the pushed image runs, and
 # prints both builds' timings and digests.
+#
+# scripts/demo.sh --private does the same against a registry that asks for credentials (htpasswd,
+# on $KILN_PRIVATE_REGISTRY, the base image copied there) with a build secret that a RUN step
+# prints: the build log shows it masked, and the warm rebuild still takes the fast path.
 source "$(dirname "$0")/lib.sh"
+private=0
+case "${1:-}" in
+  "") ;;
+  --private) private=1 ;;
+  *) die "usage: scripts/demo.sh [--private]" ;;
+esac
 "$KILN_ROOT/scripts/setup.sh"
 "$KILN_ROOT/scripts/base-images.sh" node
+registry="$KILN_REGISTRY"
+base="$KILN_REGISTRY/kiln/node:20-slim"
+cred_flags=()
+private_dir=""
+if [ $private = 1 ]; then
+  source "$KILN_ROOT/scripts/private-registry.sh"
+  registry="$KILN_PRIVATE_REGISTRY"
+  base="$registry/kiln/node:20-slim"
+  (umask 077; printf 'npm_%s' "$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')" > "$private_dir/npm-token")
+  cred_flags=(--registry-user kiln --registry-password-file "$private_dir/password" --secret "id=npm_token,src=$private_dir/npm-token")
+fi
 
 kiln() { node "$KILN_ROOT/dist/bin/kiln.js" --addr "http://127.0.0.1:$port" "$@"; }
 now_ms() { date +%s%3N; }
@@ -16,7 +37,7 @@ port=$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{
 mkdir -p "$data"
 say "starting kilnd on 127.0.0.1:$port (volume: $data, log: $KILN_STATE/kilnd.log)"
 node "$KILN_ROOT/dist/bin/kilnd.js" --listen "127.0.0.1:$port" --data "$data" --idle-timeout 0 \
-  --insecure-registry "$KILN_REGISTRY" > "$KILN_STATE/kilnd.log" 2>&1 &
+  --insecure-registry "$KILN_REGISTRY" --insecure-registry "${KILN_PRIVATE_REGISTRY:-127.0.0.1:5001}" > "$KILN_STATE/kilnd.log" 2>&1 &
 kilnd_pid=$!
 trap 'kill -TERM $kilnd_pid 2>/dev/null; wait $kilnd_pid 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
@@ -28,17 +49,21 @@ done
 repo="$KILN_STATE/repo"
 rm -rf "$repo"
 cp -r "$KILN_ROOT/examples/hello-node" "$repo"
+if [ $private = 1 ]; then
+  # A step that needs the secret, and (to show the masking) prints it.
+  sed -i 's|^COPY src/ ./src/$|RUN --mount=type=secret,id=npm_token echo "npm token in this step: $(cat /run/secrets/npm_token)"\nCOPY src/ ./src/|' "$repo/Containerfile"
+fi
 git -C "$repo" init -q -b main
 git -C "$repo" add -A
 git -C "$repo" -c user.name=demo -c user.email=demo@kiln.invalid commit -qm "hello-node"
-image="$KILN_REGISTRY/demo/hello-node"
+image="$registry/demo/hello-node"
 
 build() { # build LABEL: builds HEAD of the repository, following its log
   local sha t0 t1
   sha=$(git -C "$repo" rev-parse HEAD)
   say "$1: building $sha"
   t0=$(now_ms)
-  kiln build --project hello-node --git "file://$repo" --commit "$sha" --image "$image" --follow
+  kiln build --project hello-node --git "file://$repo" --commit "$sha" --image "$image" --build-arg "BASE=$base" "${cred_flags[@]}" --follow
   t1=$(now_ms)
   printf '%s\t%s\t%s\n' "$1" "$sha" "$((t1 - t0))" >> "$KILN_STATE/demo-times.tsv"
 }
@@ -54,7 +79,15 @@ say "running the pushed image (node src/server.js --selftest)"
 sha=$(git -C "$repo" rev-parse HEAD)
 CONTAINERS_CONF="$data/conf/containers.conf" CONTAINERS_STORAGE_CONF="$data/conf/storage.conf" \
 CONTAINERS_REGISTRIES_CONF="$data/conf/registries.conf" \
-  podman run --rm --network host "$image:$sha" node src/server.js --selftest
+  podman run --rm --network host ${private_dir:+--authfile "$private_dir/auth.json"} "$image:$sha" node src/server.js --selftest
+if [ $private = 1 ]; then
+  say "the secret's line in each build's log (kiln logs): masked"
+  for id in $(kiln list --project hello-node --limit 2 | awk 'NR>1 {print $1}'); do
+    kiln logs "$id" 2>/dev/null | grep -m1 '^npm token in this step' || echo "(build $id: the step came from the cache)"
+  done
+  if grep -rqF "$(cat "$private_dir/npm-token")" "$data" "$KILN_STATE/kilnd.log"; then die "the secret is on the volume or in kilnd's log"; fi
+  say "the secret is nowhere on the volume ($data) nor in kilnd's log"
+fi
 
 say "summary (wall time = kiln build from the commit to the pushed digest, CLI start included)"
 printf '%-13s %-12s %9s %9s %7s %7s %7s  %s\n' BUILD COMMIT WALL KILND FETCH BUILD PUSH "CACHED  PATH  DIGEST"

@@ -68,10 +68,3 @@ export function withCredentials(url: GitUrl, username: string, password: string,
   if (password) secrets.push(password);
   return { ...url, credentials: { username: username || "x-access-token", password }, secrets: [...new Set(secrets.filter((s) => s.length >= 3))] };
 }
-
-/** Masks every secret of a URL in a line of output. */
-export function redact(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) if (s) out = out.split(s).join("***");
-  return out;
-}

@@ -6,7 +6,8 @@ import { after, describe, test } from "node:test";
 import { create } from "@bufbuild/protobuf";
 import { BuildRequestSchema } from "../../src/gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../../src/errors/kiln-error.js";
-import { parseGitUrl, redact } from "../../src/git/url.js";
+import { parseGitUrl } from "../../src/git/url.js";
+import { createMasker } from "../../src/secrets/masker.js";
 import { validateBuildRequest } from "../../src/validate/build-request.js";
 import { parseImageRepo } from "../../src/validate/image-ref.js";
 import { checkRepoPath, resolveInside } from "../../src/validate/repo-path.js";
@@ -35,7 +36,7 @@ describe("git URLs", () => {
     const u = parseGitUrl("https://x-access-token:s3cr3t-t0ken@github.com/acme/gw.git");
     assert.equal(u.redacted, "https://github.com/acme/gw.git");
     assert.ok(u.secrets.includes("s3cr3t-t0ken"));
-    assert.equal(redact("fatal: could not read from https://x-access-token:s3cr3t-t0ken@github.com", u.secrets), "fatal: could not read from https://***:***@github.com");
+    assert.equal(createMasker(u.secrets).mask("fatal: could not read from https://x-access-token:s3cr3t-t0ken@github.com"), "fatal: could not read from https://***:***@github.com");
     const ssh = parseGitUrl("ssh://git:pw123@host/x.git");
     assert.equal(ssh.redacted, "ssh://git@host/x.git");
   });
