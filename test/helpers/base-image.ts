@@ -22,14 +22,20 @@ function env(registry: string): NodeJS.ProcessEnv {
   };
 }
 
-/** Pushes the busybox base to the registry (with the credentials it asks for) and returns its reference. */
-export function pushBusyboxBase(registry: string, creds?: { username: string; password: string }): string {
+/** An auth file (containers-auth.json) for one registry, so no password is on a command line. */
+export function writeAuthFile(file: string, registry: string, creds: { username: string; password: string }): string {
+  writeFileSync(file, JSON.stringify({ auths: { [registry]: { auth: Buffer.from(`${creds.username}:${creds.password}`).toString("base64") } } }), { mode: 0o600 });
+  return file;
+}
+
+/** Pushes the busybox base to the registry (with the credentials it asks for) as base/busybox:TAG and returns its reference. */
+export function pushBusyboxBase(registry: string, creds?: { username: string; password: string }, tag = "1"): string {
   const e = env(registry);
-  const ref = `${registry}/base/busybox:1`;
+  const ref = `${registry}/base/busybox:${tag}`;
   copyFileSync(execFileSync("sh", ["-c", "command -v busybox"], { encoding: "utf8" }).trim(), join(ROOT, "ctx", "busybox"));
   copyFileSync(CONTAINERFILE, join(ROOT, "ctx", "Containerfile"));
   execFileSync("podman", ["build", "-q", "--layers", "-t", "localhost/kiln-test/busybox:1", join(ROOT, "ctx")], { env: e, stdio: "ignore" });
-  const auth = creds ? ["--creds", `${creds.username}:${creds.password}`] : [];
+  const auth = creds ? ["--authfile", writeAuthFile(join(ROOT, `auth-${registry.replace(/[^0-9A-Za-z]/g, "_")}.json`), registry, creds)] : [];
   execFileSync("podman", ["push", "-q", ...auth, "localhost/kiln-test/busybox:1", `docker://${ref}`], { env: e, stdio: "ignore" });
   return ref;
 }

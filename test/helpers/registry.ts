@@ -25,7 +25,8 @@ export async function startRegistry(dir: string, auth: RegistryAuthOptions = {})
   mkdirSync(join(dir, "data"), { recursive: true });
   let authYaml = "";
   if (auth.htpasswd) {
-    const line = execFileSync("htpasswd", ["-Bbn", auth.htpasswd.username, auth.htpasswd.password], { encoding: "utf8" }).trim();
+    // -i: the password on stdin, not in htpasswd's command line (tests watch every process's argv).
+    const line = execFileSync("htpasswd", ["-Bin", auth.htpasswd.username], { input: auth.htpasswd.password, encoding: "utf8" }).trim();
     writeFileSync(join(dir, "htpasswd"), `${line}\n`);
     authYaml = `auth:\n  htpasswd:\n    realm: kiln-test\n    path: ${dir}/htpasswd\n`;
   } else if (auth.token) {

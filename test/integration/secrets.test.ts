@@ -91,8 +91,9 @@ describe("credentials and secrets", () => {
   const gitUser = { username: "x-access-token", password: token("ghs") };
   const secret1 = token("npm-secret-one");
   const secret2 = token("npm-secret-two");
+  const secret3 = token("npm-secret-three");
   const wrong = token("wrong-password");
-  const needles = [regUser.password, tokenUser.password, gitUser.password, secret1, secret2, wrong];
+  const needles = [regUser.password, tokenUser.password, gitUser.password, secret1, secret2, secret3, wrong];
   const argv = watchArgv(needles);
   const builds: Build[] = [];
   /** What every kilnd of this test printed (they are restarted). */
@@ -172,7 +173,13 @@ describe("credentials and secrets", () => {
     assert.match(bad.b.error, new RegExp(`registry ${reg.host.replace(/\./g, "\\.")} refused .*401`));
     const none = await build(request(c, { creds: false }));
     assert.equal(none.b.state, BuildState.FAILED);
-    assert.match(none.b.error, /refused/);
+    assert.match(none.b.error, /refused the push/);
+    // A base kilnd has not pulled yet, without credentials: the pull is refused.
+    const other = pushBusyboxBase(reg.host, regUser, "2");
+    const pull = await build(request(repo.commit({ Containerfile: `FROM ${other}\nCOPY src/ /src/\n` }), { creds: false }));
+    assert.equal(pull.b.state, BuildState.FAILED);
+    assert.match(pull.b.error, new RegExp(`registry ${reg.host.replace(/\./g, "\\.")} refused a pull .*401`), pull.b.error);
+    repo.commit(app(base));
     assert.ok((await k.client.getInfo({})).version);
   });
 
@@ -288,10 +295,11 @@ describe("credentials and secrets", () => {
     const fromFile = await kiln(`id=npm_token,src=${secretFile}`);
     assert.equal(fromFile.status, 0, fromFile.stderr + fromFile.stdout);
     assert.match(fromFile.stdout, /^SUCCEEDED /m);
-    const fromEnv = await kiln("id=npm_token,env=KILN_TEST_NPM_TOKEN", { KILN_TEST_NPM_TOKEN: secret2 });
+    // A value no build has used yet: the step runs again.
+    const fromEnv = await kiln("id=npm_token,env=KILN_TEST_NPM_TOKEN", { KILN_TEST_NPM_TOKEN: secret3 });
     assert.equal(fromEnv.status, 0, fromEnv.stderr + fromEnv.stdout);
     assert.match(fromEnv.stdout, /^token is \*\*\*$/m, `a changed secret: the step ran again, masked:\n${fromEnv.stdout}`);
-    assert.ok(!(fromFile.stdout + fromEnv.stdout + fromFile.stderr + fromEnv.stderr).includes(secret2));
+    assert.ok(!(fromFile.stdout + fromEnv.stdout + fromFile.stderr + fromEnv.stderr).includes(secret3));
     const missing = await kiln("id=npm_token,env=KILN_TEST_UNSET_VARIABLE");
     assert.equal(missing.status, 2);
     assert.match(missing.stderr, /KILN_TEST_UNSET_VARIABLE is not set/);
