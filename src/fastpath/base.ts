@@ -8,7 +8,8 @@ import type { OciManifest } from "../registry/client.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import type { CopyPlan } from "./plan.js";
 
-const VERSION = 1;
+// 2: earlier COPY sources unquoted (words.ts), checked by what they resolve to (reach.ts).
+const VERSION = 2;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {

@@ -8,7 +8,6 @@
 import { readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
-import { loadExeca } from "../process/execa.js";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
@@ -80,6 +79,9 @@ export function createFastPath(o: FastPathOptions) {
       const { manifest } = await registry.getManifest(digest);
       const config = JSON.parse((await registry.getBlob(manifest.config.digest)).toString("utf8")) as ImageConfig;
       checkShape(manifest, config);
+      // A base's ONBUILD triggers run right after FROM and may read the context: kiln does not see them.
+      const triggers = (config.history ?? []).filter((h) => /(^|#\(nop\)\s+)ONBUILD\s/.test(h.created_by ?? "")).length;
+      if (triggers > plan.onbuild) throw new FastPathRefused("the base image has ONBUILD triggers");
       const last = manifest.layers.at(-1)!;
       if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
       const dest = resolveDest(config, plan.dest);
@@ -126,15 +128,10 @@ export function createFastPath(o: FastPathOptions) {
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
     if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
-    const [{ mayTouch }, { makeLayer }] = await Promise.all([import("./plan.js"), import("./layer.js")]);
+    const [{ checkChanges }, { makeLayer }] = await Promise.all([import("./changes.js"), import("./layer.js")]);
     const ig = ignore().add(ignoreText.split(/\r?\n/));
     const ignored = (p: string) => ig.ignores(p);
-
-    for (const path of await changedPaths(input, base.commit)) {
-      if (ignored(path)) continue;
-      const reached = base.plan.earlier.find((s) => mayTouch(s, path));
-      if (reached !== undefined) throw new FastPathRefused(`${path} changed, and an earlier COPY (${reached || "."}) copies it`);
-    }
+    await checkChanges(input, base.commit, base.plan.earlier, base.plan.sources, ignored);
 
     const layer = await makeLayer({
       contextDir: input.contextDir,
@@ -205,25 +202,6 @@ function nextConfig(base: FastPathBase, diffId: string, labels: Record<string, s
   const labelStep = history.findLastIndex((h) => h.created_by?.includes("#(nop) LABEL"));
   if (labelStep > copyStep) history[labelStep] = { ...history[labelStep], created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };
   return config;
-}
-
-/** Files that differ between the base commit and this one, relative to the context. */
-async function changedPaths(input: FastPathInput, baseCommit: string): Promise<string[]> {
-  const execa = await loadExeca();
-  const r = await execa("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], {
-    env: input.env,
-    extendEnv: false,
-    reject: false,
-    timeout: 30_000,
-    cancelSignal: input.signal,
-  });
-  input.signal.throwIfAborted();
-  if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`);
-  const prefix = input.context === "." || input.context === "" ? "" : `${input.context.replace(/^\.\/|\/+$/g, "")}/`;
-  return r.stdout
-    .split("\0")
-    .filter((p) => p && p.startsWith(prefix))
-    .map((p) => p.slice(prefix.length));
 }
 
 async function readIgnore(contextDir: string): Promise<string> {

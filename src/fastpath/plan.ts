@@ -4,6 +4,7 @@
 // COPY, context bind mounts in RUN, parser directives, heredocs) makes it step aside.
 import { posix } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
+import { copyWords } from "./words.js";
 
 export interface CopyPlan {
   /** The final COPY's sources, relative to the context ("" is the whole context). */
@@ -16,6 +17,8 @@ export interface CopyPlan {
   earlier: string[];
   /** Steps after FROM, and how many come before the final COPY (reused as they are). */
   steps: { total: number; reused: number };
+  /** ONBUILD instructions of this Containerfile (any more in the image's history are the base's triggers). */
+  onbuild: number;
 }
 
 export type PlanResult = { ok: true; plan: CopyPlan } | { ok: false; reason: string };
@@ -54,35 +57,28 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
       return no("a RUN step bind-mounts the context");
     }
     if (kw === "COPY" && !flags(i).some(([k]) => k === "from")) {
-      const args = i.getArguments().map((a) => a.getValue());
-      if (args.length < 2 || args[0]!.startsWith("[") || args.some((a) => a.includes("$"))) return no("an earlier COPY uses the JSON form or variables");
-      earlier.push(...args.slice(0, -1).map(contextPath));
+      const w = copyWords(i.getArgumentsContent() ?? "");
+      if (!w.ok) return no(`an earlier COPY: ${w.reason}`);
+      if (w.words.length < 2) return no("an earlier COPY has no destination");
+      earlier.push(...w.words.slice(0, -1).map(contextPath));
     }
   }
 
   const f = flags(copy);
   const unknown = f.find(([k]) => k !== "chown");
   if (unknown) return no(`the final COPY has --${unknown[0]}`);
-  const args = copy.getArguments().map((a) => a.getValue());
+  const w = copyWords(copy.getArgumentsContent() ?? "");
+  if (!w.ok) return no(`the final COPY: ${w.reason}`);
+  const args = w.words;
   if (args.length < 2) return no("the final COPY has no destination");
-  if (args[0]!.startsWith("[")) return no("the final COPY uses the JSON form");
-  if (args.some((a) => a.includes("$"))) return no("the final COPY uses variables");
   const sources = args.slice(0, -1);
   if (sources.some((s) => GLOB.test(s) || /^[a-z]+:\/\//i.test(s))) return no("the final COPY has a glob or a URL");
   const normalized = sources.map(contextPath);
   if (normalized.some((s) => s.startsWith("../") || s === "..")) return no("the final COPY reaches outside the context");
   const dest = args.at(-1)!;
   if (sources.length > 1 && !dest.endsWith("/")) return no("the final COPY has several sources and a destination without a trailing /");
-  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: steps.length, reused: last } } };
-}
-
-/** True when a change to path (relative to the context) may reach the given COPY source. */
-export function mayTouch(source: string, path: string): boolean {
-  if (source === "") return true;
-  const glob = source.search(GLOB);
-  // A glob may match anything that starts with its literal part (a superset: safe).
-  if (glob >= 0) return path.startsWith(source.slice(0, glob));
-  return path === source || path.startsWith(`${source}/`);
+  const onbuild = steps.filter((i) => i.getKeyword() === "ONBUILD").length;
+  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: steps.length, reused: last }, onbuild } };
 }
 
 function contextPath(source: string): string {

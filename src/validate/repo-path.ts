@@ -13,8 +13,9 @@ export function checkRepoPath(value: string, field: string): string {
   if (isAbsolute(value) || value.startsWith("\\")) throw invalidArgument(field, "must be relative to the repository root");
   if (value.split(/[\\/]+/).includes("..")) throw invalidArgument(field, "must not contain '..'");
   if (value.startsWith("-")) throw invalidArgument(field, "must not start with '-'");
-  const n = normalize(value);
-  return n === "" ? "." : n;
+  // "./", "src/" and "src" are one directory: one spelling, so the fast path's key and paths agree.
+  const n = normalize(value).replace(/(.)\/+$/, "$1");
+  return n === "" || n === "./" ? "." : n;
 }
 
 /** Resolves a checked path inside root, following symlinks, and refuses one that leaves root. */

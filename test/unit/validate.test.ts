@@ -66,7 +66,8 @@ describe("repository paths", () => {
   const dir = tempDir("paths");
   after(() => removeTree(dir));
   test("relative paths are normalised; .., absolute and dash-led paths are refused", () => {
-    assert.equal(checkRepoPath("./a//b/", "containerfile"), "a/b/");
+    assert.equal(checkRepoPath("./a//b/", "containerfile"), "a/b");
+    assert.equal(checkRepoPath("./", "context"), ".");
     assert.equal(checkRepoPath(".", "context"), ".");
     invalid(() => checkRepoPath("a/../../b", "context"), /must not contain '\.\.'/);
     invalid(() => checkRepoPath("/etc", "context"), /must be relative/);

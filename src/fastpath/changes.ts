@@ -1,0 +1,65 @@
+// The fast path's one question: does any file that changed since the base commit reach a step
+// before the final COPY? Answered from what buildah will read, not from how the Containerfile
+// spells it: each earlier COPY source is resolved through the checkout's symlinks (reach.ts),
+// paths are compared from the repository root (so a context written "./" or reached through a
+// symlink is the same directory), and a change that could alter files git's blob diff does not
+// show (.gitattributes: line endings, filters) counts as reaching everything.
+import { realpath } from "node:fs/promises";
+import { posix, relative, sep } from "node:path";
+import { loadExeca } from "../process/execa.js";
+import { readsOf, reaches } from "./reach.js";
+import { FastPathRefused } from "./refused.js";
+
+export interface ChangeInput {
+  gitDir: string;
+  checkout: string;
+  contextDir: string;
+  commit: string;
+  env: Record<string, string>;
+  signal: AbortSignal;
+}
+
+/** Throws FastPathRefused unless every changed file is reached by the final COPY alone (or by nothing). */
+export async function checkChanges(input: ChangeInput, baseCommit: string, earlier: string[], finalSources: string[], ignored: (contextPath: string) => boolean): Promise<void> {
+  const root = await realpath(input.checkout);
+  const context = relative(root, input.contextDir).split(sep).join("/");
+  for (const s of finalSources) {
+    const r = await readsOf(root, context, s);
+    if (!r.ok) throw new FastPathRefused(`the final COPY: ${r.reason}`);
+    if (r.links.length > 0) throw new FastPathRefused(`the final COPY's source ${s} is reached through a symlink (${r.links[0]})`);
+  }
+  const reads = [];
+  for (const s of earlier) {
+    const r = await readsOf(root, context, s);
+    if (!r.ok) throw new FastPathRefused(`an earlier COPY: ${r.reason}`);
+    reads.push({ source: s, r });
+  }
+  for (const path of await changedPaths(input, baseCommit)) {
+    if (posix.basename(path) === ".gitattributes") throw new FastPathRefused(`${path} changed: git may rewrite files whose content did not change`);
+    const inContext = context === "" || path.startsWith(`${context}/`);
+    const contextPath = inContext ? path.slice(context === "" ? 0 : context.length + 1) : undefined;
+    for (const { source, r } of reads) {
+      const how = reaches(path, r);
+      if (how === "link") throw new FastPathRefused(`${path} changed, and an earlier COPY (${source || "."}) reads it through a symlink`);
+      // The ignore file is matched against paths as written in the context.
+      if (how === "written" && !(contextPath !== undefined && ignored(contextPath))) {
+        throw new FastPathRefused(`${contextPath ?? path} changed, and an earlier COPY (${source || "."}) copies it`);
+      }
+    }
+  }
+}
+
+/** Files that differ between the base commit and this one, relative to the repository root. */
+async function changedPaths(input: ChangeInput, baseCommit: string): Promise<string[]> {
+  const execa = await loadExeca();
+  const r = await execa("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], {
+    env: input.env,
+    extendEnv: false,
+    reject: false,
+    timeout: 30_000,
+    cancelSignal: input.signal,
+  });
+  input.signal.throwIfAborted();
+  if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${String(r.stderr).trim().split("\n").at(-1) ?? ""}`);
+  return String(r.stdout).split("\0").filter(Boolean);
+}
