@@ -86,6 +86,15 @@ export function createGitCache(root: string, workRoot: string) {
     } catch {
       fresh = true;
     }
+    // read-tree rewrites only the files whose blobs changed; a changed .gitattributes (line
+    // endings, filters) changes how unchanged blobs are written out: then every file is written anew.
+    if (!fresh) {
+      const attrs = await git(["--git-dir", repo, "-c", `core.indexfile=${index}`, "diff-index", "--cached", "--name-only", commit, "--", ".gitattributes", ":(glob)**/.gitattributes"], true);
+      if (attrs.exitCode !== 0 || attrs.stdout.trim() !== "") {
+        await rm(index, { force: true });
+        fresh = true;
+      }
+    }
     if (fresh) await rm(dir, { recursive: true, force: true });
     await mkdir(dir, { recursive: true });
     let r = await readTree();

@@ -1,0 +1,109 @@
+// Scenarios for the fast path's differential test: a small repository (files, directories,
+// symlinks to files and directories, dangling and outside ones, an ignore file), a single-stage
+// Containerfile with earlier COPYs of files, directories and globs in every spelling (plain,
+// quoted, JSON), a RUN that reads what they copied, a final COPY and metadata steps, a context
+// spelled several ways (".", "./", a directory, the same through a symlink), and a sequence of
+// commits: edits, additions, deletions, renames, mode changes, symlinks made and retargeted,
+// ignore-file and .gitattributes edits. Generated with fast-check, reproducible from a seed.
+import fc from "fast-check";
+import type { Files } from "../helpers/git-repo.js";
+
+export interface Scenario {
+  /** Where the app lives in the repository ("" for the root) and how the request spells the context. */
+  dir: string;
+  context: string;
+  containerfile: string;
+  files: Files;
+  commits: Files[];
+}
+
+type Spelling = "plain" | "double" | "single" | "json";
+
+const spell = (words: string[], how: Spelling): string => {
+  if (how === "json") return JSON.stringify(words);
+  if (how === "plain") return words.join(" ");
+  const q = how === "double" ? '"' : "'";
+  return words.map((w) => `${q}${w}${q}`).join(" ");
+};
+
+const EARLIER_SOURCES = ["deps.txt", "lib/", "lib/a.txt", "lib*", "conf.d", "conf.d/x.conf", "libextra.txt"];
+const FINAL_SOURCES = ["src/", ".", "src/a.txt", "src"];
+const PATHS = ["deps.txt", "lib/a.txt", "lib/b.txt", "libextra.txt", "conf.d/x.conf", "src/a.txt", "src/sub/b.txt", "src/new.txt", "README.md", "notes/n.md", "src/debug.log"];
+const LINK_TARGETS = ["a.txt", "sub", "../deps.txt", "../lib", "lib/a.txt", "lib", "missing", "/etc/passwd", "../../outside"];
+const METADATA = ["ENV MODE=fuzz", "LABEL fuzz=1", "EXPOSE 8080", 'CMD ["cat", "/app/a.txt"]', "USER 1000", "WORKDIR /app"];
+
+const containerfileArb = (base: string) =>
+  fc
+    .record({
+      workdir: fc.boolean(),
+      earlier: fc.array(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "single", "json") }), { maxLength: 2 }),
+      final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }),
+      metadata: fc.subarray(METADATA),
+    })
+    .map((c) => {
+      const lines = [`FROM ${base}`];
+      if (c.workdir) lines.push("WORKDIR /app");
+      for (const e of c.earlier) lines.push(`COPY ${spell([e.source, "/opt/deps/"], e.how)}`);
+      if (c.earlier.length > 0) lines.push("RUN (find /opt/deps | sort; find /opt/deps -type f | sort | xargs cat) > /deps.all 2>&1 || true");
+      lines.push(`COPY ${spell([c.final.source, c.workdir ? "./" : "/app/"], c.final.how)}`);
+      lines.push(...c.metadata);
+      return `${lines.join("\n")}\n`;
+    });
+
+const fileOrLink = fc.oneof(
+  { weight: 4, arbitrary: fc.string({ minLength: 1, maxLength: 12, unit: "grapheme-ascii" }).map((s) => `${s}\n`) },
+  { weight: 1, arbitrary: fc.constantFrom(...LINK_TARGETS).map((t) => ({ symlink: t })) },
+  { weight: 1, arbitrary: fc.string({ minLength: 1, maxLength: 8, unit: "grapheme-ascii" }).map((s) => ({ content: `#!/bin/sh\n${s}\n`, mode: 0o755 })) },
+);
+
+const change: fc.Arbitrary<Files> = fc.oneof(
+  { weight: 5, arbitrary: fc.dictionary(fc.constantFrom(...PATHS), fileOrLink, { minKeys: 1, maxKeys: 2 }) },
+  { weight: 2, arbitrary: fc.constantFrom(...PATHS).map((p): Files => ({ [p]: null })) },
+  { weight: 1, arbitrary: fc.constantFrom(...PATHS).chain((p) => fc.constantFrom(...PATHS).map((q): Files => (p === q ? { [p]: null } : { [p]: null, [q]: `renamed from ${p}\n` }))) },
+  { weight: 1, arbitrary: fc.constantFrom("*.md\n", "src/*.log\n", "*.md\nlib/b.txt\n", "").map((t): Files => ({ ".containerignore": t })) },
+  { weight: 1, arbitrary: fc.constantFrom("*.txt text eol=crlf\n", "lib/* -text\n").map((t): Files => ({ ".gitattributes": t })) },
+);
+
+export const scenarioArb = (base: string): fc.Arbitrary<Scenario> =>
+  fc
+    .record({
+      layout: fc.constantFrom(".", "./", "app", "./app/", "applink"),
+      containerfile: containerfileArb(base),
+      links: fc.subarray(["deps-link", "conf-link", "src-file-link", "src-dir-link", "dangling", "outside"]),
+      ignore: fc.constantFrom("", "*.md\n", "src/*.log\n"),
+      commits: fc.array(change, { minLength: 1, maxLength: 4 }),
+    })
+    .map((r) => {
+      const dir = r.layout === "." || r.layout === "./" ? "" : "app";
+      const app: Files = {
+        Containerfile: r.containerfile,
+        "deps.txt": "left-pad 1\n",
+        "lib/a.txt": "lib a\n",
+        "lib/b.txt": "lib b\n",
+        "libextra.txt": "extra\n",
+        "conf.d/x.conf": "x=1\n",
+        "src/a.txt": "hello\n",
+        "src/sub/b.txt": "b\n",
+        "README.md": "# fuzz\n",
+      };
+      if (r.ignore) app[".containerignore"] = r.ignore;
+      if (r.links.includes("deps-link")) app["deps.txt"] = { symlink: "lib/a.txt" };
+      if (r.links.includes("conf-link")) {
+        delete app["conf.d/x.conf"];
+        app["lib/x.conf"] = "x=1 (through conf.d)\n";
+        app["conf.d"] = { symlink: "lib" };
+      }
+      if (r.links.includes("src-file-link")) app["src/link.txt"] = { symlink: "a.txt" };
+      if (r.links.includes("src-dir-link")) app["src/dirlink"] = { symlink: "sub" };
+      if (r.links.includes("dangling")) app["src/broken"] = { symlink: "missing" };
+      if (r.links.includes("outside")) app["src/out"] = { symlink: "../README.md" };
+      const prefix = (files: Files): Files => (dir ? Object.fromEntries(Object.entries(files).map(([p, f]) => [`${dir}/${p}`, f])) : files);
+      const files = prefix(app);
+      if (dir) {
+        files["ROOT.md"] = "outside the context\n";
+        files.applink = { symlink: "app" };
+      }
+      // A change outside the context now and then, beside the app's own.
+      const commits = r.commits.map((c, i) => (dir && i % 2 === 1 ? { ...prefix(c), "ROOT.md": `edit ${i}\n` } : prefix(c)));
+      return { dir, context: r.layout, containerfile: r.containerfile, files, commits };
+    });
