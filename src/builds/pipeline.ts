@@ -13,6 +13,7 @@ import { buildCommand, type BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
+import { createStageTracker, stageTag } from "../podman/stage-images.js";
 import { loadExeca } from "../process/execa.js";
 import { run, type RunResult } from "../process/run.js";
 import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
@@ -138,10 +139,15 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       labels: plan.flagLabels,
       secrets: buildahSecrets,
     });
+    let stagesOf = createStageTracker();
     const podmanBuild = async () => {
       const counter = createStepCounter(new Set(Object.keys(labels)));
+      stagesOf = createStageTracker();
       a.say(`build: ${cmd.file} ${cmd.args.join(" ")}`);
-      const r = await exec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, (line) => counter.line(line));
+      const r = await exec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, (line) => {
+        counter.line(line);
+        stagesOf.line(line);
+      });
       rec.stepsTotal = counter.counts.total;
       rec.stepsCached = counter.counts.cached;
       return r;
@@ -156,6 +162,9 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     if (built.exitCode !== 0) throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${lastError(built)}`);
     rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
+    // The earlier stages' images are this build's too: tagged, the prune keeps them while it keeps the build (beside the push).
+    const stages = stagesOf.earlierStages();
+    const tagged = Promise.all(stages.map((s) => deps.podman.tag(s.image, [stageTag(a.spec.project, rec.id, s.stage)])));
 
     // push
     if (registry) {
@@ -178,6 +187,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
         a.say(why ? `fast path: not available after this build: ${why}` : "fast path: the next build of a source change can start from this one");
       }
     }
+    if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");
     durations.total = durationFromMs(Date.now() - t0);
   } finally {
     release();

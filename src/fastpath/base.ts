@@ -55,8 +55,8 @@ export function createBaseStore(dir: string) {
   return {
     async load(project: string): Promise<FastPathBase | undefined> {
       try {
-        const b = JSON.parse(await readFile(fileOf(project), "utf8")) as FastPathBase;
-        return b.version === VERSION ? b : undefined;
+        const b = JSON.parse(await readFile(fileOf(project), "utf8")) as FastPathBase & { refused?: string };
+        return b.version === VERSION && b.refused === undefined ? b : undefined;
       } catch {
         return undefined;
       }
@@ -65,8 +65,23 @@ export function createBaseStore(dir: string) {
       await mkdir(dir, { recursive: true });
       await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, ...base }));
     },
-    async remove(project: string): Promise<void> {
-      await rm(fileOf(project), { force: true });
+    /** Forgets the project's base; with a reason, remembers why the last full build could not be one. */
+    async remove(project: string, reason?: string): Promise<void> {
+      if (reason === undefined) {
+        await rm(fileOf(project), { force: true });
+        return;
+      }
+      await mkdir(dir, { recursive: true });
+      await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, refused: reason }));
+    },
+    /** Why the project has no base, when its last full build was refused as one. */
+    async refusal(project: string): Promise<string | undefined> {
+      try {
+        const b = JSON.parse(await readFile(fileOf(project), "utf8")) as { refused?: string };
+        return typeof b.refused === "string" ? b.refused : undefined;
+      } catch {
+        return undefined;
+      }
     },
   };
 }

@@ -113,7 +113,7 @@ export function createFastPath(o: FastPathOptions) {
       return undefined;
     } catch (e) {
       // Registry trouble included: without a base the next build is a full one, never a wrong one.
-      await o.bases.remove(input.project);
+      await o.bases.remove(input.project, (e as Error).message);
       return (e as Error).message;
     }
   }
@@ -122,7 +122,10 @@ export function createFastPath(o: FastPathOptions) {
   async function build(input: FastPathInput, onMade?: (ms: number) => void): Promise<FastPathResult> {
     const t0 = Date.now();
     const base = await o.bases.load(input.project);
-    if (!base) throw new FastPathRefused("no full build of this project to start from");
+    if (!base) {
+      const why = await o.bases.refusal(input.project);
+      throw new FastPathRefused(why ? `the last full build cannot be a base: ${why}` : "no full build of this project to start from");
+    }
     if (base.key !== baseKey(input)) throw new FastPathRefused("the image, Containerfile, context, target, build args or secrets differ from the last full build's");
     if (sha256(await readFile(input.containerfilePath, "utf8")) !== base.containerfileDigest) throw new FastPathRefused("the Containerfile changed");
     const ignoreText = await readIgnore(input.contextDir);

@@ -6,7 +6,8 @@ export interface StepCounts {
   cached: number;
 }
 
-const STEP = /^STEP \d+\/\d+: (\S+)(.*)$/;
+// Multi-stage builds prefix the stage: "[1/2] STEP 3/7: RUN …".
+const STEP = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: (\S+)(.*)$/;
 
 const LABEL_KEY = /^\s*"?([^"=\s]+)"?=/;
 

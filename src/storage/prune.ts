@@ -3,6 +3,7 @@
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
 import { loadExeca } from "../process/execa.js";
+import { parseStageTag, STAGE_REPO } from "../podman/stage-images.js";
 
 export interface KilnImage {
   id: string;
@@ -40,6 +41,17 @@ export async function listKilnImages(env: Record<string, string>, project?: stri
       created: i.Created,
     }))
     .sort((a, b) => b.created - a.created || (a.buildId < b.buildId ? 1 : -1));
+}
+
+/** The tags kiln gave the earlier stages' images of its builds (podman/stage-images.ts). */
+export async function listStageTags(env: Record<string, string>): Promise<{ name: string; project: string; buildId: string }[]> {
+  const execa = await loadExeca();
+  const r = await execa("podman", ["images", "--format", "json", "--filter", `reference=${STAGE_REPO}/*`], { env, extendEnv: false, timeout: 60_000 });
+  const rows = (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
+  return rows.flatMap((i) => (i.Names ?? []).flatMap((name) => {
+    const t = parseStageTag(name);
+    return t ? [{ name, ...t }] : [];
+  }));
 }
 
 /**

@@ -28,6 +28,21 @@ COMMIT r/app:1`;
     // WORKDIR (cached), COPY, RUN (its echo looks like a hit and is one line: counted once at most)
     assert.deepEqual(c.counts, { total: 3, cached: 2 });
   });
+  test("multi-stage output: every stage's steps, prefixed [stage/stages]", () => {
+    const c = createStepCounter(new Set(["kiln.managed"]));
+    const out = `[1/2] STEP 1/3: FROM r/base:1 AS deps
+[1/2] STEP 2/3: COPY deps.txt ./
+--> Using cache 1111111111111111111111111111111111111111111111111111111111111111
+[1/2] STEP 3/3: RUN install
+--> Using cache 2222222222222222222222222222222222222222222222222222222222222222
+[2/2] STEP 1/3: FROM r/base:1
+[2/2] STEP 2/3: COPY --from=deps /out /out
+--> Using cache 3333333333333333333333333333333333333333333333333333333333333333
+[2/2] STEP 3/3: COPY src/ /src/
+--> 444444444444`;
+    for (const l of out.split("\n")) c.line(l);
+    assert.deepEqual(c.counts, { total: 4, cached: 3 });
+  });
   test("a user's own LABEL step counts", () => {
     const c = createStepCounter(new Set(["kiln.managed"]));
     c.line('STEP 2/3: LABEL "team"="infra"');
