@@ -229,12 +229,20 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
   const durations = rec.durations!;
   const f0 = Date.now();
   try {
-    const r = await fastPath.build(input, (madeMs) => {
-      durations.build = durationFromMs(madeMs);
-      a.phase = Phase.PUSH;
-      rec.phase = Phase.PUSH;
-    });
-    if (a.abort.signal.aborted) throw new StopSignal();
+    let committed = false;
+    const building = fastPath.build(
+      input,
+      (madeMs) => {
+        durations.build = durationFromMs(madeMs);
+        a.phase = Phase.PUSH;
+        rec.phase = Phase.PUSH;
+      },
+      () => (committed = true),
+    );
+    // A cancel answers at once (making a large layer is not interruptible), unless the tag is
+    // already being written: then the build is done, and says so. The abandoned work cannot push.
+    building.catch(() => {});
+    const r = await Promise.race([building, abortedUnless(a.abort.signal, () => committed, building)]);
     durations.push = durationFromMs(Date.now() - f0 - msFromDuration(durations.build));
     rec.imageId = r.imageId;
     rec.imageDigest = r.digest;
@@ -255,6 +263,16 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     a.say(`fast path: ${e instanceof FastPathRefused ? "not taken" : "failed"}: ${(e as Error).message}; full build`);
     return false;
   }
+}
+
+/** Rejects with StopSignal when the signal aborts, unless done() says the work can no longer stop: then waits for it. */
+function abortedUnless<T>(signal: AbortSignal, done: () => boolean, work: Promise<T>): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => (done() ? work.then(resolve, reject) : reject(new StopSignal()));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
+  });
 }
 
 /**

@@ -119,7 +119,11 @@ export function createFastPath(o: FastPathOptions) {
   }
 
   /** Builds and pushes the image without podman, or throws FastPathRefused saying why not. */
-  async function build(input: FastPathInput, onMade?: (ms: number) => void): Promise<FastPathResult> {
+  /**
+   * onMade: the layer is made and the push begins; onCommit: the manifest is being tagged (from
+   * then on the build cannot be taken back: a cancel waits for it).
+   */
+  async function build(input: FastPathInput, onMade?: (ms: number) => void, onCommit?: () => void): Promise<FastPathResult> {
     const t0 = Date.now();
     const base = await o.bases.load(input.project);
     if (!base) {
@@ -158,6 +162,7 @@ export function createFastPath(o: FastPathOptions) {
     await Promise.all([registry.putBlob(layer.digest, layer.gz), registry.putBlob(configDigest, configBytes)]);
     // The tag is the one step that cannot be taken back: never after a cancel.
     input.signal.throwIfAborted();
+    onCommit?.();
     const digest = await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)));
     return { digest, imageId: configDigest, files: layer.files, bytes: layer.bytes, steps: base.plan.steps };
   }

@@ -89,16 +89,20 @@ export class RegistryClient {
     await this.call("PUT", url, { body: data, headers: { "content-type": "application/octet-stream" } }, [201]);
   }
 
-  /** Tags the manifest; returns its digest as the registry computed it. */
+  /**
+   * Tags the manifest; returns its digest as the registry computed it. Not stopped by the
+   * signal: once sent, the tag may be the registry's whatever kiln does, so kiln waits to know.
+   */
   async putManifest(tag: string, bytes: Buffer): Promise<string> {
-    const res = await this.call("PUT", `/manifests/${tag}`, { body: bytes, headers: { "content-type": OCI_MANIFEST } }, [201]);
+    const res = await this.call("PUT", `/manifests/${tag}`, { body: bytes, headers: { "content-type": OCI_MANIFEST }, uncancellable: true }, [201]);
     const ours = sha256(bytes);
     const theirs = res.headers.get("docker-content-digest");
     if (theirs && theirs !== ours) throw new RegistryError(`the registry stored the manifest as ${theirs}, kiln computed ${ours}`);
     return ours;
   }
 
-  private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string> }, ok: number[]): Promise<Response> {
+  private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string>; uncancellable?: boolean }, ok: number[]): Promise<Response> {
+    const signal = init.uncancellable ? undefined : this.signal;
     const url = typeof path === "string" ? `${this.base}${path}` : path;
     // At most three times: after a 401, with the credentials or token it asked for, and once
     // more with a fresh token if that one was refused too (it expired before it was used).
@@ -109,13 +113,13 @@ export class RegistryClient {
       let res: Response;
       try {
         const timeout = AbortSignal.timeout(TIMEOUT_MS);
-        res = await fetch(url, { method, body: init.body, headers, signal: this.signal ? AbortSignal.any([this.signal, timeout]) : timeout, redirect: "follow" });
+        res = await fetch(url, { method, body: init.body, headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout, redirect: "follow" });
       } catch (e) {
         this.fail(method, url, e);
       }
       if (res.status === 401 && attempt < MAX_AUTH_RETRIES) {
         await res.arrayBuffer().catch(() => undefined);
-        const retry = await this.auth.challenged(res.headers.get("www-authenticate"), authorization, this.signal).catch((e) => this.fail(method, url, e));
+        const retry = await this.auth.challenged(res.headers.get("www-authenticate"), authorization, signal).catch((e) => this.fail(method, url, e));
         if (retry) continue;
         throw new RegistryAuthError(`${this.host} refused ${method} ${this.repo} (HTTP 401): no credentials for this registry were accepted`, 401);
       }
