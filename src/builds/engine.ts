@@ -236,6 +236,8 @@ export class BuildEngine {
         rec.error = a.stop.reason;
       } else {
         rec.state = BuildState.FAILED;
+        // A failed buildah can leave its working container (and its mount) behind.
+        this.sweepPending = true;
         if (e instanceof KilnError) {
           rec.error = a.masker.mask(e.message);
           a.accepted.reject(rec.error === e.message ? e : new KilnError(e.code, rec.error));

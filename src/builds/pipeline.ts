@@ -50,6 +50,10 @@ export const MANAGED_LABEL = "kiln.managed";
 // a large cold build still collects.
 const BUILD_GO_ENV = { GOGC: "off", GOMEMLIMIT: "2GiB" };
 
+// A step's start in buildah's output, and how much of a failing step's output its error keeps.
+const STEP_LINE = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: /;
+const STEP_TAIL = 5;
+
 // Build args are written into the image's history and the build's command line; secrets are not.
 const SECRET_LIKE_ARG = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH/i;
 
@@ -140,6 +144,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       secrets: buildahSecrets,
     });
     let stagesOf = createStageTracker();
+    // The output of the step running now: the end of it goes into a failed build's error.
+    let stepOutput: string[] = [];
     const podmanBuild = async () => {
       const counter = createStepCounter(new Set(Object.keys(labels)));
       stagesOf = createStageTracker();
@@ -147,6 +153,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       const r = await exec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, (line) => {
         counter.line(line);
         stagesOf.line(line);
+        if (STEP_LINE.test(line)) stepOutput = [];
+        else if (line.trim() && !line.startsWith("Error:")) stepOutput = [...stepOutput.slice(-(STEP_TAIL - 1)), line.slice(0, 300)];
       });
       rec.stepsTotal = counter.counts.total;
       rec.stepsCached = counter.counts.cached;
@@ -159,7 +167,10 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       built = await podmanBuild();
     }
     durations.build = durationFromMs(Date.now() - b0);
-    if (built.exitCode !== 0) throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${lastError(built)}`);
+    if (built.exitCode !== 0) {
+      const tail = stepOutput.length > 0 ? `; the step's last output: ${stepOutput.join(" | ")}` : "";
+      throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${lastError(built)}${tail}`);
+    }
     rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
     // The earlier stages' images are this build's too: tagged, the prune keeps them while it keeps the build (beside the push).

@@ -57,7 +57,7 @@ export async function fuzzFastPath(o: FuzzOptions): Promise<FuzzStats> {
       await run(s);
     }),
     // Every build is real: no shrinking (it would rebuild everything many times); the seed and the path replay the case.
-    { seed: o.seed, numRuns: o.runs, endOnFailure: true, verbose: 1 },
+    { seed: o.seed, numRuns: o.runs, endOnFailure: true, verbose: 1, includeErrorInReport: true },
   );
   return stats;
 }

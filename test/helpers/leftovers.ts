@@ -55,3 +55,11 @@ export function kilndPodmanEnv(data: string): NodeJS.ProcessEnv {
     CONTAINERS_REGISTRIES_CONF: join(data, "conf/registries.conf"),
   };
 }
+
+/** Containers' root filesystems (overlay .../merged) mounted under dir. */
+export function containerMountsUnder(dir: string): string[] {
+  return readFileSync("/proc/mounts", "utf8")
+    .split("\n")
+    .map((l) => l.split(" ")[1] ?? "")
+    .filter((m) => m.startsWith(`${dir}/`) && m.endsWith("/merged"));
+}

@@ -8,7 +8,7 @@ import { helloApp } from "../helpers/apps.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
-import { kilndPodmanEnv } from "../helpers/leftovers.js";
+import { containerMountsUnder, kilndPodmanEnv, workingContainers } from "../helpers/leftovers.js";
 import { logLines } from "../helpers/logs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
@@ -128,12 +128,16 @@ describe("builds", () => {
   });
 
   test("a failing RUN step ends the build FAILED with podman's error, and kilnd carries on", async () => {
-    const sha = repo.commit({ Containerfile: `FROM ${base}\nRUN echo about to fail && exit 3\n` });
+    const sha = repo.commit({ Containerfile: `FROM ${base}\nRUN echo about to fail && echo npm ERR! missing script && exit 3\n` });
     const b = await build(sha);
     assert.equal(b.state, BuildState.FAILED);
     assert.match(b.error, /(buildah bud|podman build) failed/);
+    assert.match(b.error, /the step's last output: about to fail \| npm ERR! missing script$/, "the record's error ends with the failing step's output");
     const lines = await logLines(kilnd, b.id);
     assert.ok(lines.includes("about to fail"));
+    // The sweep after a failed build runs before the build is done.
+    assert.deepEqual(workingContainers(data()), [], "no working container is left behind");
+    assert.deepEqual(containerMountsUnder(join(data(), "storage")), [], "no container's filesystem stays mounted");
     const ok = await build(repo.commit(helloApp(base)));
     assert.equal(ok.state, BuildState.SUCCEEDED, ok.error);
   });
