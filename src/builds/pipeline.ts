@@ -3,7 +3,7 @@
 import { mkdir, readFile, stat, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { BuildState, LogStream, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
+import { BaseImageSchema, BuildState, LogStream, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
@@ -21,6 +21,7 @@ import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { registryRefusal } from "../registry/refusal.js";
 import { RegistryAuthError } from "../registry/auth.js";
+import { resolveBases, type ResolvedBases } from "../images/resolve.js";
 import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
 import type { Slots } from "./slots.js";
 
@@ -110,8 +111,13 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     for (const name of Object.keys(a.spec.buildArgs)) {
       if (SECRET_LIKE_ARG.test(name)) a.say(`warning: build arg ${name} looks like a secret; build args are kept in the image's history: pass it in the request's secrets and read it with RUN --mount=type=secret,id=${name}`);
     }
+    // The FROM images, looked up at their registries: a moved tag is built on, in both paths.
+    const bases = await resolveBases(await readFile(containerfile, "utf8"), a.spec.buildArgs, { credentials: secrets.credentials, insecure: deps.insecureRegistries, signal: a.abort.signal });
+    rec.baseImages = bases.images.map((b) => create(BaseImageSchema, b));
+    for (const b of bases.images) a.say(`base: ${b.reference} is ${b.digest}`);
+    for (const u of bases.unresolved) a.say(`base: ${u} not looked up; buildah pulls it if the registry has a newer one`);
     const registry = a.spec.image.registry;
-    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, { checkout, contextDir, containerfile, labels }) : undefined;
+    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, bases, { checkout, contextDir, containerfile, labels }) : undefined;
     if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
       durations.total = durationFromMs(Date.now() - t0);
       return;
@@ -127,7 +133,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       const m = await secrets.mounts(text, a.spec.containerfile ?? "Containerfile");
       buildahSecrets = m.secrets;
       if (m.used.length > 0) a.say(`secrets: ${m.used.join(", ")} mounted for RUN (masked in this log; a step that mounts one runs again when its value changes)`);
-      return m.text;
+      return bases.pin(m.text);
     });
     const unused = Object.keys(a.spec.secrets).filter((id) => !buildahSecrets.some((s) => s.id.startsWith(`${id}.kiln-`)));
     if (unused.length > 0) a.say(`secrets: ${unused.join(", ")} given but mounted by no RUN step`);
@@ -142,6 +148,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       ...(a.spec.target ? { target: a.spec.target } : {}),
       labels: plan.flagLabels,
       secrets: buildahSecrets,
+      pullIfNewer: bases.unresolved.length > 0,
     });
     let stagesOf = createStageTracker();
     // The output of the step running now: the end of it goes into a failed build's error.
@@ -210,6 +217,7 @@ function fastPathInput(
   deps: PipelineDeps,
   registry: string,
   secrets: BuildSecrets,
+  bases: ResolvedBases,
   at: { checkout: string; contextDir: string; containerfile: string; labels: Record<string, string> },
 ): FastPathInput {
   return {
@@ -225,6 +233,7 @@ function fastPathInput(
     engine: deps.buildEngine,
     credentials: secrets.credentials,
     signal: a.abort.signal,
+    baseImages: bases.unresolved.length > 0 ? undefined : bases.images,
     gitDir: deps.git.repoOf(a.spec.project),
     checkout: at.checkout,
     contextDir: at.contextDir,

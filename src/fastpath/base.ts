@@ -9,7 +9,8 @@ import { writeFileAtomic } from "../util/fs-atomic.js";
 import type { CopyPlan } from "./plan.js";
 
 // 2: earlier COPY sources unquoted (words.ts), checked by what they resolve to (reach.ts).
-const VERSION = 2;
+// 3: the FROM images' digests.
+const VERSION = 3;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {
@@ -34,6 +35,8 @@ export interface FastPathBase {
   owner: { uid: number; gid: number };
   manifest: OciManifest;
   config: ImageConfig;
+  /** The FROM images' digests the last full build was built on. */
+  baseImages: { reference: string; digest: string }[];
 }
 
 export interface BaseKeyInput {

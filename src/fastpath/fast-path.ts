@@ -38,6 +38,8 @@ export interface FastPathInput extends BaseKeyInput {
   credentials: RegistryCredentials;
   /** The build's abort signal: git, the registry client and the push stop with it. */
   signal: AbortSignal;
+  /** Each FROM image's digest now; undefined when kiln could not resolve them all. */
+  baseImages: { reference: string; digest: string }[] | undefined;
 }
 
 export interface FastPathResult {
@@ -70,6 +72,7 @@ export function createFastPath(o: FastPathOptions) {
   async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean): Promise<string | undefined> {
     try {
       if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
+      if (!input.baseImages) throw new FastPathRefused("a FROM image could not be looked up at its registry");
       const [{ planFastPath }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
       const text = await readFile(input.containerfilePath, "utf8");
       const planned = planFastPath(text, input.target || undefined);
@@ -109,6 +112,7 @@ export function createFastPath(o: FastPathOptions) {
         owner,
         manifest,
         config,
+        baseImages: input.baseImages,
       });
       return undefined;
     } catch (e) {
@@ -132,6 +136,11 @@ export function createFastPath(o: FastPathOptions) {
     }
     if (base.key !== baseKey(input)) throw new FastPathRefused("the image, Containerfile, context, target, build args or secrets differ from the last full build's");
     if (sha256(await readFile(input.containerfilePath, "utf8")) !== base.containerfileDigest) throw new FastPathRefused("the Containerfile changed");
+    if (!input.baseImages) throw new FastPathRefused("a FROM image could not be looked up at its registry");
+    for (const now of input.baseImages) {
+      const then = base.baseImages.find((b) => b.reference === now.reference);
+      if (then?.digest !== now.digest) throw new FastPathRefused(`the base image ${now.reference} moved (${then?.digest.slice(0, 19) ?? "none"} → ${now.digest.slice(0, 19)})`);
+    }
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
     if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");

@@ -11,6 +11,8 @@ export interface PodmanBuildInput {
   target?: string;
   iidFile: string;
   network: string;
+  /** Some FROM image could not be looked up by kiln: let buildah pull it when the registry has a newer one. */
+  pullIfNewer?: boolean;
   /** buildah --secret id=ID,src=FILE: the files are in the build's private tmpfs directory. */
   secrets?: { id: string; src: string }[];
 }
@@ -18,8 +20,10 @@ export interface PodmanBuildInput {
 export type BuildEngineName = "buildah" | "podman";
 
 export function buildCommand(engine: BuildEngineName, b: PodmanBuildInput): { file: string; args: string[] } {
-  // Pull the base only when it is not in storage (buildah says "false", podman "missing").
-  const head = engine === "buildah" ? ["bud", "--pull=false"] : ["build", "--pull=missing"];
+  // kiln pins each FROM to the digest its tag has now (images/resolve.ts), so pulling only what is
+  // not in storage is right (buildah says "false", podman "missing"); a FROM kiln could not
+  // resolve is pulled when newer ("true" / "newer").
+  const head = engine === "buildah" ? ["bud", b.pullIfNewer ? "--pull=true" : "--pull=false"] : ["build", b.pullIfNewer ? "--pull=newer" : "--pull=missing"];
   return { file: engine, args: [...head, ...buildArgs(b)] };
 }
 

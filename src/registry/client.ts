@@ -10,6 +10,13 @@ import type { Credential } from "./credentials.js";
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
 export const OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
+// Every manifest kind a base image may have: a pull resolves the same digest.
+const MANIFEST_TYPES = [
+  "application/vnd.oci.image.index.v1+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  OCI_MANIFEST,
+  "application/vnd.docker.distribution.manifest.v2+json",
+].join(", ");
 
 export class RegistryError extends Error {}
 
@@ -63,6 +70,16 @@ export class RegistryClient {
     const type = manifest.mediaType ?? res.headers.get("content-type") ?? "";
     if (type !== OCI_MANIFEST) throw new RegistryError(`${this.repo}@${reference} is a ${type || "manifest of no type"}, not an OCI image manifest`);
     return { manifest, bytes, digest: sha256(bytes) };
+  }
+
+  /** The digest a tag points to now (one HEAD), or undefined when the registry has no such tag. */
+  async headManifest(reference: string): Promise<string | undefined> {
+    const res = await this.call("HEAD", `/manifests/${reference}`, { headers: { accept: MANIFEST_TYPES } }, [200, 404]);
+    if (res.status === 404) return undefined;
+    const digest = res.headers.get("docker-content-digest");
+    if (digest) return digest;
+    const got = await this.call("GET", `/manifests/${reference}`, { headers: { accept: MANIFEST_TYPES } }, [200]);
+    return sha256(Buffer.from(await got.arrayBuffer()));
   }
 
   /** A blob, checked against its digest. */

@@ -39,3 +39,13 @@ export function pushBusyboxBase(registry: string, creds?: { username: string; pa
   execFileSync("podman", ["push", "-q", ...auth, "localhost/kiln-test/busybox:1", `docker://${ref}`], { env: e, stdio: "ignore" });
   return ref;
 }
+
+/** Pushes, under the same tag, a patched version of the base (a file /patched added): a base tag that moved. */
+export function pushPatchedBase(ref: string, registry: string, note: string): void {
+  const e = env(registry);
+  const ctx = join(ROOT, "patched");
+  mkdirSync(ctx, { recursive: true });
+  writeFileSync(join(ctx, "Containerfile"), `FROM ${ref}\nRUN echo ${JSON.stringify(note)} > /patched\n`);
+  execFileSync("podman", ["build", "-q", "--pull=always", "--layers=false", "-t", `${ref}`, ctx], { env: e, stdio: "ignore" });
+  execFileSync("podman", ["push", "-q", ref], { env: e, stdio: "ignore" });
+}

@@ -57,3 +57,24 @@ describe("fast path plan", () => {
   });
 
 });
+
+describe("FROM lines", async () => {
+  const { fromLines, parseImageName, pinFromLines } = await import("../../src/images/base-images.js");
+  test("ARGs before the first FROM expand (defaults, then build args); stages and scratch are not images", () => {
+    const text = 'ARG REG=r.example:5000\nARG TAG="20"\nFROM $REG/node:${TAG} AS deps\nFROM scratch\nFROM --platform=linux/amd64 deps\nFROM ${UNKNOWN}/x\n';
+    const lines = fromLines(text, { TAG: "22" });
+    assert.deepEqual(lines.map((l) => [l.written, l.image, l.notImage]), [
+      ["$REG/node:${TAG}", "r.example:5000/node:22", false],
+      ["scratch", "scratch", true],
+      ["deps", "deps", true],
+      ["${UNKNOWN}/x", undefined, false],
+    ]);
+    assert.equal(pinFromLines(text, [{ line: lines[0]!, digest: "sha256:abc" }]).split("\n")[2], "FROM r.example:5000/node:22@sha256:abc AS deps");
+  });
+  test("image names: registry, repository, tag (latest by default) and digest", () => {
+    assert.deepEqual(parseImageName("r.example:5000/team/app:1.2"), { registry: "r.example:5000", repository: "team/app", tag: "1.2" });
+    assert.deepEqual(parseImageName("r.example/app"), { registry: "r.example", repository: "app", tag: "latest" });
+    assert.deepEqual(parseImageName("r.example/app:1@sha256:ff"), { registry: "r.example", repository: "app", tag: "1", digest: "sha256:ff" });
+    assert.equal(parseImageName("node:20"), undefined);
+  });
+});

@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/v1/builder.proto.
  */
 export const file_kiln_v1_builder: GenFile = /*@__PURE__*/
-  fileDesc("ChVraWxuL3YxL2J1aWxkZXIucHJvdG8SB2tpbG4udjEiTAoJR2l0U291cmNlEgsKA3VybBgBIAEoCRIOCgZjb21taXQYAiABKAkSEAoIdXNlcm5hbWUYAyABKAkSEAoIcGFzc3dvcmQYBCABKAkiMwoGU291cmNlEiEKA2dpdBgBIAEoCzISLmtpbG4udjEuR2l0U291cmNlSABCBgoEa2luZCKTAwoMQnVpbGRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHwoGc291cmNlGAIgASgLMg8ua2lsbi52MS5Tb3VyY2USFQoNY29udGFpbmVyZmlsZRgDIAEoCRIPCgdjb250ZXh0GAQgASgJEg0KBWltYWdlGAUgASgJEjgKCmJ1aWxkX2FyZ3MYBiADKAsyJC5raWxuLnYxLkJ1aWxkUmVxdWVzdC5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYByABKAkSMwoHc2VjcmV0cxgIIAMoCzIiLmtpbG4udjEuQnVpbGRSZXF1ZXN0LlNlY3JldHNFbnRyeRI5ChRyZWdpc3RyeV9jcmVkZW50aWFscxgJIAMoCzIbLmtpbG4udjEuUmVnaXN0cnlDcmVkZW50aWFsGjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSgoSUmVnaXN0cnlDcmVkZW50aWFsEhAKCHJlZ2lzdHJ5GAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJIi4KDUJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIrcBCg5QaGFzZUR1cmF0aW9ucxIoCgVmZXRjaBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgVidWlsZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgRwdXNoGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXRvdGFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIpUECgVCdWlsZBIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEiIKBXN0YXRlGAMgASgOMhMua2lsbi52MS5CdWlsZFN0YXRlEg4KBmNvbW1pdBgEIAEoCRINCgVpbWFnZRgFIAEoCRIUCgxpbWFnZV9kaWdlc3QYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCglkdXJhdGlvbnMYCiABKAsyFy5raWxuLnYxLlBoYXNlRHVyYXRpb25zEhMKC3N0ZXBzX3RvdGFsGAsgASgNEhQKDHN0ZXBzX2NhY2hlZBgMIAEoDRINCgVlcnJvchgNIAEoCRISCgpzb3VyY2VfdXJsGA4gASgJEhUKDWNvbnRhaW5lcmZpbGUYDyABKAkSDwoHY29udGV4dBgQIAEoCRIOCgZ0YXJnZXQYESABKAkSHQoFcGhhc2UYEiABKA4yDi5raWxuLnYxLlBoYXNlEg4KBnB1c2hlZBgTIAEoCBIQCghpbWFnZV9pZBgUIAEoCRIRCglmYXN0X3BhdGgYFSABKAgiIwoPR2V0QnVpbGRSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIjEKEEdldEJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIjMKEUxpc3RCdWlsZHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iNAoSTGlzdEJ1aWxkc1Jlc3BvbnNlEh4KBmJ1aWxkcxgBIAMoCzIOLmtpbG4udjEuQnVpbGQiIQoNQ2FuY2VsUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCSIvCg5DYW5jZWxSZXNwb25zZRIdCgVidWlsZBgBIAEoCzIOLmtpbG4udjEuQnVpbGQiSAoRU3RyZWFtTG9nc1JlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkSDgoGZm9sbG93GAIgASgIEhEKCWFmdGVyX3NlcRgDIAEoBCKRAQoHTG9nTGluZRILCgNzZXEYASABKAQSKAoEdGltZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEdGV4dBgDIAEoCRIiCgZzdHJlYW0YBCABKA4yEi5raWxuLnYxLkxvZ1N0cmVhbRIdCgVwaGFzZRgFIAEoDjIOLmtpbG4udjEuUGhhc2UiYAoSU3RyZWFtTG9nc1Jlc3BvbnNlEiAKBGxpbmUYASABKAsyEC5raWxuLnYxLkxvZ0xpbmVIABIfCgVidWlsZBgCIAEoCzIOLmtpbG4udjEuQnVpbGRIAEIHCgVldmVudCIQCg5HZXRJbmZvUmVxdWVzdCKgAQoPR2V0SW5mb1Jlc3BvbnNlEg8KB3ZlcnNpb24YASABKAkSFgoOcG9kbWFuX3ZlcnNpb24YAiABKAkSHQoVbWF4X2NvbmN1cnJlbnRfYnVpbGRzGAMgASgNEhUKDWF1dGhfcmVxdWlyZWQYBCABKAgSLgoKc3RhcnRfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiEwoRR2V0U3RvcmFnZVJlcXVlc3QiXQoNT3ZlcmxheVN0YXR1cxIOCgZuYXRpdmUYASABKAgSDgoGZHJpdmVyGAIgASgJEg4KBnJlYXNvbhgDIAEoCRILCgNmaXgYBCABKAkSDwoHY2hlY2tlZBgFIAEoCCLtAgoSR2V0U3RvcmFnZVJlc3BvbnNlEhAKCGRhdGFfZGlyGAEgASgJEhoKEnZvbHVtZV90b3RhbF9ieXRlcxgCIAEoBBIZChF2b2x1bWVfZnJlZV9ieXRlcxgDIAEoBBIbChN2b2x1bWVfdXNlZF9wZXJjZW50GAQgASgBEh8KF3Jlc2V0X3RocmVzaG9sZF9wZXJjZW50GAUgASgBEicKB292ZXJsYXkYBiABKAsyFi5raWxuLnYxLk92ZXJsYXlTdGF0dXMSDgoGaW1hZ2VzGAcgASgNEhQKDGltYWdlc19ieXRlcxgIIAEoBBISCgpjb250YWluZXJzGAkgASgNEhMKC2tpbG5faW1hZ2VzGAogASgNEhMKC2tlZXBfYnVpbGRzGAsgASgNEg4KBnJlc2V0cxgMIAEoDRIzCg9sYXN0X3Jlc2V0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIjAKDFBydW5lUmVxdWVzdBIPCgdwcm9qZWN0GAEgASgJEg8KB2RyeV9ydW4YAiABKAgikAEKC1BydW5lZEltYWdlEgoKAmlkGAEgASgJEg8KB3Byb2plY3QYAiABKAkSEAoIYnVpbGRfaWQYAyABKAkSDQoFbmFtZXMYBCADKAkSEgoKc2l6ZV9ieXRlcxgFIAEoBBIvCgtjcmVhdGVfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWQoNUHJ1bmVSZXNwb25zZRIkCgZpbWFnZXMYASADKAsyFC5raWxuLnYxLlBydW5lZEltYWdlEhMKC2J5dGVzX2ZyZWVkGAIgASgDEg0KBXJlc2V0GAMgASgIIhUKE1Jlc2V0U3RvcmFnZVJlcXVlc3QiWAoUUmVzZXRTdG9yYWdlUmVzcG9uc2USEwoLYnl0ZXNfZnJlZWQYASABKAMSKwoIZHVyYXRpb24YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iDgoMU2xlZXBSZXF1ZXN0Ig8KDVNsZWVwUmVzcG9uc2UqqAEKCkJ1aWxkU3RhdGUSGwoXQlVJTERfU1RBVEVfVU5TUEVDSUZJRUQQABIWChJCVUlMRF9TVEFURV9RVUVVRUQQARIXChNCVUlMRF9TVEFURV9SVU5OSU5HEAISGQoVQlVJTERfU1RBVEVfU1VDQ0VFREVEEAMSFgoSQlVJTERfU1RBVEVfRkFJTEVEEAQSGQoVQlVJTERfU1RBVEVfQ0FOQ0VMTEVEEAUqUAoFUGhhc2USFQoRUEhBU0VfVU5TUEVDSUZJRUQQABIPCgtQSEFTRV9GRVRDSBABEg8KC1BIQVNFX0JVSUxEEAISDgoKUEhBU0VfUFVTSBADKmwKCUxvZ1N0cmVhbRIaChZMT0dfU1RSRUFNX1VOU1BFQ0lGSUVEEAASFQoRTE9HX1NUUkVBTV9TVERPVVQQARIVChFMT0dfU1RSRUFNX1NUREVSUhACEhUKEUxPR19TVFJFQU1fU1lTVEVNEAMyrwUKDkJ1aWxkZXJTZXJ2aWNlEjYKBUJ1aWxkEhUua2lsbi52MS5CdWlsZFJlcXVlc3QaFi5raWxuLnYxLkJ1aWxkUmVzcG9uc2USRAoIR2V0QnVpbGQSGC5raWxuLnYxLkdldEJ1aWxkUmVxdWVzdBoZLmtpbG4udjEuR2V0QnVpbGRSZXNwb25zZSIDkAIBEkoKCkxpc3RCdWlsZHMSGi5raWxuLnYxLkxpc3RCdWlsZHNSZXF1ZXN0Ghsua2lsbi52MS5MaXN0QnVpbGRzUmVzcG9uc2UiA5ACARI5CgZDYW5jZWwSFi5raWxuLnYxLkNhbmNlbFJlcXVlc3QaFy5raWxuLnYxLkNhbmNlbFJlc3BvbnNlEkwKClN0cmVhbUxvZ3MSGi5raWxuLnYxLlN0cmVhbUxvZ3NSZXF1ZXN0Ghsua2lsbi52MS5TdHJlYW1Mb2dzUmVzcG9uc2UiA5ACATABEkEKB0dldEluZm8SFy5raWxuLnYxLkdldEluZm9SZXF1ZXN0Ghgua2lsbi52MS5HZXRJbmZvUmVzcG9uc2UiA5ACARJKCgpHZXRTdG9yYWdlEhoua2lsbi52MS5HZXRTdG9yYWdlUmVxdWVzdBobLmtpbG4udjEuR2V0U3RvcmFnZVJlc3BvbnNlIgOQAgESNgoFUHJ1bmUSFS5raWxuLnYxLlBydW5lUmVxdWVzdBoWLmtpbG4udjEuUHJ1bmVSZXNwb25zZRJLCgxSZXNldFN0b3JhZ2USHC5raWxuLnYxLlJlc2V0U3RvcmFnZVJlcXVlc3QaHS5raWxuLnYxLlJlc2V0U3RvcmFnZVJlc3BvbnNlEjYKBVNsZWVwEhUua2lsbi52MS5TbGVlcFJlcXVlc3QaFi5raWxuLnYxLlNsZWVwUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
+  fileDesc("ChVraWxuL3YxL2J1aWxkZXIucHJvdG8SB2tpbG4udjEiTAoJR2l0U291cmNlEgsKA3VybBgBIAEoCRIOCgZjb21taXQYAiABKAkSEAoIdXNlcm5hbWUYAyABKAkSEAoIcGFzc3dvcmQYBCABKAkiMwoGU291cmNlEiEKA2dpdBgBIAEoCzISLmtpbG4udjEuR2l0U291cmNlSABCBgoEa2luZCKTAwoMQnVpbGRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSHwoGc291cmNlGAIgASgLMg8ua2lsbi52MS5Tb3VyY2USFQoNY29udGFpbmVyZmlsZRgDIAEoCRIPCgdjb250ZXh0GAQgASgJEg0KBWltYWdlGAUgASgJEjgKCmJ1aWxkX2FyZ3MYBiADKAsyJC5raWxuLnYxLkJ1aWxkUmVxdWVzdC5CdWlsZEFyZ3NFbnRyeRIOCgZ0YXJnZXQYByABKAkSMwoHc2VjcmV0cxgIIAMoCzIiLmtpbG4udjEuQnVpbGRSZXF1ZXN0LlNlY3JldHNFbnRyeRI5ChRyZWdpc3RyeV9jcmVkZW50aWFscxgJIAMoCzIbLmtpbG4udjEuUmVnaXN0cnlDcmVkZW50aWFsGjAKDkJ1aWxkQXJnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEaLgoMU2VjcmV0c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEiSgoSUmVnaXN0cnlDcmVkZW50aWFsEhAKCHJlZ2lzdHJ5GAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhAKCHBhc3N3b3JkGAMgASgJIi4KDUJ1aWxkUmVzcG9uc2USHQoFYnVpbGQYASABKAsyDi5raWxuLnYxLkJ1aWxkIrcBCg5QaGFzZUR1cmF0aW9ucxIoCgVmZXRjaBgBIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIoCgVidWlsZBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhInCgRwdXNoGAMgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEigKBXRvdGFsGAQgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uIr4ECgVCdWlsZBIKCgJpZBgBIAEoCRIPCgdwcm9qZWN0GAIgASgJEiIKBXN0YXRlGAMgASgOMhMua2lsbi52MS5CdWlsZFN0YXRlEg4KBmNvbW1pdBgEIAEoCRINCgVpbWFnZRgFIAEoCRIUCgxpbWFnZV9kaWdlc3QYBiABKAkSLwoLY3JlYXRlX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2ZpbmlzaF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIqCglkdXJhdGlvbnMYCiABKAsyFy5raWxuLnYxLlBoYXNlRHVyYXRpb25zEhMKC3N0ZXBzX3RvdGFsGAsgASgNEhQKDHN0ZXBzX2NhY2hlZBgMIAEoDRINCgVlcnJvchgNIAEoCRISCgpzb3VyY2VfdXJsGA4gASgJEhUKDWNvbnRhaW5lcmZpbGUYDyABKAkSDwoHY29udGV4dBgQIAEoCRIOCgZ0YXJnZXQYESABKAkSHQoFcGhhc2UYEiABKA4yDi5raWxuLnYxLlBoYXNlEg4KBnB1c2hlZBgTIAEoCBIQCghpbWFnZV9pZBgUIAEoCRIRCglmYXN0X3BhdGgYFSABKAgSJwoLYmFzZV9pbWFnZXMYFiADKAsyEi5raWxuLnYxLkJhc2VJbWFnZSIuCglCYXNlSW1hZ2USEQoJcmVmZXJlbmNlGAEgASgJEg4KBmRpZ2VzdBgCIAEoCSIjCg9HZXRCdWlsZFJlcXVlc3QSEAoIYnVpbGRfaWQYASABKAkiMQoQR2V0QnVpbGRSZXNwb25zZRIdCgVidWlsZBgBIAEoCzIOLmtpbG4udjEuQnVpbGQiMwoRTGlzdEJ1aWxkc1JlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRINCgVsaW1pdBgCIAEoDSI0ChJMaXN0QnVpbGRzUmVzcG9uc2USHgoGYnVpbGRzGAEgAygLMg4ua2lsbi52MS5CdWlsZCIhCg1DYW5jZWxSZXF1ZXN0EhAKCGJ1aWxkX2lkGAEgASgJIi8KDkNhbmNlbFJlc3BvbnNlEh0KBWJ1aWxkGAEgASgLMg4ua2lsbi52MS5CdWlsZCJIChFTdHJlYW1Mb2dzUmVxdWVzdBIQCghidWlsZF9pZBgBIAEoCRIOCgZmb2xsb3cYAiABKAgSEQoJYWZ0ZXJfc2VxGAMgASgEIpEBCgdMb2dMaW5lEgsKA3NlcRgBIAEoBBIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgR0ZXh0GAMgASgJEiIKBnN0cmVhbRgEIAEoDjISLmtpbG4udjEuTG9nU3RyZWFtEh0KBXBoYXNlGAUgASgOMg4ua2lsbi52MS5QaGFzZSJgChJTdHJlYW1Mb2dzUmVzcG9uc2USIAoEbGluZRgBIAEoCzIQLmtpbG4udjEuTG9nTGluZUgAEh8KBWJ1aWxkGAIgASgLMg4ua2lsbi52MS5CdWlsZEgAQgcKBWV2ZW50IhAKDkdldEluZm9SZXF1ZXN0IqABCg9HZXRJbmZvUmVzcG9uc2USDwoHdmVyc2lvbhgBIAEoCRIWCg5wb2RtYW5fdmVyc2lvbhgCIAEoCRIdChVtYXhfY29uY3VycmVudF9idWlsZHMYAyABKA0SFQoNYXV0aF9yZXF1aXJlZBgEIAEoCBIuCgpzdGFydF90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCITChFHZXRTdG9yYWdlUmVxdWVzdCJdCg1PdmVybGF5U3RhdHVzEg4KBm5hdGl2ZRgBIAEoCBIOCgZkcml2ZXIYAiABKAkSDgoGcmVhc29uGAMgASgJEgsKA2ZpeBgEIAEoCRIPCgdjaGVja2VkGAUgASgIIu0CChJHZXRTdG9yYWdlUmVzcG9uc2USEAoIZGF0YV9kaXIYASABKAkSGgoSdm9sdW1lX3RvdGFsX2J5dGVzGAIgASgEEhkKEXZvbHVtZV9mcmVlX2J5dGVzGAMgASgEEhsKE3ZvbHVtZV91c2VkX3BlcmNlbnQYBCABKAESHwoXcmVzZXRfdGhyZXNob2xkX3BlcmNlbnQYBSABKAESJwoHb3ZlcmxheRgGIAEoCzIWLmtpbG4udjEuT3ZlcmxheVN0YXR1cxIOCgZpbWFnZXMYByABKA0SFAoMaW1hZ2VzX2J5dGVzGAggASgEEhIKCmNvbnRhaW5lcnMYCSABKA0SEwoLa2lsbl9pbWFnZXMYCiABKA0SEwoLa2VlcF9idWlsZHMYCyABKA0SDgoGcmVzZXRzGAwgASgNEjMKD2xhc3RfcmVzZXRfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiMAoMUHJ1bmVSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDwoHZHJ5X3J1bhgCIAEoCCKQAQoLUHJ1bmVkSW1hZ2USCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIQCghidWlsZF9pZBgDIAEoCRINCgVuYW1lcxgEIAMoCRISCgpzaXplX2J5dGVzGAUgASgEEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJZCg1QcnVuZVJlc3BvbnNlEiQKBmltYWdlcxgBIAMoCzIULmtpbG4udjEuUHJ1bmVkSW1hZ2USEwoLYnl0ZXNfZnJlZWQYAiABKAMSDQoFcmVzZXQYAyABKAgiFQoTUmVzZXRTdG9yYWdlUmVxdWVzdCJYChRSZXNldFN0b3JhZ2VSZXNwb25zZRITCgtieXRlc19mcmVlZBgBIAEoAxIrCghkdXJhdGlvbhgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiIOCgxTbGVlcFJlcXVlc3QiDwoNU2xlZXBSZXNwb25zZSqoAQoKQnVpbGRTdGF0ZRIbChdCVUlMRF9TVEFURV9VTlNQRUNJRklFRBAAEhYKEkJVSUxEX1NUQVRFX1FVRVVFRBABEhcKE0JVSUxEX1NUQVRFX1JVTk5JTkcQAhIZChVCVUlMRF9TVEFURV9TVUNDRUVERUQQAxIWChJCVUlMRF9TVEFURV9GQUlMRUQQBBIZChVCVUlMRF9TVEFURV9DQU5DRUxMRUQQBSpQCgVQaGFzZRIVChFQSEFTRV9VTlNQRUNJRklFRBAAEg8KC1BIQVNFX0ZFVENIEAESDwoLUEhBU0VfQlVJTEQQAhIOCgpQSEFTRV9QVVNIEAMqbAoJTG9nU3RyZWFtEhoKFkxPR19TVFJFQU1fVU5TUEVDSUZJRUQQABIVChFMT0dfU1RSRUFNX1NURE9VVBABEhUKEUxPR19TVFJFQU1fU1RERVJSEAISFQoRTE9HX1NUUkVBTV9TWVNURU0QAzKvBQoOQnVpbGRlclNlcnZpY2USNgoFQnVpbGQSFS5raWxuLnYxLkJ1aWxkUmVxdWVzdBoWLmtpbG4udjEuQnVpbGRSZXNwb25zZRJECghHZXRCdWlsZBIYLmtpbG4udjEuR2V0QnVpbGRSZXF1ZXN0Ghkua2lsbi52MS5HZXRCdWlsZFJlc3BvbnNlIgOQAgESSgoKTGlzdEJ1aWxkcxIaLmtpbG4udjEuTGlzdEJ1aWxkc1JlcXVlc3QaGy5raWxuLnYxLkxpc3RCdWlsZHNSZXNwb25zZSIDkAIBEjkKBkNhbmNlbBIWLmtpbG4udjEuQ2FuY2VsUmVxdWVzdBoXLmtpbG4udjEuQ2FuY2VsUmVzcG9uc2USTAoKU3RyZWFtTG9ncxIaLmtpbG4udjEuU3RyZWFtTG9nc1JlcXVlc3QaGy5raWxuLnYxLlN0cmVhbUxvZ3NSZXNwb25zZSIDkAIBMAESQQoHR2V0SW5mbxIXLmtpbG4udjEuR2V0SW5mb1JlcXVlc3QaGC5raWxuLnYxLkdldEluZm9SZXNwb25zZSIDkAIBEkoKCkdldFN0b3JhZ2USGi5raWxuLnYxLkdldFN0b3JhZ2VSZXF1ZXN0Ghsua2lsbi52MS5HZXRTdG9yYWdlUmVzcG9uc2UiA5ACARI2CgVQcnVuZRIVLmtpbG4udjEuUHJ1bmVSZXF1ZXN0GhYua2lsbi52MS5QcnVuZVJlc3BvbnNlEksKDFJlc2V0U3RvcmFnZRIcLmtpbG4udjEuUmVzZXRTdG9yYWdlUmVxdWVzdBodLmtpbG4udjEuUmVzZXRTdG9yYWdlUmVzcG9uc2USNgoFU2xlZXASFS5raWxuLnYxLlNsZWVwUmVxdWVzdBoWLmtpbG4udjEuU2xlZXBSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp]);
 
 /**
  * GitSource names one commit of a git repository.
@@ -372,6 +372,14 @@ export type Build = Message<"kiln.v1.Build"> & {
    * @generated from field: bool fast_path = 21;
    */
   fastPath: boolean;
+
+  /**
+   * Each FROM image and the digest it resolved to when the build ran (its tag looked up at the
+   * registry on every build, the build pinned to that digest).
+   *
+   * @generated from field: repeated kiln.v1.BaseImage base_images = 22;
+   */
+  baseImages: BaseImage[];
 };
 
 /**
@@ -380,6 +388,34 @@ export type Build = Message<"kiln.v1.Build"> & {
  */
 export const BuildSchema: GenMessage<Build> = /*@__PURE__*/
   messageDesc(file_kiln_v1_builder, 6);
+
+/**
+ * BaseImage is a FROM image as a build used it.
+ *
+ * @generated from message kiln.v1.BaseImage
+ */
+export type BaseImage = Message<"kiln.v1.BaseImage"> & {
+  /**
+   * As the Containerfile names it, ARGs expanded (registry.example/base/node:20).
+   *
+   * @generated from field: string reference = 1;
+   */
+  reference: string;
+
+  /**
+   * The manifest (or index) digest it resolved to: sha256:...
+   *
+   * @generated from field: string digest = 2;
+   */
+  digest: string;
+};
+
+/**
+ * Describes the message kiln.v1.BaseImage.
+ * Use `create(BaseImageSchema)` to create a new message.
+ */
+export const BaseImageSchema: GenMessage<BaseImage> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_builder, 7);
 
 /**
  * @generated from message kiln.v1.GetBuildRequest
@@ -396,7 +432,7 @@ export type GetBuildRequest = Message<"kiln.v1.GetBuildRequest"> & {
  * Use `create(GetBuildRequestSchema)` to create a new message.
  */
 export const GetBuildRequestSchema: GenMessage<GetBuildRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 7);
+  messageDesc(file_kiln_v1_builder, 8);
 
 /**
  * @generated from message kiln.v1.GetBuildResponse
@@ -413,7 +449,7 @@ export type GetBuildResponse = Message<"kiln.v1.GetBuildResponse"> & {
  * Use `create(GetBuildResponseSchema)` to create a new message.
  */
 export const GetBuildResponseSchema: GenMessage<GetBuildResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 8);
+  messageDesc(file_kiln_v1_builder, 9);
 
 /**
  * @generated from message kiln.v1.ListBuildsRequest
@@ -439,7 +475,7 @@ export type ListBuildsRequest = Message<"kiln.v1.ListBuildsRequest"> & {
  * Use `create(ListBuildsRequestSchema)` to create a new message.
  */
 export const ListBuildsRequestSchema: GenMessage<ListBuildsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 9);
+  messageDesc(file_kiln_v1_builder, 10);
 
 /**
  * @generated from message kiln.v1.ListBuildsResponse
@@ -456,7 +492,7 @@ export type ListBuildsResponse = Message<"kiln.v1.ListBuildsResponse"> & {
  * Use `create(ListBuildsResponseSchema)` to create a new message.
  */
 export const ListBuildsResponseSchema: GenMessage<ListBuildsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 10);
+  messageDesc(file_kiln_v1_builder, 11);
 
 /**
  * @generated from message kiln.v1.CancelRequest
@@ -473,7 +509,7 @@ export type CancelRequest = Message<"kiln.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 11);
+  messageDesc(file_kiln_v1_builder, 12);
 
 /**
  * @generated from message kiln.v1.CancelResponse
@@ -490,7 +526,7 @@ export type CancelResponse = Message<"kiln.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 12);
+  messageDesc(file_kiln_v1_builder, 13);
 
 /**
  * @generated from message kiln.v1.StreamLogsRequest
@@ -521,7 +557,7 @@ export type StreamLogsRequest = Message<"kiln.v1.StreamLogsRequest"> & {
  * Use `create(StreamLogsRequestSchema)` to create a new message.
  */
 export const StreamLogsRequestSchema: GenMessage<StreamLogsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 13);
+  messageDesc(file_kiln_v1_builder, 14);
 
 /**
  * LogLine is one numbered line of a build's log.
@@ -560,7 +596,7 @@ export type LogLine = Message<"kiln.v1.LogLine"> & {
  * Use `create(LogLineSchema)` to create a new message.
  */
 export const LogLineSchema: GenMessage<LogLine> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 14);
+  messageDesc(file_kiln_v1_builder, 15);
 
 /**
  * @generated from message kiln.v1.StreamLogsResponse
@@ -591,7 +627,7 @@ export type StreamLogsResponse = Message<"kiln.v1.StreamLogsResponse"> & {
  * Use `create(StreamLogsResponseSchema)` to create a new message.
  */
 export const StreamLogsResponseSchema: GenMessage<StreamLogsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 15);
+  messageDesc(file_kiln_v1_builder, 16);
 
 /**
  * @generated from message kiln.v1.GetInfoRequest
@@ -604,7 +640,7 @@ export type GetInfoRequest = Message<"kiln.v1.GetInfoRequest"> & {
  * Use `create(GetInfoRequestSchema)` to create a new message.
  */
 export const GetInfoRequestSchema: GenMessage<GetInfoRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 16);
+  messageDesc(file_kiln_v1_builder, 17);
 
 /**
  * @generated from message kiln.v1.GetInfoResponse
@@ -641,7 +677,7 @@ export type GetInfoResponse = Message<"kiln.v1.GetInfoResponse"> & {
  * Use `create(GetInfoResponseSchema)` to create a new message.
  */
 export const GetInfoResponseSchema: GenMessage<GetInfoResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 17);
+  messageDesc(file_kiln_v1_builder, 18);
 
 /**
  * @generated from message kiln.v1.GetStorageRequest
@@ -654,7 +690,7 @@ export type GetStorageRequest = Message<"kiln.v1.GetStorageRequest"> & {
  * Use `create(GetStorageRequestSchema)` to create a new message.
  */
 export const GetStorageRequestSchema: GenMessage<GetStorageRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 18);
+  messageDesc(file_kiln_v1_builder, 19);
 
 /**
  * OverlayStatus says whether container storage uses the kernel's overlay natively.
@@ -699,7 +735,7 @@ export type OverlayStatus = Message<"kiln.v1.OverlayStatus"> & {
  * Use `create(OverlayStatusSchema)` to create a new message.
  */
 export const OverlayStatusSchema: GenMessage<OverlayStatus> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 19);
+  messageDesc(file_kiln_v1_builder, 20);
 
 /**
  * @generated from message kiln.v1.GetStorageResponse
@@ -780,7 +816,7 @@ export type GetStorageResponse = Message<"kiln.v1.GetStorageResponse"> & {
  * Use `create(GetStorageResponseSchema)` to create a new message.
  */
 export const GetStorageResponseSchema: GenMessage<GetStorageResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 20);
+  messageDesc(file_kiln_v1_builder, 21);
 
 /**
  * @generated from message kiln.v1.PruneRequest
@@ -806,7 +842,7 @@ export type PruneRequest = Message<"kiln.v1.PruneRequest"> & {
  * Use `create(PruneRequestSchema)` to create a new message.
  */
 export const PruneRequestSchema: GenMessage<PruneRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 21);
+  messageDesc(file_kiln_v1_builder, 22);
 
 /**
  * PrunedImage is an image the prune removed (or, in a dry run, would remove).
@@ -850,7 +886,7 @@ export type PrunedImage = Message<"kiln.v1.PrunedImage"> & {
  * Use `create(PrunedImageSchema)` to create a new message.
  */
 export const PrunedImageSchema: GenMessage<PrunedImage> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 22);
+  messageDesc(file_kiln_v1_builder, 23);
 
 /**
  * @generated from message kiln.v1.PruneResponse
@@ -881,7 +917,7 @@ export type PruneResponse = Message<"kiln.v1.PruneResponse"> & {
  * Use `create(PruneResponseSchema)` to create a new message.
  */
 export const PruneResponseSchema: GenMessage<PruneResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 23);
+  messageDesc(file_kiln_v1_builder, 24);
 
 /**
  * @generated from message kiln.v1.ResetStorageRequest
@@ -894,7 +930,7 @@ export type ResetStorageRequest = Message<"kiln.v1.ResetStorageRequest"> & {
  * Use `create(ResetStorageRequestSchema)` to create a new message.
  */
 export const ResetStorageRequestSchema: GenMessage<ResetStorageRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 24);
+  messageDesc(file_kiln_v1_builder, 25);
 
 /**
  * @generated from message kiln.v1.ResetStorageResponse
@@ -916,7 +952,7 @@ export type ResetStorageResponse = Message<"kiln.v1.ResetStorageResponse"> & {
  * Use `create(ResetStorageResponseSchema)` to create a new message.
  */
 export const ResetStorageResponseSchema: GenMessage<ResetStorageResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 25);
+  messageDesc(file_kiln_v1_builder, 26);
 
 /**
  * @generated from message kiln.v1.SleepRequest
@@ -929,7 +965,7 @@ export type SleepRequest = Message<"kiln.v1.SleepRequest"> & {
  * Use `create(SleepRequestSchema)` to create a new message.
  */
 export const SleepRequestSchema: GenMessage<SleepRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 26);
+  messageDesc(file_kiln_v1_builder, 27);
 
 /**
  * @generated from message kiln.v1.SleepResponse
@@ -942,7 +978,7 @@ export type SleepResponse = Message<"kiln.v1.SleepResponse"> & {
  * Use `create(SleepResponseSchema)` to create a new message.
  */
 export const SleepResponseSchema: GenMessage<SleepResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_builder, 27);
+  messageDesc(file_kiln_v1_builder, 28);
 
 /**
  * BuildState is where a build is in its life.
