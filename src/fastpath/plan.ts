@@ -1,7 +1,10 @@
-// Which Containerfiles kiln's fast path can take, read conservatively: one stage whose last step
-// that writes to the filesystem is a plain `COPY` from the build context, followed only by
-// metadata steps. Anything the fast path could get wrong (ADD, globs or variables in the final
-// COPY, context bind mounts in RUN, parser directives, heredocs) makes it step aside.
+// Which Containerfiles kiln's fast path can take, read conservatively: a final stage whose last
+// step that writes to the filesystem is a plain `COPY` from the build context, followed only by
+// metadata steps. Earlier stages and the final stage's earlier steps are reused as they are, so
+// everything they read from the context is "earlier" (changes.ts checks no changed file reaches
+// it). Anything the fast path could get wrong (ADD, globs or variables in the final COPY,
+// context bind mounts in RUN, COPY --from an image rather than a stage, parser directives,
+// heredocs) makes it step aside.
 import { posix } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { copyWords } from "./words.js";
@@ -33,11 +36,16 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
   const file = DockerfileParser.parse(text);
   const froms = file.getFROMs();
-  if (froms.length !== 1) return no(`the Containerfile has ${froms.length} stages; the fast path takes one`);
-  if (target && froms[0]!.getBuildStage()?.toLowerCase() !== target.toLowerCase()) return no(`--target ${target} is not the stage`);
+  if (froms.length === 0) return no("the Containerfile has no FROM");
+  const finalFrom = froms.at(-1)!;
+  if (target && finalFrom.getBuildStage()?.toLowerCase() !== target.toLowerCase()) return no(`--target ${target} is not the last stage`);
   const all = file.getInstructions();
-  const steps = all.slice(all.indexOf(froms[0]!) + 1);
-  if (steps.some((i) => i.getArgumentsContent()?.includes("<<"))) return no("the Containerfile uses a heredoc");
+  if (all.some((i) => i.getArgumentsContent()?.includes("<<"))) return no("the Containerfile uses a heredoc");
+  // Earlier stages: everything they do is reused as it is, so it counts as "earlier" like the
+  // final stage's steps before its last COPY. Their names are what COPY --from may name.
+  const stageNames = new Set(froms.slice(0, -1).flatMap((f, n) => [String(n), ...(f.getBuildStage() ? [f.getBuildStage()!.toLowerCase()] : [])]));
+  const stageSteps = all.slice(all.indexOf(froms[0]!)).filter((i, n, xs) => i.getKeyword() !== "FROM" && xs.indexOf(finalFrom) > n);
+  const steps = all.slice(all.indexOf(finalFrom) + 1);
 
   let last = -1;
   steps.forEach((i, n) => {
@@ -50,13 +58,17 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   }
 
   const earlier: string[] = [];
-  for (const i of steps.slice(0, last)) {
+  for (const i of [...stageSteps, ...steps.slice(0, last)]) {
     const kw = i.getKeyword();
     if (kw === "ADD") return no("the Containerfile uses ADD");
-    if (kw === "RUN" && flags(i).some(([k, v]) => k === "mount" && /(^|,)type=bind(,|$)/.test(v) && !/(^|,)from=/.test(v))) {
-      return no("a RUN step bind-mounts the context");
-    }
-    if (kw === "COPY" && !flags(i).some(([k]) => k === "from")) {
+    const mounts = flags(i).filter(([k, v]) => k === "mount" && /(^|,)type=bind(,|$)/.test(v));
+    if (kw === "RUN" && mounts.some(([, v]) => !/(^|,)from=/.test(v))) return no("a RUN step bind-mounts the context");
+    const fromOf = (v: string) => /(?:^|,)from=([^,]+)/.exec(v)?.[1]?.toLowerCase() ?? "";
+    if (kw === "RUN" && mounts.some(([, v]) => !stageNames.has(fromOf(v)))) return no("a RUN step mounts an image kiln does not look up");
+    const copyFrom = flags(i).find(([k]) => k === "from");
+    // An image named by COPY --from is not looked up like a FROM: it could have moved.
+    if (kw === "COPY" && copyFrom && !stageNames.has(copyFrom[1].toLowerCase())) return no(`COPY --from=${copyFrom[1]} names an image, not an earlier stage`);
+    if (kw === "COPY" && !copyFrom) {
       const w = copyWords(i.getArgumentsContent() ?? "");
       if (!w.ok) return no(`an earlier COPY: ${w.reason}`);
       if (w.words.length < 2) return no("an earlier COPY has no destination");
@@ -77,8 +89,9 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   if (normalized.some((s) => s.startsWith("../") || s === "..")) return no("the final COPY reaches outside the context");
   const dest = args.at(-1)!;
   if (sources.length > 1 && !dest.endsWith("/")) return no("the final COPY has several sources and a destination without a trailing /");
-  const onbuild = steps.filter((i) => i.getKeyword() === "ONBUILD").length;
-  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: steps.length, reused: last }, onbuild } };
+  const onbuild = [...stageSteps, ...steps].filter((i) => i.getKeyword() === "ONBUILD").length;
+  const before = stageSteps.length;
+  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild } };
 }
 
 function contextPath(source: string): string {

@@ -80,7 +80,7 @@ export function createRegistryAuth(o: {
     }
     if (res.status === 401 || res.status === 403) {
       await res.arrayBuffer().catch(() => undefined);
-      throw new RegistryAuthError(`${o.registry}: the token service ${url.origin} refused ${c ? `the credentials of ${JSON.stringify(c.username)}` : "anonymous access (no credentials for this registry)"} (HTTP ${res.status})`, res.status);
+      throw new RegistryAuthError(`registry ${o.registry} refused access: its token service ${url.origin} refused ${c ? `the credentials of ${JSON.stringify(c.username)}` : "anonymous access (no credentials for this registry)"} (HTTP ${res.status})`, res.status);
     }
     if (!res.ok) throw new Error(`token from ${url.origin}: HTTP ${res.status}`);
     const body = (await res.json().catch(() => ({}))) as { token?: string; access_token?: string; expires_in?: number };

@@ -138,12 +138,12 @@ export class RegistryClient {
         await res.arrayBuffer().catch(() => undefined);
         const retry = await this.auth.challenged(res.headers.get("www-authenticate"), authorization, signal).catch((e) => this.fail(method, url, e));
         if (retry) continue;
-        throw new RegistryAuthError(`${this.host} refused ${method} ${this.repo} (HTTP 401): no credentials for this registry were accepted`, 401);
+        throw new RegistryAuthError(`registry ${this.host} refused ${method} ${this.repo} (HTTP 401: no credentials, or wrong ones)`, 401);
       }
       if (!ok.includes(res.status)) {
         const text = method === "HEAD" ? "" : (await res.text().catch(() => "")).slice(0, 300);
         if (res.status === 401 || res.status === 403) {
-          throw new RegistryAuthError(`${this.host} refused ${method} ${this.repo} (HTTP ${res.status}${res.status === 401 ? ": the credentials were not accepted" : ": not allowed for these credentials"})`, res.status);
+          throw new RegistryAuthError(`registry ${this.host} refused ${method} ${this.repo} (HTTP ${res.status}${res.status === 401 ? ": no credentials, or wrong ones" : ": not allowed for these credentials"})`, res.status);
         }
         throw new RegistryError(`${method} ${url}: HTTP ${res.status} ${text}`.trim());
       }

@@ -3,7 +3,7 @@
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
 import { loadExeca } from "../process/execa.js";
-import { parseStageTag, STAGE_REPO } from "../podman/stage-images.js";
+import { parseStageTag } from "../podman/stage-images.js";
 
 export interface KilnImage {
   id: string;
@@ -14,7 +14,7 @@ export interface KilnImage {
   created: number; // seconds since the epoch
 }
 
-interface PodmanImage {
+export interface PodmanImage {
   Id: string;
   Names?: string[] | null;
   Size: number;
@@ -22,15 +22,17 @@ interface PodmanImage {
   Labels?: Record<string, string> | null;
 }
 
-/** The final images of kiln's builds (not the label steps' intermediates), newest first. */
-export async function listKilnImages(env: Record<string, string>, project?: string): Promise<KilnImage[]> {
+/** What container storage holds, in one podman call: kiln's builds and its stage tags among it. */
+export async function listImages(env: Record<string, string>): Promise<PodmanImage[]> {
   const execa = await loadExeca();
-  // One label filter only: podman ORs several of them.
-  const args = ["images", "--format", "json", "--filter", "label=kiln.managed=true"];
-  const r = await execa("podman", args, { env, extendEnv: false, timeout: 60_000 });
-  const rows = (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
+  const r = await execa("podman", ["images", "--format", "json"], { env, extendEnv: false, timeout: 60_000 });
+  return (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
+}
+
+/** The final images of kiln's builds (not the label steps' intermediates), newest first. */
+export function kilnImagesOf(rows: readonly PodmanImage[], project?: string): KilnImage[] {
   return rows
-    .filter((i) => i.Labels?.["kiln.build"] && i.Labels["org.opencontainers.image.created"])
+    .filter((i) => i.Labels?.["kiln.managed"] === "true" && i.Labels["kiln.build"] && i.Labels["org.opencontainers.image.created"])
     .filter((i) => !project || i.Labels?.["kiln.project"] === project)
     .map((i) => ({
       id: i.Id,
@@ -44,14 +46,13 @@ export async function listKilnImages(env: Record<string, string>, project?: stri
 }
 
 /** The tags kiln gave the earlier stages' images of its builds (podman/stage-images.ts). */
-export async function listStageTags(env: Record<string, string>): Promise<{ name: string; project: string; buildId: string }[]> {
-  const execa = await loadExeca();
-  const r = await execa("podman", ["images", "--format", "json", "--filter", `reference=${STAGE_REPO}/*`], { env, extendEnv: false, timeout: 60_000 });
-  const rows = (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
-  return rows.flatMap((i) => (i.Names ?? []).flatMap((name) => {
-    const t = parseStageTag(name);
-    return t ? [{ name, ...t }] : [];
-  }));
+export function stageTagsOf(rows: readonly PodmanImage[]): { name: string; project: string; buildId: string }[] {
+  return rows.flatMap((i) =>
+    (i.Names ?? []).flatMap((name) => {
+      const t = parseStageTag(name);
+      return t ? [{ name, ...t }] : [];
+    }),
+  );
 }
 
 /**

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
 import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
-import { listKilnImages, listStageTags, removeImages, selectForPrune, type KilnImage } from "./prune.js";
+import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type KilnImage } from "./prune.js";
 import { resetStorage } from "./reset.js";
 
 export interface KeeperOptions {
@@ -68,18 +68,19 @@ export class VolumeKeeper {
 
   /** The images kiln built, read between housekeeping passes (never in the middle of a removal). */
   listImages(project?: string): Promise<KilnImage[]> {
-    return this.serial(() => listKilnImages(this.o.env(), project));
+    return this.serial(async () => kilnImagesOf(await listImages(this.o.env()), project));
   }
 
   /** Removes (or with dryRun lists) what the keep policy drops; then resets if still over the threshold. */
   prune(project: string | undefined, dryRun: boolean): Promise<PruneOutcome> {
     return this.serial(async () => {
-      const all = await listKilnImages(this.o.env(), project);
+      const rows = await listImages(this.o.env());
+      const all = kilnImagesOf(rows, project);
       const doomed = selectForPrune(all, this.o.keepBuilds);
       if (dryRun) return { images: doomed, bytesFreed: 0, reset: false };
       // Earlier stages' images stay as long as a kept build of theirs does (their tags go with it).
       const kept = new Set(all.filter((i) => !doomed.includes(i)).map((i) => i.buildId));
-      const stageTags = (await listStageTags(this.o.env())).filter((t) => (!project || t.project === project) && !kept.has(t.buildId)).map((t) => t.name);
+      const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(t.buildId)).map((t) => t.name);
       const before = await this.usage();
       const failed = doomed.length || stageTags.length ? await removeImages(this.o.env(), [...doomed.map((i) => i.id), ...stageTags]) : [];
       const after = await this.usage();

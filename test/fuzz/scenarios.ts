@@ -1,6 +1,6 @@
 // Scenarios for the fast path's differential test: a small repository (files, directories,
-// symlinks to files and directories, dangling and outside ones, an ignore file), a single-stage
-// Containerfile with earlier COPYs of files, directories and globs in every spelling (plain,
+// symlinks to files and directories, dangling and outside ones, an ignore file), a Containerfile
+// (one stage, or a dependency stage before it) with earlier COPYs of files, directories and globs in every spelling (plain,
 // quoted, JSON), a RUN that reads what they copied, a final COPY and metadata steps, a context
 // spelled several ways (".", "./", a directory, the same through a symlink), and a sequence of
 // commits: edits, additions, deletions, renames, mode changes, symlinks made and retargeted,
@@ -36,13 +36,21 @@ const containerfileArb = (base: string) =>
   fc
     .record({
       workdir: fc.boolean(),
+      stage: fc.option(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }), { nil: undefined }),
       earlier: fc.array(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "single", "json") }), { maxLength: 2 }),
       final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }),
       metadata: fc.subarray(METADATA),
     })
     .map((c) => {
-      const lines = [`FROM ${base}`];
+      const lines: string[] = [];
+      if (c.stage) {
+        // A dependency stage: what it copies from the context is as "earlier" as the final stage's COPYs.
+        lines.push(`FROM ${base} AS deps`, "WORKDIR /deps", `COPY ${spell([c.stage.source, "./"], c.stage.how)}`);
+        lines.push("RUN (find . | sort; find . -type f | sort | xargs cat) > /deps.all 2>&1 || true");
+      }
+      lines.push(`FROM ${base}`);
       if (c.workdir) lines.push("WORKDIR /app");
+      if (c.stage) lines.push("COPY --from=deps /deps.all /opt/stage.all");
       for (const e of c.earlier) lines.push(`COPY ${spell([e.source, "/opt/deps/"], e.how)}`);
       if (c.earlier.length > 0) lines.push("RUN (find /opt/deps | sort; find /opt/deps -type f | sort | xargs cat) > /deps.all 2>&1 || true");
       lines.push(`COPY ${spell([c.final.source, c.workdir ? "./" : "/app/"], c.final.how)}`);

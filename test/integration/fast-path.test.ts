@@ -89,6 +89,19 @@ const APPS: App[] = [
       { kind: "a file the COPY names is deleted (refused; the full build fails too)", files: { "b.conf": null }, fast: false },
     ],
   },
+  {
+    name: "multistage",
+    files: (base) => ({
+      Containerfile: `FROM ${base} AS deps\nWORKDIR /deps\nCOPY deps.txt ./\nRUN cp deps.txt installed.txt\nFROM ${base}\nWORKDIR /app\nCOPY --from=deps /deps/installed.txt ./\nCOPY src/ ./src/\nCMD ["cat", "/app/src/a.txt"]\n`,
+      "deps.txt": "left-pad 1\n",
+      "src/a.txt": "multi\n",
+    }),
+    changes: [
+      { kind: "edit of the final COPY's sources", files: { "src/a.txt": "multi, edited\n" }, fast: true },
+      { kind: "a file the dependency stage copies (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
+      { kind: "an edit after that", files: { "src/b.txt": "b\n" }, fast: true },
+    ],
+  },
 ];
 
 describe("fast path", () => {

@@ -28,7 +28,8 @@ describe("fast path plan", () => {
   });
 
   const refusals: [string, string, RegExp][] = [
-    ["two stages", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /2 stages/],
+    ["a final COPY --from a stage", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /--from/],
+    ["COPY --from an image, not a stage", "FROM a AS deps\nRUN x\nFROM b\nCOPY --from=r.example/img:1 /x /x\nCOPY . /app/\n", /names an image/],
     ["RUN last", "FROM a\nCOPY . .\nRUN make\n", /not a COPY/],
     ["WORKDIR after the COPY", "FROM a\nCOPY . .\nWORKDIR /x\n", /not a COPY|WORKDIR/],
     ["ADD anywhere", "FROM a\nADD x.tgz /\nCOPY . .\n", /ADD/],
@@ -44,6 +45,16 @@ describe("fast path plan", () => {
     ["a heredoc", "FROM a\nRUN <<EOF\necho\nEOF\nCOPY . .\n", /heredoc/],
     ["a target that is not the stage", "FROM a AS app\nCOPY . .\n", /target/],
   ];
+  test("multi-stage: earlier stages' context reads are earlier sources; steps of all stages counted; --target an earlier stage refused", () => {
+    const text = "FROM a AS deps\nWORKDIR /d\nCOPY deps.txt ./\nRUN install\nFROM b\nCOPY --from=deps /d /d\nCOPY --from=0 /d/x /x\nCOPY src/ /app/src/\nCMD x\n";
+    const r = plan(text);
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    assert.deepEqual(r.plan.earlier, ["deps.txt"]);
+    assert.deepEqual(r.plan.steps, { total: 7, reused: 5 });
+    const t = plan(text, "deps");
+    assert.ok(!t.ok && /--target deps is not the last stage/.test(t.reason));
+  });
+
   for (const [name, text, why] of refusals) {
     test(`refused: ${name}`, () => {
       const r = plan(text, name.startsWith("a target") ? "other" : undefined);
