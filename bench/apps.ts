@@ -75,3 +75,7 @@ export const helloNode = (root: string, work: string) =>
 
 export const nodeApi = (root: string, work: string) =>
   makeAppRepo(root, work, "node-api", "src/version.js", (n) => `// Changed by kiln's benchmark on every warm build.\n"use strict";\nexports.version = "${n + 1}";\n`);
+
+/** The multi-stage app: dependencies in a stage of their own, the sources copied last (the fast path's shape). */
+export const multiStage = (root: string, work: string) =>
+  makeAppRepo(root, work, "multi-stage", "src/greeting.js", (n) => `// bench change ${n}\n"use strict";\nexports.greeting = (name) => \`hello ${n}, \${name}\`;\n`);

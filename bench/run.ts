@@ -5,7 +5,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { helloNode, nodeApi, type AppRepo } from "./apps.js";
+import { helloNode, multiStage, nodeApi, type AppRepo } from "./apps.js";
 import { buildkitEngine } from "./engines/buildkit.js";
 import { byHandEngine } from "./engines/by-hand.js";
 import { cleanRunnerEngine } from "./engines/clean.js";
@@ -51,7 +51,8 @@ async function main() {
   const env: BenchEnv = { root: ROOT, work, registry: REGISTRY };
   const hello = helloNode(ROOT, work);
   const api = nodeApi(ROOT, work);
-  const apps: AppRepo[] = [hello, api];
+  const multi = multiStage(ROOT, work);
+  const apps: AppRepo[] = [hello, api, multi];
 
   const port = 5490 + Math.floor(Math.random() * 300);
   const kiln = track(await kilnEngine(env, { name: "kiln", port, fastPath: true }));
@@ -72,6 +73,7 @@ async function main() {
     say(`  ${scenario.padEnd(22)} ${engine.padEnd(16)} ${ms.toFixed(0).padStart(6)} ms`);
   };
   const fastCount = { fast: 0, full: 0 };
+  const fastByApp = new Map<string, { fast: number; full: number }>();
   const scenarioName = (s: string, app: AppRepo) => (app === hello ? s : `${s} · ${app.name}`);
   const timed = async (scenario: string, app: AppRepo, e: Engine, commit: string) => {
     const t0 = performance.now();
@@ -79,7 +81,13 @@ async function main() {
     const ms = performance.now() - t0;
     if (!DIGEST.test(digest)) throw new Error(`${e.name}: no digest`);
     record(scenarioName(scenario, app), e.name, ms);
-    if (e === kiln) fastCount[kiln.last?.fastPath ? "fast" : "full"]++;
+    if (e === kiln) {
+      const way = kiln.last?.fastPath ? "fast" : "full";
+      fastCount[way]++;
+      const per = fastByApp.get(app.name) ?? { fast: 0, full: 0 };
+      per[way]++;
+      fastByApp.set(app.name, per);
+    }
     return digest;
   };
   /** The engines in a different order every run: no engine always goes first or last. */
@@ -87,7 +95,7 @@ async function main() {
 
   // The larger app runs on the engines the issue names (kiln, podman by hand, BuildKit): its
   // first, cold build costs 20 s per engine.
-  const enginesFor = (app: AppRepo) => (app === hello ? engines : engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah"));
+  const enginesFor = (app: AppRepo) => (app !== api ? engines : engines.filter((e) => e.name !== "kiln-full" && e.name !== "buildah"));
   endPhase("set-up: apps, two kilnds, dockerd");
   // Untimed, so the engines warm up side by side: each pulls the base and fills its own cache.
   say("warming up: a first build of each app on each engine, side by side (kiln's becomes the fast path's base)");
@@ -109,12 +117,14 @@ async function main() {
       const warm = app.change();
       for (const e of rotated(enginesFor(app), i)) await timed("warm", app, e, warm);
       for (const e of rotated(enginesFor(app), i + 1)) await timed("no-change", app, e, warm);
-      if (app !== hello && i >= API_DEPS_REPS) continue;
+      // The multi-stage app's rows are warm and no-change; its deps change is hello-node's again.
+      if (app === multi || (app !== hello && i >= API_DEPS_REPS)) continue;
       const deps = await app.addDependency(i);
       for (const e of rotated(enginesFor(app), i + 2)) await timed("deps", app, e, deps);
     }
   }
   notes.push(`kiln's builds in the runs above: ${fastCount.fast} took the fast path, ${fastCount.full} the full build (deps changes always do: an earlier COPY copies package.json).`);
+  notes.push(`By app: ${[...fastByApp].map(([name, c]) => `${name} ${c.fast} fast / ${c.full} full`).join(", ")}.`);
   const idleAfterBuilds = rssMiB(kiln.pid()!);
   endPhase("warm, no-change, deps");
 

@@ -1,0 +1,3 @@
+// The one line the demo changes between its two builds.
+"use strict";
+exports.greeting = (name) => `hello, ${name}`;
