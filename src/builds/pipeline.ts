@@ -21,7 +21,7 @@ import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { registryRefusal } from "../registry/refusal.js";
 import { RegistryAuthError } from "../registry/auth.js";
-import { resolveBases, type ResolvedBases } from "../images/resolve.js";
+import type { ResolvedBases } from "../images/resolve.js";
 import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
 import type { Slots } from "./slots.js";
 
@@ -112,6 +112,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       if (SECRET_LIKE_ARG.test(name)) a.say(`warning: build arg ${name} looks like a secret; build args are kept in the image's history: pass it in the request's secrets and read it with RUN --mount=type=secret,id=${name}`);
     }
     // The FROM images, looked up at their registries: a moved tag is built on, in both paths.
+    // Loaded on first use (the Containerfile parser is not part of kilnd's start-up).
+    const { resolveBases } = await import("../images/resolve.js");
     const bases = await resolveBases(await readFile(containerfile, "utf8"), a.spec.buildArgs, { credentials: secrets.credentials, insecure: deps.insecureRegistries, signal: a.abort.signal });
     rec.baseImages = bases.images.map((b) => create(BaseImageSchema, b));
     for (const b of bases.images) a.say(`base: ${b.reference} is ${b.digest}`);

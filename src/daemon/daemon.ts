@@ -196,6 +196,9 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     );
     void loadExeca();
     void fastPath?.preload();
+    // Every build reads its Containerfile's FROM lines and secret mounts with the parser.
+    void import("../images/resolve.js");
+    void import("../secrets/secret-mounts.js");
     // podman info takes a quarter of a second.
     void podman.version().then((v) => {
       if (v === "unknown") logger.error("podman does not answer: builds will fail until it is installed (scripts/setup.sh)");

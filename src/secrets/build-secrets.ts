@@ -8,7 +8,6 @@ import { createRegistryCredentials, readAuthFile, type RegistryCredentials } fro
 import type { SecretDigester } from "./cache-key.js";
 import type { Masker } from "./masker.js";
 import type { SecretDir, SecretRoot } from "./secret-dir.js";
-import { planSecretMounts } from "./secret-mounts.js";
 
 export interface BuildSecrets {
   credentials: RegistryCredentials;
@@ -52,6 +51,8 @@ export async function prepareBuildSecrets(buildId: string, spec: BuildSpec, mask
     env,
     digests,
     async mounts(text, file) {
+      // The Containerfile parser is loaded on first use, not at kilnd's start.
+      const { planSecretMounts } = await import("./secret-mounts.js");
       const plan = planSecretMounts(text, digests, file);
       const secrets: { id: string; src: string }[] = [];
       let n = 0;
