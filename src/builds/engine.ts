@@ -28,6 +28,7 @@ export interface EngineOptions {
   maxConcurrentBuilds: number;
   buildNetwork: string;
   buildEngine: BuildEngineName;
+  imageFormat: "docker" | "oci";
   insecureRegistries: readonly string[];
   records: MessageStore<typeof BuildSchema>;
   logs: LogStore;
@@ -219,6 +220,7 @@ export class BuildEngine {
         slots: this.slots,
         buildNetwork: this.o.buildNetwork,
         buildEngine: this.o.buildEngine,
+        imageFormat: this.o.imageFormat,
         insecureRegistries: this.insecure,
         secrets: this.o.secrets,
         save: (x) => this.o.records.save(x.record),

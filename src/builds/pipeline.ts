@@ -34,6 +34,7 @@ export interface PipelineDeps {
   /** Network mode for RUN steps (podman build --network). */
   buildNetwork: string;
   buildEngine: BuildEngineName;
+  imageFormat: "docker" | "oci";
   insecureRegistries: ReadonlySet<string>;
   /** Where secrets and credentials come from and go for the build's time. */
   secrets: BuildSecretsDeps;
@@ -151,6 +152,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       labels: plan.flagLabels,
       secrets: buildahSecrets,
       pullIfNewer: bases.unresolved.length > 0,
+      format: deps.imageFormat,
     });
     let stagesOf = createStageTracker();
     // The output of the step running now: the end of it goes into a failed build's error.
@@ -192,7 +194,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       rec.phase = Phase.PUSH;
       const p0 = Date.now();
       const digestFile = join(a.tmpDir, "digest");
-      const pushArgs = ["push", "--digestfile", digestFile];
+      // The manifest the build's format calls for (v2s2 is Docker's schema 2).
+      const pushArgs = ["push", "--digestfile", digestFile, "--format", deps.imageFormat === "docker" ? "v2s2" : "oci"];
       if (deps.insecureRegistries.has(registry)) pushArgs.push("--tls-verify=false");
       pushArgs.push("--", tag);
       a.say(`push: podman ${pushArgs.join(" ")}`);
@@ -232,7 +235,7 @@ function fastPathInput(
     target: a.spec.target ?? "",
     buildArgs: a.spec.buildArgs,
     secrets: [...secrets.digests].sort(([x], [y]) => (x < y ? -1 : 1)),
-    engine: deps.buildEngine,
+    engine: `${deps.buildEngine}:${deps.imageFormat}`,
     credentials: secrets.credentials,
     signal: a.abort.signal,
     baseImages: bases.unresolved.length > 0 ? undefined : bases.images,

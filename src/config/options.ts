@@ -15,6 +15,8 @@ export interface DaemonOptions {
   buildNetwork: string;
   /** What runs the build: buildah bud (default) or podman build. */
   buildEngine: "buildah" | "podman";
+  /** Image format: docker (keeps HEALTHCHECK, SHELL, ONBUILD, as BuildKit does) or oci. */
+  imageFormat: "docker" | "oci";
   logLevel: string;
   /** Images per project kept by the prune after each build. */
   keepBuilds: number;
@@ -36,7 +38,7 @@ export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
              [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
-             [--registry-auth-file FILE]
+             [--registry-auth-file FILE] [--image-format docker|oci]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
 
@@ -55,6 +57,7 @@ const SPEC = {
   "reset-threshold": { type: "string" },
   "overlay-mount-program": { type: "string" },
   "registry-auth-file": { type: "string" },
+  "image-format": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -106,6 +109,8 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(network)) throw new UsageError(`--build-network: ${JSON.stringify(network)} is not a network mode`);
   const engine = get("build-engine") ?? "buildah";
   if (engine !== "buildah" && engine !== "podman") throw new UsageError(`--build-engine: ${JSON.stringify(engine)} is not buildah or podman`);
+  const imageFormat = get("image-format") ?? "docker";
+  if (imageFormat !== "docker" && imageFormat !== "oci") throw new UsageError(`--image-format: ${JSON.stringify(imageFormat)} is not docker or oci`);
   const fastPath = get("fast-path") ?? "on";
   if (fastPath !== "on" && fastPath !== "off") throw new UsageError(`--fast-path: ${JSON.stringify(fastPath)} is not on or off`);
   const opts: DaemonOptions = {
@@ -117,6 +122,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     maxConcurrentBuilds: intIn("max-concurrent-builds", get("max-concurrent-builds") ?? "1", 1, 64),
     buildNetwork: network,
     buildEngine: engine,
+    imageFormat,
     fastPath: fastPath === "on",
     logLevel: get("log-level") ?? "info",
     keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),

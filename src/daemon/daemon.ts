@@ -98,6 +98,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     maxConcurrentBuilds: opts.maxConcurrentBuilds,
     buildNetwork: opts.buildNetwork,
     buildEngine: opts.buildEngine,
+    imageFormat: opts.imageFormat,
     insecureRegistries: opts.insecureRegistries,
     records,
     logs,

@@ -9,7 +9,7 @@ import { readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
 import { labelLine } from "../podman/labels.js";
-import { OCI_CONFIG, OCI_LAYER_GZIP, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
+import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type FastPathBase, type ImageConfig } from "./base.js";
 import { FastPathRefused } from "./refused.js";
@@ -163,8 +163,9 @@ export function createFastPath(o: FastPathOptions) {
     const configDigest = sha256(configBytes);
     const manifest: OciManifest = {
       ...base.manifest,
-      config: { mediaType: OCI_CONFIG, digest: configDigest, size: configBytes.length },
-      layers: [...base.manifest.layers.slice(0, -1), { mediaType: OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }],
+      // The media types are the last full build's (OCI, or Docker's with --image-format docker).
+      config: { mediaType: base.manifest.config.mediaType || OCI_CONFIG, digest: configDigest, size: configBytes.length },
+      layers: [...base.manifest.layers.slice(0, -1), { mediaType: base.manifest.layers.at(-1)?.mediaType || OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }],
     };
     onMade?.(Date.now() - t0);
     const registry = clientFor(input);
@@ -172,7 +173,7 @@ export function createFastPath(o: FastPathOptions) {
     // The tag is the one step that cannot be taken back: never after a cancel.
     input.signal.throwIfAborted();
     onCommit?.();
-    const digest = await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)));
+    const digest = await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)), base.manifest.mediaType ?? OCI_MANIFEST);
     return { digest, imageId: configDigest, files: layer.files, bytes: layer.bytes, steps: base.plan.steps };
   }
 

@@ -11,6 +11,8 @@ export interface PodmanBuildInput {
   target?: string;
   iidFile: string;
   network: string;
+  /** docker keeps HEALTHCHECK, SHELL and ONBUILD (the OCI config has no place for them). */
+  format?: "docker" | "oci";
   /** Some FROM image could not be looked up by kiln: let buildah pull it when the registry has a newer one. */
   pullIfNewer?: boolean;
   /** buildah --secret id=ID,src=FILE: the files are in the build's private tmpfs directory. */
@@ -28,7 +30,7 @@ export function buildCommand(engine: BuildEngineName, b: PodmanBuildInput): { fi
 }
 
 function buildArgs(b: PodmanBuildInput): string[] {
-  const args = ["--layers", "--file", b.containerfile, "--tag", b.tag, "--iidfile", b.iidFile];
+  const args = ["--layers", "--format", b.format ?? "docker", "--file", b.containerfile, "--tag", b.tag, "--iidfile", b.iidFile];
   if (b.network) args.push(`--network=${b.network}`);
   for (const [k, v] of Object.entries(b.labels)) args.push("--label", `${k}=${v}`);
   for (const [k, v] of Object.entries(b.buildArgs)) args.push("--build-arg", `${k}=${v}`);

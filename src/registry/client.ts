@@ -10,12 +10,15 @@ import type { Credential } from "./credentials.js";
 export const OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json";
 export const OCI_CONFIG = "application/vnd.oci.image.config.v1+json";
 export const OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
+export const DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json";
+/** Image manifests kiln reads and writes: OCI, and Docker's schema 2 (what --image-format docker pushes). */
+const IMAGE_MANIFESTS = new Set([OCI_MANIFEST, DOCKER_MANIFEST]);
 // Every manifest kind a base image may have: a pull resolves the same digest.
 const MANIFEST_TYPES = [
   "application/vnd.oci.image.index.v1+json",
   "application/vnd.docker.distribution.manifest.list.v2+json",
   OCI_MANIFEST,
-  "application/vnd.docker.distribution.manifest.v2+json",
+  DOCKER_MANIFEST,
 ].join(", ");
 
 export class RegistryError extends Error {}
@@ -64,11 +67,12 @@ export class RegistryClient {
   }
 
   async getManifest(reference: string): Promise<{ manifest: OciManifest; bytes: Buffer; digest: string }> {
-    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept: OCI_MANIFEST } }, [200]);
+    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept: [...IMAGE_MANIFESTS].join(", ") } }, [200]);
     const bytes = Buffer.from(await res.arrayBuffer());
     const manifest = JSON.parse(bytes.toString("utf8")) as OciManifest;
     const type = manifest.mediaType ?? res.headers.get("content-type") ?? "";
-    if (type !== OCI_MANIFEST) throw new RegistryError(`${this.repo}@${reference} is a ${type || "manifest of no type"}, not an OCI image manifest`);
+    if (!IMAGE_MANIFESTS.has(type)) throw new RegistryError(`${this.repo}@${reference} is a ${type || "manifest of no type"}, not an image manifest`);
+    manifest.mediaType = type;
     return { manifest, bytes, digest: sha256(bytes) };
   }
 
@@ -110,8 +114,8 @@ export class RegistryClient {
    * Tags the manifest; returns its digest as the registry computed it. Not stopped by the
    * signal: once sent, the tag may be the registry's whatever kiln does, so kiln waits to know.
    */
-  async putManifest(tag: string, bytes: Buffer): Promise<string> {
-    const res = await this.call("PUT", `/manifests/${tag}`, { body: bytes, headers: { "content-type": OCI_MANIFEST }, uncancellable: true }, [201]);
+  async putManifest(tag: string, bytes: Buffer, mediaType = OCI_MANIFEST): Promise<string> {
+    const res = await this.call("PUT", `/manifests/${tag}`, { body: bytes, headers: { "content-type": mediaType }, uncancellable: true }, [201]);
     const ours = sha256(bytes);
     const theirs = res.headers.get("docker-content-digest");
     if (theirs && theirs !== ours) throw new RegistryError(`the registry stored the manifest as ${theirs}, kiln computed ${ours}`);

@@ -53,15 +53,17 @@ export function fsDifferences(a: Map<string, FsEntry>, b: Map<string, FsEntry>):
   return out.sort();
 }
 
-/** A config without what differs between any two builds (times, the build's id and time). */
+/** A config without what differs between any two builds (times, the build's id and time, the build container's hostname). */
 export function comparableConfig(c: ImageConfig): unknown {
   const labels = { ...c.config?.Labels };
   delete labels["kiln.build"];
   delete labels["org.opencontainers.image.created"];
+  // Docker-format configs carry the build container's id as Hostname: a new one every build.
+  const { Hostname: _hostname, ...config } = c.config ?? {};
   return {
     architecture: c.architecture,
     os: c.os,
-    config: { ...c.config, Labels: labels },
+    config: { ...config, Labels: labels },
     layers: c.rootfs.diff_ids.length,
     history: (c.history ?? []).map((h) => ({
       empty_layer: h.empty_layer ?? false,

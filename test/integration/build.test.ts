@@ -10,6 +10,7 @@ import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { containerMountsUnder, kilndPodmanEnv, workingContainers } from "../helpers/leftovers.js";
 import { logLines } from "../helpers/logs.js";
+import { viewImage } from "../helpers/image-fs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
@@ -69,6 +70,19 @@ describe("builds", () => {
     assert.equal(labels["org.opencontainers.image.revision"], first);
     assert.equal(labels["org.opencontainers.image.source"], repo.url);
     assert.ok(!Number.isNaN(Date.parse(labels["org.opencontainers.image.created"] ?? "")));
+  });
+
+  test("images are in Docker format by default: HEALTHCHECK, SHELL and ONBUILD are kept", async () => {
+    const sha = repo.commit({ Containerfile: `FROM ${base}\nSHELL ["/bin/sh", "-ec"]\nHEALTHCHECK --interval=30s CMD ["true"]\nONBUILD RUN echo child\nCOPY src/ /src/\n` });
+    const b = await build(sha);
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    const r = await fetch(`http://${reg.host}/v2/test/hello/manifests/${sha}`, { headers: { accept: "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json" } });
+    assert.equal(r.headers.get("content-type"), "application/vnd.docker.distribution.manifest.v2+json");
+    const config = (await viewImage(reg.host, "test/hello", sha)).config.config as { Healthcheck?: { Test: string[] }; Shell?: string[]; OnBuild?: string[] };
+    assert.deepEqual(config.Healthcheck?.Test, ["CMD", "true"]);
+    assert.deepEqual(config.Shell, ["/bin/sh", "-ec"]);
+    assert.deepEqual(config.OnBuild, ["RUN echo child"]);
+    repo.commit(helloApp(base));
   });
 
   test("the pushed image runs and holds the commit's content", () => {

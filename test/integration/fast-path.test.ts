@@ -58,7 +58,7 @@ const APPS: App[] = [
   {
     name: "wholecontext",
     files: (base) => ({
-      Containerfile: `FROM ${base}\nWORKDIR /srv\nCOPY package.json ./\nRUN echo installed > installed.txt\nCOPY --chown=1000:1000 . .\nLABEL app=wholecontext\nCMD ["ls", "-l", "/srv"]\n`,
+      Containerfile: `FROM ${base}\nWORKDIR /srv\nSHELL ["/bin/sh", "-ec"]\nCOPY package.json ./\nRUN echo installed > installed.txt\nCOPY --chown=1000:1000 . .\nLABEL app=wholecontext\nHEALTHCHECK --interval=30s CMD ["true"]\nCMD ["ls", "-l", "/srv"]\n`,
       ".containerignore": "*.md\nlogs\n",
       "package.json": '{"name":"w"}\n',
       "index.js": "console.log(1)\n",
