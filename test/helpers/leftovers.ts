@@ -26,8 +26,9 @@ export function podmanProcessesFor(data: string): string[] {
       if (!readFileSync(`/proc/${pid}/environ`, "utf8").includes(conf)) continue;
       const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ");
       // kilnd's own status questions at start (podman version, podman info, and the
-      // `--version` calls podman info makes) are not leftovers of a build.
-      if (/podman|buildah|runc|conmon/.test(cmd) && !/^podman (info|version)\b|\s--version\b/.test(cmd)) found.push(`${pid}: ${cmd}`);
+      // `--version` calls podman info makes) and the prune that follows a successful build
+      // (podman images, rmi, image prune) are not leftovers of a build.
+      if (/podman|buildah|runc|conmon/.test(cmd) && !/^podman (info|version|images|rmi|image prune)\b|\s--version\b/.test(cmd)) found.push(`${pid}: ${cmd}`);
     } catch {
       // gone meanwhile
     }
