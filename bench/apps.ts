@@ -22,18 +22,21 @@ export interface AppRepo extends BenchApp {
   head(): string;
 }
 
-export function makeAppRepo(root: string, work: string, example: string, sourceFile: string, source: (n: number) => string): AppRepo {
-  const dir = join(work, "repos", example);
+/** overlay: another example whose files go over this one's (the same app, another Containerfile); the app takes its name. */
+export function makeAppRepo(root: string, work: string, example: string, sourceFile: string, source: (n: number) => string, overlay?: string): AppRepo {
+  const name = overlay ?? example;
+  const dir = join(work, "repos", name);
   rmSync(dir, { recursive: true, force: true });
   cpSync(join(root, "examples", example), dir, { recursive: true });
+  if (overlay) cpSync(join(root, "examples", overlay), dir, { recursive: true });
   git(dir, "init", "-q", "-b", "main");
   git(dir, "add", "-A");
   git(dir, "commit", "-qm", "init");
   let n = 0;
-  const depRoot = join(work, "dep-variant", example);
+  const depRoot = join(work, "dep-variant", name);
   const variants = new Map<number, Promise<{ pkg: Buffer; lock: Buffer }>>();
   const app: AppRepo = {
-    name: example,
+    name,
     repo: `file://${dir}`,
     dir,
     head: () => git(dir, "rev-parse", "HEAD"),
@@ -49,6 +52,7 @@ export function makeAppRepo(root: string, work: string, example: string, sourceF
         const variantDir = join(depRoot, String(i));
         rmSync(variantDir, { recursive: true, force: true });
         cpSync(join(root, "examples", example), variantDir, { recursive: true });
+        if (overlay) cpSync(join(root, "examples", overlay), variantDir, { recursive: true });
         const version = DEP_VERSIONS[i % DEP_VERSIONS.length]!;
         v = run("npm", ["install", "--package-lock-only", "--no-audit", "--no-fund", "--loglevel=error", `is-number@${version}`], { cwd: variantDir }).then(() => ({
           pkg: readFileSync(join(variantDir, "package.json")),
@@ -76,6 +80,6 @@ export const helloNode = (root: string, work: string) =>
 export const nodeApi = (root: string, work: string) =>
   makeAppRepo(root, work, "node-api", "src/version.js", (n) => `// Changed by kiln's benchmark on every warm build.\n"use strict";\nexports.version = "${n + 1}";\n`);
 
-/** The multi-stage app: dependencies in a stage of their own, the sources copied last (the fast path's shape). */
+/** The multi-stage app: hello-node with examples/multi-stage's Containerfile (dependencies in a stage of their own, sources last). */
 export const multiStage = (root: string, work: string) =>
-  makeAppRepo(root, work, "multi-stage", "src/greeting.js", (n) => `// bench change ${n}\n"use strict";\nexports.greeting = (name) => \`hello ${n}, \${name}\`;\n`);
+  makeAppRepo(root, work, "hello-node", "src/greeting.js", (n) => `// bench change ${n}\n"use strict";\nexports.greeting = (name) => \`hello ${n}, \${name}\`;\n`, "multi-stage");
