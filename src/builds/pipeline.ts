@@ -118,7 +118,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     const bases = await resolveBases(await readFile(containerfile, "utf8"), a.spec.buildArgs, { credentials: secrets.credentials, insecure: deps.insecureRegistries, signal: a.abort.signal });
     rec.baseImages = bases.images.map((b) => create(BaseImageSchema, b));
     for (const b of bases.images) a.say(`base: ${b.reference} is ${b.digest}`);
-    for (const u of bases.unresolved) a.say(`base: ${u} not looked up; buildah pulls it if the registry has a newer one`);
+    for (const u of bases.unresolved) a.say(`base: ${u} not looked up${bases.pullIfNewer ? "; buildah pulls what the registry has newer" : ""}`);
     const registry = a.spec.image.registry;
     const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, bases, { checkout, contextDir, containerfile, labels }) : undefined;
     if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
@@ -151,7 +151,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       ...(a.spec.target ? { target: a.spec.target } : {}),
       labels: plan.flagLabels,
       secrets: buildahSecrets,
-      pullIfNewer: bases.unresolved.length > 0,
+      pullIfNewer: bases.pullIfNewer,
       format: deps.imageFormat,
     });
     let stagesOf = createStageTracker();

@@ -76,7 +76,8 @@ export function parseImageName(ref: string): ImageName | undefined {
   const name = at >= 0 ? ref.slice(0, at) : ref;
   const slash = name.indexOf("/");
   const host = slash > 0 ? name.slice(0, slash) : "";
-  if (!/[.:]/.test(host) && host !== "localhost") return undefined;
+  // localhost/... is podman's local namespace: in storage only, no registry to ask.
+  if (!/[.:]/.test(host)) return undefined;
   const rest = name.slice(slash + 1);
   const colon = rest.lastIndexOf(":");
   const repository = colon > rest.lastIndexOf("/") && colon >= 0 ? rest.slice(0, colon) : rest;

@@ -11,8 +11,10 @@ import { fromLines, parseImageName, pinFromLines } from "./base-images.js";
 export interface ResolvedBases {
   /** Each FROM image (as expanded) and the digest it is built on. */
   images: { reference: string; digest: string }[];
-  /** FROM images kiln could not resolve (and why): buildah pulls them if newer; no fast path. */
+  /** FROM images kiln could not resolve (and why): no fast path. */
   unresolved: string[];
+  /** Some of them name a registry (or may): buildah is to pull them when newer. */
+  pullIfNewer: boolean;
   /** The Containerfile text with every resolved FROM pinned to its digest (offsets of this text). */
   pin(text: string): string;
 }
@@ -24,16 +26,19 @@ export async function resolveBases(
 ): Promise<ResolvedBases> {
   const digests = new Map<string, string>();
   const unresolved: string[] = [];
+  let pullIfNewer = false;
   for (const line of fromLines(text, buildArgs)) {
     if (line.notImage) continue;
     if (!line.image) {
       unresolved.push(`${line.written} (an ARG kiln cannot expand)`);
+      pullIfNewer = true;
       continue;
     }
     if (digests.has(line.image)) continue;
     const name = parseImageName(line.image);
     if (!name) {
-      unresolved.push(`${line.image} (no registry host)`);
+      // A local image (localhost/…, or a name without a registry host): used as storage has it.
+      unresolved.push(`${line.image} (a local image: no registry to ask)`);
       continue;
     }
     if (name.digest) {
@@ -53,11 +58,13 @@ export async function resolveBases(
       if (e instanceof KilnError) throw e;
       if (e instanceof RegistryAuthError) throw new KilnError("failed_precondition", `FROM ${line.image}: ${e.message}; give registry_credentials for it or add it to kilnd's --registry-auth-file`);
       unresolved.push(`${line.image} (${(e as Error).message})`);
+      pullIfNewer = true;
     }
   }
   return {
     images: [...digests].map(([reference, digest]) => ({ reference, digest })),
     unresolved,
+    pullIfNewer,
     pin(t) {
       const pins = fromLines(t, buildArgs).flatMap((line) => {
         const digest = line.image && !line.notImage && !parseImageName(line.image)?.digest ? digests.get(line.image) : undefined;

@@ -139,6 +139,12 @@ describe("builds", () => {
     assert.equal(b.pushed, false);
     assert.equal(b.imageDigest, "");
     assert.equal(b.image, `localhost/local/only:${repo.head()}`);
+    // And a build FROM that local image: no registry to look it up at, storage has it.
+    const sha = repo.commit({ Containerfile: `FROM localhost/local/only:${repo.head()}\nRUN echo on-a-local-base\n` });
+    const onLocal = await build(sha, { image: "localhost/local/on-local" });
+    assert.equal(onLocal.state, BuildState.SUCCEEDED, onLocal.error);
+    assert.deepEqual(onLocal.baseImages, [], "a local image has no registry digest");
+    repo.commit(helloApp(base));
   });
 
   test("a failing RUN step ends the build FAILED with podman's error, and kilnd carries on", async () => {
