@@ -19,7 +19,7 @@ import { run, type RunResult } from "../process/run.js";
 import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
-import { registryRefusal } from "../registry/refusal.js";
+import { authRefusal, registryRefusal } from "../registry/refusal.js";
 import { RegistryAuthError } from "../registry/auth.js";
 import type { ResolvedBases } from "../images/resolve.js";
 import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
@@ -132,13 +132,15 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     await mkdir(a.tmpDir, { recursive: true });
     await linkCacheMounts(a.tmpDir, deps.podman.layout.cacheMountDir);
     let buildahSecrets: { id: string; src: string }[] = [];
+    let mounted: string[] = [];
     const plan = await planLabels(containerfile, a.spec.target, labels, a.tmpDir, async (text) => {
       const m = await secrets.mounts(text, a.spec.containerfile ?? "Containerfile");
       buildahSecrets = m.secrets;
+      mounted = m.used;
       if (m.used.length > 0) a.say(`secrets: ${m.used.join(", ")} mounted for RUN (masked in this log; a step that mounts one runs again when its value changes)`);
       return bases.pin(m.text);
     });
-    const unused = Object.keys(a.spec.secrets).filter((id) => !buildahSecrets.some((s) => s.id.startsWith(`${id}.kiln-`)));
+    const unused = Object.keys(a.spec.secrets).filter((id) => !mounted.includes(id));
     if (unused.length > 0) a.say(`secrets: ${unused.join(", ")} given but mounted by no RUN step`);
     const podmanEnv = { ...deps.podman.env(a.tmpDir), ...secrets.env };
     const cmd = buildCommand(deps.buildEngine, {
@@ -284,7 +286,7 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     rec.phase = Phase.BUILD;
     if (e instanceof StopSignal) throw e;
     // A registry that refuses these credentials refuses podman's push as well: no second try.
-    if (e instanceof RegistryAuthError) throw new KilnError("failed_precondition", `${e.message}; give registry_credentials for it or add it to kilnd's --registry-auth-file`);
+    if (e instanceof RegistryAuthError) throw authRefusal(e);
     a.say(`fast path: ${e instanceof FastPathRefused ? "not taken" : "failed"}: ${(e as Error).message}; full build`);
     return false;
   }

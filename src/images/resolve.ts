@@ -6,6 +6,7 @@ import { RegistryAuthError } from "../registry/auth.js";
 import { RegistryClient } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
 import { KilnError } from "../errors/kiln-error.js";
+import { authRefusal } from "../registry/refusal.js";
 import { fromLines, parseImageName, pinFromLines } from "./base-images.js";
 
 export interface ResolvedBases {
@@ -56,7 +57,7 @@ export async function resolveBases(
     } catch (e) {
       if (o.signal.aborted) throw e;
       if (e instanceof KilnError) throw e;
-      if (e instanceof RegistryAuthError) throw new KilnError("failed_precondition", `FROM ${line.image}: ${e.message}; give registry_credentials for it or add it to kilnd's --registry-auth-file`);
+      if (e instanceof RegistryAuthError) throw authRefusal(e, `FROM ${line.image}: `);
       unresolved.push(`${line.image} (${(e as Error).message})`);
       pullIfNewer = true;
     }

@@ -9,11 +9,18 @@ const REFUSED = /unauthorized|authentication required|requested access to the re
 // Registry names as they appear in podman's messages: "reading manifest 1 in 127.0.0.1:5000/base/busybox".
 const REF = /\b((?:[a-z0-9-]+\.)*[a-z0-9-]+(?::\d+)?)\/[a-z0-9._\/-]+/i;
 
+const HINT = "give registry_credentials for it or add it to kilnd's --registry-auth-file";
+
+/** kiln's own registry client was refused (RegistryAuthError): the same clear, final error. */
+export function authRefusal(e: Error, prefix = ""): KilnError {
+  return new KilnError("failed_precondition", `${prefix}${e.message}; ${HINT}`);
+}
+
 export function registryRefusal(stderrTail: readonly string[], action: "pull" | "push", registry?: string): KilnError | undefined {
   const line = [...stderrTail].reverse().find((l) => ERROR_LINE.test(l.trim()) && REFUSED.test(l));
   if (!line) return undefined;
   const host = registry ?? REF.exec(line.replace(/^.*?\b(?:in|from|to)\s+(?=\S+\/)/, ""))?.[1] ?? "the registry";
   const why = /403|denied|forbidden/i.test(line) && !/unauthorized|401/i.test(line) ? "403: not allowed for these credentials" : "401: no credentials, or wrong ones";
   const what = action === "pull" ? "a pull (FROM or COPY --from image)" : "the push";
-  return new KilnError("failed_precondition", `registry ${host} refused ${what} (${why}); give registry_credentials for it or add it to kilnd's --registry-auth-file: ${line.trim().slice(0, 300)}`);
+  return new KilnError("failed_precondition", `registry ${host} refused ${what} (${why}); ${HINT}: ${line.trim().slice(0, 300)}`);
 }

@@ -34,13 +34,12 @@ export function createSecretRoot(root: string | undefined) {
         },
       };
     },
-    /** Removes every build's directory but the live ones' (start-up after kill -9, sweeps). */
-    async sweep(live: ReadonlySet<string> = new Set()): Promise<number> {
+    /** Removes every build's directory (start-up, before any build runs: a killed kilnd's leftovers). */
+    async sweep(): Promise<number> {
       if (!root) return 0;
       const names = await readdir(root).catch(() => [] as string[]);
-      const stale = names.filter((n) => !live.has(n));
-      await Promise.all(stale.map((n) => rm(join(root, n), { recursive: true, force: true })));
-      return stale.length;
+      await Promise.all(names.map((n) => rm(join(root, n), { recursive: true, force: true })));
+      return names.length;
     },
   };
 }

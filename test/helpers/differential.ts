@@ -20,15 +20,8 @@ export interface BuildOptions {
 }
 
 export function createDifferential(fast: TestKilnd, full: TestKilnd, reg: TestRegistry) {
-  const build = async (k: TestKilnd, repo: TestRepo, project: string, image: string, commit: string, o: BuildOptions): Promise<Build> => {
-    const { build: b } = await k.client.build({
-      project,
-      source: { kind: { case: "git", value: { url: repo.url, commit } } },
-      image: `${reg.host}/${image}`,
-      ...(o.context ? { context: o.context } : {}),
-    });
-    return k.waitDone(b!.id);
-  };
+  const build = (k: TestKilnd, repo: TestRepo, project: string, image: string, commit: string, o: BuildOptions): Promise<Build> =>
+    k.buildCommit({ project, url: repo.url, commit, image: `${reg.host}/${image}`, ...(o.context ? { context: o.context } : {}) });
 
   /** Builds the commit on both kilnds; when both succeed, compares their images. */
   return async function buildBoth(repo: TestRepo, project: string, commit: string, o: BuildOptions = {}): Promise<SideBySide> {

@@ -21,6 +21,8 @@ export interface TestKilnd {
   kill9(): Promise<void>;
   /** Polls GetBuild until the build is in a final state. */
   waitDone(id: string, timeoutMs?: number): Promise<Build>;
+  /** Builds one commit of a repository and waits for the build's end. */
+  buildCommit(o: { project: string; url: string; commit: string; image: string; context?: string }): Promise<Build>;
 }
 
 export interface KilndOptions {
@@ -95,6 +97,15 @@ export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
         50,
       );
       return b!;
+    },
+    async buildCommit(o) {
+      const { build: b } = await client.build({
+        project: o.project,
+        source: { kind: { case: "git", value: { url: o.url, commit: o.commit } } },
+        image: o.image,
+        ...(o.context ? { context: o.context } : {}),
+      });
+      return k.waitDone(b!.id);
     },
   };
   return k;

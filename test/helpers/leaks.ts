@@ -3,9 +3,13 @@
 // any text (kilnd's output, a log, a record as JSON), and every process's command line.
 import { lstatSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
 
-/** Paths (or "text N") where a needle was found; empty when none. */
-export function findLeaks(needles: string[], where: { dirs?: string[]; texts?: Record<string, string> }): string[] {
+/**
+ * Paths (or "text N") where a needle was found; empty when none. With gunzip, gzip'd files (a
+ * registry's layer blobs) are searched unpacked.
+ */
+export function findLeaks(needles: string[], where: { dirs?: string[]; texts?: Record<string, string>; gunzip?: boolean }): string[] {
   const found: string[] = [];
   const bufs = needles.map((n) => Buffer.from(n));
   const walk = (p: string) => {
@@ -35,6 +39,13 @@ export function findLeaks(needles: string[], where: { dirs?: string[]; texts?: R
         data = readFileSync(p);
       } catch {
         return;
+      }
+      if (where.gunzip && data[0] === 0x1f && data[1] === 0x8b) {
+        try {
+          data = gunzipSync(data);
+        } catch {
+          // not gzip after all: searched as it is
+        }
       }
       for (const [i, b] of bufs.entries()) if (data.includes(b)) found.push(`${p} holds needle ${i}`);
     }

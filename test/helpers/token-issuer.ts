@@ -15,16 +15,10 @@ export interface TokenIssuer {
   service: string;
   issuer: string;
   certFile: string;
-  /** Tokens issued so far, and requests refused. */
+  /** Tokens issued so far. */
   readonly issued: number;
-  readonly refused: number;
   /** A token for the user, for a test's own requests. */
   mint(scopes: string[]): string;
-  /**
-   * From now on, tokens stop working this many seconds after they are issued, while the answer
-   * still says expires_in 3600: a client must get a fresh one when the registry refuses it.
-   */
-  expireTokensAfter(seconds: number | undefined): void;
   /** The next n tokens are expired when issued (still said to last an hour): the registry refuses them. */
   expireNext(n: number): void;
   stop(): Promise<void>;
@@ -42,14 +36,12 @@ export async function startTokenIssuer(dir: string, user: { username: string; pa
   const der = execFileSync("openssl", ["x509", "-in", certFile, "-outform", "DER"]);
   const service = "kiln-test-registry";
   const issuer = "kiln-test-issuer";
-  let shortLife: number | undefined;
   let expiredToIssue = 0;
   let issued = 0;
-  let refused = 0;
 
   const sign = (access: { type: string; name: string; actions: string[] }[]) => {
     const now = Math.floor(Date.now() / 1000);
-    let exp = shortLife === undefined ? now + 3600 : now + shortLife - REGISTRY_LEEWAY_S;
+    let exp = now + 3600;
     if (expiredToIssue > 0) {
       expiredToIssue--;
       exp = now - REGISTRY_LEEWAY_S - 30;
@@ -70,7 +62,6 @@ export async function startTokenIssuer(dir: string, user: { username: string; pa
     const auth = req.headers.authorization ?? "";
     const given = auth.startsWith("Basic ") ? Buffer.from(auth.slice(6), "base64").toString("utf8") : undefined;
     if (given !== undefined && given !== `${user.username}:${user.password}`) {
-      refused++;
       res.writeHead(401, { "content-type": "application/json" }).end('{"details":"wrong credentials"}');
       return;
     }
@@ -92,13 +83,7 @@ export async function startTokenIssuer(dir: string, user: { username: string; pa
     get issued() {
       return issued;
     },
-    get refused() {
-      return refused;
-    },
     mint: (scopes) => sign(grant(scopes)),
-    expireTokensAfter(seconds) {
-      shortLife = seconds;
-    },
     expireNext(n) {
       expiredToIssue = n;
     },

@@ -30,8 +30,7 @@ describe("base images resolved on every build", () => {
   });
 
   const build = async (commit: string) => {
-    const { build: b } = await k.client.build({ project: "bases", source: { kind: { case: "git", value: { url: repo.url, commit } } }, image: `${reg.host}/test/bases` });
-    const done = await k.waitDone(b!.id);
+    const done = await k.buildCommit({ project: "bases", url: repo.url, commit, image: `${reg.host}/test/bases` });
     assert.equal(done.state, BuildState.SUCCEEDED, done.error);
     return done;
   };

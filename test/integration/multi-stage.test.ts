@@ -51,8 +51,7 @@ describe("multi-stage builds", () => {
   });
 
   const build = async (commit: string) => {
-    const { build: b } = await k.client.build({ project: "multi", source: { kind: { case: "git", value: { url: repo.url, commit } } }, image: `${reg.host}/test/multi` });
-    const done = await k.waitDone(b!.id);
+    const done = await k.buildCommit({ project: "multi", url: repo.url, commit, image: `${reg.host}/test/multi` });
     // The Prune call waits for the prune that follows the build (the keeper runs them one at a time).
     await k.client.prune({ project: "multi" });
     return { b: done, log: await logLines(k, done.id) };
