@@ -341,7 +341,7 @@ async function exec(
   if (a.abort.signal.aborted) throw new StopSignal();
   const proc = await run(file, args, {
     env,
-    redact: (line) => a.masker.mask(line),
+    redact: (line, cut) => (cut ? a.masker.maskCut(line) : a.masker.mask(line)),
     onLine: (text, stream) => {
       if (!quiet) a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
       onLine?.(text);

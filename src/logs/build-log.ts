@@ -1,9 +1,12 @@
-// One build's log: append-only numbered lines, written to the volume and fanned out to readers.
-// Readers pull at their own pace from the shared list, each with its own cursor, so a stalled
-// reader holds nothing up: the build never waits for anyone, and no per-reader queue grows.
-// A line is written to the file before any reader sees it, so a line someone has seen survives
-// a kill -9 of kilnd (a small synchronous append per line; lines come at the pace of a build).
-import { closeSync, openSync, writeSync } from "node:fs";
+// One build's log: append-only numbered lines, written to the volume and fanned out to readers
+// (src/fanout/feed.ts). kilnd keeps the newest lines in memory, a bounded window; a reader that
+// falls behind it reads on from the file. A line is written to the file before any reader sees
+// it, so a line someone has seen survives a kill -9 of kilnd (a small synchronous append per
+// line; lines come at the pace of a build). What one build can store is bounded too: past
+// maxFileBytes its lines are counted, not kept, and the log says so at its end.
+import { closeSync, createReadStream, openSync, writeSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { Feed } from "../fanout/feed.js";
 import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
 
 export interface LogEntry {
@@ -15,79 +18,117 @@ export interface LogEntry {
   phase: Phase;
 }
 
+export interface LogLimits {
+  /** Lines kept in memory for live readers. */
+  memoryLines: number;
+  /** Characters of text kept in memory for live readers. */
+  memoryChars: number;
+  /** Bytes one build's log file may take on the volume. */
+  maxFileBytes: number;
+}
+
+export const DEFAULT_LOG_LIMITS: LogLimits = { memoryLines: 20_000, memoryChars: 4 * 1024 * 1024, maxFileBytes: 256 * 1024 * 1024 };
+
+// Where every 1024th line starts in the file: a reader behind the window starts near its line.
+const CHECKPOINT_EVERY = 1024;
+
 export class BuildLog {
-  private readonly entries: LogEntry[] = [];
-  private closed = false;
-  private wake: (() => void) | undefined;
-  private next: Promise<void>;
+  private readonly feed: Feed<LogEntry>;
   private fd: number | undefined;
+  private fileBytes = 0;
+  private readonly checkpoints: number[] = [0];
+  private notKept = { lines: 0, bytes: 0 };
 
   /** mask is applied to every line before it is stored or anyone sees it (secrets become ***). */
   constructor(
     readonly path: string,
     private readonly mask: (text: string) => string = (t) => t,
+    private readonly limits: LogLimits = DEFAULT_LOG_LIMITS,
   ) {
     this.fd = openSync(path, "a", 0o600);
-    this.next = new Promise((res) => (this.wake = res));
+    this.feed = new Feed<LogEntry>({
+      maxEntries: limits.memoryLines,
+      maxWeight: limits.memoryChars,
+      weigh: (e) => e.text.length,
+      older: (afterSeq, signal) => this.fromFile(afterSeq, signal),
+    });
   }
 
-  get lastSeq(): number {
-    return this.entries.length;
-  }
-
-  get isClosed(): boolean {
-    return this.closed;
+  /** Lines held in memory now. */
+  get inMemory(): number {
+    return this.feed.inMemory;
   }
 
   append(text: string, stream: LogStream, phase: Phase): LogEntry | undefined {
-    if (this.closed) return undefined;
-    const entry: LogEntry = { seq: this.entries.length + 1, time: Date.now(), text: this.mask(text), stream, phase };
-    this.entries.push(entry);
-    if (this.fd !== undefined) {
-      try {
-        writeSync(this.fd, `${JSON.stringify(encode(entry))}\n`);
-      } catch {
-        // A full disk must not stop the build: the line stays in memory for live readers.
-      }
+    if (this.feed.closed) return undefined;
+    const masked = this.mask(text);
+    const time = Date.now();
+    const line = (seq: number) => `${JSON.stringify(encode({ seq, time, text: masked, stream, phase }))}\n`;
+    const bytes = Buffer.byteLength(line(this.feed.lastSeq + 1));
+    if (this.fileBytes + bytes > this.limits.maxFileBytes) {
+      this.notKept.lines++;
+      this.notKept.bytes += bytes;
+      return undefined;
     }
-    this.notify();
-    return entry;
+    return this.feed.append((seq) => {
+      const entry: LogEntry = { seq, time, text: masked, stream, phase };
+      this.write(seq, line(seq));
+      return entry;
+    });
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
-    this.notify();
+    if (this.feed.closed) return;
+    if (this.notKept.lines > 0) {
+      // Past the limit on purpose: this one line says what is missing.
+      const { lines, bytes } = this.notKept;
+      const text = `log: ${lines} more lines (${bytes} bytes) were not kept: one build's log is limited to ${this.limits.maxFileBytes} bytes`;
+      this.feed.append((seq) => {
+        const entry: LogEntry = { seq, time: Date.now(), text, stream: LogStream.SYSTEM, phase: Phase.UNSPECIFIED };
+        this.write(seq, `${JSON.stringify(encode(entry))}\n`);
+        return entry;
+      });
+    }
+    this.feed.close();
     if (this.fd !== undefined) closeSync(this.fd);
     this.fd = undefined;
   }
 
   /** Lines after afterSeq; with follow, waits for new ones until the log closes or signal aborts. */
-  async *read(afterSeq: number, follow: boolean, signal?: AbortSignal): AsyncGenerator<LogEntry> {
-    let i = Math.max(0, Math.min(afterSeq, Number.MAX_SAFE_INTEGER));
-    for (;;) {
-      while (i < this.entries.length) yield this.entries[i++]!;
-      if (!follow || this.closed || signal?.aborted) return;
-      await this.changed(signal);
+  read(afterSeq: number, follow: boolean, signal?: AbortSignal): AsyncGenerator<LogEntry> {
+    return this.feed.read(afterSeq, { follow, ...(signal ? { signal } : {}) });
+  }
+
+  private write(seq: number, line: string): void {
+    if (this.fd === undefined) return;
+    try {
+      const n = writeSync(this.fd, line);
+      if (seq % CHECKPOINT_EVERY === 1) this.checkpoints[(seq - 1) / CHECKPOINT_EVERY] = this.fileBytes;
+      this.fileBytes += n;
+    } catch {
+      // A full disk must not stop the build: live readers still get the line from memory.
     }
   }
 
-  private notify() {
-    const wake = this.wake;
-    this.next = new Promise((res) => (this.wake = res));
-    wake?.();
+  private fromFile(afterSeq: number, signal?: AbortSignal): AsyncIterable<LogEntry> {
+    const k = Math.min(Math.floor(afterSeq / CHECKPOINT_EVERY), this.checkpoints.length - 1);
+    return readLogFile(this.path, afterSeq, this.checkpoints[k] ?? 0, signal);
   }
+}
 
-  private changed(signal?: AbortSignal): Promise<void> {
-    if (!signal) return this.next;
-    return new Promise((res) => {
-      const done = () => {
-        signal.removeEventListener("abort", done);
-        res();
-      };
-      signal.addEventListener("abort", done, { once: true });
-      void this.next.then(done);
-    });
+/** A log file's entries after afterSeq, reading from byte offset start. */
+export async function* readLogFile(path: string, afterSeq: number, start = 0, signal?: AbortSignal): AsyncGenerator<LogEntry> {
+  const input = createReadStream(path, { encoding: "utf8", start });
+  const rl = createInterface({ input, crlfDelay: Infinity });
+  try {
+    for await (const line of rl) {
+      if (signal?.aborted) return;
+      const e = decodeEntry(line);
+      if (e && e.seq > afterSeq) yield e;
+    }
+  } finally {
+    rl.close();
+    input.destroy();
   }
 }
 

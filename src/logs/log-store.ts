@@ -1,22 +1,23 @@
 // Build logs on the volume: live logs in memory for followers, finished ones replayed from disk.
-import { createReadStream } from "node:fs";
 import { access } from "node:fs/promises";
 import { join } from "node:path";
-import { createInterface } from "node:readline";
-import { BuildLog, decodeEntry, type LogEntry } from "./build-log.js";
+import { BuildLog, DEFAULT_LOG_LIMITS, readLogFile, type LogEntry, type LogLimits } from "./build-log.js";
 
 export class LogStore {
   private readonly live = new Map<string, BuildLog>();
   private readers = 0;
 
-  constructor(private readonly dir: string) {}
+  constructor(
+    private readonly dir: string,
+    private readonly limits: LogLimits = DEFAULT_LOG_LIMITS,
+  ) {}
 
   pathOf(buildId: string): string {
     return join(this.dir, `${buildId}.log`);
   }
 
   open(buildId: string, mask?: (text: string) => string): BuildLog {
-    const log = new BuildLog(this.pathOf(buildId), mask);
+    const log = new BuildLog(this.pathOf(buildId), mask, this.limits);
     this.live.set(buildId, log);
     return log;
   }
@@ -54,17 +55,6 @@ export class LogStore {
     } catch {
       return; // a build that never wrote a line
     }
-    const input = createReadStream(path, { encoding: "utf8" });
-    const rl = createInterface({ input, crlfDelay: Infinity });
-    try {
-      for await (const line of rl) {
-        if (signal?.aborted) return;
-        const e = decodeEntry(line);
-        if (e && e.seq > afterSeq) yield e;
-      }
-    } finally {
-      rl.close();
-      input.destroy();
-    }
+    yield* readLogFile(path, afterSeq, 0, signal);
   }
 }

@@ -1,8 +1,8 @@
 // Runs git and podman: no shell, its own process group (so a cancel reaches every child), and
 // every output line handed to the caller as it comes.
-import { createInterface } from "node:readline";
 import type { Readable } from "node:stream";
 import { loadExeca } from "./execa.js";
+import { LineSplitter } from "./lines.js";
 
 export type OutputStream = "stdout" | "stderr";
 
@@ -10,8 +10,8 @@ export interface RunOptions {
   cwd?: string;
   env: Record<string, string>;
   onLine?: (text: string, stream: OutputStream) => void;
-  /** Applied to every line before anyone sees it (masks credentials). */
-  redact?: (text: string) => string;
+  /** Applied to every line before anyone sees it (masks credentials); cut: the line was cut. */
+  redact?: (text: string, cut: boolean) => string;
 }
 
 export interface RunResult {
@@ -32,7 +32,7 @@ export interface RunningProcess {
 }
 
 const TAIL = 20;
-const MAX_LINE = 16 * 1024;
+const MAX_LINE_BYTES = 16 * 1024;
 const MAX_STDOUT_KEPT = 1024 * 1024;
 
 export async function run(file: string, args: readonly string[], opts: RunOptions): Promise<RunningProcess> {
@@ -52,24 +52,24 @@ export async function run(file: string, args: readonly string[], opts: RunOption
   const reading: Promise<void>[] = [];
   const follow = (stream: Readable | null, name: OutputStream) => {
     if (!stream) return;
-    const rl = createInterface({ input: stream, crlfDelay: Infinity });
+    const lines = new LineSplitter(MAX_LINE_BYTES, (raw, dropped) => {
+      let line = opts.redact ? opts.redact(raw, dropped > 0) : raw;
+      if (dropped > 0) line = `${line}… (line cut at ${MAX_LINE_BYTES} bytes; ${dropped} more bytes not kept)`;
+      if (name === "stderr") {
+        stderrTail.push(line);
+        if (stderrTail.length > TAIL) stderrTail.shift();
+      } else if (stdout.length < MAX_STDOUT_KEPT) {
+        stdout += `${line}\n`;
+      }
+      opts.onLine?.(line, name);
+    });
     reading.push(
       new Promise((res) => {
-        rl.on("line", (raw) => {
-          // Progress output rewrites a line with \r: keep what it finally says.
-          const cr = raw.lastIndexOf("\r", raw.length - 2);
-          let line = (cr >= 0 ? raw.slice(cr + 1) : raw).replace(/\r$/, "");
-          if (opts.redact) line = opts.redact(line);
-          if (line.length > MAX_LINE) line = `${line.slice(0, MAX_LINE)}… (line cut at ${MAX_LINE} characters)`;
-          if (name === "stderr") {
-            stderrTail.push(line);
-            if (stderrTail.length > TAIL) stderrTail.shift();
-          } else if (stdout.length < MAX_STDOUT_KEPT) {
-            stdout += `${line}\n`;
-          }
-          opts.onLine?.(line, name);
+        stream.on("data", (chunk: Buffer) => lines.push(chunk));
+        stream.once("close", () => {
+          lines.end();
+          res();
         });
-        rl.on("close", () => res());
       }),
     );
   };

@@ -9,6 +9,11 @@ export const MIN_SECRET_LENGTH = 4;
 
 export interface Masker {
   mask(text: string): string;
+  /**
+   * For a line that was cut: also masks an end of it that is the start of a value, which the
+   * cut may have split (the rest of the value is gone with the rest of the line).
+   */
+  maskCut(text: string): string;
   /** Adds values (and their encodings) to mask from now on. */
   add(...values: string[]): void;
   readonly size: number;
@@ -23,6 +28,14 @@ export function createMasker(values: Iterable<string> = []): Masker {
       let out = text;
       // Longest first: a value that contains another is masked whole.
       for (const n of sorted) if (out.includes(n)) out = out.split(n).join(MASK);
+      return out;
+    },
+    maskCut(text) {
+      const out = m.mask(text);
+      for (let i = Math.max(0, out.length - (sorted[0]?.length ?? 0)); i < out.length; i++) {
+        const tail = out.slice(i);
+        if (sorted.some((n) => n.startsWith(tail))) return out.slice(0, i) + MASK;
+      }
       return out;
     },
     add(...vals) {

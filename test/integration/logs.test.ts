@@ -1,5 +1,6 @@
 // StreamLogs: live follow, replay after the build, resumption, many readers and a stalled one.
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState, LogStream, Phase, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -107,4 +108,27 @@ describe("build logs", () => {
     assert.equal(joined.lines[0]!.seq, 1n);
     assert.ok(joined.lines.some((l) => l.text.startsWith(`log line number ${LINES} `)));
   });
+
+  test("a step that prints a gigabyte without a newline: the line is cut, kilnd's memory stays bounded and it serves on", async (t) => {
+    const rssBefore = rssKiB(kilnd.proc.pid!);
+    const commit = repo.commit({
+      Containerfile: `FROM ${pushBusyboxBase(reg.host)}\nCOPY n.txt /n.txt\nRUN head -c 1073741824 /dev/zero | tr '\\0' a; echo; echo after the flood\n`,
+      "n.txt": "flood\n",
+    });
+    const b = await kilnd.buildCommit({ project: "flood", url: repo.url, commit, image: `${reg.host}/test/flood` });
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    const { lines } = await collect(b.id, false);
+    const cut = lines.find((l) => l.text.startsWith("aaaa"));
+    assert.ok(cut, "the long line is in the log");
+    assert.match(cut.text, /^a{16384}… \(line cut at 16384 bytes; 1073725440 more bytes not kept\)$/);
+    assert.ok(lines.some((l) => l.text === "after the flood"), "the lines after it are logged");
+    const peak = peakRssKiB(kilnd.proc.pid!);
+    t.diagnostic(`kilnd RSS before ${rssBefore} KiB, peak ${peak} KiB`);
+    assert.ok(peak < 400 * 1024, `kilnd's peak RSS ${peak} KiB`);
+    assert.equal((await kilnd.client.getInfo({})).version.length > 0, true, "kilnd serves on");
+  });
 });
+
+const status = (pid: number, key: string) => Number(/\d+/.exec(readFileSync(`/proc/${pid}/status`, "utf8").split("\n").find((l) => l.startsWith(key)) ?? "")?.[0]);
+const rssKiB = (pid: number) => status(pid, "VmRSS:");
+const peakRssKiB = (pid: number) => status(pid, "VmHWM:");
