@@ -1,9 +1,13 @@
 #!/usr/bin/env node
 // kilnd: the builder daemon. Exit codes: 0 after a clean stop (idle or SIGTERM), 1 when it cannot
-// start or fails, 2 for bad usage; a machine's restart policy retries everything but 0.
+// start or fails, 2 for bad usage, 3 when another kilnd holds the data directory; a machine's
+// restart policy retries everything but 0.
 import { KILND_USAGE, parseDaemonOptions, UsageError } from "../config/options.js";
 import { startDaemon } from "../daemon/daemon.js";
+import { KilnError } from "../errors/kiln-error.js";
 import { createLogger } from "../util/logger.js";
+
+const EXIT_DATA_IN_USE = 3;
 
 // kilnd ships as one minified file (scripts/bundle-kilnd.mjs): stack traces go through its source map.
 process.setSourceMapsEnabled(true);
@@ -28,6 +32,10 @@ async function main(): Promise<number> {
   try {
     daemon = await startDaemon(opts, logger);
   } catch (err) {
+    if (err instanceof KilnError && err.code === "already_exists") {
+      logger.fatal(err.message);
+      return EXIT_DATA_IN_USE;
+    }
     logger.fatal({ err }, "kilnd cannot start");
     return 1;
   }

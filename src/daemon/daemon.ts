@@ -29,6 +29,7 @@ import { registerReflection } from "../server/reflection-service.js";
 import { VERSION } from "../version.js";
 import { loadSecretDigester } from "../secrets/cache-key.js";
 import { createSecretRoot } from "../secrets/secret-dir.js";
+import { lockDataDir } from "./data-lock.js";
 import { createIdleTracker } from "./idle.js";
 import { loadState, saveState } from "./state-file.js";
 
@@ -50,6 +51,9 @@ export interface Daemon {
 export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<Daemon> {
   const startTime = Date.now();
   const dir = (name: string) => join(opts.dataDir, name);
+  await mkdir(opts.dataDir, { recursive: true });
+  // Before anything touches the volume: a second kilnd on it stops here.
+  const lock = await lockDataDir(opts.dataDir);
   await Promise.all(["builds", "logs", "git", "work", "tmp"].map((d) => mkdir(dir(d), { recursive: true })));
   const layout = await writeStorageConfig({
     dataDir: opts.dataDir,
@@ -186,6 +190,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   });
 
   const server = await startServer({ host: opts.listenHost, port: opts.listenPort, handler });
+  lock.serving(`${server.address.host}:${server.address.port}`);
   logger.info({ listen: `${server.address.host}:${server.address.port}`, data: opts.dataDir, runroot: layout.runRoot, auth: auth !== undefined, idleTimeout: opts.idleTimeoutSec, startupMs: Date.now() - startTime, version: VERSION }, "kilnd serving");
   // What the first RPCs do not need is loaded a moment after kilnd answers, so that loading it
   // does not hold the event loop while a woken machine's first calls come in. A build that comes
@@ -220,6 +225,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         shutdown.abort();
         await server.close(SHUTDOWN_GRACE_MS);
         await auth?.close();
+        await lock.release();
         if (reason === "idle" || reason === "sleep") {
           state.idleExits++;
           await saveState(statePath, state).catch((err) => logger.error({ err }, "cannot save kilnd-state.json"));

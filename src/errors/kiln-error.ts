@@ -4,6 +4,7 @@
 export type KilnErrorCode =
   | "invalid_argument"
   | "not_found"
+  | "already_exists"
   | "failed_precondition"
   | "unauthenticated"
   | "resource_exhausted"

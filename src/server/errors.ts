@@ -9,6 +9,7 @@ import { wrapMessages } from "./stream-response.js";
 const CODES: Record<KilnErrorCode, Code> = {
   invalid_argument: Code.InvalidArgument,
   not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
   failed_precondition: Code.FailedPrecondition,
   unauthenticated: Code.Unauthenticated,
   resource_exhausted: Code.ResourceExhausted,

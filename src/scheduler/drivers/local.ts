@@ -1,20 +1,29 @@
-// The local driver, the embedded default: kilnd for the project runs on this host as a child
-// process with its own data directory and port. When kilnd has gone to sleep (exit 0), the next
-// wake starts it again: the same wake/sleep cycle as a Fly Machine, for real, on one host.
+// The local driver, the embedded default: kilnd for the project runs on this host with its own
+// data directory and port. When kilnd has gone to sleep (exit 0), the next wake starts it again:
+// the same wake/sleep cycle as a Fly Machine, for real, on one host.
+// kilnd outlives a scheduler that is killed: it runs in its own process group and writes its log
+// to <data>/kilnd.log itself. A restarted scheduler asks the data directory's lock who serves it
+// (src/daemon/data-lock.ts) and drives that kilnd instead of starting a second one on the volume.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
+import { dataDirHolder } from "../../daemon/data-lock.js";
 import { freePort } from "../../util/net.js";
 import type { LocalMachineConfig } from "../config.js";
 import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
 // kilnd beside this module: dist/bin/kilnd.js when built, src/bin/kilnd.ts under tsx.
 const KILND = new URL(`../../bin/kilnd${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url).pathname;
+const ADOPTED_POLL_MS = 100;
+const START_TIMEOUT_MS = 30_000;
 
 export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts: { logger: Logger; tokenFile?: string }): MachineDriver {
+  /** The kilnd this driver started, while it runs. */
   let child: ChildProcess | undefined;
   let exited: Promise<number | null> = Promise.resolve(null);
+  /** A kilnd found serving the volume (started by an earlier scheduler), while it runs. */
+  let adopted: { pid: number } | undefined;
   let port = cfg.port;
   mkdirSync(cfg.data, { recursive: true });
 
@@ -25,10 +34,14 @@ export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts
     if (opts.tokenFile) args.push("--token-file", opts.tokenFile);
     // src/ runs through tsx (tests); dist/ is plain JavaScript.
     const execArgv = KILND.endsWith(".ts") ? ["--import", "tsx"] : [];
-    const log = createWriteStream(join(cfg.data, "kilnd.log"), { flags: "a" });
-    const c = spawn(process.execPath, [...execArgv, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-    c.stdout!.pipe(log);
-    c.stderr!.pipe(log);
+    const log = openSync(join(cfg.data, "kilnd.log"), "a", 0o600);
+    let c: ChildProcess;
+    try {
+      c = spawn(process.execPath, [...execArgv, ...args], { stdio: ["ignore", log, log], detached: true });
+    } finally {
+      closeSync(log); // the child has its own copy
+    }
+    c.unref();
     child = c;
     exited = new Promise((res) =>
       c.once("exit", (code) => {
@@ -38,27 +51,72 @@ export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts
       }),
     );
     opts.logger.info({ project, port, pid: c.pid }, "waking local kilnd");
-    await waitForKilnd(`http://127.0.0.1:${port}`, 30_000, () => child !== c);
+    await waitForKilnd(`http://127.0.0.1:${port}`, START_TIMEOUT_MS, () => child !== c);
+  };
+
+  /** A kilnd already serving the volume: drive it. */
+  const adopt = async (): Promise<boolean> => {
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      const holder = await dataDirHolder(cfg.data);
+      if (!holder) return false;
+      const m = holder.listen ? /:(\d+)$/.exec(holder.listen) : null;
+      if (m) {
+        port = Number(m[1]);
+        adopted = { pid: holder.pid };
+        opts.logger.info({ project, port, pid: holder.pid }, "local kilnd already serving this volume: driving it");
+        await waitForKilnd(`http://127.0.0.1:${port}`, START_TIMEOUT_MS, () => !isAlive(holder.pid));
+        return true;
+      }
+      // It holds the volume and does not serve yet (starting): wait for it.
+      if (Date.now() > deadline) throw new Error(`kilnd pid ${holder.pid} holds ${cfg.data} and does not serve`);
+      await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS));
+    }
+  };
+
+  const adoptedAlive = () => {
+    if (adopted && !isAlive(adopted.pid)) adopted = undefined;
+    return adopted !== undefined;
   };
 
   let closed = false;
   return {
     async wake() {
       if (closed) throw new PermanentWakeError("the scheduler is stopping");
-      if (!child) await start();
+      if (!child && !adoptedAlive() && !(await adopt())) await start();
       return `http://127.0.0.1:${port}`;
     },
     async waitAsleep(timeoutMs) {
-      if (!child) return true;
-      const t = new Promise<"timeout">((r) => setTimeout(r, timeoutMs, "timeout").unref());
-      return (await Promise.race([exited, t])) !== "timeout";
+      const deadline = Date.now() + timeoutMs;
+      if (child) {
+        const t = new Promise<"timeout">((r) => setTimeout(r, timeoutMs, "timeout").unref());
+        return (await Promise.race([exited, t])) !== "timeout";
+      }
+      // Not our child: no exit event to wait for, so watch the process.
+      while (adoptedAlive()) {
+        if (Date.now() > deadline) return false;
+        await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS));
+      }
+      return true;
     },
     async close() {
       closed = true;
       if (child) {
         child.kill("SIGTERM");
         await exited;
+      } else if (adoptedAlive()) {
+        process.kill(adopted!.pid, "SIGTERM");
+        while (adoptedAlive()) await new Promise((r) => setTimeout(r, ADOPTED_POLL_MS));
       }
     },
   };
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
