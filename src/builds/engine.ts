@@ -9,7 +9,7 @@ import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath } from "../fastpath/fast-path.js";
 import type { GitCache } from "../git/cache.js";
 import type { LogStore } from "../logs/log-store.js";
-import type { BuildEngineName } from "../podman/build-args.js";
+import { SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
 import { killContainersUnder } from "../podman/runc.js";
 import { killProcessesWithEnv } from "../process/orphans.js";
@@ -147,7 +147,8 @@ export class BuildEngine {
       context: spec.context,
       target: spec.target ?? "",
     });
-    const masker = createMasker([...spec.git.secrets, ...Object.values(spec.secrets), ...spec.registryCredentials.map((c) => c.password)]);
+    const secretArgs = Object.entries(spec.buildArgs).filter(([k]) => SECRET_LIKE_ARG.test(k)).map(([, v]) => v);
+    const masker = createMasker([...spec.git.secrets, ...Object.values(spec.secrets), ...spec.registryCredentials.map((c) => c.password), ...secretArgs]);
     const a = new ActiveBuild(record, spec, this.o.logs.open(record.id, (t) => masker.mask(t)), join(this.tmpRoot, record.id), masker);
     const previous = this.latest.get(spec.project);
     this.active.set(a.id, a);

@@ -9,7 +9,7 @@ import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
 import type { GitCache } from "../git/cache.js";
 import { gitEnv } from "../git/env.js";
-import { buildCommand, type BuildEngineName } from "../podman/build-args.js";
+import { buildCommand, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
@@ -57,7 +57,6 @@ const STEP_LINE = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: /;
 const STEP_TAIL = 5;
 
 // Build args are written into the image's history and the build's command line; secrets are not.
-const SECRET_LIKE_ARG = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH/i;
 
 export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<void> {
   const secrets = await prepareBuildSecrets(a.id, a.spec, a.masker, deps.secrets);
@@ -162,7 +161,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     const podmanBuild = async () => {
       const counter = createStepCounter(new Set(Object.keys(labels)));
       stagesOf = createStageTracker();
-      a.say(`build: ${cmd.file} ${cmd.args.join(" ")}`);
+      a.say(`build: ${cmd.shown}`);
       const r = await exec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, (line) => {
         counter.line(line);
         stagesOf.line(line);

@@ -1,6 +1,7 @@
 // What the fast path starts from: the last full build of a project, as pushed, with what its
 // final COPY needs (the plan, the directories on the way to the destination, the owner). One
 // file per project under <data>/fastpath, written after each successful full build.
+import { createHash } from "node:crypto";
 import { mkdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { TarEntry } from "../image/tar-entries.js";
@@ -50,8 +51,11 @@ export interface BaseKeyInput {
   engine: string;
 }
 
+/** What a base was built from, as a digest: the file on the volume holds no build-arg value. */
 export const baseKey = (k: BaseKeyInput) =>
-  JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.secrets, k.engine]);
+  createHash("sha256")
+    .update(JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.secrets, k.engine]))
+    .digest("hex");
 
 export function createBaseStore(dir: string) {
   const fileOf = (project: string) => join(dir, `${project}.json`);

@@ -21,12 +21,25 @@ export interface PodmanBuildInput {
 
 export type BuildEngineName = "buildah" | "podman";
 
-export function buildCommand(engine: BuildEngineName, b: PodmanBuildInput): { file: string; args: string[] } {
+/** Build args whose names say they hold a secret: their values are masked in the build's log. */
+export const SECRET_LIKE_ARG = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH/i;
+
+export interface BuildCommand {
+  file: string;
+  args: string[];
+  /** The command line as the log shows it: build args by name, their values left out. */
+  shown: string;
+}
+
+export function buildCommand(engine: BuildEngineName, b: PodmanBuildInput): BuildCommand {
   // kiln pins each FROM to the digest its tag has now (images/resolve.ts), so pulling only what is
   // not in storage is right (buildah says "false", podman "missing"); a FROM kiln could not
   // resolve is pulled when newer ("true" / "newer").
   const head = engine === "buildah" ? ["bud", b.pullIfNewer ? "--pull=true" : "--pull=false"] : ["build", b.pullIfNewer ? "--pull=newer" : "--pull=missing"];
-  return { file: engine, args: [...head, ...buildArgs(b)] };
+  const args = [...head, ...buildArgs(b)];
+  const hidden = new Set(Object.entries(b.buildArgs).map(([k, v]) => `${k}=${v}`));
+  const shown = args.map((a, i) => (args[i - 1] === "--build-arg" && hidden.has(a) ? `${a.slice(0, a.indexOf("="))}=…` : a));
+  return { file: engine, args, shown: [engine, ...shown].join(" ") };
 }
 
 function buildArgs(b: PodmanBuildInput): string[] {

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { toJsonString } from "@bufbuild/protobuf";
@@ -286,11 +286,24 @@ describe("credentials and secrets", () => {
     for (const id of [fromFile, fromEnv].map((r) => /^SUCCEEDED (\S+)/m.exec(r.stdout)?.[1])) if (id) builds.push({ id } as Build);
   });
 
-  test("a build arg named like a secret gets a warning pointing at secrets", async () => {
-    const { b, log } = await build({ ...request(repo.head()), buildArgs: { NPM_TOKEN: "not-really-secret", PLAIN: "x" } });
+  test("a build arg named like a secret: a warning pointing at secrets, its value masked, the command line shows names only, the fast path's key holds no value", async () => {
+    const argValue = token("npm-arg");
+    const commit = repo.commit({ Containerfile: `FROM ${base}\nARG NPM_TOKEN\nARG PLAIN\nRUN echo "arg is $NPM_TOKEN, plain is $PLAIN"\nCOPY src/ /src/\n` });
+    const { b, log } = await build({ ...request(commit), buildArgs: { NPM_TOKEN: argValue, PLAIN: "plain-value" } });
     assert.equal(b.state, BuildState.SUCCEEDED, b.error);
     assert.ok(log.some((l) => /^warning: build arg NPM_TOKEN looks like a secret.*secrets/.test(l)), log.join("\n"));
     assert.ok(!log.some((l) => l.startsWith("warning: build arg PLAIN")));
+    assert.ok(log.some((l) => l === "arg is ***, plain is plain-value"), "the value is masked where the build prints it");
+    const command = log.find((l) => l.startsWith("build: buildah bud "))!;
+    assert.match(command, / --build-arg NPM_TOKEN=… /);
+    assert.match(command, / --build-arg PLAIN=… /);
+    assert.ok(!log.some((l) => l.includes(argValue)), "the value is in no log line");
+    // The image's own config records build args in its history (Docker's semantics: they are not
+    // secret), and the base keeps a copy of that config; everything else in it holds no value.
+    const stored = JSON.parse(readFileSync(join(dir, "data", "fastpath", "private.json"), "utf8")) as Record<string, unknown>;
+    assert.ok(stored.key, "a base was written");
+    delete stored.config;
+    assert.deepEqual(findLeaks([argValue, "plain-value"], { texts: { base: JSON.stringify(stored) } }), [], "the fast path's key compares build args by digest");
   });
 
   test("no secret, password or token anywhere: volume, logs, records, kilnd's output, layers, argv", async () => {

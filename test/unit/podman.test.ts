@@ -71,6 +71,13 @@ describe("podman build command line", () => {
     assert.ok(args.includes("a=b c"));
     assert.equal(args[args.indexOf("--target") + 1], "app");
   });
+
+  test("the command line as logged names build args and leaves their values out", () => {
+    const cmd = buildCommand("buildah", { containerfile: "/c", contextDir: "/x", tag: "t", labels: {}, buildArgs: { NPM_TOKEN: "s3cret-value", MODE: "prod" }, iidFile: "/i", network: "" });
+    assert.ok(cmd.args.includes("NPM_TOKEN=s3cret-value"), "buildah gets the value");
+    assert.match(cmd.shown, /^buildah bud .* --build-arg NPM_TOKEN=… --build-arg MODE=… /);
+    assert.doesNotMatch(cmd.shown, /s3cret-value|prod/);
+  });
 });
 
 describe("label plan", () => {
