@@ -25,7 +25,6 @@ export class ActiveBuild {
   /** Settles once a stop has ended the build's processes and removed their containers. */
   killed: Promise<void> | undefined;
   proc: { kind: ProcessKind; run: RunningProcess } | undefined;
-  phase: Phase = Phase.FETCH;
 
   constructor(
     readonly record: Build,
@@ -38,6 +37,15 @@ export class ActiveBuild {
 
   get id(): string {
     return this.record.id;
+  }
+
+  /** The phase the build is in: kept in its record, changed only by enter(). */
+  get phase(): Phase {
+    return this.record.phase;
+  }
+
+  enter(phase: Phase): void {
+    this.record.phase = phase;
   }
 
   say(text: string): void {

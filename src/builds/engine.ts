@@ -4,7 +4,7 @@ import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { clone, create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { BuildSchema, BuildState, PhaseDurationsSchema, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { BuildSchema, BuildState, Phase, PhaseDurationsSchema, type Build } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath } from "../fastpath/fast-path.js";
 import type { GitCache } from "../git/cache.js";
@@ -30,6 +30,8 @@ export interface EngineOptions {
   buildEngine: BuildEngineName;
   imageFormat: "docker" | "oci";
   insecureRegistries: readonly string[];
+  /** A push's deadline before its bytes are counted in. */
+  pushTimeoutSec: number;
   records: MessageStore<typeof BuildSchema>;
   logs: LogStore;
   git: GitCache;
@@ -138,6 +140,7 @@ export class BuildEngine {
       id: newBuildId(now),
       project: spec.project,
       state: BuildState.QUEUED,
+      phase: Phase.FETCH,
       commit: spec.commit,
       image: `${spec.image.repository}:${spec.commit}`,
       createTime: timestampFromMs(now),
@@ -223,6 +226,7 @@ export class BuildEngine {
         buildEngine: this.o.buildEngine,
         imageFormat: this.o.imageFormat,
         insecureRegistries: this.insecure,
+        pushTimeoutSec: this.o.pushTimeoutSec,
         secrets: this.o.secrets,
         save: (x) => this.o.records.save(x.record),
         beforeBuild: async () => {

@@ -3,7 +3,7 @@
 import { mkdir, readFile, stat, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { BaseImageSchema, BuildState, LogStream, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
+import { BaseImageSchema, BuildState, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
@@ -14,15 +14,15 @@ import type { Podman } from "../podman/podman.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
-import { loadExeca } from "../process/execa.js";
-import { run, type RunResult } from "../process/run.js";
 import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { authRefusal, registryRefusal } from "../registry/refusal.js";
 import { RegistryAuthError } from "../registry/auth.js";
 import type { ResolvedBases } from "../images/resolve.js";
-import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
+import { StopSignal, type ActiveBuild } from "./active-build.js";
+import { buildExec, lastError } from "./exec.js";
+import { pushImage } from "./push.js";
 import type { Slots } from "./slots.js";
 
 export interface PipelineDeps {
@@ -43,6 +43,8 @@ export interface PipelineDeps {
   beforeBuild(): Promise<void>;
   /** podman ran out of space: true if space was made and the build may run once more. */
   onNoSpace(): Promise<boolean>;
+  /** The push's deadline before its bytes are counted in (builds/push.ts). */
+  pushTimeoutSec: number;
 }
 
 export const MANAGED_LABEL = "kiln.managed";
@@ -73,10 +75,9 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
   const durations = (rec.durations ??= create(PhaseDurationsSchema));
 
   // fetch: commit into the cache, tree into the checkout, paths checked against the checkout
-  a.phase = Phase.FETCH;
-  rec.phase = Phase.FETCH;
+  a.enter(Phase.FETCH);
   a.say(`fetch: ${a.spec.commit} from ${a.spec.git.redacted}`);
-  const git = (args: string[], quiet?: boolean) => exec(a, "git", "git", args, gitEnv(deps.podman.env(), a.spec.git), undefined, quiet);
+  const git = (args: string[], quiet?: boolean) => buildExec(a, "git", "git", args, gitEnv(deps.podman.env(), a.spec.git), { quiet: quiet ?? false });
   const f0 = Date.now();
   const outcome = await deps.git.ensureCommit(a.spec.project, a.spec.git, a.spec.commit, git);
   const checkout = await deps.git.checkout(a.spec.project, a.spec.commit, git);
@@ -93,8 +94,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     if (a.abort.signal.aborted) throw new StopSignal();
     rec.state = BuildState.RUNNING;
     rec.startTime = timestampFromMs(Date.now());
-    a.phase = Phase.BUILD;
-    rec.phase = Phase.BUILD;
+    a.enter(Phase.BUILD);
     await deps.save(a);
 
     const tag = `${a.spec.image.repository}:${a.spec.commit}`;
@@ -162,11 +162,13 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       const counter = createStepCounter(new Set(Object.keys(labels)));
       stagesOf = createStageTracker();
       a.say(`build: ${cmd.shown}`);
-      const r = await exec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, (line) => {
-        counter.line(line);
-        stagesOf.line(line);
-        if (STEP_LINE.test(line)) stepOutput = [];
-        else if (line.trim() && !line.startsWith("Error:")) stepOutput = [...stepOutput.slice(-(STEP_TAIL - 1)), line.slice(0, 300)];
+      const r = await buildExec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, {
+        onLine(line) {
+          counter.line(line);
+          stagesOf.line(line);
+          if (STEP_LINE.test(line)) stepOutput = [];
+          else if (line.trim() && !line.startsWith("Error:")) stepOutput = [...stepOutput.slice(-(STEP_TAIL - 1)), line.slice(0, 300)];
+        },
       });
       rec.stepsTotal = counter.counts.total;
       rec.stepsCached = counter.counts.cached;
@@ -191,19 +193,12 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
 
     // push
     if (registry) {
-      a.phase = Phase.PUSH;
-      rec.phase = Phase.PUSH;
+      a.enter(Phase.PUSH);
       const p0 = Date.now();
-      const digestFile = join(a.tmpDir, "digest");
-      // The manifest the build's format calls for (v2s2 is Docker's schema 2).
-      const pushArgs = ["push", "--digestfile", digestFile, "--format", deps.imageFormat === "docker" ? "v2s2" : "oci"];
-      if (deps.insecureRegistries.has(registry)) pushArgs.push("--tls-verify=false");
-      pushArgs.push("--", tag);
-      a.say(`push: podman ${pushArgs.join(" ")}`);
-      const pushed = await exec(a, "podman", "podman", pushArgs, podmanEnv);
+      // Saved before podman starts: a kilnd killed mid-push leaves a record that says PUSH.
+      await deps.save(a);
+      rec.imageDigest = await pushImage(a, { podman: deps.podman, env: podmanEnv, registry, tag, insecure: deps.insecureRegistries.has(registry), format: deps.imageFormat, timeoutSec: deps.pushTimeoutSec });
       durations.push = durationFromMs(Date.now() - p0);
-      if (pushed.exitCode !== 0) throw registryRefusal(pushed.stderrTail, "push", registry) ?? new KilnError("unavailable", `podman push to ${registry} failed: ${lastError(pushed)}`);
-      rec.imageDigest = (await readFile(digestFile, "utf8")).trim();
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
       if (fast && deps.fastPath) {
@@ -260,8 +255,7 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
       input,
       (madeMs) => {
         durations.build = durationFromMs(madeMs);
-        a.phase = Phase.PUSH;
-        rec.phase = Phase.PUSH;
+        a.enter(Phase.PUSH);
       },
       () => (committed = true),
     );
@@ -281,8 +275,7 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     return true;
   } catch (e) {
     if (a.abort.signal.aborted) throw new StopSignal();
-    a.phase = Phase.BUILD;
-    rec.phase = Phase.BUILD;
+    a.enter(Phase.BUILD);
     if (e instanceof StopSignal) throw e;
     // A registry that refuses these credentials refuses podman's push as well: no second try.
     if (e instanceof RegistryAuthError) throw authRefusal(e);
@@ -323,38 +316,3 @@ async function findContainerfile(checkout: string, a: ActiveBuild): Promise<stri
   }
   throw new KilnError("failed_precondition", `containerfile: neither Containerfile nor Dockerfile is in ${JSON.stringify(a.spec.context)} of the commit`);
 }
-
-/** Runs one process for the build: logged line by line, stoppable by Cancel. */
-async function exec(
-  a: ActiveBuild,
-  kind: ProcessKind,
-  file: string,
-  args: string[],
-  env: Record<string, string>,
-  onLine?: (line: string) => void,
-  /** Not logged (probes whose failure is an answer, not an error). */
-  quiet = false,
-): Promise<RunResult> {
-  // Loaded once: from then on run() starts the process before any other event can come in.
-  await loadExeca();
-  if (a.abort.signal.aborted) throw new StopSignal();
-  const proc = await run(file, args, {
-    env,
-    redact: (line, cut) => (cut ? a.masker.maskCut(line) : a.masker.mask(line)),
-    onLine: (text, stream) => {
-      if (!quiet) a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
-      onLine?.(text);
-    },
-  });
-  a.proc = { kind, run: proc };
-  try {
-    const r = await proc.result;
-    if (a.abort.signal.aborted) throw new StopSignal();
-    return r;
-  } finally {
-    a.proc = undefined;
-  }
-}
-
-const lastError = (r: RunResult) =>
-  r.stderrTail.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;

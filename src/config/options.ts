@@ -28,6 +28,8 @@ export interface DaemonOptions {
   overlayMountProgram?: string;
   /** containers-auth.json(5) with the credentials of the registries this machine always uses. */
   registryAuthFile?: string;
+  /** A push's deadline before its bytes are counted in (builds/push.ts adds time per byte). */
+  pushTimeoutSec: number;
 }
 
 export class UsageError extends Error {
@@ -38,7 +40,7 @@ export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
              [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
-             [--registry-auth-file FILE] [--image-format docker|oci]
+             [--registry-auth-file FILE] [--image-format docker|oci] [--push-timeout SECONDS]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
 
@@ -58,6 +60,7 @@ const SPEC = {
   "overlay-mount-program": { type: "string" },
   "registry-auth-file": { type: "string" },
   "image-format": { type: "string" },
+  "push-timeout": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -127,6 +130,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     logLevel: get("log-level") ?? "info",
     keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),
     resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),
+    pushTimeoutSec: intIn("push-timeout", get("push-timeout") ?? "120", 1, 24 * 3600),
   };
   const mountProgram = get("overlay-mount-program");
   if (mountProgram) opts.overlayMountProgram = resolve(mountProgram);

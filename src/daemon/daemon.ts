@@ -104,6 +104,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     buildEngine: opts.buildEngine,
     imageFormat: opts.imageFormat,
     insecureRegistries: opts.insecureRegistries,
+    pushTimeoutSec: opts.pushTimeoutSec,
     records,
     logs,
     git: createGitCache(dir("git"), dir("work")),

@@ -51,6 +51,13 @@ export function createPodman(opts: PodmanOptions) {
       const r = await execa("buildah", ["tag", image, ...names], { env: env(), extendEnv: false, reject: false, timeout: 30_000 });
       return r.exitCode === 0;
     },
+    /** The image's size in storage, in bytes (what a push sends at most); 0 when unknown. */
+    async imageSize(image: string): Promise<number> {
+      const execa = await loadExeca();
+      const r = await execa("podman", ["image", "inspect", "--format", "{{.Size}}", image], { env: env(), extendEnv: false, reject: false, timeout: 30_000 });
+      const n = Number(r.stdout.trim());
+      return r.exitCode === 0 && Number.isFinite(n) ? n : 0;
+    },
     version(): Promise<string> {
       versionCache ??= askVersion().catch(() => {
         versionCache = undefined;

@@ -9,6 +9,10 @@ export interface StallingProxy {
   stall(on: boolean): void;
   /** Resolves when an upload is being held. */
   held(): Promise<void>;
+  /** The next n blob uploads are answered with this status (a registry failing for a while). */
+  failUploads(n: number, status: number): void;
+  /** Uploads answered with a failure so far. */
+  readonly failed: number;
   /** Manifest PUTs that reached the registry. */
   readonly manifestPuts: string[];
   stop(): Promise<void>;
@@ -21,8 +25,17 @@ export async function startStallingProxy(registry: string): Promise<StallingProx
   const manifestPuts: string[] = [];
   const parked = new Set<IncomingMessage>();
   const [rhost, rport] = registry.split(":");
+  let failing = { n: 0, status: 503 };
+  let failed = 0;
   const server: Server = createServer((req, res) => {
     const url = req.url ?? "/";
+    if (failing.n > 0 && (req.method === "PATCH" || req.method === "PUT") && url.includes("/blobs/uploads/")) {
+      failing.n--;
+      failed++;
+      req.resume();
+      res.writeHead(failing.status, { "content-type": "application/json" }).end('{"errors":[{"code":"UNAVAILABLE","message":"the registry is having a moment"}]}');
+      return;
+    }
     if (stalling && (req.method === "PATCH" || req.method === "PUT") && url.includes("/blobs/uploads/")) {
       parked.add(req);
       req.on("close", () => parked.delete(req));
@@ -46,6 +59,12 @@ export async function startStallingProxy(registry: string): Promise<StallingProx
       if (on) heldOnce = new Promise<void>((r) => (onHeld = r));
     },
     held: () => heldOnce,
+    failUploads(n, status) {
+      failing = { n, status };
+    },
+    get failed() {
+      return failed;
+    },
     manifestPuts,
     stop: () => {
       for (const r of parked) r.destroy();

@@ -1,0 +1,57 @@
+// A process a build runs (git, podman, buildah): its output logged line by line in the build's
+// phase, masked, and the process registered on the build so that a cancel stops it.
+import { LogStream } from "../gen/kiln/v1/builder_pb.js";
+import { loadExeca } from "../process/execa.js";
+import { run, type RunResult } from "../process/run.js";
+import { StopSignal, type ActiveBuild, type ProcessKind } from "./active-build.js";
+
+export interface BuildExecOptions {
+  onLine?: (line: string) => void;
+  /** Not logged (probes whose failure is an answer, not an error). */
+  quiet?: boolean;
+  /** Stops the process (its whole group) after this long: the result then has a signal. */
+  deadlineMs?: () => number;
+}
+
+export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string, args: string[], env: Record<string, string>, o: BuildExecOptions = {}): Promise<RunResult & { timedOut: boolean }> {
+  // Loaded once: from then on run() starts the process before any other event can come in.
+  await loadExeca();
+  if (a.abort.signal.aborted) throw new StopSignal();
+  const proc = await run(file, args, {
+    env,
+    redact: (line, cut) => (cut ? a.masker.maskCut(line) : a.masker.mask(line)),
+    onLine: (text, stream) => {
+      if (!o.quiet) a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
+      o.onLine?.(text);
+    },
+  });
+  a.proc = { kind, run: proc };
+  let timedOut = false;
+  let timer: NodeJS.Timeout | undefined;
+  if (o.deadlineMs) {
+    // The deadline may grow while the process runs (the push learns its size): checked again when it passes.
+    const t0 = Date.now();
+    const arm = () => {
+      timer = setTimeout(() => {
+        if (Date.now() - t0 < o.deadlineMs!()) return arm();
+        timedOut = true;
+        void proc.stop(STOP_GRACE_MS);
+      }, Math.max(0, o.deadlineMs!() - (Date.now() - t0)));
+    };
+    arm();
+  }
+  try {
+    const r = await proc.result;
+    if (a.abort.signal.aborted) throw new StopSignal();
+    return { ...r, timedOut };
+  } finally {
+    clearTimeout(timer);
+    a.proc = undefined;
+  }
+}
+
+const STOP_GRACE_MS = 500;
+
+/** The line of a failed process's stderr that says what went wrong. */
+export const lastError = (r: RunResult) =>
+  r.stderrTail.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;

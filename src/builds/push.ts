@@ -1,0 +1,77 @@
+// The push of a full build: podman push with a deadline that grows with the image, retried with
+// backoff when the registry fails in a way that passes (5xx, a reset connection), never when it
+// refuses (401/403) or does not answer at all: those end the build FAILED with a clear error.
+import { readFile } from "node:fs/promises";
+import { join } from "node:path";
+import { KilnError } from "../errors/kiln-error.js";
+import type { Podman } from "../podman/podman.js";
+import { registryRefusal } from "../registry/refusal.js";
+import { StopSignal, type ActiveBuild } from "./active-build.js";
+import { buildExec, lastError } from "./exec.js";
+
+export interface PushOptions {
+  podman: Podman;
+  env: Record<string, string>;
+  registry: string;
+  tag: string;
+  insecure: boolean;
+  format: "docker" | "oci";
+  /** The deadline before the image's bytes are counted in. */
+  timeoutSec: number;
+}
+
+/** The slowest a registry may take the bytes before a push counts as hung: 1 MiB/s. */
+export const MIN_PUSH_RATE = 1024 * 1024;
+const ATTEMPTS = 3;
+const BACKOFF_MS = [1000, 3000];
+// Failures that pass: the registry or the network in between, not the request.
+const TRANSIENT = /\b50[0234]\b|Service Unavailable|Bad Gateway|Gateway Time-?out|Internal Server Error|connection reset|connection refused|broken pipe|i\/o timeout|unexpected EOF|TLS handshake timeout/i;
+
+/** Pushes the image; resolves with its manifest digest. */
+export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string> {
+  // The deadline counts the image's size once podman says it (meanwhile the push has started).
+  let size = 0;
+  void o.podman.imageSize(o.tag).then((n) => (size = n));
+  const deadlineMs = () => o.timeoutSec * 1000 + (size / MIN_PUSH_RATE) * 1000;
+  const digestFile = join(a.tmpDir, "digest");
+  // The manifest the build's format calls for (v2s2 is Docker's schema 2).
+  const args = ["push", "--digestfile", digestFile, "--format", o.format === "docker" ? "v2s2" : "oci"];
+  if (o.insecure) args.push("--tls-verify=false");
+  args.push("--", o.tag);
+  for (let attempt = 1; ; attempt++) {
+    a.say(`push: podman ${args.join(" ")}${attempt > 1 ? ` (attempt ${attempt} of ${ATTEMPTS})` : ""}`);
+    const r = await buildExec(a, "podman", "podman", args, o.env, { deadlineMs });
+    if (r.timedOut) {
+      const mb = (size / 1024 / 1024).toFixed(1);
+      throw new KilnError("unavailable", `push to ${o.registry} did not finish within ${Math.round(deadlineMs() / 1000)} s (${o.timeoutSec} s and a second per MiB of the ${mb} MiB image): the registry stopped answering`);
+    }
+    if (r.exitCode === 0) {
+      const digest = await readFile(digestFile, "utf8").then((t) => t.trim(), () => "");
+      if (digest) return digest;
+    }
+    const refused = registryRefusal(r.stderrTail, "push", o.registry);
+    if (refused) throw refused;
+    const why = lastError(r);
+    if (attempt >= ATTEMPTS || !TRANSIENT.test(r.stderrTail.join("\n"))) {
+      throw new KilnError("unavailable", `podman push to ${o.registry} failed${attempt > 1 ? ` ${attempt} times` : ""}: ${why}`);
+    }
+    const wait = BACKOFF_MS[attempt - 1]!;
+    a.say(`push: the registry failed (${why.slice(0, 200)}); trying again in ${wait / 1000} s`);
+    await sleep(wait, a.abort.signal);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((res, rej) => {
+    if (signal.aborted) return rej(new StopSignal());
+    const t = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      res();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      rej(new StopSignal());
+    };
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+}
