@@ -11,7 +11,27 @@ export interface ServerOptions {
   host: string;
   port: number;
   handler: NodeHandlerFn;
+  limits?: Partial<ConnectionLimits>;
 }
+
+/**
+ * What a connection may cost before it has made a request. Connections that send nothing (or
+ * half an HTTP/2 preface, or headers at a trickle) are closed after firstBytesMs / headersMs,
+ * and when the connections reach a cap (all of them, or one address's), the oldest idle one is
+ * closed to make room: idle is one that has not said what it speaks yet, an HTTP/1.1 one between
+ * requests, an HTTP/2 one with no stream open. A flood of idle sockets thus never keeps
+ * /healthz or an RPC from being answered; a new connection is refused only when every one is busy.
+ */
+export interface ConnectionLimits {
+  firstBytesMs: number;
+  headersMs: number;
+  /** An HTTP/2 connection with no stream open for this long is closed (GOAWAY). */
+  h2IdleMs: number;
+  maxConnections: number;
+  maxPerAddress: number;
+}
+
+export const DEFAULT_LIMITS: ConnectionLimits = { firstBytesMs: 10_000, headersMs: 10_000, h2IdleMs: 120_000, maxConnections: 4096, maxPerAddress: 1024 };
 
 export interface KilnServer {
   readonly address: { host: string; port: number };
@@ -53,7 +73,16 @@ function lingerOnClose(sock: net.Socket): void {
   };
 }
 
+interface Conn {
+  address: string;
+  kind: "undecided" | "h1" | "h2";
+  session?: http2.Http2Session;
+  /** Streams open on an HTTP/2 connection. */
+  streams: number;
+}
+
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
+  const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
   // reuses a connection the server has just closed (EPIPE on the next call).
   // HTTP/1.1 requests in progress per socket: at shutdown, a kept-alive socket with none is
@@ -61,7 +90,7 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   const busy = new Map<net.Socket, number>();
   const h2Sockets = new WeakSet<net.Socket>();
   let closing = false;
-  const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 }, (req, res) => {
+  const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000, headersTimeout: limits.headersMs }, (req, res) => {
     const sock = req.socket;
     busy.set(sock, (busy.get(sock) ?? 0) + 1);
     res.once("close", () => {
@@ -90,18 +119,73 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   });
   const sessions = new Set<http2.Http2Session>();
   const sockets = new Set<net.Socket>();
+  // In the order they came: the first idle one found is the oldest.
+  const conns = new Map<net.Socket, Conn>();
+  const perAddress = new Map<string, number>();
+  const isIdle = (sock: net.Socket, c: Conn) => c.kind === "undecided" || (c.kind === "h1" && !busy.get(sock)) || (c.kind === "h2" && c.streams === 0);
+  let arriving: Conn | undefined;
+  const evictIdle = (address?: string): boolean => {
+    for (const [sock, c] of conns) {
+      if ((address === undefined || c.address === address) && isIdle(sock, c)) {
+        c.session?.destroy();
+        sock.destroy();
+        return true;
+      }
+    }
+    return false;
+  };
   h2.on("session", (s) => {
     sessions.add(s);
     s.on("close", () => sessions.delete(s));
+    // The session is made while its socket is handed over (below), synchronously.
+    const c = arriving;
+    arriving = undefined;
+    if (!c) return;
+    c.session = s;
+    // No stream for h2IdleMs (the first one included): the connection goes.
+    let idleTimer: NodeJS.Timeout | undefined;
+    const armIdle = () => {
+      idleTimer = setTimeout(() => s.close(), limits.h2IdleMs);
+      idleTimer.unref();
+    };
+    const firstStream = setTimeout(() => s.destroy(), limits.headersMs);
+    firstStream.unref();
+    armIdle();
+    s.on("stream", (stream) => {
+      clearTimeout(firstStream);
+      clearTimeout(idleTimer);
+      c.streams++;
+      stream.once("close", () => {
+        if (--c.streams === 0 && !s.closed) armIdle();
+      });
+    });
+    s.once("close", () => {
+      clearTimeout(firstStream);
+      clearTimeout(idleTimer);
+    });
   });
   // An HTTP/2 client that breaks the protocol must not take kilnd down.
   h2.on("sessionError", () => {});
 
   const tcp = net.createServer((socket) => {
+    const address = socket.remoteAddress ?? "";
+    // Room first: an idle connection of this address, else any, else this one is refused.
+    if ((perAddress.get(address) ?? 0) >= limits.maxPerAddress && !evictIdle(address)) return void socket.destroy();
+    if (conns.size >= limits.maxConnections && !evictIdle()) return void socket.destroy();
+    const conn: Conn = { address, kind: "undecided", streams: 0 };
+    conns.set(socket, conn);
+    perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
     sockets.add(socket);
+    const firstBytes = setTimeout(() => socket.destroy(), limits.firstBytesMs);
+    firstBytes.unref();
     socket.on("close", () => {
+      clearTimeout(firstBytes);
       sockets.delete(socket);
       busy.delete(socket);
+      conns.delete(socket);
+      const n = (perAddress.get(address) ?? 1) - 1;
+      if (n > 0) perAddress.set(address, n);
+      else perAddress.delete(address);
     });
     socket.on("error", () => socket.destroy());
     let seen = Buffer.alloc(0);
@@ -111,12 +195,16 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
       const isH2 = seen.subarray(0, n).equals(PREFACE.subarray(0, n));
       if (isH2 && seen.length < PREFACE.length) return; // wait for the whole preface
       socket.off("data", onData);
+      clearTimeout(firstBytes);
       socket.pause();
       socket.unshift(seen);
+      conn.kind = isH2 ? "h2" : "h1";
       if (isH2) {
         h2Sockets.add(socket);
         // The HTTP/2 session reads what is buffered on the socket itself (on the next tick).
+        arriving = conn;
         h2.emit("connection", socket);
+        arriving = undefined;
       } else {
         h1.emit("connection", socket);
         socket.resume();
