@@ -81,6 +81,32 @@ interface Conn {
   streams: number;
 }
 
+/**
+ * connect stops reading a request it refuses (an oversize or garbled message) by destroying the
+ * request stream. Over HTTP/2 that leaves the client blocked on a flow-control window only
+ * reading opens: it never finishes sending, and its stream never ends, though the answer came
+ * (Node does not get a reset to the client then). So the rest of the body is read and dropped
+ * instead, for 5 s at most, and the stream then ends as streams do.
+ */
+function drainInsteadOfDestroy(req: http2.Http2ServerRequest): void {
+  const destroy = req.destroy.bind(req);
+  req.destroy = function (this: http2.Http2ServerRequest, err?: Error) {
+    // What connect's reader does when it stops (an async iterator's return): AbortError.
+    const stopsReading = !err || err.name === "AbortError";
+    if (!stopsReading || this.readableEnded) return destroy(err);
+    this.destroy = destroy;
+    // Out of the iterator's paused mode ('readable' listeners keep resume() from working).
+    this.removeAllListeners("readable");
+    this.removeAllListeners("data");
+    this.on("data", () => {});
+    this.resume();
+    const t = setTimeout(() => destroy(), 5000);
+    t.unref();
+    this.once("end", () => clearTimeout(t));
+    return this;
+  };
+}
+
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
   // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
@@ -115,6 +141,7 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   });
   const h2 = http2.createServer({ maxSessionMemory: 32, settings: { maxHeaderListSize: MAX_HEADER_BYTES } }, (req, res) => {
     endStalledWritesOnClose(res);
+    drainInsteadOfDestroy(req);
     opts.handler(req, res);
   });
   const sessions = new Set<http2.Http2Session>();

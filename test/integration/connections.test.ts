@@ -2,6 +2,7 @@
 // HTTP/2 preface or no stream are closed after their timeouts, and a flood of idle sockets (more
 // than the caps) makes room by closing the oldest idle ones, so /healthz and RPCs still answer.
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import http2 from "node:http2";
 import net from "node:net";
 import { readdirSync } from "node:fs";
@@ -86,6 +87,24 @@ describe("kilnd under a flood of idle connections", () => {
   after(async () => {
     await k?.stop();
     removeTree(dir);
+  });
+
+  test("a 5 MB random body as a gRPC call over h2c: the error in trailers, and the stream ends (the client is not left sending)", { timeout: 20_000 }, async () => {
+    const session = http2.connect(k.addr);
+    try {
+      const req = session.request({ ":method": "POST", ":path": "/kiln.v1.BuilderService/GetBuild", "content-type": "application/grpc", te: "trailers" });
+      const trailers = new Promise<http2.IncomingHttpHeaders>((r) => req.once("trailers", r));
+      const ended = new Promise<void>((r) => req.once("close", () => r()));
+      req.on("data", () => {});
+      req.on("error", () => {});
+      // An envelope that claims more than the 4 MiB limit, then garbage.
+      req.end(Buffer.concat([Buffer.from([0, 0xff, 0xff, 0xff, 0xf0]), randomBytes(5 * 1024 * 1024)]));
+      assert.equal((await trailers)["grpc-status"], "8", "RESOURCE_EXHAUSTED");
+      await ended;
+      assert.ok((await k.client.getInfo({})).version, "kilnd serves on");
+    } finally {
+      session.close();
+    }
   });
 
   test("5,000 idle sockets on loopback (some with half a preface): /healthz and an RPC answer, kilnd's descriptors stay bounded", async (t) => {
