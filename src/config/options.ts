@@ -30,6 +30,8 @@ export interface DaemonOptions {
   registryAuthFile?: string;
   /** A push's deadline before its bytes are counted in (builds/push.ts adds time per byte). */
   pushTimeoutSec: number;
+  /** With a token file, /metrics needs the token too ("token", the default) or answers anyone on the network ("none"). */
+  metricsAuth: "token" | "none";
 }
 
 export class UsageError extends Error {
@@ -41,6 +43,7 @@ export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle
              [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
              [--registry-auth-file FILE] [--image-format docker|oci] [--push-timeout SECONDS]
+             [--metrics-auth token|none]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
 
@@ -61,6 +64,7 @@ const SPEC = {
   "registry-auth-file": { type: "string" },
   "image-format": { type: "string" },
   "push-timeout": { type: "string" },
+  "metrics-auth": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
 
@@ -114,6 +118,8 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   if (engine !== "buildah" && engine !== "podman") throw new UsageError(`--build-engine: ${JSON.stringify(engine)} is not buildah or podman`);
   const imageFormat = get("image-format") ?? "docker";
   if (imageFormat !== "docker" && imageFormat !== "oci") throw new UsageError(`--image-format: ${JSON.stringify(imageFormat)} is not docker or oci`);
+  const metricsAuth = get("metrics-auth") ?? "token";
+  if (metricsAuth !== "token" && metricsAuth !== "none") throw new UsageError(`--metrics-auth: ${JSON.stringify(metricsAuth)} is not token or none`);
   const fastPath = get("fast-path") ?? "on";
   if (fastPath !== "on" && fastPath !== "off") throw new UsageError(`--fast-path: ${JSON.stringify(fastPath)} is not on or off`);
   const opts: DaemonOptions = {
@@ -131,6 +137,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),
     resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),
     pushTimeoutSec: intIn("push-timeout", get("push-timeout") ?? "120", 1, 24 * 3600),
+    metricsAuth,
   };
   const mountProgram = get("overlay-mount-program");
   if (mountProgram) opts.overlayMountProgram = resolve(mountProgram);

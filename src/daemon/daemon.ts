@@ -179,6 +179,9 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         res.end(body);
       };
       if (req.method === "GET" && path === "/metrics") {
+        if (auth && opts.metricsAuth === "token" && !auth.allows(req.headers.authorization)) {
+          return reply(401, "text/plain", "missing or wrong bearer token (kilnd --metrics-auth none lets anyone on the network scrape)\n");
+        }
         void metricsReady
           .then(async (m) => reply(200, m.registry.contentType, await m.registry.metrics()))
           .catch(() => reply(500, "text/plain", "metrics failed\n"));

@@ -1,6 +1,6 @@
 // The per-project git cache on the volume: a bare repository fetched incrementally (only the
 // requested commit and what it needs), and the commit's tree materialised as the build context.
-import { access, mkdir, rm } from "node:fs/promises";
+import { access, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KilnError } from "../errors/kiln-error.js";
 import type { RunResult } from "../process/run.js";
@@ -16,6 +16,8 @@ export interface FetchOutcome {
 
 const STALE_LOCKS = ["index.lock", "shallow.lock", "packed-refs.lock", "HEAD.lock", "config.lock", "kiln-index.lock", "refs/kiln/last.lock"];
 const LAST_REF = "refs/kiln/last";
+/** In the bare repository: the URL (credentials taken out) the cache was last fetched from. */
+const SOURCE_FILE = "kiln-source";
 
 export function createGitCache(root: string, workRoot: string) {
   const repoOf = (project: string) => join(root, `${project}.git`);
@@ -47,7 +49,38 @@ export function createGitCache(root: string, workRoot: string) {
 
   async function ensureCommit(project: string, url: GitUrl, commit: string, git: GitExec): Promise<FetchOutcome> {
     const repo = await ensureRepo(project, git);
-    if (await hasCommit(repo, commit, git)) return { fetched: false };
+    // The cache answers for the URL it was fetched from. A request naming another URL fetches
+    // from it (a quick negotiation when the objects are here): that URL must have the commit,
+    // or the image would be labelled with a source it never came from.
+    const sourceFile = join(repo, SOURCE_FILE);
+    const source = await readFile(sourceFile, "utf8").catch(() => "");
+    let outcome: FetchOutcome;
+    if (!(await hasCommit(repo, commit, git))) outcome = await fetchCommit(repo, url, commit, git);
+    else if (source === url.redacted) return { fetched: false };
+    else {
+      // git does not ask the server for a commit it has: the URL's branches are fetched instead.
+      await fetchBranches(repo, url, git);
+      if (!(await onFetchedBranch(repo, commit, git))) throw notFound(commit, url);
+      outcome = { fetched: true };
+    }
+    await writeFile(sourceFile, url.redacted);
+    return outcome;
+  }
+
+  async function fetchBranches(repo: string, url: GitUrl, git: GitExec): Promise<void> {
+    const all = await git(["--git-dir", repo, "fetch", "--prune", "--no-tags", "--no-write-fetch-head", "--", url.raw, "+refs/heads/*:refs/kiln/heads/*"]);
+    if (all.exitCode !== 0) {
+      throwIfUnreachable(all, url);
+      throw new KilnError("failed_precondition", `git fetch from ${url.redacted} failed: ${lastLine(all)}`);
+    }
+  }
+
+  async function onFetchedBranch(repo: string, commit: string, git: GitExec): Promise<boolean> {
+    const r = await git(["--git-dir", repo, "for-each-ref", "--count=1", "--contains", commit, "refs/kiln/heads/"], true);
+    return r.exitCode === 0 && r.stdout.trim() !== "";
+  }
+
+  async function fetchCommit(repo: string, url: GitUrl, commit: string, git: GitExec): Promise<FetchOutcome> {
     if (url.localPath !== undefined) {
       try {
         await access(url.localPath);
@@ -59,14 +92,8 @@ export function createGitCache(root: string, workRoot: string) {
     const byId = await git(["--git-dir", repo, "fetch", "--no-tags", "--no-write-fetch-head", "--", url.raw, `+${commit}:${LAST_REF}`]);
     if (byId.exitCode === 0) return { fetched: true };
     throwIfUnreachable(byId, url);
-    const all = await git(["--git-dir", repo, "fetch", "--no-tags", "--no-write-fetch-head", "--", url.raw, "+refs/heads/*:refs/kiln/heads/*"]);
-    if (all.exitCode !== 0) {
-      throwIfUnreachable(all, url);
-      throw new KilnError("failed_precondition", `git fetch from ${url.redacted} failed: ${lastLine(all)}`);
-    }
-    if (!(await hasCommit(repo, commit, git))) {
-      throw new KilnError("not_found", `source.git.commit: commit ${commit} was not found in ${url.redacted}`);
-    }
+    await fetchBranches(repo, url, git);
+    if (!(await hasCommit(repo, commit, git))) throw notFound(commit, url);
     await git(["--git-dir", repo, "update-ref", LAST_REF, commit]);
     return { fetched: true };
   }
@@ -113,6 +140,8 @@ export function createGitCache(root: string, workRoot: string) {
 }
 
 export type GitCache = ReturnType<typeof createGitCache>;
+
+const notFound = (commit: string, url: GitUrl) => new KilnError("not_found", `source.git.commit: commit ${commit} was not found in ${url.redacted}`);
 
 const lastLine = (r: RunResult) => r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;
 

@@ -1,7 +1,7 @@
-// Bearer-token auth for every RPC but health. The token file is watched, so a rotated token
+// Bearer-token auth for every RPC but health, and for /metrics unless kilnd is told otherwise. The token file is watched, so a rotated token
 // takes effect without a restart; comparison is constant-time.
 import { createHash, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { FSWatcher } from "chokidar";
 import type { Logger } from "pino";
@@ -24,8 +24,15 @@ export function readToken(file: string): string {
   return token;
 }
 
+/** A token file others can read is a token others have: said at start, as ssh does of a key. */
+function warnIfShared(file: string, logger: Logger): void {
+  const mode = statSync(file).mode & 0o777;
+  if (mode & 0o077) logger.warn({ file, mode: mode.toString(8) }, `the token file ${file} can be read by others (mode ${mode.toString(8)}): chmod 600 it`);
+}
+
 export function createTokenAuth(file: string, logger: Logger): TokenAuth {
   let expected = digest(readToken(file));
+  warnIfShared(file, logger);
   // chokidar is loaded off the start-up path: the token is read above, the watch follows.
   const watching: Promise<FSWatcher | undefined> = import("chokidar").then(
     ({ watch }) => {

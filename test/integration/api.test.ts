@@ -123,11 +123,24 @@ describe("API surface", () => {
     await waitFor(async () => (await clientFor(kilnd.addr, TOKEN).listBuilds({}).then(() => true, () => false)), 10_000, "the old token back");
   });
 
-  test("metrics are served as Prometheus text", async () => {
-    const text = await (await fetch(`${kilnd.addr}/metrics`)).text();
+  test("metrics are served as Prometheus text, to the token's holder", async () => {
+    assert.equal((await fetch(`${kilnd.addr}/metrics`)).status, 401);
+    assert.equal((await fetch(`${kilnd.addr}/metrics`, { headers: { authorization: "Bearer wrong-token-0123456789abcdef" } })).status, 401);
+    const text = await (await fetch(`${kilnd.addr}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
     assert.match(text, /^# TYPE kiln_builds_total counter$/m);
     assert.match(text, /^kiln_builds_total\{result="cancelled"\} 1$/m);
     assert.match(text, /^kiln_builds_running 0$/m);
+  });
+
+  test("a token file others can read is warned of; --metrics-auth none opens /metrics to anyone, and nothing else", async () => {
+    assert.match(kilnd.output(), /the token file .* can be read by others \(mode 644\): chmod 600 it/);
+    const open = await startKilnd({ data: join(dir, "open-metrics"), args: ["--token-file", tokenFile(), "--metrics-auth", "none"], token: TOKEN });
+    try {
+      assert.equal((await fetch(`${open.addr}/metrics`)).status, 200);
+      await assert.rejects(clientFor(open.addr).listBuilds({}), (e: unknown) => e instanceof ConnectError && e.code === Code.Unauthenticated);
+    } finally {
+      await open.stop();
+    }
   });
 
   test("kilnd refuses a non-loopback address without a token", async () => {

@@ -178,4 +178,19 @@ describe("builds", () => {
     assert.equal((await kilnd.client.listBuilds({ project: "other" })).builds.length, 0);
     assert.equal((await kilnd.client.listBuilds({ limit: 2 })).builds.length, 2);
   });
+
+  test("a commit in the cache is not taken on another URL's word: that URL must have it, and becomes the recorded source", async () => {
+    const other = makeRepo(join(dir, "other"), { Containerfile: `FROM ${base}\nCOPY x.txt /x.txt\n`, "x.txt": "other\n" });
+    const cached = repo.head();
+    await assert.rejects(
+      kilnd.client.build({ project: "hello", source: { kind: { case: "git", value: { url: other.url, commit: cached } } }, image: `${reg.host}/test/hello` }),
+      (e: Error) => /commit .* was not found in/.test(e.message),
+    );
+    // A mirror that does have it: accepted, and the record names it.
+    const mirror = join(dir, "mirror.git");
+    execFileSync("git", ["clone", "--quiet", "--bare", repo.dir, mirror]);
+    const b = await build(cached, { source: { kind: { case: "git", value: { url: `file://${mirror}`, commit: cached } } } });
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    assert.equal(b.sourceUrl, `file://${mirror}`);
+  });
 });
