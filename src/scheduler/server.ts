@@ -54,7 +54,8 @@ export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts:
         const one = (h: string | string[] | undefined) => (Array.isArray(h) ? h[0] : h);
         const sig = one(req.headers["x-hub-signature-256"]);
         const event = one(req.headers["x-github-event"]);
-        const r = await scheduler.webhook(body, { ...(sig ? { signature: sig } : {}), ...(event ? { event } : {}) });
+        const delivery = one(req.headers["x-github-delivery"]);
+        const r = await scheduler.webhook(body, { ...(sig ? { signature: sig } : {}), ...(event ? { event } : {}), ...(delivery ? { delivery } : {}) });
         reply(r.status, r.body);
       })().catch((err) => {
         logger.error({ err }, "webhook failed");

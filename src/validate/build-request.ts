@@ -7,7 +7,8 @@ import { parseImageRepo, type ImageRepo } from "./image-ref.js";
 import { checkRepoPath } from "./repo-path.js";
 
 export const PROJECT_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const COMMIT_PATTERN = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+/** A full commit id: SHA-1 (40 hex) or SHA-256 (64 hex) repositories; kilnd and the scheduler take the same. */
+export const COMMIT_PATTERN = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 const ARG_NAME = /^[A-Za-z_][A-Za-z0-9_]{0,127}$/;
 const TARGET = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 const MAX_ARGS = 64;

@@ -62,9 +62,10 @@ describe("scheduler with the local driver", () => {
     removeTree(dir);
   });
 
-  const push = (commit: string, o: { secret?: string | null; event?: string; ref?: string; body?: string } = {}) => {
-    const body = o.body ?? JSON.stringify({ ref: o.ref ?? "refs/heads/main", after: commit, deleted: false, repository: { full_name: "acme/hello" } });
+  const push = (commit: string, o: { secret?: string | null; event?: string; ref?: string; body?: string; before?: string; delivery?: string } = {}) => {
+    const body = o.body ?? JSON.stringify({ ref: o.ref ?? "refs/heads/main", after: commit, ...(o.before ? { before: o.before } : {}), deleted: false, repository: { full_name: "acme/hello" } });
     const headers: Record<string, string> = { "content-type": "application/json", "x-github-event": o.event ?? "push" };
+    if (o.delivery) headers["x-github-delivery"] = o.delivery;
     if (o.secret !== null) headers["x-hub-signature-256"] = `sha256=${createHmac("sha256", o.secret ?? SECRET).update(body).digest("hex")}`;
     return fetch(`${url}/webhooks/github`, { method: "POST", headers, body });
   };
@@ -133,6 +134,36 @@ describe("scheduler with the local driver", () => {
     }
     for (const sha of shas.slice(0, 2)) assert.equal(await reg.digest("test/sched", sha), undefined, "a superseded commit is never pushed");
     assert.equal(last.imageDigest, await reg.digest("test/sched", shas[2]!));
+  });
+
+  test("the same delivery twice (GitHub's retry) is one deployment", async () => {
+    const sha = repo.commit({ "src/a.txt": "delivered twice\n" });
+    const before = sched.scheduler.list(undefined, 0).length;
+    const first = await (await push(sha, { delivery: "5a4c1e2e-0000-4000-8000-000000000001" })).json() as { deployment: string };
+    const again = await (await push(sha, { delivery: "5a4c1e2e-0000-4000-8000-000000000001" })).json() as { deployment: string; duplicate?: boolean };
+    assert.equal(again.deployment, first.deployment);
+    assert.equal(again.duplicate, true);
+    assert.equal(sched.scheduler.list(undefined, 0).length, before + 1);
+    const d = await waitFinal(first.deployment);
+    assert.equal(d.state, DeploymentState.SUCCEEDED, d.error);
+  });
+
+  test("two pushes of the branch delivered out of order: the older is not deployed and does not supersede the newer", async () => {
+    const base0 = repo.head();
+    const older = repo.commit({ "src/a.txt": "older push\n" });
+    const newer = repo.commit({ "src/a.txt": "newer push\n" });
+    const newerId = await deployed(await push(newer, { before: older, delivery: "5a4c1e2e-0000-4000-8000-000000000002" }));
+    const lateRes = await push(older, { before: base0, delivery: "5a4c1e2e-0000-4000-8000-000000000003" });
+    const late = (await lateRes.json()) as { deployment: string; superseded?: string };
+    assert.match(late.superseded ?? "", new RegExp(`older commit of the branch than ${newer}`));
+    const d = await waitFinal(newerId);
+    assert.equal(d.state, DeploymentState.SUCCEEDED, d.error);
+    assert.equal(d.imageDigest, await reg.digest("test/sched", newer));
+    const skipped = sched.scheduler.get(late.deployment);
+    assert.equal(skipped.state, DeploymentState.SUPERSEDED);
+    assert.equal(skipped.supersededBy, newerId);
+    assert.equal(skipped.buildId, "", "never built");
+    assert.equal(await reg.digest("test/sched", older), undefined);
   });
 
   test("a bad signature, a missing one and a malformed body are refused and change nothing; other events and branches are ignored", async () => {

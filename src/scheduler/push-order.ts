@@ -1,0 +1,38 @@
+// The order of a branch's pushes, from the push events' own "before" and "after": GitHub does
+// not promise to deliver webhooks in order, and the newest commit of a branch must be what is
+// deployed last. A push whose commit is an ancestor of the branch's newest known head (reached
+// by walking back through the "before" links seen) is older and must not supersede it. When the
+// links have a gap (a lost delivery, a force push), the newest arrival wins, as before.
+
+const MAX_LINKS = 10_000;
+const MAX_WALK = 1_000;
+
+export type PushVerdict = { stale: false } | { stale: true; newer: string };
+
+export class PushOrder {
+  /** project → commit → the commit its push replaced */
+  private readonly links = new Map<string, Map<string, string>>();
+  /** project → the newest commit known */
+  private readonly heads = new Map<string, string>();
+
+  /** Records a push of the project's branch and says whether it is older than one seen. */
+  observe(project: string, commit: string, before: string): PushVerdict {
+    let links = this.links.get(project);
+    if (!links) this.links.set(project, (links = new Map()));
+    if (before && before !== commit) {
+      links.delete(commit);
+      links.set(commit, before);
+      if (links.size > MAX_LINKS) links.delete(links.keys().next().value!);
+    }
+    const head = this.heads.get(project);
+    if (head && head !== commit) {
+      let c: string | undefined = head;
+      for (let i = 0; i < MAX_WALK && c; i++) {
+        c = links.get(c);
+        if (c === commit) return { stale: true, newer: head };
+      }
+    }
+    this.heads.set(project, commit);
+    return { stale: false };
+  }
+}
