@@ -13,6 +13,7 @@ import { DeploymentState, type Deployment } from "../gen/kiln/v1/scheduler_pb.js
 import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { ProjectConfig } from "./config.js";
 import type { DeploymentEvents } from "./deployment-events.js";
+export { isFinal } from "./deployment-events.js";
 import { PermanentWakeError, type MachineDriver } from "./drivers/driver.js";
 import { createProjectSecrets, type ProjectSecrets } from "./project-secrets.js";
 
@@ -23,8 +24,6 @@ const RECONNECT_ATTEMPTS = 6;
 const INTERRUPTED_RETRIES = 1;
 const ASLEEP_TIMEOUT_MS = 60_000;
 
-export const isFinal = (s: DeploymentState) =>
-  s === DeploymentState.SUCCEEDED || s === DeploymentState.FAILED || s === DeploymentState.SUPERSEDED;
 
 export interface WorkerDeps {
   project: ProjectConfig;
