@@ -51,7 +51,3 @@ export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string,
 }
 
 const STOP_GRACE_MS = 500;
-
-/** The line of a failed process's stderr that says what went wrong. */
-export const lastError = (r: RunResult) =>
-  r.stderrTail.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;

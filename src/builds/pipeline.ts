@@ -21,7 +21,8 @@ import { authRefusal, registryRefusal } from "../registry/refusal.js";
 import { RegistryAuthError } from "../registry/auth.js";
 import type { ResolvedBases } from "../images/resolve.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
-import { buildExec, lastError } from "./exec.js";
+import { errorSummary } from "../process/exec.js";
+import { buildExec } from "./exec.js";
 import { pushImage } from "./push.js";
 import type { Slots } from "./slots.js";
 
@@ -183,7 +184,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     durations.build = durationFromMs(Date.now() - b0);
     if (built.exitCode !== 0) {
       const tail = stepOutput.length > 0 ? `; the step's last output: ${stepOutput.join(" | ")}` : "";
-      throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${lastError(built)}${tail}`);
+      throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${errorSummary(built)}${tail}`);
     }
     rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);

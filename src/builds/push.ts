@@ -7,7 +7,8 @@ import { KilnError } from "../errors/kiln-error.js";
 import type { Podman } from "../podman/podman.js";
 import { registryRefusal } from "../registry/refusal.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
-import { buildExec, lastError } from "./exec.js";
+import { errorSummary } from "../process/exec.js";
+import { buildExec } from "./exec.js";
 
 export interface PushOptions {
   podman: Podman;
@@ -51,7 +52,7 @@ export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string>
     }
     const refused = registryRefusal(r.stderrTail, "push", o.registry);
     if (refused) throw refused;
-    const why = lastError(r);
+    const why = errorSummary(r);
     if (attempt >= ATTEMPTS || !TRANSIENT.test(r.stderrTail.join("\n"))) {
       throw new KilnError("unavailable", `podman push to ${o.registry} failed${attempt > 1 ? ` ${attempt} times` : ""}: ${why}`);
     }

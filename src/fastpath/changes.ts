@@ -6,7 +6,7 @@
 // show (.gitattributes: line endings, filters) counts as reaching everything.
 import { realpath } from "node:fs/promises";
 import { posix, relative, sep } from "node:path";
-import { loadExeca } from "../process/execa.js";
+import { errorSummary, exec } from "../process/exec.js";
 import { readsOf, reaches } from "./reach.js";
 import { FastPathRefused } from "./refused.js";
 
@@ -51,15 +51,8 @@ export async function checkChanges(input: ChangeInput, baseCommit: string, earli
 
 /** Files that differ between the base commit and this one, relative to the repository root. */
 async function changedPaths(input: ChangeInput, baseCommit: string): Promise<string[]> {
-  const execa = await loadExeca();
-  const r = await execa("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], {
-    env: input.env,
-    extendEnv: false,
-    reject: false,
-    timeout: 30_000,
-    cancelSignal: input.signal,
-  });
+  const r = await exec("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], { env: input.env, timeoutMs: 30_000, signal: input.signal });
   input.signal.throwIfAborted();
-  if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${String(r.stderr).trim().split("\n").at(-1) ?? ""}`);
-  return String(r.stdout).split("\0").filter(Boolean);
+  if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${errorSummary(r)}`);
+  return r.stdout.split("\0").filter(Boolean);
 }

@@ -3,6 +3,7 @@
 import { access, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KilnError } from "../errors/kiln-error.js";
+import { errorSummary } from "../process/exec.js";
 import type { RunResult } from "../process/run.js";
 import type { GitUrl } from "./url.js";
 
@@ -71,7 +72,7 @@ export function createGitCache(root: string, workRoot: string) {
     const all = await git(["--git-dir", repo, "fetch", "--prune", "--no-tags", "--no-write-fetch-head", "--", url.raw, "+refs/heads/*:refs/kiln/heads/*"]);
     if (all.exitCode !== 0) {
       throwIfUnreachable(all, url);
-      throw new KilnError("failed_precondition", `git fetch from ${url.redacted} failed: ${lastLine(all)}`);
+      throw new KilnError("failed_precondition", `git fetch from ${url.redacted} failed: ${errorSummary(all)}`);
     }
   }
 
@@ -132,7 +133,7 @@ export function createGitCache(root: string, workRoot: string) {
       await mkdir(dir, { recursive: true });
       r = await readTree();
     }
-    if (r.exitCode !== 0) throw new KilnError("internal", `checkout of ${commit} failed: ${lastLine(r)}`);
+    if (r.exitCode !== 0) throw new KilnError("internal", `checkout of ${commit} failed: ${errorSummary(r)}`);
     return dir;
   }
 
@@ -143,15 +144,13 @@ export type GitCache = ReturnType<typeof createGitCache>;
 
 const notFound = (commit: string, url: GitUrl) => new KilnError("not_found", `source.git.commit: commit ${commit} was not found in ${url.redacted}`);
 
-const lastLine = (r: RunResult) => r.stderrTail.filter((l) => l.trim()).at(-1) ?? `exit code ${r.exitCode}`;
-
 function throwIfUnreachable(r: RunResult, url: GitUrl): void {
   const err = r.stderrTail.join("\n");
   if (/does not appear to be a git repository|repository '.*' not found|Repository not found|not a git repository|No such file or directory/i.test(err)) {
     throw new KilnError("not_found", `source.git.url: no git repository at ${url.redacted}`);
   }
   if (/Could not resolve host|Connection refused|Connection timed out|Network is unreachable|Operation timed out|unable to access/i.test(err)) {
-    throw new KilnError("unavailable", `source.git.url: cannot reach ${url.redacted}: ${lastLine(r)}`);
+    throw new KilnError("unavailable", `source.git.url: cannot reach ${url.redacted}: ${errorSummary(r)}`);
   }
   if (/Authentication failed|Permission denied|could not read Username/i.test(err)) {
     throw new KilnError("failed_precondition", `source.git.url: access to ${url.redacted} was denied`);

@@ -2,7 +2,8 @@
 // the housekeeping calls that are not part of one build.
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
-import { loadExeca } from "../process/execa.js";
+import { errorSummary } from "../process/exec.js";
+import { cli } from "./cli.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import type { StorageLayout } from "./storage-config.js";
 
@@ -31,8 +32,9 @@ export function createPodman(opts: PodmanOptions) {
       const saved = await readFile(versionFile, "utf8").then((t) => JSON.parse(t) as { key: string; version: string }, () => undefined);
       if (saved?.key === key && saved.version) return saved.version;
     }
-    const execa = await loadExeca();
-    const version = (await execa("podman", ["version", "--format", "{{.Client.Version}}"], { env: env(), extendEnv: false, timeout: 10_000 })).stdout.trim();
+    const r = await cli.version(env());
+    if (r.exitCode !== 0) throw new Error(`podman version failed: ${errorSummary(r)}`);
+    const version = r.stdout.trim();
     if (key) await writeFileAtomic(versionFile, JSON.stringify({ key, version })).catch(() => undefined);
     return version;
   }
@@ -42,22 +44,14 @@ export function createPodman(opts: PodmanOptions) {
     env,
     /** Removes buildah working containers that interrupted builds left in storage. */
     async removeWorkingContainers(): Promise<void> {
-      const execa = await loadExeca();
-      await execa("buildah", ["rm", "--all"], { env: env(), extendEnv: false, reject: false, timeout: 30_000 });
+      await cli.buildahRmAll(env());
     },
     /** Tags an image with more names (buildah tag: lighter than podman's). */
     async tag(image: string, names: string[]): Promise<boolean> {
-      const execa = await loadExeca();
-      const r = await execa("buildah", ["tag", image, ...names], { env: env(), extendEnv: false, reject: false, timeout: 30_000 });
-      return r.exitCode === 0;
+      return (await cli.buildahTag(env(), image, names)).exitCode === 0;
     },
     /** The image's size in storage, in bytes (what a push sends at most); 0 when unknown. */
-    async imageSize(image: string): Promise<number> {
-      const execa = await loadExeca();
-      const r = await execa("podman", ["image", "inspect", "--format", "{{.Size}}", image], { env: env(), extendEnv: false, reject: false, timeout: 30_000 });
-      const n = Number(r.stdout.trim());
-      return r.exitCode === 0 && Number.isFinite(n) ? n : 0;
-    },
+    imageSize: (image: string): Promise<number> => cli.imageSize(env(), image),
     version(): Promise<string> {
       versionCache ??= askVersion().catch(() => {
         versionCache = undefined;

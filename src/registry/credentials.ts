@@ -4,7 +4,7 @@
 // kiln's own registry client looks credentials up here, the most specific key first, as
 // containers/image does.
 import { readFile } from "node:fs/promises";
-import { loadExeca } from "../process/execa.js";
+import { exec } from "../process/exec.js";
 import { KilnError } from "../errors/kiln-error.js";
 
 export interface Credential {
@@ -114,12 +114,11 @@ export function createRegistryCredentials(
 /** `docker-credential-NAME get`, the server on stdin, {"Username","Secret"} on stdout. */
 async function runHelper(name: string, host: string, env: Record<string, string>): Promise<Credential | undefined> {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) throw new KilnError("failed_precondition", `credHelpers: ${JSON.stringify(name)} is not a helper name`);
-  const execa = await loadExeca();
-  const r = await execa(`docker-credential-${name}`, ["get"], { input: host, env, extendEnv: false, reject: false, timeout: 30_000 });
+  const r = await exec(`docker-credential-${name}`, ["get"], { input: host, env, timeoutMs: 30_000 });
   if (r.exitCode !== 0) {
     // "credentials not found" is anonymous access; anything else the helper says is not echoed (it may hold secrets).
     if (/credentials not found/i.test(String(r.stdout))) return undefined;
-    throw new KilnError("failed_precondition", `credential helper docker-credential-${name} failed for ${host} (exit code ${r.exitCode ?? "none"})`);
+    throw new KilnError("failed_precondition", `credential helper docker-credential-${name} failed for ${host} (exit code ${r.exitCode})`);
   }
   try {
     const v = JSON.parse(String(r.stdout)) as { Username?: string; Secret?: string };

@@ -1,7 +1,7 @@
 // How full the volume is (check-disk-space), and what container storage holds (podman).
 import checkDiskSpaceModule from "check-disk-space";
 import { statfs } from "node:fs/promises";
-import { loadExeca } from "../process/execa.js";
+import { cli } from "../podman/cli.js";
 
 // The package's types describe a CommonJS default export, while Node loads its ESM build, whose
 // default export is the function itself: accept either shape.
@@ -35,8 +35,7 @@ export interface StorageContents {
 }
 
 export async function storageContents(env: Record<string, string>): Promise<StorageContents> {
-  const execa = await loadExeca();
-  const r = await execa("podman", ["system", "df", "--format", "{{json .}}"], { env, extendEnv: false, reject: false, timeout: 30_000 });
+  const r = await cli.systemDf(env);
   const out: StorageContents = { images: 0, imagesBytes: 0, containers: 0 };
   if (r.exitCode !== 0) return out;
   for (const line of r.stdout.split("\n")) {

@@ -2,7 +2,8 @@
 // filesystem) or a FUSE mount_program makes every layer operation slow: the article's builds
 // went from 30 s to 13 s by mounting a volume at the storage root. kilnd asks podman at start
 // and says so loudly when it is not native.
-import { loadExeca } from "../process/execa.js";
+import { cli } from "../podman/cli.js";
+import { errorSummary } from "../process/exec.js";
 
 export interface OverlayStatus {
   checked: boolean;
@@ -25,10 +26,9 @@ interface PodmanInfo {
 export const UNCHECKED: OverlayStatus = { checked: false, native: false, driver: "", reason: "not checked yet", fix: "" };
 
 export async function checkOverlay(env: Record<string, string>): Promise<OverlayStatus> {
-  const execa = await loadExeca();
-  const r = await execa("podman", ["info", "--format", "json"], { env, extendEnv: false, reject: false, timeout: 30_000 });
+  const r = await cli.info(env);
   if (r.exitCode !== 0) {
-    return { checked: true, native: false, driver: "", reason: `podman info failed: ${r.stderr.split("\n").at(-1) ?? ""}`, fix: "install podman (scripts/setup.sh)" };
+    return { checked: true, native: false, driver: "", reason: `podman info failed: ${errorSummary(r)}`, fix: "install podman (scripts/setup.sh)" };
   }
   const store = (JSON.parse(r.stdout) as PodmanInfo).store ?? {};
   const driver = store.graphDriverName ?? "";

@@ -2,8 +2,9 @@
 // kiln.project), keep the newest N for a fast rollback and remove the rest. Base images carry
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
-import { loadExeca } from "../process/execa.js";
+import { cli, type PodmanImage } from "../podman/cli.js";
 import { parseStageTag } from "../podman/stage-images.js";
+import { errorSummary } from "../process/exec.js";
 
 export interface KilnImage {
   id: string;
@@ -14,20 +15,10 @@ export interface KilnImage {
   created: number; // seconds since the epoch
 }
 
-export interface PodmanImage {
-  Id: string;
-  Names?: string[] | null;
-  Size: number;
-  Created: number;
-  Labels?: Record<string, string> | null;
-}
+export type { PodmanImage };
 
 /** What container storage holds, in one podman call: kiln's builds and its stage tags among it. */
-export async function listImages(env: Record<string, string>): Promise<PodmanImage[]> {
-  const execa = await loadExeca();
-  const r = await execa("podman", ["images", "--format", "json"], { env, extendEnv: false, timeout: 60_000 });
-  return (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
-}
+export const listImages = (env: Record<string, string>): Promise<PodmanImage[]> => cli.images(env);
 
 /** The final images of kiln's builds (not the label steps' intermediates), newest first. */
 export function kilnImagesOf(rows: readonly PodmanImage[], project?: string): KilnImage[] {
@@ -72,13 +63,12 @@ export function selectForPrune(images: readonly KilnImage[], keep: number): Kiln
 
 /** Removes the images and the intermediate layers only they used; returns what could not go. */
 export async function removeImages(env: Record<string, string>, ids: readonly string[]): Promise<string[]> {
-  const execa = await loadExeca();
   const failed: string[] = [];
   for (const id of ids) {
-    const r = await execa("podman", ["rmi", "--", id], { env, extendEnv: false, reject: false, timeout: 120_000 });
-    if (r.exitCode !== 0 && !/image not known|no such image/i.test(r.stderr)) failed.push(`${id.slice(0, 12)}: ${r.stderr.trim().split("\n").at(-1)}`);
+    const r = await cli.rmi(env, id);
+    if (r.exitCode !== 0 && !/image not known|no such image/i.test(r.stderr)) failed.push(`${id.slice(0, 12)}: ${errorSummary(r)}`);
   }
   // Layers nothing refers to any more: intermediates of cancelled builds and the like.
-  await execa("podman", ["image", "prune", "--force"], { env, extendEnv: false, reject: false, timeout: 120_000 });
+  await cli.imagePrune(env);
   return failed;
 }

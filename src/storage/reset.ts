@@ -3,14 +3,14 @@
 // and git caches are on the volume outside container storage and stay.
 import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
-import { loadExeca } from "../process/execa.js";
+import { cli } from "../podman/cli.js";
+import { errorSummary } from "../process/exec.js";
 import { placeContainerState, type StorageLayout } from "../podman/storage-config.js";
 
 export async function resetStorage(layout: StorageLayout, env: Record<string, string>, tmpRoot: string, keepTmp: ReadonlySet<string>): Promise<void> {
   const cacheMountDir = layout.cacheMountDir;
-  const execa = await loadExeca();
-  const r = await execa("podman", ["system", "reset", "--force"], { env, extendEnv: false, reject: false, timeout: 300_000 });
-  if (r.exitCode !== 0) throw new Error(`podman system reset failed: ${r.stderr.trim().split("\n").at(-1)}`);
+  const r = await cli.systemReset(env);
+  if (r.exitCode !== 0) throw new Error(`podman system reset failed: ${errorSummary(r)}`);
   // kiln's cache mounts live in the storage root too; podman does not know them.
   await rm(cacheMountDir, { recursive: true, force: true });
   await mkdir(cacheMountDir, { recursive: true });

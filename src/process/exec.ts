@@ -1,0 +1,47 @@
+// Short commands kiln runs for an answer (podman images, runc list, git diff, a credential
+// helper): no shell, no inherited environment, a deadline, stopped with a signal, the whole output
+// collected. A build's long-running processes go through run.ts instead (streamed line by line).
+import { loadExeca } from "./execa.js";
+
+export interface ExecOptions {
+  env: Record<string, string>;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  /** Written to stdin. */
+  input?: string;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  /** Ended by the deadline. */
+  timedOut: boolean;
+}
+
+export async function exec(file: string, args: readonly string[], o: ExecOptions): Promise<ExecResult> {
+  const execa = await loadExeca();
+  const r = await execa(file, args, {
+    env: o.env,
+    extendEnv: false,
+    reject: false,
+    timeout: o.timeoutMs,
+    ...(o.signal ? { cancelSignal: o.signal } : {}),
+    ...(o.input !== undefined ? { input: o.input } : { stdin: "ignore" as const }),
+  });
+  const stderr = String(r.stderr ?? "");
+  // A command that never started (no such file) has its reason in execa's message.
+  const why = r.failed && r.exitCode === undefined && !r.timedOut && !r.isCanceled ? String(r.originalMessage ?? r.shortMessage ?? "") : "";
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: stderr || why, timedOut: r.timedOut === true };
+}
+
+/**
+ * What went wrong, in one line, for exec's results and run's alike: the last line of stderr that
+ * says "error" (podman and buildah print warnings after it), else the last that says anything,
+ * else the exit code.
+ */
+export function errorSummary(r: { exitCode: number; stderr?: string; stderrTail?: readonly string[]; timedOut?: boolean }): string {
+  if (r.timedOut) return "timed out";
+  const lines = (r.stderrTail ?? r.stderr?.split("\n") ?? []).map((l) => l.trim()).filter(Boolean);
+  return lines.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? lines.at(-1) ?? `exit code ${r.exitCode}`;
+}
