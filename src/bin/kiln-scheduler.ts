@@ -2,7 +2,8 @@
 // kiln-scheduler: receives commit events, keeps one queue per project, wakes each project's
 // builder machine for its builds and puts it back to sleep. usage: kiln-scheduler --config FILE
 import { parseArgs } from "node:util";
-import { ConfigError, loadSchedulerConfig } from "../scheduler/config.js";
+import { KilnError } from "../errors/kiln-error.js";
+import { loadSchedulerConfig } from "../scheduler/config.js";
 import { startScheduler } from "../scheduler/server.js";
 import { createLogger } from "../util/logger.js";
 
@@ -30,7 +31,7 @@ async function main(): Promise<number> {
   try {
     cfg = loadSchedulerConfig(file);
   } catch (e) {
-    if (e instanceof ConfigError || (e as { code?: string }).code === "invalid_argument") {
+    if (e instanceof KilnError && e.code === "invalid_argument") {
       process.stderr.write(`kiln-scheduler: ${(e as Error).message}\n`);
       return 2;
     }

@@ -4,7 +4,8 @@
 import { ConnectError, Code } from "@connectrpc/connect";
 import { connect, tokenFrom } from "../cli/client.js";
 import * as commands from "../cli/commands.js";
-import { CliUsageError, type Io } from "../cli/commands.js";
+import type { Io } from "../cli/commands.js";
+import { KilnError, usageError } from "../errors/kiln-error.js";
 
 const USAGE = `usage: kiln [--addr URL] [--token-file FILE] COMMAND ...
   build --project P --git URL --commit SHA --image REPO [--containerfile F] [--context DIR]
@@ -30,10 +31,10 @@ async function main(argv: string[]): Promise<number> {
     const flag = argv.shift()!;
     if (flag === "--help") break;
     const value = argv.shift();
-    if (value === undefined) throw new CliUsageError(`${flag} needs a value`);
+    if (value === undefined) throw usageError(`${flag} needs a value`);
     if (flag === "--addr") addr = value;
     else if (flag === "--token-file") tokenFile = value;
-    else throw new CliUsageError(`unknown option ${flag}`);
+    else throw usageError(`unknown option ${flag}`);
   }
   const [name, ...rest] = argv;
   const run = {
@@ -55,7 +56,7 @@ async function main(argv: string[]): Promise<number> {
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (e) => {
-    if (e instanceof CliUsageError) {
+    if (e instanceof KilnError && e.code === "invalid_argument") {
       io.err(`kiln: ${e.message}\n${USAGE}`);
       process.exit(2);
     }

@@ -2,7 +2,7 @@
 // kilnd: the builder daemon. Exit codes: 0 after a clean stop (idle or SIGTERM), 1 when it cannot
 // start or fails, 2 for bad usage, 3 when another kilnd holds the data directory; a machine's
 // restart policy retries everything but 0.
-import { KILND_USAGE, parseDaemonOptions, UsageError } from "../config/options.js";
+import { KILND_USAGE, parseDaemonOptions } from "../config/options.js";
 import { startDaemon } from "../daemon/daemon.js";
 import { KilnError } from "../errors/kiln-error.js";
 import { createLogger } from "../util/logger.js";
@@ -17,7 +17,7 @@ async function main(): Promise<number> {
   try {
     opts = parseDaemonOptions(process.argv.slice(2), process.env);
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof KilnError && e.code === "invalid_argument") {
       process.stderr.write(`kilnd: ${e.message}\n${KILND_USAGE}\n`);
       return 2;
     }

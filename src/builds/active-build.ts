@@ -1,4 +1,5 @@
 // A build while it is alive: its record, its log, the process it is running, and how to stop it.
+import { KilnError } from "../errors/kiln-error.js";
 import type { Build } from "../gen/kiln/v1/builder_pb.js";
 import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
 import type { BuildLog } from "../logs/build-log.js";
@@ -54,6 +55,8 @@ export class ActiveBuild {
 }
 
 /** Thrown inside the pipeline when a stop was requested; the engine turns it into the end state. */
-export class StopSignal extends Error {
-  override readonly name = "StopSignal";
+export class StopSignal extends KilnError {
+  constructor(reason = "stopped") {
+    super("cancelled", reason);
+  }
 }

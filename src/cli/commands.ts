@@ -3,7 +3,7 @@ import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
 import type { BuilderClient } from "./client.js";
 import { asJson, summary, table } from "./format.js";
-import { CliUsageError } from "./usage-error.js";
+import { usageError } from "../errors/kiln-error.js";
 import { parseGitCredentials, parseRegistryCredentials, parseSecrets } from "./credentials.js";
 
 export interface Io {
@@ -11,7 +11,6 @@ export interface Io {
   err(line: string): void;
 }
 
-export { CliUsageError };
 
 /** Exit code of a finished build: 0 only when it succeeded. */
 const exitOf = (b: Build) => (b.state === BuildState.SUCCEEDED ? 0 : 1);
@@ -24,9 +23,9 @@ function parse(args: string[], options: Options, positionals = 0): { values: Val
   try {
     r = parseArgs({ args, options, allowPositionals: positionals > 0, strict: true });
   } catch (e) {
-    throw new CliUsageError((e as Error).message);
+    throw usageError((e as Error).message);
   }
-  if (r.positionals.length !== positionals) throw new CliUsageError(positionals ? "expects a build id" : "takes no positional arguments");
+  if (r.positionals.length !== positionals) throw usageError(positionals ? "expects a build id" : "takes no positional arguments");
   return r;
 }
 
@@ -69,7 +68,7 @@ export async function build(client: BuilderClient, args: string[], io: Io, env: 
   const buildArgs: Record<string, string> = {};
   for (const kv of (v["build-arg"] as string[] | undefined) ?? []) {
     const i = kv.indexOf("=");
-    if (i <= 0) throw new CliUsageError(`--build-arg ${JSON.stringify(kv)}: expected NAME=VALUE`);
+    if (i <= 0) throw usageError(`--build-arg ${JSON.stringify(kv)}: expected NAME=VALUE`);
     buildArgs[kv.slice(0, i)] = kv.slice(i + 1);
   }
   const str = (k: string) => v[k] as string | undefined;

@@ -5,13 +5,13 @@
 //   --registry-auth-file FILE   (containers-auth.json: every `auths` entry is sent)
 //   --git-user USER --git-password-file FILE
 import { readFileSync } from "node:fs";
-import { CliUsageError } from "./usage-error.js";
+import { KilnError, usageError } from "../errors/kiln-error.js";
 
 const readSecretFile = (flag: string, file: string) => {
   try {
     return readFileSync(file, "utf8");
   } catch (e) {
-    throw new CliUsageError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
+    throw usageError(`${flag}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
   }
 };
 // A password file's trailing newline is the editor's, not the password's.
@@ -22,14 +22,14 @@ export function parseSecrets(specs: string[], env: NodeJS.ProcessEnv): Record<st
   for (const spec of specs) {
     const kv = new Map(spec.split(",").map((p) => [p.slice(0, p.indexOf("=") >>> 0), p.slice(p.indexOf("=") + 1)] as const));
     const id = kv.get("id");
-    if (!id || spec.split(",").some((p) => !p.includes("="))) throw new CliUsageError(`--secret ${JSON.stringify(spec)}: expected id=ID,src=FILE or id=ID,env=VAR`);
+    if (!id || spec.split(",").some((p) => !p.includes("="))) throw usageError(`--secret ${JSON.stringify(spec)}: expected id=ID,src=FILE or id=ID,env=VAR`);
     const src = kv.get("src") ?? kv.get("source");
     const name = kv.get("env");
-    if ((src === undefined) === (name === undefined)) throw new CliUsageError(`--secret id=${id}: give one of src=FILE or env=VAR`);
+    if ((src === undefined) === (name === undefined)) throw usageError(`--secret id=${id}: give one of src=FILE or env=VAR`);
     if (src !== undefined) out[id] = readSecretFile("--secret", src);
     else {
       const v = env[name!];
-      if (v === undefined) throw new CliUsageError(`--secret id=${id}: the environment variable ${name} is not set`);
+      if (v === undefined) throw usageError(`--secret id=${id}: the environment variable ${name} is not set`);
       out[id] = v;
     }
   }
@@ -49,8 +49,8 @@ export function parseRegistryCredentials(o: { registry?: string; user?: string; 
     try {
       auths = (JSON.parse(readSecretFile("--registry-auth-file", o.authFile)) as { auths?: typeof auths }).auths ?? {};
     } catch (e) {
-      if (e instanceof CliUsageError) throw e;
-      throw new CliUsageError(`--registry-auth-file: ${o.authFile} is not a containers-auth.json file`);
+      if (e instanceof KilnError) throw e;
+      throw usageError(`--registry-auth-file: ${o.authFile} is not a containers-auth.json file`);
     }
     for (const [registry, entry] of Object.entries(auths)) {
       const plain = Buffer.from(entry.auth ?? "", "base64").toString("utf8");
@@ -59,9 +59,9 @@ export function parseRegistryCredentials(o: { registry?: string; user?: string; 
     }
   }
   if (o.user || o.passwordFile) {
-    if (!o.user || !o.passwordFile) throw new CliUsageError("--registry-user and --registry-password-file go together");
+    if (!o.user || !o.passwordFile) throw usageError("--registry-user and --registry-password-file go together");
     const registry = o.registry ?? o.image.split("/")[0] ?? "";
-    if (!o.registry && !/[.:]|^localhost$/.test(registry)) throw new CliUsageError("--registry-user: --image names no registry; give --registry HOST");
+    if (!o.registry && !/[.:]|^localhost$/.test(registry)) throw usageError("--registry-user: --image names no registry; give --registry HOST");
     creds.push({ registry, username: o.user, password: readPasswordFile("--registry-password-file", o.passwordFile) });
   }
   return creds;
@@ -69,7 +69,7 @@ export function parseRegistryCredentials(o: { registry?: string; user?: string; 
 
 export function parseGitCredentials(o: { user?: string; passwordFile?: string }): { username: string; password: string } {
   if (!o.passwordFile) {
-    if (o.user) throw new CliUsageError("--git-user needs --git-password-file");
+    if (o.user) throw usageError("--git-user needs --git-password-file");
     return { username: "", password: "" };
   }
   return { username: o.user ?? "", password: readPasswordFile("--git-password-file", o.passwordFile) };

@@ -2,6 +2,7 @@
 import { parseArgs } from "node:util";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
+import { usageError } from "../errors/kiln-error.js";
 
 export interface DaemonOptions {
   listenHost: string;
@@ -34,9 +35,6 @@ export interface DaemonOptions {
   metricsAuth: "token" | "none";
 }
 
-export class UsageError extends Error {
-  override readonly name = "UsageError";
-}
 
 export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle-timeout SECONDS] [--token-file FILE]
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
@@ -71,15 +69,15 @@ const SPEC = {
 const envName = (flag: string) => `KILN_${flag.toUpperCase().replace(/-/g, "_")}`;
 
 function intIn(name: string, raw: string, min: number, max: number): number {
-  if (!/^\d+$/.test(raw)) throw new UsageError(`--${name}: ${JSON.stringify(raw)} is not a whole number`);
+  if (!/^\d+$/.test(raw)) throw usageError(`--${name}: ${JSON.stringify(raw)} is not a whole number`);
   const n = Number(raw);
-  if (n < min || n > max) throw new UsageError(`--${name}: must be between ${min} and ${max}`);
+  if (n < min || n > max) throw usageError(`--${name}: must be between ${min} and ${max}`);
   return n;
 }
 
 export function parseListen(raw: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
-  if (!m) throw new UsageError(`--listen: ${JSON.stringify(raw)} is not HOST:PORT`);
+  if (!m) throw usageError(`--listen: ${JSON.stringify(raw)} is not HOST:PORT`);
   const host = m[1] ?? m[2] ?? "";
   const port = intIn("listen", m[3]!, 0, 65535);
   return { host: host === "" ? "0.0.0.0" : host, port };
@@ -96,7 +94,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   try {
     parsed = parseArgs({ args: argv, options: SPEC, allowPositionals: false, strict: true });
   } catch (e) {
-    throw new UsageError((e as Error).message);
+    throw usageError((e as Error).message);
   }
   const v = parsed.values;
   if (v.help) return "help";
@@ -106,22 +104,22 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     return env[envName(flag)] || undefined;
   };
   const data = get("data");
-  if (!data) throw new UsageError("--data DIR is required (the machine's volume)");
+  if (!data) throw usageError("--data DIR is required (the machine's volume)");
   const listen = parseListen(get("listen") ?? "127.0.0.1:5456");
   const insecure = v["insecure-registry"] ?? (env.KILN_INSECURE_REGISTRY ?? "").split(",").filter(Boolean);
   for (const r of insecure) {
-    if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(r)) throw new UsageError(`--insecure-registry: ${JSON.stringify(r)} is not HOST[:PORT]`);
+    if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(r)) throw usageError(`--insecure-registry: ${JSON.stringify(r)} is not HOST[:PORT]`);
   }
   const network = get("build-network") ?? "host";
-  if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(network)) throw new UsageError(`--build-network: ${JSON.stringify(network)} is not a network mode`);
+  if (!/^[a-z0-9][a-z0-9_.:-]*$/.test(network)) throw usageError(`--build-network: ${JSON.stringify(network)} is not a network mode`);
   const engine = get("build-engine") ?? "buildah";
-  if (engine !== "buildah" && engine !== "podman") throw new UsageError(`--build-engine: ${JSON.stringify(engine)} is not buildah or podman`);
+  if (engine !== "buildah" && engine !== "podman") throw usageError(`--build-engine: ${JSON.stringify(engine)} is not buildah or podman`);
   const imageFormat = get("image-format") ?? "docker";
-  if (imageFormat !== "docker" && imageFormat !== "oci") throw new UsageError(`--image-format: ${JSON.stringify(imageFormat)} is not docker or oci`);
+  if (imageFormat !== "docker" && imageFormat !== "oci") throw usageError(`--image-format: ${JSON.stringify(imageFormat)} is not docker or oci`);
   const metricsAuth = get("metrics-auth") ?? "token";
-  if (metricsAuth !== "token" && metricsAuth !== "none") throw new UsageError(`--metrics-auth: ${JSON.stringify(metricsAuth)} is not token or none`);
+  if (metricsAuth !== "token" && metricsAuth !== "none") throw usageError(`--metrics-auth: ${JSON.stringify(metricsAuth)} is not token or none`);
   const fastPath = get("fast-path") ?? "on";
-  if (fastPath !== "on" && fastPath !== "off") throw new UsageError(`--fast-path: ${JSON.stringify(fastPath)} is not on or off`);
+  if (fastPath !== "on" && fastPath !== "off") throw usageError(`--fast-path: ${JSON.stringify(fastPath)} is not on or off`);
   const opts: DaemonOptions = {
     listenHost: listen.host,
     listenPort: listen.port,
@@ -147,7 +145,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   const tokenFile = get("token-file");
   if (tokenFile) opts.tokenFile = resolve(tokenFile);
   if (!opts.tokenFile && !isLoopback(opts.listenHost)) {
-    throw new UsageError(`--listen ${opts.listenHost}: without --token-file kilnd listens on loopback only`);
+    throw usageError(`--listen ${opts.listenHost}: without --token-file kilnd listens on loopback only`);
   }
   return opts;
 }

@@ -167,8 +167,8 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
       router.service(Health, createHealthService(health, [BuilderService.typeName]));
       registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health], [BuilderService.typeName, Health.typeName]);
     },
-    // Auth first: a refused call is no activity and never reaches a service.
-    interceptors: [...(auth ? [auth.interceptor] : []), idle.interceptor, errorInterceptor(logger)],
+    // Errors converted once, outermost; then auth: a refused call is no activity and never reaches a service.
+    interceptors: [errorInterceptor(logger), ...(auth ? [auth.interceptor] : []), idle.interceptor],
     readMaxBytes: MAX_MESSAGE_BYTES,
     writeMaxBytes: MAX_MESSAGE_BYTES,
     shutdownSignal: shutdown.signal,

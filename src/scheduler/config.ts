@@ -6,6 +6,7 @@ import { parseGitUrl } from "../git/url.js";
 import { checkProject } from "../validate/build-request.js";
 import { parseImageRepo } from "../validate/image-ref.js";
 import type { GitHubAppConfig } from "./github-app.js";
+import { usageError } from "../errors/kiln-error.js";
 
 export interface LocalMachineConfig {
   driver: "local";
@@ -56,14 +57,11 @@ export interface SchedulerConfig {
   projects: ProjectConfig[];
 }
 
-export class ConfigError extends Error {
-  override readonly name = "ConfigError";
-}
 
 type Json = Record<string, unknown>;
 const str = (o: Json, k: string, where: string, dflt?: string): string => {
   const v = o[k] ?? dflt;
-  if (typeof v !== "string" || v === "") throw new ConfigError(`${where}.${k}: a non-empty string is required`);
+  if (typeof v !== "string" || v === "") throw usageError(`${where}.${k}: a non-empty string is required`);
   return v;
 };
 
@@ -80,10 +78,10 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
   try {
     raw = JSON.parse(readFileSync(file, "utf8")) as Json;
   } catch (e) {
-    throw new ConfigError(`${file}: ${(e as Error).message}`);
+    throw usageError(`${file}: ${(e as Error).message}`);
   }
   const projects = raw.projects;
-  if (!Array.isArray(projects) || projects.length === 0) throw new ConfigError("projects: at least one project is required");
+  if (!Array.isArray(projects) || projects.length === 0) throw usageError("projects: at least one project is required");
   const seen = new Set<string>();
   const cfg: SchedulerConfig = {
     listen: str(raw, "listen", "config", "127.0.0.1:5460"),
@@ -91,7 +89,7 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
     projects: projects.map((p: Json, i: number) => {
       const where = `projects[${i}]`;
       const name = checkProject(str(p, "name", where), `${where}.name`);
-      if (seen.has(name)) throw new ConfigError(`${where}.name: ${name} is configured twice`);
+      if (seen.has(name)) throw usageError(`${where}.name: ${name} is configured twice`);
       seen.add(name);
       const git = str(p, "git", where);
       parseGitUrl(git, `${where}.git`);
@@ -115,7 +113,7 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
               insecureRegistries: (m.insecureRegistries as string[] | undefined) ?? [],
               port: Number(m.port ?? 0),
             };
-      if (m.driver !== undefined && m.driver !== "local" && m.driver !== "fly") throw new ConfigError(`${where}.machine.driver: "local" or "fly"`);
+      if (m.driver !== undefined && m.driver !== "local" && m.driver !== "fly") throw usageError(`${where}.machine.driver: "local" or "fly"`);
       const project: ProjectConfig = {
         name,
         git,
@@ -141,14 +139,14 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
 function credentialsConfig(p: Json, where: string, path: (p: string) => string): Pick<ProjectConfig, "secretFiles" | "registryCredentials" | "gitCredentials" | "githubApp"> {
   const secretFiles: Record<string, string> = {};
   const secrets = (p.secrets ?? {}) as Json;
-  if (typeof secrets !== "object" || Array.isArray(secrets)) throw new ConfigError(`${where}.secrets: an object of id -> {"file": PATH} is required`);
+  if (typeof secrets !== "object" || Array.isArray(secrets)) throw usageError(`${where}.secrets: an object of id -> {"file": PATH} is required`);
   for (const [id, v] of Object.entries(secrets)) {
     const file = typeof v === "string" ? v : typeof v === "object" && v !== null ? (v as Json).file : undefined;
-    if (typeof file !== "string" || !file) throw new ConfigError(`${where}.secrets.${id}: {"file": PATH} is required (values are never written in the config)`);
+    if (typeof file !== "string" || !file) throw usageError(`${where}.secrets.${id}: {"file": PATH} is required (values are never written in the config)`);
     secretFiles[id] = path(file);
   }
   const creds = (p.registryCredentials ?? []) as Json[];
-  if (!Array.isArray(creds)) throw new ConfigError(`${where}.registryCredentials: a list is required`);
+  if (!Array.isArray(creds)) throw usageError(`${where}.registryCredentials: a list is required`);
   const registryCredentials = creds.map((c, i) => ({
     registry: str(c, "registry", `${where}.registryCredentials[${i}]`),
     username: str(c, "username", `${where}.registryCredentials[${i}]`),
@@ -163,7 +161,7 @@ function credentialsConfig(p: Json, where: string, path: (p: string) => string):
     const g = p.githubApp as Json;
     const id = (k: string) => {
       const v = g[k];
-      if ((typeof v !== "string" && typeof v !== "number") || String(v) === "") throw new ConfigError(`${where}.githubApp.${k}: an id is required`);
+      if ((typeof v !== "string" && typeof v !== "number") || String(v) === "") throw usageError(`${where}.githubApp.${k}: an id is required`);
       return String(v);
     };
     out.githubApp = {
@@ -172,7 +170,7 @@ function credentialsConfig(p: Json, where: string, path: (p: string) => string):
       privateKeyFile: path(str(g, "privateKeyFile", `${where}.githubApp`)),
       apiUrl: str(g, "apiUrl", `${where}.githubApp`, "https://api.github.com"),
     };
-    if (out.gitCredentials) throw new ConfigError(`${where}: githubApp and gitCredentials are two ways to give git credentials; choose one`);
+    if (out.gitCredentials) throw usageError(`${where}: githubApp and gitCredentials are two ways to give git credentials; choose one`);
   }
   return out;
 }

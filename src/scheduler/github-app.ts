@@ -5,6 +5,7 @@
 // expires, and is asked for the project's repository only.
 import { createPrivateKey, createSign, type KeyObject } from "node:crypto";
 import { readFileSync } from "node:fs";
+import { KilnError } from "../errors/kiln-error.js";
 
 export interface GitHubAppConfig {
   appId: string;
@@ -14,9 +15,6 @@ export interface GitHubAppConfig {
   apiUrl: string;
 }
 
-export class GitHubAppError extends Error {
-  override readonly name = "GitHubAppError";
-}
 
 const b64url = (s: string | Buffer) => Buffer.from(s).toString("base64url");
 const EARLY_MS = 5 * 60_000;
@@ -37,7 +35,7 @@ export function createInstallationTokens(app: GitHubAppConfig, repository: strin
       try {
         key ??= createPrivateKey(readFileSync(app.privateKeyFile));
       } catch (e) {
-        throw new GitHubAppError(`githubApp.privateKeyFile: cannot read a private key from ${app.privateKeyFile}: ${(e as NodeJS.ErrnoException).code ?? "not a PEM key"}`);
+        throw new KilnError("failed_precondition", `githubApp.privateKeyFile: cannot read a private key from ${app.privateKeyFile}: ${(e as NodeJS.ErrnoException).code ?? "not a PEM key"}`);
       }
       const url = `${app.apiUrl.replace(/\/+$/, "")}/app/installations/${encodeURIComponent(app.installationId)}/access_tokens`;
       // Only the project's own repository (owner/name -> name), read access to contents is what a fetch needs.
@@ -58,11 +56,11 @@ export function createInstallationTokens(app: GitHubAppConfig, repository: strin
           signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(30_000)]) : AbortSignal.timeout(30_000),
         });
       } catch (e) {
-        throw new GitHubAppError(`GitHub App installation token: ${url}: ${(e as Error).message}`);
+        throw new KilnError("failed_precondition", `GitHub App installation token: ${url}: ${(e as Error).message}`);
       }
       const answer = (await res.json().catch(() => ({}))) as { token?: string; expires_at?: string; message?: string };
       if (res.status !== 201 || typeof answer.token !== "string") {
-        throw new GitHubAppError(`GitHub App installation token: ${url} answered ${res.status}${answer.message ? `: ${answer.message.slice(0, 200)}` : ""}`);
+        throw new KilnError("failed_precondition", `GitHub App installation token: ${url} answered ${res.status}${answer.message ? `: ${answer.message.slice(0, 200)}` : ""}`);
       }
       const expires = Date.parse(answer.expires_at ?? "") || Date.now() + 60 * 60_000;
       cached = { token: answer.token, expires };

@@ -5,6 +5,7 @@
 import { readFile } from "node:fs/promises";
 import type { ProjectConfig } from "./config.js";
 import { createInstallationTokens, type InstallationTokens } from "./github-app.js";
+import { KilnError } from "../errors/kiln-error.js";
 
 export interface BuildCredentials {
   secrets: Record<string, string>;
@@ -12,15 +13,12 @@ export interface BuildCredentials {
   git: { username: string; password: string };
 }
 
-export class ProjectSecretError extends Error {
-  override readonly name = "ProjectSecretError";
-}
 
 const readSecret = async (what: string, file: string) => {
   try {
     return (await readFile(file, "utf8")).replace(/\r?\n$/, "");
   } catch (e) {
-    throw new ProjectSecretError(`${what}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
+    throw new KilnError("failed_precondition", `${what}: cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? "error"}`);
   }
 };
 

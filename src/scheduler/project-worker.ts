@@ -14,7 +14,7 @@ import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.j
 import type { ProjectConfig } from "./config.js";
 import type { DeploymentEvents } from "./deployment-events.js";
 export { isFinal } from "./deployment-events.js";
-import { PermanentWakeError, type MachineDriver } from "./drivers/driver.js";
+import { isPermanentWakeError, type MachineDriver } from "./drivers/driver.js";
 import { createProjectSecrets, type ProjectSecrets } from "./project-secrets.js";
 
 type Kilnd = Client<typeof BuilderService>;
@@ -175,7 +175,7 @@ export class ProjectWorker {
         return this.kilnd.client;
       } catch (e) {
         last = e;
-        if (e instanceof PermanentWakeError) break;
+        if (isPermanentWakeError(e)) break;
         this.d.logger.warn({ project: dep.project, err: e, attempt: i + 1 }, "waking the machine failed");
         await this.backoff(i + 1);
       }

@@ -36,7 +36,7 @@ export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts:
   const auth = cfg.tokenFile ? createTokenAuth(cfg.tokenFile, logger) : undefined;
   const handler = connectNodeAdapter({
     routes: (router) => router.service(SchedulerService, createSchedulerService(scheduler)),
-    interceptors: [...(auth ? [auth.interceptor] : []), errorInterceptor(logger)],
+    interceptors: [errorInterceptor(logger), ...(auth ? [auth.interceptor] : [])],
     readMaxBytes: 4 * 1024 * 1024,
     writeMaxBytes: 4 * 1024 * 1024,
     fallback(req, res) {

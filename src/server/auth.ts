@@ -2,14 +2,15 @@
 // takes effect without a restart; comparison is constant-time.
 import { createHash, timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Interceptor } from "@connectrpc/connect";
+import { KilnError } from "../errors/kiln-error.js";
 import type { FSWatcher } from "chokidar";
 import type { Logger } from "pino";
 
 const HEALTH_SERVICE = "grpc.health.v1.Health";
 
 export interface TokenAuth {
-  /** Refuses every call but health without the right token; the outermost interceptor. */
+  /** Refuses every call but health without the right token; first after the error interceptor. */
   interceptor: Interceptor;
   /** For plain HTTP paths (metrics). */
   allows(authorization: string | undefined): boolean;
@@ -63,7 +64,7 @@ export function createTokenAuth(file: string, logger: Logger): TokenAuth {
     allows,
     interceptor: (next) => async (req) => {
       if (req.service.typeName !== HEALTH_SERVICE && !allows(req.header.get("authorization") ?? undefined)) {
-        throw new ConnectError("missing or wrong bearer token", Code.Unauthenticated);
+        throw new KilnError("unauthenticated", "missing or wrong bearer token");
       }
       return next(req);
     },

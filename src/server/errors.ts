@@ -3,7 +3,6 @@
 import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { KilnError, type KilnErrorCode } from "../errors/kiln-error.js";
-import { StopSignal } from "../builds/active-build.js";
 import { wrapMessages } from "./stream-response.js";
 
 const CODES: Record<KilnErrorCode, Code> = {
@@ -12,18 +11,17 @@ const CODES: Record<KilnErrorCode, Code> = {
   already_exists: Code.AlreadyExists,
   failed_precondition: Code.FailedPrecondition,
   unauthenticated: Code.Unauthenticated,
-  resource_exhausted: Code.ResourceExhausted,
   unavailable: Code.Unavailable,
   cancelled: Code.Canceled,
   internal: Code.Internal,
 };
 
 export function toConnectError(e: unknown, logger: Logger, procedure: string): ConnectError {
+  // connect's own (a message too large, a protocol error) are answers already.
   if (e instanceof ConnectError) return e;
-  if (e instanceof KilnError) return new ConnectError(e.message, CODES[e.code]);
-  if (e instanceof StopSignal) return new ConnectError(e.message, Code.Canceled);
-  logger.error({ err: e, procedure }, "internal error in an RPC");
-  return new ConnectError("internal error", Code.Internal);
+  const k = KilnError.from(e);
+  if (k !== e) logger.error({ err: e, procedure }, "internal error in an RPC");
+  return new ConnectError(k.message, CODES[k.code]);
 }
 
 export function errorInterceptor(logger: Logger): Interceptor {

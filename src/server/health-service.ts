@@ -1,6 +1,6 @@
 // grpc.health.v1: Check, List and Watch, for the machine's health checks and load balancers.
 import type { ServiceImpl } from "@connectrpc/connect";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { KilnError } from "../errors/kiln-error.js";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../gen/grpc/health/v1/health_pb.js";
 
 export interface HealthState {
@@ -31,7 +31,7 @@ export function createHealthState(): HealthState {
 export function createHealthService(state: HealthState, services: readonly string[]): ServiceImpl<typeof Health> {
   const known = new Set(["", ...services]);
   const check = (service: string) => {
-    if (!known.has(service)) throw new ConnectError(`unknown service ${JSON.stringify(service)}`, Code.NotFound);
+    if (!known.has(service)) throw new KilnError("not_found", `unknown service ${JSON.stringify(service)}`);
     return { status: state.status };
   };
   return {

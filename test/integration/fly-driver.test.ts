@@ -5,7 +5,7 @@ import { createServer } from "node:http";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { PermanentWakeError } from "../../src/scheduler/drivers/driver.js";
+import { isPermanentWakeError } from "../../src/scheduler/drivers/driver.js";
 import { createFlyDriver } from "../../src/scheduler/drivers/fly.js";
 import { createLogger } from "../../src/util/logger.js";
 import { startFlyStandIn, type FlyStandIn } from "../helpers/fly-standin.js";
@@ -91,7 +91,7 @@ describe("fly machine driver", () => {
 
   test("an auth failure (401) is permanent: one request, no retries", async () => {
     reset("stopped");
-    await assert.rejects(driver("bad-token").wake(), (e: unknown) => e instanceof PermanentWakeError && /401 unauthorized/.test(e.message));
+    await assert.rejects(driver("bad-token").wake(), (e: unknown) => isPermanentWakeError(e) && /401 unauthorized/.test((e as Error).message));
     assert.equal(fly.requests.length, 1);
   });
 });

@@ -2,7 +2,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { createSlots } from "../../src/builds/slots.js";
-import { isLoopback, parseDaemonOptions, UsageError } from "../../src/config/options.js";
+import { isLoopback, parseDaemonOptions } from "../../src/config/options.js";
+import { KilnError } from "../../src/errors/kiln-error.js";
 
 describe("build slots", () => {
   test("at most max run; waiters run in order; a cancelled wait leaves the queue", async () => {
@@ -40,12 +41,12 @@ describe("kilnd options", () => {
     assert.deepEqual(e.insecureRegistries, ["a:1", "b:2"]);
     assert.equal(e.listenPort, 7000);
   });
-  test("bad usage is a UsageError naming the flag", () => {
-    assert.throws(() => parseDaemonOptions([], {}), (e: unknown) => e instanceof UsageError && /--data/.test(e.message));
+  test("bad usage is an invalid_argument KilnError naming the flag", () => {
+    assert.throws(() => parseDaemonOptions([], {}), (e: unknown) => e instanceof KilnError && e.code === "invalid_argument" && /--data/.test(e.message));
     assert.throws(() => parseDaemonOptions(["--data", "/d", "--idle-timeout", "soon"], {}), /--idle-timeout/);
     assert.throws(() => parseDaemonOptions(["--data", "/d", "--listen", "nope"], {}), /--listen/);
     assert.throws(() => parseDaemonOptions(["--data", "/d", "--listen", "10.0.0.1:5456"], {}), /loopback only/);
-    assert.throws(() => parseDaemonOptions(["--data", "/d", "--bogus"], {}), UsageError);
+    assert.throws(() => parseDaemonOptions(["--data", "/d", "--bogus"], {}), KilnError);
     const withToken = parseDaemonOptions(["--data", "/d", "--listen", "[::]:5456", "--token-file", "/t"], {});
     assert.ok(withToken !== "help" && withToken.listenHost === "::");
   });

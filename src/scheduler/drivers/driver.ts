@@ -1,5 +1,7 @@
 // A machine driver wakes a project's builder machine, says where its kilnd answers, and tells
 // when the machine is asleep again.
+import { KilnError } from "../../errors/kiln-error.js";
+
 export interface MachineDriver {
   /** Starts the machine if it sleeps; resolves with kilnd's base URL once kilnd answers. */
   wake(): Promise<string>;
@@ -9,10 +11,10 @@ export interface MachineDriver {
   close(): Promise<void>;
 }
 
-/** A wake that will not succeed by trying again (bad credentials, no such machine). */
-export class PermanentWakeError extends Error {
-  override readonly name = "PermanentWakeError";
-}
+/** A wake that will not succeed by trying again (bad credentials, no such machine): not retried. */
+export const permanentWakeError = (message: string) => new KilnError("failed_precondition", message);
+
+export const isPermanentWakeError = (e: unknown) => e instanceof KilnError && e.code === "failed_precondition";
 
 /** Polls kilnd's /healthz until it answers 200. */
 export async function waitForKilnd(baseUrl: string, timeoutMs: number, isGone: () => boolean = () => false): Promise<void> {

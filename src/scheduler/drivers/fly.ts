@@ -5,7 +5,7 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { FlyMachineConfig } from "../config.js";
-import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
+import { permanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
 
 interface FlyError {
@@ -53,7 +53,7 @@ export function createFlyDriver(project: string, cfg: FlyMachineConfig, opts: Fl
   const startAndWait = async (): Promise<FlyError | undefined> => {
     const start = await call("POST", "/start");
     if (!start.ok) {
-      if (permanent(start)) throw new PermanentWakeError(`Machines API: start: ${start.status} ${start.message}`);
+      if (permanent(start)) throw permanentWakeError(`Machines API: start: ${start.status} ${start.message}`);
       if (start.status !== 409 && start.status !== 412) return start;
       // A state conflict: look at the machine before deciding.
       const m = await call("GET", "");
@@ -63,7 +63,7 @@ export function createFlyDriver(project: string, cfg: FlyMachineConfig, opts: Fl
     }
     const wait = await call("GET", `/wait?state=started&timeout=${WAIT_SECONDS}`, (WAIT_SECONDS + 5) * 1000);
     if (!wait.ok) {
-      if (permanent(wait)) throw new PermanentWakeError(`Machines API: wait: ${wait.status} ${wait.message}`);
+      if (permanent(wait)) throw permanentWakeError(`Machines API: wait: ${wait.status} ${wait.message}`);
       return wait;
     }
     return undefined;

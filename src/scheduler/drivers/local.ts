@@ -11,7 +11,7 @@ import type { Logger } from "pino";
 import { dataDirHolder } from "../../daemon/data-lock.js";
 import { freePort } from "../../util/net.js";
 import type { LocalMachineConfig } from "../config.js";
-import { PermanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
+import { permanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
 // kilnd beside this module: dist/bin/kilnd.js when built, src/bin/kilnd.ts under tsx.
 const KILND = new URL(`../../bin/kilnd${import.meta.url.endsWith(".ts") ? ".ts" : ".js"}`, import.meta.url).pathname;
@@ -82,7 +82,7 @@ export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts
   let closed = false;
   return {
     async wake() {
-      if (closed) throw new PermanentWakeError("the scheduler is stopping");
+      if (closed) throw permanentWakeError("the scheduler is stopping");
       if (!child && !adoptedAlive() && !(await adopt())) await start();
       return `http://127.0.0.1:${port}`;
     },
