@@ -2,13 +2,12 @@
 // message). "kiln" runs with the fast path, "kiln-full" with --fast-path off (always podman).
 import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
-import { createClient, type Client } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { BuilderService, BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { kilndClient, type KilndClient } from "../../src/client/kilnd.js";
+import { BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
 import { removeTree, type BenchApp, type BenchEnv, type Engine } from "./engine.js";
 
 export interface KilnEngine extends Engine {
-  client: Client<typeof BuilderService>;
+  client: KilndClient;
   port: number;
   /** kilnd's process id while it runs. */
   pid(): number | undefined;
@@ -26,7 +25,7 @@ export interface KilnEngine extends Engine {
 export async function kilnEngine(env: BenchEnv, o: { name: string; port: number; fastPath: boolean; dirName?: string }): Promise<KilnEngine> {
   const data = join(env.work, o.dirName ?? o.name);
   let proc: ChildProcess | undefined;
-  const client = createClient(BuilderService, createConnectTransport({ baseUrl: `http://127.0.0.1:${o.port}`, httpVersion: "1.1" }));
+  const client = kilndClient(`http://127.0.0.1:${o.port}`);
   const startKilnd = async () => {
     const t0 = performance.now();
     const args = [join(env.root, "dist/bin/kilnd.js"), "--listen", `127.0.0.1:${o.port}`, "--data", data, "--idle-timeout", "0", "--insecure-registry", env.registry];

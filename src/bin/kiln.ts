@@ -2,7 +2,7 @@
 // kiln: the command line for kilnd. Exit codes: 0 success (for a build: it succeeded), 1 the
 // build failed or was cancelled, 2 bad usage, 3 kilnd refused or could not be reached.
 import { ConnectError, Code } from "@connectrpc/connect";
-import { connect, tokenFrom } from "../cli/client.js";
+import { kilndClient, tokenFrom } from "../client/kilnd.js";
 import * as commands from "../cli/commands.js";
 import type { Io } from "../cli/commands.js";
 import { KilnError, usageError } from "../errors/kiln-error.js";
@@ -50,7 +50,7 @@ async function main(argv: string[]): Promise<number> {
     io.err(USAGE);
     return name === undefined || name === "--help" ? 0 : 2;
   }
-  return run(connect(addr, tokenFrom(tokenFile, process.env)), rest, io);
+  return run(kilndClient(addr, tokenFrom(tokenFile, process.env)), rest, io);
 }
 
 main(process.argv.slice(2)).then(

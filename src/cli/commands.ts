@@ -1,7 +1,7 @@
 // kiln's subcommands: build, logs, cancel, get, list.
 import { parseArgs, type ParseArgsConfig } from "node:util";
 import { BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
-import type { BuilderClient } from "./client.js";
+import type { KilndClient } from "../client/kilnd.js";
 import { asJson, summary, table } from "./format.js";
 import { usageError } from "../errors/kiln-error.js";
 import { parseGitCredentials, parseRegistryCredentials, parseSecrets } from "./credentials.js";
@@ -30,7 +30,7 @@ function parse(args: string[], options: Options, positionals = 0): { values: Val
 }
 
 /** Prints the log from after `after`, following it to the end; returns the final build. */
-async function follow(client: BuilderClient, buildId: string, io: Io, after = 0n, live = true): Promise<Build | undefined> {
+async function follow(client: KilndClient, buildId: string, io: Io, after = 0n, live = true): Promise<Build | undefined> {
   let last: Build | undefined;
   for await (const msg of client.streamLogs({ buildId, follow: live, afterSeq: after })) {
     if (msg.event.case === "line") io.out(msg.event.value.text);
@@ -39,13 +39,13 @@ async function follow(client: BuilderClient, buildId: string, io: Io, after = 0n
   return last;
 }
 
-async function waitFor(client: BuilderClient, id: string): Promise<Build> {
+async function waitFor(client: KilndClient, id: string): Promise<Build> {
   // The log stream ends with the final record: one call, no polling.
   const b = await follow(client, id, { out: () => {}, err: () => {} });
   return b ?? (await client.getBuild({ buildId: id })).build!;
 }
 
-export async function build(client: BuilderClient, args: string[], io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
+export async function build(client: KilndClient, args: string[], io: Io, env: NodeJS.ProcessEnv = process.env): Promise<number> {
   const { values: v } = parse(args, {
     project: { type: "string" },
     git: { type: "string" },
@@ -103,7 +103,7 @@ export async function build(client: BuilderClient, args: string[], io: Io, env: 
   return exitOf(final);
 }
 
-export async function logs(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function logs(client: KilndClient, args: string[], io: Io): Promise<number> {
   const { values: v, positionals } = parse(args, { follow: { type: "boolean", short: "f" }, after: { type: "string" } }, 1);
   const after = BigInt((v.after as string | undefined) ?? "0");
   const final = await follow(client, positionals[0]!, io, after, Boolean(v.follow));
@@ -114,21 +114,21 @@ export async function logs(client: BuilderClient, args: string[], io: Io): Promi
   return 0;
 }
 
-export async function cancel(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function cancel(client: KilndClient, args: string[], io: Io): Promise<number> {
   const { positionals } = parse(args, {}, 1);
   const { build: b } = await client.cancel({ buildId: positionals[0]! });
   io.out(summary(b!));
   return 0;
 }
 
-export async function get(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function get(client: KilndClient, args: string[], io: Io): Promise<number> {
   const { values: v, positionals } = parse(args, { json: { type: "boolean" } }, 1);
   const { build: b } = await client.getBuild({ buildId: positionals[0]! });
   io.out(v.json ? asJson(b!) : summary(b!));
   return 0;
 }
 
-export async function list(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function list(client: KilndClient, args: string[], io: Io): Promise<number> {
   const { values: v } = parse(args, { project: { type: "string" }, limit: { type: "string" } });
   const { builds } = await client.listBuilds({ project: (v.project as string) ?? "", limit: Number((v.limit as string) ?? 0) });
   io.out(table(builds));
@@ -137,7 +137,7 @@ export async function list(client: BuilderClient, args: string[], io: Io): Promi
 
 const mib = (n: bigint | number) => `${(Number(n) / 2 ** 20).toFixed(0)} MiB`;
 
-export async function storage(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function storage(client: KilndClient, args: string[], io: Io): Promise<number> {
   parse(args, {});
   const s = await client.getStorage({});
   const o = s.overlay;
@@ -147,7 +147,7 @@ export async function storage(client: BuilderClient, args: string[], io: Io): Pr
   return 0;
 }
 
-export async function prune(client: BuilderClient, args: string[], io: Io): Promise<number> {
+export async function prune(client: KilndClient, args: string[], io: Io): Promise<number> {
   const { values: v } = parse(args, { project: { type: "string" }, "dry-run": { type: "boolean" } });
   const r = await client.prune({ project: (v.project as string) ?? "", dryRun: Boolean(v["dry-run"]) });
   for (const i of r.images) io.out(`${v["dry-run"] ? "would remove" : "removed"}  ${i.project}  ${i.buildId}  ${i.names[0] ?? i.id.slice(0, 12)}`);

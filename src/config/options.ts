@@ -3,6 +3,7 @@ import { parseArgs } from "node:util";
 import { isIP } from "node:net";
 import { resolve } from "node:path";
 import { usageError } from "../errors/kiln-error.js";
+import { parseHostPort } from "../util/host-port.js";
 
 export interface DaemonOptions {
   listenHost: string;
@@ -75,13 +76,6 @@ function intIn(name: string, raw: string, min: number, max: number): number {
   return n;
 }
 
-export function parseListen(raw: string): { host: string; port: number } {
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d{1,5})$/.exec(raw);
-  if (!m) throw usageError(`--listen: ${JSON.stringify(raw)} is not HOST:PORT`);
-  const host = m[1] ?? m[2] ?? "";
-  const port = intIn("listen", m[3]!, 0, 65535);
-  return { host: host === "" ? "0.0.0.0" : host, port };
-}
 
 export function isLoopback(host: string): boolean {
   if (host === "localhost") return true;
@@ -105,7 +99,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   };
   const data = get("data");
   if (!data) throw usageError("--data DIR is required (the machine's volume)");
-  const listen = parseListen(get("listen") ?? "127.0.0.1:5456");
+  const listen = parseHostPort(get("listen") ?? "127.0.0.1:5456", "--listen");
   const insecure = v["insecure-registry"] ?? (env.KILN_INSECURE_REGISTRY ?? "").split(",").filter(Boolean);
   for (const r of insecure) {
     if (!/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(r)) throw usageError(`--insecure-registry: ${JSON.stringify(r)} is not HOST[:PORT]`);

@@ -7,6 +7,7 @@ import { checkProject } from "../validate/build-request.js";
 import { parseImageRepo } from "../validate/image-ref.js";
 import type { GitHubAppConfig } from "./github-app.js";
 import { usageError } from "../errors/kiln-error.js";
+import { parseHostPort } from "../util/host-port.js";
 
 export interface LocalMachineConfig {
   driver: "local";
@@ -84,7 +85,7 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
   if (!Array.isArray(projects) || projects.length === 0) throw usageError("projects: at least one project is required");
   const seen = new Set<string>();
   const cfg: SchedulerConfig = {
-    listen: str(raw, "listen", "config", "127.0.0.1:5460"),
+    listen: checkListen(str(raw, "listen", "config", "127.0.0.1:5460")),
     data: path(str(raw, "data", "config")),
     projects: projects.map((p: Json, i: number) => {
       const where = `projects[${i}]`;
@@ -173,4 +174,10 @@ function credentialsConfig(p: Json, where: string, path: (p: string) => string):
     if (out.gitCredentials) throw usageError(`${where}: githubApp and gitCredentials are two ways to give git credentials; choose one`);
   }
   return out;
+}
+
+/** Checked at load, so that a bad address is a configuration error, not a failure at start. */
+function checkListen(raw: string): string {
+  parseHostPort(raw, "listen");
+  return raw;
 }

@@ -4,11 +4,10 @@
 // when the queue is empty puts the machine to sleep at once. A wake that fails, or kilnd going
 // away mid-build, is retried with backoff (bounded); a build interrupted that way is run again
 // once. A build that fails on its own merits is not retried.
-import { Code, ConnectError, createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { readFileSync } from "node:fs";
+import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
-import { BuilderService, BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { kilndClient, tokenFile, type KilndClient } from "../client/kilnd.js";
+import { BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
 import { DeploymentState, type Deployment } from "../gen/kiln/v1/scheduler_pb.js";
 import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { ProjectConfig } from "./config.js";
@@ -17,7 +16,7 @@ export { isFinal } from "./deployment-events.js";
 import { isPermanentWakeError, type MachineDriver } from "./drivers/driver.js";
 import { createProjectSecrets, type ProjectSecrets } from "./project-secrets.js";
 
-type Kilnd = Client<typeof BuilderService>;
+type Kilnd = KilndClient;
 
 const WAKE_ATTEMPTS = 5;
 const RECONNECT_ATTEMPTS = 6;
@@ -275,12 +274,8 @@ export class ProjectWorker {
   }
 
   private client(url: string): Kilnd {
-    const tokenFile = this.d.project.kilndTokenFile;
-    const auth: Interceptor = (next) => (req) => {
-      if (tokenFile) req.header.set("authorization", `Bearer ${readFileSync(tokenFile, "utf8").trim()}`);
-      return next(req);
-    };
-    return createClient(BuilderService, createConnectTransport({ baseUrl: url, httpVersion: "1.1", interceptors: [auth] }));
+    const file = this.d.project.kilndTokenFile;
+    return kilndClient(url, file ? tokenFile(file) : undefined);
   }
 
   private backoff(n: number): Promise<void> {

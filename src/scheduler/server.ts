@@ -8,6 +8,7 @@ import { createTokenAuth } from "../server/auth.js";
 import { errorInterceptor } from "../server/errors.js";
 import { startServer, type KilnServer } from "../server/http-server.js";
 import type { SchedulerConfig } from "./config.js";
+import { parseHostPort } from "../util/host-port.js";
 import { Scheduler } from "./scheduler.js";
 import { createSchedulerService } from "./service.js";
 
@@ -63,9 +64,8 @@ export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts:
       });
     },
   });
-  const m = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(cfg.listen);
-  if (!m) throw new Error(`listen: ${cfg.listen} is not HOST:PORT`);
-  const server = await startServer({ host: m[1] ?? m[2] ?? "127.0.0.1", port: Number(m[3]), handler });
+  const listen = parseHostPort(cfg.listen, "listen");
+  const server = await startServer({ host: listen.host, port: listen.port, handler });
   logger.info({ listen: `${server.address.host}:${server.address.port}`, projects: cfg.projects.map((p) => `${p.name} (${p.machine.driver})`) }, "kiln-scheduler serving");
   return {
     scheduler,

@@ -1,9 +1,8 @@
 // A real kilnd for tests: the daemon from src/ (through tsx) as a child process on a free port,
 // with a Connect client, its log, and ways to stop it gently or kill it.
 import { spawn, type ChildProcess } from "node:child_process";
-import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createConnectTransport } from "@connectrpc/connect-node";
-import { BuilderService, BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { kilndClient, type KilndClient } from "../../src/client/kilnd.js";
+import { BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
 import { freePort, waitFor } from "./wait.js";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -12,7 +11,7 @@ export interface TestKilnd {
   port: number;
   addr: string;
   proc: ChildProcess;
-  client: Client<typeof BuilderService>;
+  client: KilndClient;
   /** Everything kilnd printed so far. */
   output(): string;
   exited: Promise<number | null>;
@@ -35,13 +34,7 @@ export interface KilndOptions {
   bundle?: boolean;
 }
 
-export function clientFor(addr: string, token?: string): Client<typeof BuilderService> {
-  const auth: Interceptor = (next) => (req) => {
-    if (token) req.header.set("authorization", `Bearer ${token}`);
-    return next(req);
-  };
-  return createClient(BuilderService, createConnectTransport({ baseUrl: addr, httpVersion: "1.1", interceptors: [auth] }));
-}
+export const clientFor = (addr: string, token?: string): KilndClient => kilndClient(addr, token);
 
 export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
   const port = await freePort();

@@ -9,6 +9,7 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { dataDirHolder } from "../../daemon/data-lock.js";
+import { parseHostPort } from "../../util/host-port.js";
 import { freePort } from "../../util/net.js";
 import type { LocalMachineConfig } from "../config.js";
 import { permanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
@@ -60,9 +61,8 @@ export function createLocalDriver(project: string, cfg: LocalMachineConfig, opts
     for (;;) {
       const holder = await dataDirHolder(cfg.data);
       if (!holder) return false;
-      const m = holder.listen ? /:(\d+)$/.exec(holder.listen) : null;
-      if (m) {
-        port = Number(m[1]);
+      if (holder.listen) {
+        port = parseHostPort(holder.listen, "the data directory's kilnd").port;
         adopted = { pid: holder.pid };
         opts.logger.info({ project, port, pid: holder.pid }, "local kilnd already serving this volume: driving it");
         await waitForKilnd(`http://127.0.0.1:${port}`, START_TIMEOUT_MS, () => !isAlive(holder.pid));
