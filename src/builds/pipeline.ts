@@ -11,6 +11,7 @@ import type { GitCache } from "../git/cache.js";
 import { gitEnv } from "../git/env.js";
 import { buildCommand, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-args.js";
 import type { Podman } from "../podman/podman.js";
+import { kilnLabels } from "../podman/kiln-labels.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
@@ -48,7 +49,6 @@ export interface PipelineDeps {
   pushTimeoutSec: number;
 }
 
-export const MANAGED_LABEL = "kiln.managed";
 
 // The build process's Go runtime: no collection until the heap nears 2 GiB. A warm build
 // allocates little and is done before a collection would pay off (measured: about 8 % faster);
@@ -100,15 +100,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
 
     const tag = `${a.spec.image.repository}:${a.spec.commit}`;
     rec.image = tag;
-    // Labels that stay the same across builds first, so their step can come from the cache.
-    const labels = {
-      [MANAGED_LABEL]: "true",
-      "kiln.project": a.spec.project,
-      "org.opencontainers.image.source": a.spec.git.redacted,
-      "org.opencontainers.image.revision": a.spec.commit,
-      "kiln.build": rec.id,
-      "org.opencontainers.image.created": new Date().toISOString(),
-    };
+    const labels = kilnLabels({ project: a.spec.project, source: a.spec.git.redacted, commit: a.spec.commit, buildId: rec.id, created: new Date() });
     for (const name of Object.keys(a.spec.buildArgs)) {
       if (SECRET_LIKE_ARG.test(name)) a.say(`warning: build arg ${name} looks like a secret; build args are kept in the image's history: pass it in the request's secrets and read it with RUN --mount=type=secret,id=${name}`);
     }

@@ -3,6 +3,7 @@
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
 import { cli, type PodmanImage } from "../podman/cli.js";
+import { readKilnLabels } from "../podman/kiln-labels.js";
 import { parseStageTag } from "../podman/stage-images.js";
 import { errorSummary } from "../process/exec.js";
 
@@ -23,16 +24,9 @@ export const listImages = (env: Record<string, string>): Promise<PodmanImage[]> 
 /** The final images of kiln's builds (not the label steps' intermediates), newest first. */
 export function kilnImagesOf(rows: readonly PodmanImage[], project?: string): KilnImage[] {
   return rows
-    .filter((i) => i.Labels?.["kiln.managed"] === "true" && i.Labels["kiln.build"] && i.Labels["org.opencontainers.image.created"])
-    .filter((i) => !project || i.Labels?.["kiln.project"] === project)
-    .map((i) => ({
-      id: i.Id,
-      project: i.Labels!["kiln.project"] ?? "",
-      buildId: i.Labels!["kiln.build"]!,
-      names: i.Names ?? [],
-      sizeBytes: i.Size,
-      created: i.Created,
-    }))
+    .map((i) => ({ i, kiln: readKilnLabels(i.Labels) }))
+    .filter(({ kiln }) => kiln !== undefined && (!project || kiln.project === project))
+    .map(({ i, kiln }) => ({ id: i.Id, project: kiln!.project, buildId: kiln!.buildId, names: i.Names ?? [], sizeBytes: i.Size, created: i.Created }))
     .sort((a, b) => b.created - a.created || (a.buildId < b.buildId ? 1 : -1));
 }
 
