@@ -32,6 +32,8 @@ export interface EngineOptions {
   insecureRegistries: readonly string[];
   /** A push's deadline before its bytes are counted in. */
   pushTimeoutSec: number;
+  /** Finished records (and logs) kept per project; older ones go as builds end. */
+  keepRecords: number;
   records: MessageStore<typeof BuildSchema>;
   logs: LogStore;
   git: GitCache;
@@ -266,6 +268,7 @@ export class BuildEngine {
       await this.o.logs.finish(a.id);
       await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
       this.active.delete(a.id);
+      await this.trimRecords(rec.project);
       if (this.latest.get(rec.project) === a) this.latest.delete(rec.project);
       this.o.logger.info({ build: a.id, project: rec.project, state: BuildState[rec.state], error: rec.error || undefined }, "build finished");
       this.o.onFinished?.(rec);
@@ -279,6 +282,23 @@ export class BuildEngine {
       if (previous) await previous.done.promise;
       a.done.resolve();
     }
+  }
+
+  /** The volume keeps the project's newest keepRecords finished records and their logs. */
+  private async trimRecords(project: string): Promise<void> {
+    try {
+      for (const id of await this.o.records.trim(project, this.o.keepRecords, (b) => isTerminal(b.state) && !this.active.has(b.id))) await this.o.logs.remove(id);
+    } catch (err) {
+      this.o.logger.error({ err, project }, "cannot remove old build records");
+    }
+  }
+
+  get keepRecords(): number {
+    return this.o.keepRecords;
+  }
+
+  get recordCount(): number {
+    return this.o.records.size;
   }
 
   /** Removes leftover working containers once no other build could be using one. */

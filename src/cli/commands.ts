@@ -144,6 +144,7 @@ export async function storage(client: KilndClient, args: string[], io: Io): Prom
   io.out(`volume   ${s.dataDir}: ${s.volumeUsedPercent.toFixed(1)}% used of ${mib(s.volumeTotalBytes)}, ${mib(s.volumeFreeBytes)} free (reset above ${s.resetThresholdPercent}%; ${s.resets} resets so far)`);
   io.out(`overlay  ${!o?.checked ? "not checked yet" : o.native ? "native" : `NOT native: ${o.reason}. Fix: ${o.fix}`}`);
   io.out(`images   ${s.images} in storage, ${s.kilnImages} built by kiln (keeping the newest ${s.keepBuilds} per project), ${s.containers} containers`);
+  io.out(`records  ${s.records} builds' records and logs (keeping the newest ${s.keepRecords} finished per project)`);
   return 0;
 }
 

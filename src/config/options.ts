@@ -22,6 +22,8 @@ export interface DaemonOptions {
   logLevel: string;
   /** Images per project kept by the prune after each build. */
   keepBuilds: number;
+  /** Finished build records (and logs) per project kept on the volume. */
+  keepRecords: number;
   /** Used share of the volume (percent) above which container storage is reset. */
   resetThresholdPercent: number;
   /** kiln's fast path (a final COPY made from the git diff, no podman); on unless --fast-path off. */
@@ -39,7 +41,7 @@ export interface DaemonOptions {
 
 export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle-timeout SECONDS] [--token-file FILE]
              [--insecure-registry HOST:PORT ...] [--max-concurrent-builds N] [--build-network MODE]
-             [--keep-builds N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
+             [--keep-builds N] [--keep-records N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
              [--registry-auth-file FILE] [--image-format docker|oci] [--push-timeout SECONDS]
              [--metrics-auth token|none]
@@ -58,6 +60,7 @@ const SPEC = {
   "fast-path": { type: "string" },
   "log-level": { type: "string" },
   "keep-builds": { type: "string" },
+  "keep-records": { type: "string" },
   "reset-threshold": { type: "string" },
   "overlay-mount-program": { type: "string" },
   "registry-auth-file": { type: "string" },
@@ -127,6 +130,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     fastPath: fastPath === "on",
     logLevel: get("log-level") ?? "info",
     keepBuilds: intIn("keep-builds", get("keep-builds") ?? "3", 1, 1000),
+    keepRecords: intIn("keep-records", get("keep-records") ?? "200", 1, 1_000_000),
     resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),
     pushTimeoutSec: intIn("push-timeout", get("push-timeout") ?? "120", 1, 24 * 3600),
     metricsAuth,

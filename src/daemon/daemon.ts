@@ -105,6 +105,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     imageFormat: opts.imageFormat,
     insecureRegistries: opts.insecureRegistries,
     pushTimeoutSec: opts.pushTimeoutSec,
+    keepRecords: opts.keepRecords,
     records,
     logs,
     git: createGitCache(dir("git"), dir("work")),

@@ -1,5 +1,5 @@
 // Build logs on the volume: live logs in memory for followers, finished ones replayed from disk.
-import { access } from "node:fs/promises";
+import { access, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { BuildLog, DEFAULT_LOG_LIMITS, readLogFile, type LogEntry, type LogLimits } from "./build-log.js";
 
@@ -27,6 +27,12 @@ export class LogStore {
     if (!log) return;
     await log.close();
     this.live.delete(buildId);
+  }
+
+  /** Removes a finished build's log (its record was trimmed). */
+  async remove(buildId: string): Promise<void> {
+    if (this.live.has(buildId)) return;
+    await rm(this.pathOf(buildId), { force: true });
   }
 
   get activeReaders(): number {

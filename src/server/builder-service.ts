@@ -85,6 +85,8 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
         containers: contents.containers,
         kilnImages: kilnImages.length,
         keepBuilds: d.keeper.keepBuilds,
+        records: d.engine.recordCount,
+        keepRecords: d.engine.keepRecords,
         resets: r.count,
         ...(r.lastMs ? { lastResetTime: timestampFromMs(r.lastMs) } : {}),
       });

@@ -1,6 +1,6 @@
 // Records on disk: one small protobuf-JSON file per record (a build, a deployment), all of them
 // indexed in memory. Ids are time-ordered, so sorting them sorts the records by age.
-import { readdir, readFile } from "node:fs/promises";
+import { readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { clone, fromJsonString, toJsonString, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { writeFileAtomic } from "../util/fs-atomic.js";
@@ -68,6 +68,25 @@ export class MessageStore<S extends DescMessage, M extends MessageShape<S> & Key
       if (this.writes.get(snapshot.id) === tracked) this.writes.delete(snapshot.id);
     });
     return next;
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+
+  /**
+   * Removes the project's records beyond its newest `keep` among those done() says are finished
+   * (a live one is never removed); returns the ids removed.
+   */
+  async trim(project: string, keep: number, done: (record: M) => boolean): Promise<string[]> {
+    const finished = [...this.byId.values()].filter((r) => r.project === project && done(r)).sort((a, b) => (a.id < b.id ? 1 : -1));
+    const doomed = finished.slice(keep).map((r) => r.id);
+    for (const id of doomed) {
+      this.byId.delete(id);
+      await this.writes.get(id);
+      await rm(join(this.dir, `${id}.json`), { force: true });
+    }
+    return doomed;
   }
 
   /** Waits for every pending write (shutdown). */

@@ -32,8 +32,9 @@ export async function startStallingProxy(registry: string): Promise<StallingProx
     if (failing.n > 0 && (req.method === "PATCH" || req.method === "PUT") && url.includes("/blobs/uploads/")) {
       failing.n--;
       failed++;
+      // As a registry does: the body is read, then the answer.
       req.resume();
-      res.writeHead(failing.status, { "content-type": "application/json" }).end('{"errors":[{"code":"UNAVAILABLE","message":"the registry is having a moment"}]}');
+      req.once("end", () => res.writeHead(failing.status, { "content-type": "application/json" }).end('{"errors":[{"code":"UNAVAILABLE","message":"the registry is having a moment"}]}'));
       return;
     }
     if (stalling && (req.method === "PATCH" || req.method === "PUT") && url.includes("/blobs/uploads/")) {

@@ -2,7 +2,7 @@
 // native-overlay check, and the metrics that report them.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
@@ -147,6 +147,29 @@ describe("volume care", () => {
     assert.ok(line, "kilnd logged the reset");
     return JSON.parse(line) as { durationMs: number; bytesFreed: number; reason: string };
   };
+
+  test("build records and logs are bounded: the newest N finished per project stay, older ones go with their logs", async () => {
+    const data = join(dir, "records");
+    const repo = makeRepo(join(dir, "records-repo"), helloApp(base));
+    const kilnd = await start({ data, registry: reg.host, args: ["--keep-records", "2"] });
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const b = await kilnd.buildCommit({ project: "rec", url: repo.url, commit: repo.commit({ "src/a.txt": `record ${i}\n` }), image: `${reg.host}/test/rec` });
+      assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+      ids.push(b.id);
+    }
+    const other = await kilnd.buildCommit({ project: "rec-other", url: repo.url, commit: repo.head(), image: `${reg.host}/test/rec-other` });
+    // The trim is the ending build's housekeeping, after its final record: wait for it.
+    await waitFor(async () => (await kilnd.client.listBuilds({ project: "rec" })).builds.length === 2, 30_000, "the oldest records to go");
+    assert.deepEqual((await kilnd.client.listBuilds({ project: "rec" })).builds.map((b) => b.id), ids.slice(2).reverse());
+    assert.deepEqual((await kilnd.client.listBuilds({ project: "rec-other" })).builds.map((b) => b.id), [other.id], "another project keeps its own");
+    assert.deepEqual(readdirSync(join(data, "logs")).sort(), [...ids.slice(2), other.id].map((id) => `${id}.log`).sort());
+    assert.deepEqual(readdirSync(join(data, "builds")).sort(), [...ids.slice(2), other.id].map((id) => `${id}.json`).sort());
+    await assert.rejects(kilnd.client.getBuild({ buildId: ids[0]! }), /no build/);
+    const storage = await kilnd.client.getStorage({});
+    assert.equal(storage.records, 3);
+    assert.equal(storage.keepRecords, 2);
+  });
 
   test("the 75% reset on a real 2 GiB volume: after the prune that leaves it over 75%, storage is reset; the next build succeeds cold; records and logs survive", async (t) => {
     const vol = mountLoopVolume(join(dir, "loop75"), 2048);
