@@ -2,7 +2,7 @@
 // followed by 100 live log subscribers (each must receive every line), and how much slower a
 // build gets when a subscriber stops reading (it must not: the log is pulled, not pushed).
 import { readFileSync } from "node:fs";
-import { stalledLogReader } from "../test/helpers/stalled-reader.js";
+import { stalledLogReader } from "./lib/stalled-reader.js";
 import type { KilnEngine } from "./engines/kiln.js";
 import type { BenchApp } from "./engines/engine.js";
 

@@ -5,7 +5,7 @@ import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 // Storage that podman or dockerd leave mounted is unmounted before removal, as in the tests.
-export { removeTree } from "../../test/helpers/tmp.js";
+export { removeTree } from "../lib/remove-tree.js";
 
 export interface BenchApp {
   /** Also the project name and the last part of the image repository. */

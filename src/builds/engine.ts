@@ -9,11 +9,11 @@ import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath } from "../fastpath/fast-path.js";
 import type { GitCache } from "../git/cache.js";
 import type { LogStore } from "../logs/log-store.js";
-import { SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-args.js";
+import { SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
 import type { Podman } from "../podman/podman.js";
 import { killContainersUnder } from "../podman/runc.js";
 import { killProcessesWithEnv } from "../process/orphans.js";
-import { newBuildId } from "../util/ids.js";
+import { newId } from "../util/ids.js";
 import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { BuildSpec } from "../validate/build-request.js";
 import { ActiveBuild, StopSignal, type StopRequest } from "./active-build.js";
@@ -139,7 +139,7 @@ export class BuildEngine {
     if (this.closing) throw new KilnError("unavailable", "kilnd is shutting down");
     const now = Date.now();
     const record = create(BuildSchema, {
-      id: newBuildId(now),
+      id: newId(now),
       project: spec.project,
       state: BuildState.QUEUED,
       phase: Phase.FETCH,

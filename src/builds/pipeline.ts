@@ -9,7 +9,7 @@ import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
 import type { GitCache } from "../git/cache.js";
 import { gitEnv } from "../git/env.js";
-import { buildCommand, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-args.js";
+import { buildCommand, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
 import type { Podman } from "../podman/podman.js";
 import { kilnLabels } from "../podman/kiln-labels.js";
 import { planLabels } from "../podman/labels.js";

@@ -8,7 +8,6 @@ export interface IdleTracker {
   interceptor: Interceptor;
   /** Stops the clock (shutdown). */
   stop(): void;
-  readonly inFlight: number;
 }
 
 const PASSIVE_SERVICES = new Set(["grpc.health.v1.Health"]);
@@ -55,8 +54,5 @@ export function createIdleTracker(opts: { timeoutMs: number; busy: () => boolean
   return {
     interceptor,
     stop: () => clearInterval(timer),
-    get inFlight() {
-      return inFlight;
-    },
   };
 }

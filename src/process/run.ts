@@ -24,9 +24,7 @@ export interface RunResult {
 }
 
 export interface RunningProcess {
-  readonly pid: number | undefined;
   readonly result: Promise<RunResult>;
-  readonly exited: boolean;
   /** Stops the whole process group: SIGTERM, then SIGKILL after graceMs. */
   stop(graceMs: number): Promise<void>;
 }
@@ -76,9 +74,7 @@ export async function run(file: string, args: readonly string[], opts: RunOption
   follow(child.stdout, "stdout");
   follow(child.stderr, "stderr");
 
-  let exited = false;
   const result: Promise<RunResult> = child.then(async (r) => {
-    exited = true;
     await Promise.all(reading);
     const out: RunResult = { exitCode: r.exitCode ?? -1, stderrTail, stdout };
     if (r.signal) out.signal = r.signal;
@@ -99,13 +95,7 @@ export async function run(file: string, args: readonly string[], opts: RunOption
   };
 
   return {
-    get pid() {
-      return child.pid;
-    },
     result,
-    get exited() {
-      return exited;
-    },
     async stop(graceMs) {
       signalGroup("SIGTERM");
       const timer = new Promise<"timeout">((res) => setTimeout(res, graceMs, "timeout").unref());

@@ -7,9 +7,9 @@ import type { Logger } from "pino";
 import { DeploymentSchema, DeploymentState, DeploymentTimesSchema, type Deployment } from "../gen/kiln/v1/scheduler_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
 import { MessageStore } from "../store/message-store.js";
-import { newBuildId } from "../util/ids.js";
+import { newId } from "../util/ids.js";
 import { timestampFromMs } from "../util/time.js";
-import type { ProjectConfig, SchedulerConfig } from "./config.js";
+import type { SchedulerConfig } from "./config.js";
 import { DeploymentEvents } from "./deployment-events.js";
 import type { MachineDriver } from "./drivers/driver.js";
 import { createFlyDriver } from "./drivers/fly.js";
@@ -77,7 +77,7 @@ export class Scheduler {
     if (!COMMIT_PATTERN.test(commit)) throw new KilnError("invalid_argument", `commit: ${JSON.stringify(commit.slice(0, 80))} is not a full commit SHA (40 or 64 hex digits)`);
     const now = Date.now();
     const d = create(DeploymentSchema, {
-      id: newBuildId(now),
+      id: newId(now),
       project,
       commit,
       state: DeploymentState.QUEUED,
@@ -133,10 +133,6 @@ export class Scheduler {
 
   list(project: string | undefined, limit: number): Deployment[] {
     return this.store.list(project, limit);
-  }
-
-  projects(): ProjectConfig[] {
-    return this.cfg.projects;
   }
 
   /** Waits until every worker is idle and its machine asleep (tests). */

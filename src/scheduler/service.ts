@@ -4,14 +4,14 @@ import type { ServiceImpl } from "@connectrpc/connect";
 import { LogLineSchema, LogStream } from "../gen/kiln/v1/builder_pb.js";
 import { SchedulerService } from "../gen/kiln/v1/scheduler_pb.js";
 import { invalidArgument } from "../errors/kiln-error.js";
-import { BUILD_ID_PATTERN } from "../util/ids.js";
+import { ID_PATTERN } from "../util/ids.js";
 import { checkProject } from "../validate/build-request.js";
 import { isFinal } from "./deployment-events.js";
 import type { Scheduler } from "./scheduler.js";
 
 function checkId(id: string): string {
   if (!id) throw invalidArgument("deployment_id", "is required");
-  if (!BUILD_ID_PATTERN.test(id)) throw invalidArgument("deployment_id", `${JSON.stringify(id.slice(0, 80))} is not a deployment id`);
+  if (!ID_PATTERN.test(id)) throw invalidArgument("deployment_id", `${JSON.stringify(id.slice(0, 80))} is not a deployment id`);
   return id;
 }
 

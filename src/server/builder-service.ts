@@ -15,7 +15,7 @@ import type { StorageContents } from "../storage/disk-usage.js";
 import type { VolumeKeeper } from "../storage/volume-keeper.js";
 import type { LogEntry } from "../logs/build-log.js";
 import type { LogStore } from "../logs/log-store.js";
-import { BUILD_ID_PATTERN } from "../util/ids.js";
+import { ID_PATTERN } from "../util/ids.js";
 import { durationFromMs, timestampFromMs } from "../util/time.js";
 import { checkProject, validateBuildRequest } from "../validate/build-request.js";
 
@@ -37,7 +37,7 @@ export interface BuilderServiceDeps {
 
 function checkBuildId(id: string): string {
   if (!id) throw invalidArgument("build_id", "is required");
-  if (!BUILD_ID_PATTERN.test(id)) throw invalidArgument("build_id", `${JSON.stringify(id.slice(0, 80))} is not a build id`);
+  if (!ID_PATTERN.test(id)) throw invalidArgument("build_id", `${JSON.stringify(id.slice(0, 80))} is not a build id`);
   return id;
 }
 

@@ -38,11 +38,6 @@ export class VolumeKeeper {
 
   constructor(private readonly o: KeeperOptions) {}
 
-  /** The environment podman runs in with kilnd's storage. */
-  env(): Record<string, string> {
-    return this.o.env();
-  }
-
   get keepBuilds(): number {
     return this.o.keepBuilds;
   }

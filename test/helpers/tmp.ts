@@ -1,7 +1,5 @@
-// Temporary directories for tests, and their removal: container storage leaves overlay mounts
-// under a data directory, which must be unmounted (deepest first) before it can be deleted.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+// Temporary directories for tests, and their removal (bench/lib/remove-tree.ts: overlay mounts first).
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -9,24 +7,4 @@ export function tempDir(prefix: string): string {
   return mkdtempSync(join(tmpdir(), `kiln-test-${prefix}-`));
 }
 
-/** Unmounts everything mounted at or below dir, deepest first. */
-export function unmountBelow(dir: string): void {
-  const mounts = readFileSync("/proc/mounts", "utf8")
-    .split("\n")
-    .map((l) => l.split(" ")[1] ?? "")
-    .filter((m) => m === dir || m.startsWith(`${dir}/`))
-    .sort()
-    .reverse();
-  for (const m of mounts) {
-    try {
-      execFileSync("umount", ["-l", m]);
-    } catch {
-      // already gone
-    }
-  }
-}
-
-export function removeTree(dir: string): void {
-  unmountBelow(dir);
-  rmSync(dir, { recursive: true, force: true });
-}
+export { removeTree, unmountBelow } from "../../bench/lib/remove-tree.js";

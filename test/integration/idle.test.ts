@@ -10,7 +10,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { clientFor, startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
-import { stalledLogReader } from "../helpers/stalled-reader.js";
+import { stalledLogReader } from "../../bench/lib/stalled-reader.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 import { freePort, waitFor } from "../helpers/wait.js";
 

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { buildCommand } from "../../src/podman/build-args.js";
+import { buildCommand } from "../../src/podman/build-command.js";
 import { planLabels } from "../../src/podman/labels.js";
 import { createStepCounter } from "../../src/podman/step-counter.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
