@@ -1,7 +1,8 @@
 // A build while it is alive: its record, its log, the process it is running, and how to stop it.
 import { KilnError } from "../errors/kiln-error.js";
-import type { Build } from "../gen/kiln/v1/builder_pb.js";
-import { LogStream, Phase } from "../gen/kiln/v1/builder_pb.js";
+import { create } from "@bufbuild/protobuf";
+import { BuildState, LogStream, Phase, PhaseDurationsSchema, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { BuildLog } from "../logs/build-log.js";
 import type { RunningProcess } from "../process/run.js";
 import type { BuildSpec } from "../validate/build-request.js";
@@ -47,6 +48,22 @@ export class ActiveBuild {
 
   enter(phase: Phase): void {
     this.record.phase = phase;
+  }
+
+  /** It holds a build slot: RUNNING from now. */
+  markRunning(now = Date.now()): void {
+    this.record.state = BuildState.RUNNING;
+    this.record.startTime = timestampFromMs(now);
+  }
+
+  /** The end: state, error, finish time and total duration, written once, here. */
+  finish(state: BuildState.SUCCEEDED | BuildState.FAILED | BuildState.CANCELLED, error: string, now = Date.now()): void {
+    const rec = this.record;
+    rec.state = state;
+    rec.error = error;
+    rec.finishTime = timestampFromMs(now);
+    rec.durations ??= create(PhaseDurationsSchema);
+    rec.durations.total = durationFromMs(now - (msFromTimestamp(rec.createTime) ?? now));
   }
 
   say(text: string): void {

@@ -1,6 +1,6 @@
 // The build engine: accepts builds, keeps one build per project (a newer one supersedes the
 // running one), bounds how many run at once, cancels, and recovers after a restart.
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { clone, create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
@@ -11,15 +11,14 @@ import type { GitCache } from "../git/cache.js";
 import type { LogStore } from "../logs/log-store.js";
 import { SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
 import type { Podman } from "../podman/podman.js";
-import { killContainersUnder } from "../podman/runc.js";
-import { killProcessesWithEnv } from "../process/orphans.js";
 import { newId } from "../util/ids.js";
-import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
+import { msFromDuration, timestampFromMs } from "../util/time.js";
 import type { BuildSpec } from "../validate/build-request.js";
 import { ActiveBuild, StopSignal, type StopRequest } from "./active-build.js";
 import { createMasker } from "../secrets/masker.js";
 import type { BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { runPipeline } from "./pipeline.js";
+import { killBuildProcesses, recoverInterrupted } from "./stop.js";
 import type { MessageStore } from "../store/message-store.js";
 import { createSlots } from "./slots.js";
 
@@ -46,6 +45,17 @@ export interface EngineOptions {
   /** Told when a build ends (metrics). */
   onFinished?: (b: Build) => void;
   housekeeping?: Housekeeping;
+  /** The engine's collaborators that touch git, podman and the volume; replaced in unit tests. */
+  seams?: Partial<EngineSeams>;
+}
+
+export interface EngineSeams {
+  /** Runs one build: fetch, slot, build, push (pipeline.ts). Resolves a.accepted once fetched. */
+  pipeline: typeof runPipeline;
+  /** Start-up recovery after a killed kilnd (stop.ts). */
+  recover: () => Promise<void>;
+  /** Ends a build's processes; true when podman was running (stop.ts). */
+  kill: (a: ActiveBuild) => Promise<boolean>;
 }
 
 /** Volume care around builds (storage/volume-keeper.ts). */
@@ -61,10 +71,6 @@ export interface Housekeeping {
 const TERMINAL = new Set([BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED]);
 export const isTerminal = (s: BuildState) => TERMINAL.has(s);
 
-// How long a stopped process gets to exit on SIGTERM before SIGKILL: the whole stop stays under 2 s.
-const PODMAN_EXIT_MS = 800;
-const PODMAN_GRACE_MS = 500;
-const GIT_GRACE_MS = 300;
 
 export class BuildEngine {
   private readonly active = new Map<string, ActiveBuild>();
@@ -77,15 +83,23 @@ export class BuildEngine {
   private ready: Promise<void> | undefined;
   private closing = false;
 
+  private readonly seams: EngineSeams;
+
   constructor(private readonly o: EngineOptions) {
     this.slots = createSlots(o.maxConcurrentBuilds);
     this.tmpRoot = join(o.dataDir, "tmp");
     this.insecure = new Set(o.insecureRegistries);
+    this.seams = {
+      pipeline: runPipeline,
+      recover: () => recoverInterrupted({ records: o.records, podman: o.podman, secretRoot: o.secrets.root, tmpRoot: this.tmpRoot, logger: o.logger }),
+      kill: (a) => killBuildProcesses(a, o.podman),
+      ...o.seams,
+    };
   }
 
   /** Loads the records and repairs what a killed kilnd left behind. Builds wait for it. */
   start(): Promise<void> {
-    this.ready ??= this.recover();
+    this.ready ??= this.seams.recover();
     return this.ready;
   }
 
@@ -190,27 +204,12 @@ export class BuildEngine {
       a.stop = req;
       a.abort.abort(new StopSignal(req.reason));
       a.say(`stopping: ${req.reason}`);
-      a.killed = this.killProcess(a).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot stop the build's processes"));
+      a.killed = this.seams.kill(a).then(
+        (podmanStopped) => void (podmanStopped && (this.sweepPending = true)),
+        (err) => this.o.logger.error({ err, build: a.id }, "cannot stop the build's processes"),
+      );
     }
     await a.done.promise;
-  }
-
-  private async killProcess(a: ActiveBuild): Promise<void> {
-    const p = a.proc;
-    if (!p) return;
-    if (p.kind === "podman") {
-      // RUN steps run outside podman's process tree: end them first, so podman exits and
-      // removes its working containers itself; signal it only if it does not, and then make
-      // sure of anything left (a sweep of working containers follows when no build runs).
-      this.sweepPending = true;
-      const env = this.o.podman.env();
-      await killContainersUnder(a.tmpDir, env, false);
-      const exitedAlone = await Promise.race([p.run.result.then(() => true), delay(PODMAN_EXIT_MS, false)]);
-      if (!exitedAlone) await p.run.stop(PODMAN_GRACE_MS);
-      await killContainersUnder(a.tmpDir, env, true);
-    } else {
-      await p.run.stop(GIT_GRACE_MS);
-    }
   }
 
   private async drive(a: ActiveBuild, previous: ActiveBuild | undefined): Promise<void> {
@@ -219,7 +218,7 @@ export class BuildEngine {
       // One build per project: the superseded one must be gone before this one touches the
       // project's git cache and checkout.
       if (previous) await raceAbort(previous.done.promise, a.abort.signal);
-      await runPipeline(a, {
+      await this.seams.pipeline(a, {
         git: this.o.git,
         podman: this.o.podman,
         ...(this.o.fastPath ? { fastPath: this.o.fastPath } : {}),
@@ -237,33 +236,28 @@ export class BuildEngine {
         },
         onNoSpace: async () => (await this.o.housekeeping?.onNoSpace()) ?? false,
       });
-      rec.state = BuildState.SUCCEEDED;
-      a.say(`succeeded in ${Date.now() - (msFromTimestamp(rec.createTime) ?? Date.now())} ms`);
+      a.finish(BuildState.SUCCEEDED, "");
+      a.say(`succeeded in ${msFromDuration(rec.durations?.total)} ms`);
     } catch (e) {
       if (a.stop) {
-        rec.state = a.stop.asFailure ? BuildState.FAILED : BuildState.CANCELLED;
-        rec.error = a.stop.reason;
+        a.finish(a.stop.asFailure ? BuildState.FAILED : BuildState.CANCELLED, a.stop.reason);
       } else {
-        rec.state = BuildState.FAILED;
         // A failed buildah can leave its working container (and its mount) behind.
         this.sweepPending = true;
         if (e instanceof KilnError) {
-          rec.error = a.masker.mask(e.message);
-          a.accepted.reject(rec.error === e.message ? e : new KilnError(e.code, rec.error));
+          const error = a.masker.mask(e.message);
+          a.finish(BuildState.FAILED, error);
+          a.accepted.reject(error === e.message ? e : new KilnError(e.code, error));
         } else {
           const err = e instanceof Error ? { type: e.name, message: a.masker.mask(e.message), stack: a.masker.mask(e.stack ?? "") } : a.masker.mask(String(e));
           this.o.logger.error({ err, build: a.id }, "build failed on an internal error");
-          rec.error = "internal error (see kilnd's log)";
+          a.finish(BuildState.FAILED, "internal error (see kilnd's log)");
           a.accepted.reject(new KilnError("internal", rec.error));
         }
       }
       a.say(`${BuildState[rec.state]!.toLowerCase()}: ${rec.error}`);
     } finally {
       a.accepted.resolve();
-      const now = Date.now();
-      rec.finishTime = timestampFromMs(now);
-      rec.durations ??= create(PhaseDurationsSchema);
-      rec.durations.total = durationFromMs(now - (msFromTimestamp(rec.createTime) ?? now));
       await this.o.records.save(rec).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot save build record"));
       await this.o.logs.finish(a.id);
       await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
@@ -307,39 +301,12 @@ export class BuildEngine {
     this.sweepPending = false;
     await this.o.podman.removeWorkingContainers();
   }
-
-  private async recover(): Promise<void> {
-    await mkdir(this.tmpRoot, { recursive: true });
-    const all = await this.o.records.load((file, err) => this.o.logger.warn({ file, err }, "skipping an unreadable build record"));
-    const interrupted = all.filter((b) => !isTerminal(b.state));
-    const now = Date.now();
-    for (const b of interrupted) {
-      b.state = BuildState.FAILED;
-      b.error = "interrupted: kilnd restarted";
-      b.finishTime = timestampFromMs(now);
-      await this.o.records.save(b);
-      this.o.logger.warn({ build: b.id, project: b.project }, "build was interrupted by a restart");
-    }
-    // Whatever a killed kilnd was running is an orphan now: secret files, RUN containers, working containers, temp files.
-    const secretDirs = await this.o.secrets.root.sweep();
-    if (secretDirs > 0) this.o.logger.warn({ builds: secretDirs }, "removed the secret files of builds a killed kilnd left behind");
-    const leftovers = await readdir(this.tmpRoot);
-    if (leftovers.length > 0 || interrupted.length > 0) {
-      const env = this.o.podman.env();
-      const orphans = await killProcessesWithEnv("CONTAINERS_STORAGE_CONF", env.CONTAINERS_STORAGE_CONF!);
-      await killContainersUnder(this.tmpRoot, env, true);
-      this.o.logger.warn({ interrupted: interrupted.length, orphans }, "cleaned up after an interrupted kilnd");
-      await this.o.podman.removeWorkingContainers();
-      await Promise.all(leftovers.map((d) => rm(join(this.tmpRoot, d), { recursive: true, force: true })));
-    }
-  }
 }
 
 function snapshot(a: ActiveBuild): Build {
   return clone(BuildSchema, a.record);
 }
 
-const delay = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(r, ms, value).unref());
 
 function raceAbort(p: Promise<void>, signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.reject(signal.reason);

@@ -3,7 +3,7 @@
 import { mkdir, readFile, stat, symlink } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
-import { BaseImageSchema, BuildState, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
+import { BaseImageSchema, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
@@ -15,7 +15,7 @@ import { kilnLabels } from "../podman/kiln-labels.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
-import { durationFromMs, msFromDuration, timestampFromMs } from "../util/time.js";
+import { durationFromMs, msFromDuration } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { authRefusal, registryRefusal } from "../registry/refusal.js";
@@ -71,7 +71,6 @@ export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<v
 }
 
 async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets): Promise<void> {
-  const t0 = Date.now();
   const rec = a.record;
   const durations = (rec.durations ??= create(PhaseDurationsSchema));
 
@@ -93,8 +92,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
   const release = await deps.slots.acquire(a.abort.signal);
   try {
     if (a.abort.signal.aborted) throw new StopSignal();
-    rec.state = BuildState.RUNNING;
-    rec.startTime = timestampFromMs(Date.now());
+    a.markRunning();
     a.enter(Phase.BUILD);
     await deps.save(a);
 
@@ -114,7 +112,6 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     const registry = a.spec.image.registry;
     const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, bases, { checkout, contextDir, containerfile, labels }) : undefined;
     if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
-      durations.total = durationFromMs(Date.now() - t0);
       return;
     }
     await deps.beforeBuild();
@@ -200,7 +197,6 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       }
     }
     if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");
-    durations.total = durationFromMs(Date.now() - t0);
   } finally {
     release();
   }

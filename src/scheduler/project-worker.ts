@@ -23,7 +23,6 @@ const RECONNECT_ATTEMPTS = 6;
 const INTERRUPTED_RETRIES = 1;
 const ASLEEP_TIMEOUT_MS = 60_000;
 
-
 export interface WorkerDeps {
   project: ProjectConfig;
   driver: MachineDriver;
@@ -31,6 +30,8 @@ export interface WorkerDeps {
   events: DeploymentEvents;
   logger: Logger;
   backoffMs?: number;
+  /** kilnd's API at a machine's URL: the real client, or a stand-in in unit tests. */
+  connect?: (url: string) => Kilnd;
 }
 
 /** kilnd went away (connection refused or reset, stream cut): worth waking again. */
@@ -66,12 +67,15 @@ export class ProjectWorker {
     if (this.pending) void this.supersede(this.pending, dep.id);
     this.pending = dep;
     const cur = this.current;
-    if (cur && cur.state === DeploymentState.BUILDING && cur.buildId && this.kilnd) {
-      cur.supersededBy = dep.id;
-      const client = this.kilnd.client;
-      void client.cancel({ buildId: cur.buildId }).catch((err) => this.d.logger.warn({ err, build: cur.buildId }, "cannot cancel the superseded build"));
-    }
+    if (cur && cur.state === DeploymentState.BUILDING && cur.buildId) this.cancelFor(cur, dep);
     if (!this.running) void this.loop();
+  }
+
+  /** Cancels the deployment's build on kilnd: by is the deployment that supersedes it. */
+  private cancelFor(cur: Deployment, by: Deployment): void {
+    if (!this.kilnd) return;
+    cur.supersededBy = by.id;
+    void this.kilnd.client.cancel({ buildId: cur.buildId }).catch((err) => this.d.logger.warn({ err, build: cur.buildId }, "cannot cancel the superseded build"));
   }
 
   /** Resolves once the worker has nothing to do and the machine is asleep (tests, shutdown). */
@@ -139,6 +143,8 @@ export class ProjectWorker {
         dep.times!.buildStarted = timestampFromMs(Date.now());
       }
       await this.update(dep, { state: DeploymentState.BUILDING, buildId: build.id, image: build.image });
+      // A commit that came while the build was being asked for found no build id to cancel.
+      if (this.pending && !dep.supersededBy) this.cancelFor(dep, this.pending);
 
       const final = await this.follow(dep, build);
       if (!final) return this.finish(dep, DeploymentState.FAILED, "lost kilnd and could not reach it again");
@@ -274,6 +280,7 @@ export class ProjectWorker {
   }
 
   private client(url: string): Kilnd {
+    if (this.d.connect) return this.d.connect(url);
     const file = this.d.project.kilndTokenFile;
     return kilndClient(url, file ? tokenFile(file) : undefined);
   }

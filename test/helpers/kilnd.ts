@@ -18,8 +18,10 @@ export interface TestKilnd {
   /** SIGTERM and wait for the exit code. */
   stop(): Promise<number | null>;
   kill9(): Promise<void>;
-  /** Polls GetBuild until the build is in a final state. */
+  /** The build's final record: the last message of a StreamLogs that follows it (no polling). */
   waitDone(id: string, timeoutMs?: number): Promise<Build>;
+  /** Resolves once kilnd's own output (its JSON log) matches. */
+  waitOutput(re: RegExp, timeoutMs?: number): Promise<void>;
   /** Builds one commit of a repository and waits for the build's end. */
   buildCommit(o: { project: string; url: string; commit: string; image: string; context?: string }): Promise<Build>;
 }
@@ -79,17 +81,34 @@ export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
       await exited;
     },
     async waitDone(id, timeoutMs = 120_000) {
-      let b: Build | undefined;
-      await waitFor(
-        async () => {
-          b = (await client.getBuild({ buildId: id })).build;
-          return b !== undefined && b.state !== BuildState.QUEUED && b.state !== BuildState.RUNNING;
-        },
-        timeoutMs,
-        `build ${id} to end`,
-        50,
-      );
-      return b!;
+      const signal = AbortSignal.timeout(timeoutMs);
+      // Past every line: the stream waits for the log to close, then sends the final record.
+      for await (const m of client.streamLogs({ buildId: id, follow: true, afterSeq: BigInt(Number.MAX_SAFE_INTEGER) }, { signal })) {
+        if (m.event.case === "build" && m.event.value.state !== BuildState.QUEUED && m.event.value.state !== BuildState.RUNNING) return m.event.value;
+      }
+      throw new Error(`build ${id}: its log stream ended without a final record`);
+    },
+    waitOutput(re, timeoutMs = 120_000) {
+      if (re.test(out)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const t = setTimeout(() => {
+          cleanup();
+          reject(new Error(`kilnd did not print ${re} within ${timeoutMs} ms:\n${out.slice(-2000)}`));
+        }, timeoutMs);
+        const check = () => {
+          if (!re.test(out)) return;
+          cleanup();
+          resolve();
+        };
+        const cleanup = () => {
+          clearTimeout(t);
+          proc.stdout!.off("data", check);
+          proc.stderr!.off("data", check);
+        };
+        // After the listeners above that append to out.
+        proc.stdout!.on("data", check);
+        proc.stderr!.on("data", check);
+      });
     },
     async buildCommit(o) {
       const { build: b } = await client.build({

@@ -55,9 +55,12 @@ describe("idle exit", () => {
   test("a build longer than the idle timeout holds kilnd awake; once it ends kilnd exits 0", async () => {
     const k = await start([]);
     const b = await build(k);
-    const done = await k.waitDone(b.id, 120_000);
-    assert.equal(done.state, BuildState.SUCCEEDED, done.error);
-    // It was alive to answer that the build ended, 4+ s after the build began.
+    // Nothing asks kilnd anything while the build runs (a call would count as activity): its
+    // own log says how the build ended, 4+ s into a 2 s idle timeout. Had the build not held it
+    // awake, kilnd would have stopped it on the way out, and the build would have ended FAILED.
+    await k.waitOutput(new RegExp(`"build":"${b.id}".*"state":"[A-Z]+".*"msg":"build finished"`));
+    assert.match(k.output(), new RegExp(`"build":"${b.id}".*"state":"SUCCEEDED".*"msg":"build finished"`));
+    assert.doesNotMatch(k.output(), /"msg":"kilnd stopping"[\s\S]*"msg":"build finished"/, "the build finished before kilnd began to stop");
     const code = await Promise.race([k.exited, delay(20_000)]);
     assert.equal(code, 0);
     assert.match(k.output(), /"reason":"idle"/);

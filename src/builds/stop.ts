@@ -1,0 +1,81 @@
+// Where kilnd stops builds' processes, and cleans up after those a killed kilnd could not stop:
+// "where does cancel kill the process tree" is answered here.
+import { mkdir, readdir, rm } from "node:fs/promises";
+import { join } from "node:path";
+import type { Logger } from "pino";
+import { BuildSchema, BuildState } from "../gen/kiln/v1/builder_pb.js";
+import type { Podman } from "../podman/podman.js";
+import { killContainersUnder } from "../podman/runc.js";
+import { killProcessesWithEnv } from "../process/orphans.js";
+import type { SecretRoot } from "../secrets/secret-dir.js";
+import type { MessageStore } from "../store/message-store.js";
+import { timestampFromMs } from "../util/time.js";
+import type { ActiveBuild } from "./active-build.js";
+
+// How long a stopped process gets to exit on SIGTERM before SIGKILL: the whole stop stays under 2 s.
+const PODMAN_EXIT_MS = 800;
+const PODMAN_GRACE_MS = 500;
+const GIT_GRACE_MS = 300;
+
+/**
+ * Ends the process the build is running and everything it started. Returns true when podman was
+ * running: its working containers may be left, for a sweep once no build runs.
+ */
+export async function killBuildProcesses(a: ActiveBuild, podman: Podman): Promise<boolean> {
+  const p = a.proc;
+  if (!p) return false;
+  if (p.kind === "git") {
+    await p.run.stop(GIT_GRACE_MS);
+    return false;
+  }
+  // RUN steps run outside podman's process tree: end them first, so podman exits and removes
+  // its working containers itself; signal it only if it does not, and then make sure of
+  // anything left.
+  const env = podman.env();
+  await killContainersUnder(a.tmpDir, env, false);
+  const exitedAlone = await Promise.race([p.run.result.then(() => true), delay(PODMAN_EXIT_MS, false)]);
+  if (!exitedAlone) await p.run.stop(PODMAN_GRACE_MS);
+  await killContainersUnder(a.tmpDir, env, true);
+  return true;
+}
+
+export interface RecoveryDeps {
+  records: MessageStore<typeof BuildSchema>;
+  podman: Podman;
+  secretRoot: SecretRoot;
+  tmpRoot: string;
+  logger: Logger;
+}
+
+/**
+ * At start: builds a killed kilnd left QUEUED or RUNNING end FAILED "interrupted", and whatever it
+ * was running is an orphan now (processes with kiln's storage configuration, RUN containers,
+ * working containers, secret files, temp files): all of it goes.
+ */
+export async function recoverInterrupted(d: RecoveryDeps): Promise<void> {
+  await mkdir(d.tmpRoot, { recursive: true });
+  const all = await d.records.load((file, err) => d.logger.warn({ file, err }, "skipping an unreadable build record"));
+  const ended = new Set([BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED]);
+  const interrupted = all.filter((b) => !ended.has(b.state));
+  const now = Date.now();
+  for (const b of interrupted) {
+    b.state = BuildState.FAILED;
+    b.error = "interrupted: kilnd restarted";
+    b.finishTime = timestampFromMs(now);
+    await d.records.save(b);
+    d.logger.warn({ build: b.id, project: b.project }, "build was interrupted by a restart");
+  }
+  const secretDirs = await d.secretRoot.sweep();
+  if (secretDirs > 0) d.logger.warn({ builds: secretDirs }, "removed the secret files of builds a killed kilnd left behind");
+  const leftovers = await readdir(d.tmpRoot);
+  if (leftovers.length > 0 || interrupted.length > 0) {
+    const env = d.podman.env();
+    const orphans = await killProcessesWithEnv("CONTAINERS_STORAGE_CONF", env.CONTAINERS_STORAGE_CONF!);
+    await killContainersUnder(d.tmpRoot, env, true);
+    d.logger.warn({ interrupted: interrupted.length, orphans }, "cleaned up after an interrupted kilnd");
+    await d.podman.removeWorkingContainers();
+    await Promise.all(leftovers.map((x) => rm(join(d.tmpRoot, x), { recursive: true, force: true })));
+  }
+}
+
+const delay = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(r, ms, value).unref());
