@@ -66,6 +66,43 @@ const str = (o: Json, k: string, where: string, dflt?: string): string => {
   return v;
 };
 
+/** As strict as kilnd's flags: a key the scheduler does not know is a mistake, said by name. */
+function onlyKeys(o: unknown, allowed: readonly string[], where: string): Json {
+  if (typeof o !== "object" || o === null || Array.isArray(o)) throw usageError(`${where}: an object is required`);
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) throw usageError(`${where}.${k}: not a setting (known: ${allowed.join(", ")})`);
+  return o as Json;
+}
+
+const optStr = (o: Json, k: string, where: string): string | undefined => {
+  const v = o[k];
+  if (v === undefined) return undefined;
+  if (typeof v !== "string") throw usageError(`${where}.${k}: a string is required`);
+  return v;
+};
+
+function intIn(o: Json, k: string, where: string, dflt: number, min: number, max: number): number {
+  const v = o[k] ?? dflt;
+  if (typeof v !== "number" || !Number.isInteger(v) || v < min || v > max) throw usageError(`${where}.${k}: a whole number from ${min} to ${max} is required`);
+  return v;
+}
+
+function stringMap(o: Json, k: string, where: string): Record<string, string> {
+  const v = o[k] ?? {};
+  if (typeof v !== "object" || v === null || Array.isArray(v) || Object.values(v).some((x) => typeof x !== "string")) throw usageError(`${where}.${k}: an object of strings is required`);
+  return v as Record<string, string>;
+}
+
+function hostList(o: Json, k: string, where: string): string[] {
+  const v = o[k] ?? [];
+  if (!Array.isArray(v) || v.some((x) => typeof x !== "string" || !/^[A-Za-z0-9.-]+(:\d{1,5})?$|^\[[0-9a-fA-F:]+\](:\d{1,5})?$/.test(x))) throw usageError(`${where}.${k}: a list of HOST[:PORT] is required`);
+  return v as string[];
+}
+
+const TOP_KEYS = ["listen", "data", "webhookSecretFile", "tokenFile", "projects"];
+const PROJECT_KEYS = ["name", "git", "github", "branch", "containerfile", "context", "image", "buildArgs", "secrets", "registryCredentials", "gitCredentials", "githubApp", "kilndTokenFile", "machine"];
+const LOCAL_KEYS = ["driver", "data", "idleTimeout", "insecureRegistries", "port"];
+const FLY_KEYS = ["driver", "apiUrl", "app", "machineId", "apiTokenFile", "kilndUrl"];
+
 function githubName(git: string): string {
   // https://github.com/acme/gw.git, git@github.com:acme/gw.git -> acme/gw
   const m = /[/:]([^/:]+\/[^/]+?)(?:\.git)?\/?$/.exec(git);
@@ -75,20 +112,22 @@ function githubName(git: string): string {
 export function loadSchedulerConfig(file: string): SchedulerConfig {
   const base = dirname(resolve(file));
   const path = (p: string) => resolve(base, p);
-  let raw: Json;
+  let parsed: unknown;
   try {
-    raw = JSON.parse(readFileSync(file, "utf8")) as Json;
+    parsed = JSON.parse(readFileSync(file, "utf8"));
   } catch (e) {
     throw usageError(`${file}: ${(e as Error).message}`);
   }
+  const raw = onlyKeys(parsed, TOP_KEYS, "config");
   const projects = raw.projects;
   if (!Array.isArray(projects) || projects.length === 0) throw usageError("projects: at least one project is required");
   const seen = new Set<string>();
   const cfg: SchedulerConfig = {
     listen: checkListen(str(raw, "listen", "config", "127.0.0.1:5460")),
     data: path(str(raw, "data", "config")),
-    projects: projects.map((p: Json, i: number) => {
+    projects: projects.map((raw: unknown, i: number) => {
       const where = `projects[${i}]`;
+      const p = onlyKeys(raw, PROJECT_KEYS, where);
       const name = checkProject(str(p, "name", where), `${where}.name`);
       if (seen.has(name)) throw usageError(`${where}.name: ${name} is configured twice`);
       seen.add(name);
@@ -96,7 +135,7 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
       parseGitUrl(git, `${where}.git`);
       const image = str(p, "image", where);
       parseImageRepo(image, `${where}.image`);
-      const m = (p.machine ?? {}) as Json;
+      const m = onlyKeys(p.machine ?? {}, (p.machine as Json | undefined)?.driver === "fly" ? FLY_KEYS : LOCAL_KEYS, `${where}.machine`);
       const machine: LocalMachineConfig | FlyMachineConfig =
         m.driver === "fly"
           ? {
@@ -110,29 +149,32 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
           : {
               driver: "local",
               data: path(str(m, "data", `${where}.machine`, `kilnd-${name}`)),
-              idleTimeout: Number(m.idleTimeout ?? 300),
-              insecureRegistries: (m.insecureRegistries as string[] | undefined) ?? [],
-              port: Number(m.port ?? 0),
+              idleTimeout: intIn(m, "idleTimeout", `${where}.machine`, 300, 0, 7 * 24 * 3600),
+              insecureRegistries: hostList(m, "insecureRegistries", `${where}.machine`),
+              port: intIn(m, "port", `${where}.machine`, 0, 0, 65535),
             };
       if (m.driver !== undefined && m.driver !== "local" && m.driver !== "fly") throw usageError(`${where}.machine.driver: "local" or "fly"`);
       const project: ProjectConfig = {
         name,
         git,
-        github: typeof p.github === "string" ? p.github : githubName(git),
+        github: optStr(p, "github", where) ?? githubName(git),
         branch: str(p, "branch", where, "main"),
-        containerfile: typeof p.containerfile === "string" ? p.containerfile : "",
-        context: typeof p.context === "string" ? p.context : ".",
+        containerfile: optStr(p, "containerfile", where) ?? "",
+        context: optStr(p, "context", where) ?? ".",
         image,
-        buildArgs: (p.buildArgs as Record<string, string> | undefined) ?? {},
+        buildArgs: stringMap(p, "buildArgs", where),
         ...credentialsConfig(p, where, path),
         machine,
       };
-      if (typeof p.kilndTokenFile === "string") project.kilndTokenFile = path(p.kilndTokenFile);
+      const kilndTokenFile = optStr(p, "kilndTokenFile", where);
+      if (kilndTokenFile) project.kilndTokenFile = path(kilndTokenFile);
       return project;
     }),
   };
-  if (typeof raw.webhookSecretFile === "string") cfg.webhookSecretFile = path(raw.webhookSecretFile);
-  if (typeof raw.tokenFile === "string") cfg.tokenFile = path(raw.tokenFile);
+  const webhookSecretFile = optStr(raw, "webhookSecretFile", "config");
+  if (webhookSecretFile) cfg.webhookSecretFile = path(webhookSecretFile);
+  const tokenFile = optStr(raw, "tokenFile", "config");
+  if (tokenFile) cfg.tokenFile = path(tokenFile);
   return cfg;
 }
 
@@ -146,20 +188,20 @@ function credentialsConfig(p: Json, where: string, path: (p: string) => string):
     if (typeof file !== "string" || !file) throw usageError(`${where}.secrets.${id}: {"file": PATH} is required (values are never written in the config)`);
     secretFiles[id] = path(file);
   }
-  const creds = (p.registryCredentials ?? []) as Json[];
+  const creds = (p.registryCredentials ?? []) as unknown[];
   if (!Array.isArray(creds)) throw usageError(`${where}.registryCredentials: a list is required`);
-  const registryCredentials = creds.map((c, i) => ({
+  const registryCredentials = creds.map((raw, i) => onlyKeys(raw, ["registry", "username", "passwordFile"], `${where}.registryCredentials[${i}]`)).map((c, i) => ({
     registry: str(c, "registry", `${where}.registryCredentials[${i}]`),
     username: str(c, "username", `${where}.registryCredentials[${i}]`),
     passwordFile: path(str(c, "passwordFile", `${where}.registryCredentials[${i}]`)),
   }));
   const out: Pick<ProjectConfig, "secretFiles" | "registryCredentials" | "gitCredentials" | "githubApp"> = { secretFiles, registryCredentials };
   if (p.gitCredentials !== undefined) {
-    const g = p.gitCredentials as Json;
+    const g = onlyKeys(p.gitCredentials, ["username", "passwordFile"], `${where}.gitCredentials`);
     out.gitCredentials = { username: str(g, "username", `${where}.gitCredentials`, "x-access-token"), passwordFile: path(str(g, "passwordFile", `${where}.gitCredentials`)) };
   }
   if (p.githubApp !== undefined) {
-    const g = p.githubApp as Json;
+    const g = onlyKeys(p.githubApp, ["appId", "installationId", "privateKeyFile", "apiUrl"], `${where}.githubApp`);
     const id = (k: string) => {
       const v = g[k];
       if ((typeof v !== "string" && typeof v !== "number") || String(v) === "") throw usageError(`${where}.githubApp.${k}: an id is required`);
