@@ -17,6 +17,7 @@ import { LogStore } from "../logs/log-store.js";
 import { createPodman, passThroughEnv } from "../podman/podman.js";
 import { placeContainerState, writeStorageConfig } from "../podman/storage-config.js";
 import { createTokenAuth } from "../server/auth.js";
+import { checkBinaryRequests } from "../server/binary-check.js";
 import { createBuilderService } from "../server/builder-service.js";
 import { errorInterceptor } from "../server/errors.js";
 import { createHealthService, createHealthState } from "../server/health-service.js";
@@ -167,6 +168,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
       }));
       router.service(Health, createHealthService(health, [BuilderService.typeName]));
       registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health], [BuilderService.typeName, Health.typeName]);
+      checkBinaryRequests(router, MAX_MESSAGE_BYTES);
     },
     // Errors converted once, outermost; then auth: a refused call is no activity and never reaches a service.
     interceptors: [errorInterceptor(logger), ...(auth ? [auth.interceptor] : []), idle.interceptor],

@@ -33,6 +33,12 @@ export interface FastPathBase {
   /** The final COPY's destination, absolute; a trailing "/" when written with one. */
   dest: string;
   ancestors: TarEntry[];
+  /**
+   * A final COPY of one file to a destination without a trailing "/", whose source was a file in
+   * the last full build: "file" when the layer wrote it as the destination itself, "into-dir" when
+   * the destination was a directory of the image below (buildah copied the file into it).
+   */
+  fileDest?: "file" | "into-dir";
   owner: { uid: number; gid: number };
   manifest: OciManifest;
   config: ImageConfig;

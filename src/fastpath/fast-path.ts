@@ -5,14 +5,16 @@
 // new blobs: no podman, tens of milliseconds. Whenever it cannot be sure, it says why and the
 // full build runs. test/integration/fast-path.test.ts holds it to a full build's filesystem and
 // config on several apps and kinds of change.
-import { readFile } from "node:fs/promises";
+import { lstat, readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type FastPathBase, type ImageConfig } from "./base.js";
+import type { CopyPlan } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
+import type { TarEntry } from "../image/tar-entries.js";
 
 // The package is CommonJS (module.exports = factory) while its types declare an ES default export.
 const ignore = dockerignore as unknown as typeof dockerignore.default;
@@ -95,6 +97,7 @@ export function createFastPath(o: FastPathOptions) {
         throw new FastPathRefused("the last full build's COPY layer has no file at the COPY's destination");
       }
       const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
+      const fileDest = await fileDestOf(input.contextDir, plan, destPath, entries);
       let owner = { uid: 0, gid: 0 };
       if (plan.chown) {
         const copied = entries.find((e) => e.type === "file" && (destPath === "" || e.path.startsWith(`${destPath}/`)));
@@ -109,6 +112,7 @@ export function createFastPath(o: FastPathOptions) {
         plan,
         dest,
         ancestors,
+        ...(fileDest ? { fileDest } : {}),
         owner,
         manifest,
         config,
@@ -155,6 +159,7 @@ export function createFastPath(o: FastPathOptions) {
       dest: base.dest,
       owner: base.owner,
       ancestors: base.ancestors,
+      ...(base.fileDest ? { fileDest: base.fileDest } : {}),
       ignored,
       maxBytes: MAX_LAYER_BYTES,
     });
@@ -195,6 +200,21 @@ function checkShape(manifest: OciManifest, config: ImageConfig): void {
     throw new FastPathRefused("the image's history does not line up with its layers");
   }
   if (!/\bCOPY\b/.test(withLayers.at(-1)!.created_by ?? "")) throw new FastPathRefused("the image's last layer is not the final COPY's");
+}
+
+/**
+ * One file copied to a destination without "/": written as the destination itself, or into it
+ * when the image below has a directory there. The last full build's layer says which; undefined
+ * when the source is a directory (or there are several, or the destination ends with "/").
+ */
+async function fileDestOf(contextDir: string, plan: CopyPlan, destPath: string, entries: TarEntry[]): Promise<"file" | "into-dir" | undefined> {
+  if (plan.sources.length !== 1 || plan.dest.endsWith("/")) return undefined;
+  const source = plan.sources[0]!;
+  const st = await lstat(join(contextDir, source));
+  if (!st.isFile()) return undefined;
+  if (entries.some((e) => e.type !== "directory" && e.path === destPath)) return "file";
+  if (entries.some((e) => e.path === `${destPath}/${posix.basename(source)}`)) return "into-dir";
+  throw new FastPathRefused("the last full build's COPY layer does not show where the file went");
 }
 
 function resolveDest(config: ImageConfig, dest: string): string {

@@ -22,6 +22,8 @@ export interface LayerInput {
   owner: { uid: number; gid: number };
   /** Directories on the way to the destination, as the last full build's layer has them. */
   ancestors: TarEntry[];
+  /** One file to a destination without "/": how the last full build wrote it (base.ts). */
+  fileDest?: "file" | "into-dir";
   ignored(path: string): boolean;
   /** Refuses layers whose files add up to more than this. */
   maxBytes: number;
@@ -84,11 +86,14 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
     // buildah resolves a source that is a symlink; kiln's layer would hold the link itself.
     if (st.isSymbolicLink()) throw new FastPathRefused(`the final COPY's source ${source} is a symlink`);
     if (st.isDirectory()) {
+      if (input.fileDest) throw new FastPathRefused(`the final COPY's source ${source} was a file in the last full build and is a directory now`);
       await addChildren(source, input.dest);
-    } else if (intoDir) {
+    } else if (intoDir || input.fileDest === "into-dir") {
       await add(source, posix.join(input.dest, basename(source)));
+    } else if (input.fileDest === "file") {
+      await add(source, input.dest);
     } else {
-      throw new FastPathRefused("the final COPY copies one file to a destination without a trailing /");
+      throw new FastPathRefused(`the final COPY's source ${source} was a directory in the last full build and is a file now`);
     }
   }
 

@@ -5,6 +5,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import { SchedulerService } from "../gen/kiln/v1/scheduler_pb.js";
 import { createTokenAuth } from "../server/auth.js";
+import { checkBinaryRequests } from "../server/binary-check.js";
 import { errorInterceptor } from "../server/errors.js";
 import { startServer, type KilnServer } from "../server/http-server.js";
 import type { SchedulerConfig } from "./config.js";
@@ -36,7 +37,10 @@ export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts:
   await scheduler.start();
   const auth = cfg.tokenFile ? createTokenAuth(cfg.tokenFile, logger) : undefined;
   const handler = connectNodeAdapter({
-    routes: (router) => router.service(SchedulerService, createSchedulerService(scheduler)),
+    routes: (router) => {
+      router.service(SchedulerService, createSchedulerService(scheduler));
+      checkBinaryRequests(router, 4 * 1024 * 1024);
+    },
     interceptors: [errorInterceptor(logger), ...(auth ? [auth.interceptor] : [])],
     readMaxBytes: 4 * 1024 * 1024,
     writeMaxBytes: 4 * 1024 * 1024,

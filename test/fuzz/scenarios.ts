@@ -40,7 +40,7 @@ const containerfileArb = (base: string) =>
       workdir: fc.boolean(),
       stage: fc.option(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }), { nil: undefined }),
       earlier: fc.array(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "single", "json") }), { maxLength: 2 }),
-      final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }),
+      final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json"), to: fc.constantFrom<"dir" | "file" | "existing-dir">("dir", "dir", "file", "existing-dir") }),
       metadata: fc.subarray(METADATA),
     })
     .map((c) => {
@@ -55,7 +55,9 @@ const containerfileArb = (base: string) =>
       if (c.stage) lines.push("COPY --from=deps /deps.all /opt/stage.all");
       for (const e of c.earlier) lines.push(`COPY ${spell([e.source, "/opt/deps/"], e.how)}`);
       if (c.earlier.length > 0) lines.push("RUN (find /opt/deps | sort; find /opt/deps -type f | sort | xargs cat) > /deps.all 2>&1 || true");
-      lines.push(`COPY ${spell([c.final.source, c.workdir ? "./" : "/app/"], c.final.how)}`);
+      // Into a directory ("/"), to a path of its own (a file, or a directory named so), into a directory of the base image.
+      const dest = c.final.to === "file" ? "/app/copied.out" : c.final.to === "existing-dir" ? "/etc" : c.workdir ? "./" : "/app/";
+      lines.push(`COPY ${spell([c.final.source, dest], c.final.how)}`);
       lines.push(...c.metadata);
       return `${lines.join("\n")}\n`;
     });

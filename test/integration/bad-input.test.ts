@@ -1,5 +1,6 @@
 // Bad input gets a clear error with the right code, and kilnd keeps serving.
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -97,6 +98,32 @@ describe("bad input", () => {
     const r = await fetch(`${kilnd.addr}/kiln.v1.BuilderService/Build`, { method: "POST", headers: { "content-type": "application/json" }, body: "{not json" });
     assert.equal(r.status, 400);
     assert.equal(((await r.json()) as { code: string }).code, "invalid_argument");
+  });
+
+  test("a body that is not the protobuf message it claims to be: InvalidArgument in every protocol", async () => {
+    const garbage = Buffer.from([0xff, 0xff, 0xff, 0x01, 0x02]);
+    const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, garbage.length]), garbage]);
+    const connect = await fetch(`${kilnd.addr}/kiln.v1.BuilderService/GetBuild`, { method: "POST", headers: { "content-type": "application/proto" }, body: garbage });
+    assert.equal(connect.status, 400);
+    assert.match(((await connect.json()) as { code: string; message: string }).code, /^invalid_argument$/);
+    const web = await fetch(`${kilnd.addr}/kiln.v1.BuilderService/GetBuild`, { method: "POST", headers: { "content-type": "application/grpc-web+proto" }, body: envelope });
+    assert.match(Buffer.from(await web.arrayBuffer()).toString("latin1"), /grpc-status: ?3\b/);
+    const stream = await fetch(`${kilnd.addr}/kiln.v1.BuilderService/StreamLogs`, { method: "POST", headers: { "content-type": "application/connect+proto" }, body: envelope });
+    assert.match(Buffer.from(await stream.arrayBuffer()).toString("latin1"), /"code":"invalid_argument"/);
+    const session = http2.connect(kilnd.addr);
+    try {
+      const req = session.request({ ":method": "POST", ":path": "/kiln.v1.BuilderService/GetBuild", "content-type": "application/grpc", te: "trailers" });
+      const trailers = new Promise<http2.IncomingHttpHeaders>((r) => req.once("trailers", r));
+      req.on("data", () => {});
+      req.end(envelope);
+      const t = await trailers;
+      assert.equal(t["grpc-status"], "3");
+      assert.match(decodeURIComponent(String(t["grpc-message"])), /not a kiln\.v1\.GetBuildRequest message/);
+    } finally {
+      session.close();
+    }
+    // A well-formed message still gets its own answer.
+    await assert.rejects(kilnd.client.getBuild({ buildId: "abc" }), (e: unknown) => e instanceof ConnectError && e.code === Code.NotFound);
   });
 
   test("builds refused after they were accepted are recorded FAILED, and kilnd still builds", async () => {

@@ -59,6 +59,12 @@ describe("kiln CLI", () => {
     assert.equal(logs.code, 0, logs.err);
     assert.match(logs.out, /^Successfully tagged /m);
     assert.match(logs.err, /^SUCCEEDED /m);
+    // Both streams into one pipe, as a terminal or `2>&1` shows them: the summary is a line of its own, last.
+    const both = spawnSync("sh", ["-c", `"${process.execPath}" --import tsx src/bin/kiln.ts --addr ${kilnd.addr} logs ${id} 2>&1`], { cwd: ROOT, encoding: "utf8", timeout: 120_000 });
+    const lines = both.stdout.split("\n");
+    assert.equal(lines.at(-1), "", "the output ends with a newline");
+    assert.match(lines.at(-2)!, /^SUCCEEDED /, "the summary is the last line, alone");
+    assert.ok(lines.slice(0, -2).every((l) => !/SUCCEEDED .* steps cached/.test(l)), "no log line has the summary glued to it");
   });
 
   test("a failing build exits 1; a detached build prints its id; cancel prints the record", () => {

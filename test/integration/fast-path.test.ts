@@ -102,6 +102,27 @@ const APPS: App[] = [
       { kind: "an edit after that", files: { "src/b.txt": "b\n" }, fast: true },
     ],
   },
+  {
+    name: "file-to-file",
+    files: (base) => ({
+      Containerfile: `FROM ${base}\nWORKDIR /srv\nCOPY settings.conf ./app.conf\nCMD ["cat", "/srv/app.conf"]\n`,
+      "settings.conf": "level=1\n",
+    }),
+    changes: [
+      { kind: "edit of the one file, copied to a file of another name", files: { "settings.conf": "level=2\n" }, fast: true },
+      { kind: "its mode changes", files: { "settings.conf": { content: "level=3\n", mode: 0o755 } }, fast: true },
+      { kind: "the source becomes a directory (refused)", files: { "settings.conf": null, "settings.conf/inner.txt": "now a directory\n" }, fast: false },
+    ],
+  },
+  {
+    name: "file-into-existing-dir",
+    files: (base) => ({
+      // /etc is a directory of the base image: buildah copies the file into it.
+      Containerfile: `FROM ${base}\nCOPY motd.txt /etc\nCMD ["cat", "/etc/motd.txt"]\n`,
+      "motd.txt": "hello\n",
+    }),
+    changes: [{ kind: "edit", files: { "motd.txt": "hello, edited\n" }, fast: true }],
+  },
 ];
 
 describe("fast path", () => {
