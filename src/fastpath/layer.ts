@@ -3,16 +3,27 @@
 // destination come from the last full build's layer (they belong to the image below, which is
 // the same); everything under the destination comes from the context: modes and times as on
 // disk, owner root or the --chown owner, .containerignore honoured, symlinks kept as symlinks.
-import { lstat, readFile, readdir, readlink } from "node:fs/promises";
+import { lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
+import { lstat } from "node:fs/promises";
+import { availableParallelism } from "node:os";
 import { basename, join, posix } from "node:path";
 import { promisify } from "node:util";
-import { gzip as gzipCb } from "node:zlib";
+import { constants as zlibConstants, deflateRawSync, gzip as gzipCb, type ZlibOptions } from "node:zlib";
 import tar from "tar-stream";
 import type { TarEntry } from "../image/tar-entries.js";
 import { sha256 } from "../registry/client.js";
 import { FastPathRefused } from "./refused.js";
 
-const gzip = promisify(gzipCb);
+const gzip = promisify(gzipCb) as (data: Buffer, options?: ZlibOptions) => Promise<Buffer>;
+
+// Files are read with the synchronous calls: a promise per lstat and read costs about 130 µs
+// in the thread pool against 15 µs inline (10,000 small files: 2.7 s against 0.17 s). The event
+// loop gets its turn every YIELD_EVERY files, so kilnd answers RPCs meanwhile.
+const YIELD_EVERY = 256;
+const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
+// The layer is compressed in pieces of this size at once, on the thread pool, as members of one
+// gzip stream (RFC 1952 allows several; Go's, containerd's and podman's readers read them all).
+const GZIP_PIECE = 4 * 1024 * 1024;
 
 export interface LayerInput {
   contextDir: string;
@@ -48,16 +59,18 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
     entries.push({ header: { name: `${a.path}/`, type: "directory", mode: a.mode, uid: a.uid, gid: a.gid, mtime: new Date(a.mtime) } });
   }
 
+  let seen = 0;
   const add = async (ctxPath: string, target: string): Promise<void> => {
+    if (++seen % YIELD_EVERY === 0) await yieldToLoop();
     const abs = join(input.contextDir, ctxPath);
-    const st = await lstat(abs);
+    const st = lstatSync(abs);
     const common = { name: rel(target), mode: st.mode & 0o7777, uid: input.owner.uid, gid: input.owner.gid, mtime: st.mtime };
     if (st.isSymbolicLink()) {
-      entries.push({ header: { ...common, type: "symlink", linkname: await readlink(abs) } });
+      entries.push({ header: { ...common, type: "symlink", linkname: readlinkSync(abs) } });
     } else if (st.isFile()) {
       bytes += st.size;
       if (bytes > input.maxBytes) throw new FastPathRefused(`the final COPY's files are over ${input.maxBytes} bytes`);
-      entries.push({ header: { ...common, type: "file", size: st.size }, body: await readFile(abs) });
+      entries.push({ header: { ...common, type: "file", size: st.size }, body: readFileSync(abs) });
     } else if (st.isDirectory()) {
       entries.push({ header: { ...common, name: `${rel(target)}/`, type: "directory" } });
       await addChildren(ctxPath, target);
@@ -66,7 +79,7 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
     }
   };
   const addChildren = async (ctxDir: string, targetDir: string): Promise<void> => {
-    const names = (await readdir(join(input.contextDir, ctxDir))).sort();
+    const names = readdirSync(join(input.contextDir, ctxDir)).sort();
     for (const name of names) {
       const ctxPath = ctxDir === "" ? name : `${ctxDir}/${name}`;
       if (input.ignored(ctxPath)) continue;
@@ -98,7 +111,7 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
   }
 
   const plain = await pack(entries);
-  const gz = await gzip(plain);
+  const gz = await gzipInPieces(plain);
   return { gz, diffId: sha256(plain), digest: sha256(gz), files: entries.length, bytes };
 }
 
@@ -116,4 +129,31 @@ async function pack(entries: { header: Header; body?: Buffer }[]): Promise<Buffe
   p.finalize();
   await done;
   return Buffer.concat(chunks);
+}
+
+/**
+ * One gzip member per piece, compressed side by side on the thread pool; one member when small.
+ * A piece that does not compress (media, archives, random bytes: a sample of it shrinks by less
+ * than a tenth) is stored in its member as it is, which costs no time and a few bytes.
+ */
+async function gzipInPieces(plain: Buffer): Promise<Buffer> {
+  if (plain.length <= GZIP_PIECE) return gzip(plain, { level: levelFor(plain) });
+  const pieces: Buffer[] = [];
+  for (let at = 0; at < plain.length; at += GZIP_PIECE) pieces.push(plain.subarray(at, at + GZIP_PIECE));
+  // No more at once than there are cores: the thread pool is shared with file reads.
+  const width = Math.max(1, availableParallelism());
+  const out: Buffer[] = new Array(pieces.length);
+  for (let i = 0; i < pieces.length; i += width) {
+    const batch = pieces.slice(i, i + width);
+    (await Promise.all(batch.map((p) => gzip(p, { level: levelFor(p) })))).forEach((g, j) => (out[i + j] = g));
+  }
+  return Buffer.concat(out);
+}
+
+const SAMPLE = 64 * 1024;
+
+function levelFor(piece: Buffer): number {
+  if (piece.length < 4 * SAMPLE) return zlibConstants.Z_DEFAULT_COMPRESSION;
+  const sample = piece.subarray(0, SAMPLE);
+  return deflateRawSync(sample, { level: 1 }).length > sample.length * 0.9 ? zlibConstants.Z_NO_COMPRESSION : zlibConstants.Z_DEFAULT_COMPRESSION;
 }

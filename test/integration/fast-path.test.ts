@@ -3,6 +3,7 @@
 // filesystem and config. Several apps, every kind of change (edit, add, delete, rename, mode,
 // symlink, ignored file, file outside the COPY), and the changes the fast path must refuse.
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -123,6 +124,16 @@ const APPS: App[] = [
     }),
     changes: [{ kind: "edit", files: { "motd.txt": "hello, edited\n" }, fast: true }],
   },
+  {
+    name: "large",
+    files: (base) => ({
+      // Over 4 MiB: the fast path's layer is several gzip members, the random part stored as it is.
+      Containerfile: `FROM ${base}\nCOPY data/ /data/\nCMD ["wc", "-c", "/data/blob.bin"]\n`,
+      "data/blob.bin": randomBytes(3 * 1024 * 1024).toString("latin1"),
+      "data/text.txt": "compressible\n".repeat(200_000),
+    }),
+    changes: [{ kind: "edit of the large files", files: { "data/blob.bin": randomBytes(3 * 1024 * 1024).toString("latin1"), "data/text.txt": "compressible, edited\n".repeat(200_000) }, fast: true }],
+  },
 ];
 
 describe("fast path", () => {
@@ -189,5 +200,10 @@ describe("fast path", () => {
     assert.ok(b, "a fast build of srcdir");
     const out = execFileSync("podman", ["run", "--rm", `${reg.host}/fast/srcdir:${b.commit}`], { env, encoding: "utf8" });
     assert.equal(out, "hello again\n");
+    // A layer of several gzip members (one part stored) is pulled and run as any other.
+    const large = (await fast.client.listBuilds({ project: "large", limit: 50 })).builds.find((x) => x.fastPath);
+    assert.ok(large, "a fast build of large");
+    const wc = execFileSync("podman", ["run", "--rm", `${reg.host}/fast/large:${large.commit}`], { env, encoding: "utf8" });
+    assert.match(wc, /^\d+ \/data\/blob\.bin\n$/);
   });
 });
