@@ -47,14 +47,17 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   const stageSteps = all.slice(all.indexOf(froms[0]!)).filter((i, n, xs) => i.getKeyword() !== "FROM" && xs.indexOf(finalFrom) > n);
   const steps = all.slice(all.indexOf(finalFrom) + 1);
 
+  // A WORKDIR after the final COPY is taken when it cannot write anything (below).
   let last = -1;
   steps.forEach((i, n) => {
-    if (WRITES.has(i.getKeyword())) last = n;
+    if (WRITES.has(i.getKeyword()) && !(i.getKeyword() === "WORKDIR" && steps.slice(0, n).some((x) => x.getKeyword() === "COPY"))) last = n;
   });
   const copy = steps[last];
   if (!copy || copy.getKeyword() !== "COPY") return no("the last step that writes files is not a COPY");
+  const trailingWorkdirs: string[] = [];
   for (const i of steps.slice(last + 1)) {
-    if (!METADATA.has(i.getKeyword())) return no(`${i.getKeyword()} after the final COPY`);
+    if (i.getKeyword() === "WORKDIR") trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
+    else if (!METADATA.has(i.getKeyword())) return no(`${i.getKeyword()} after the final COPY`);
   }
 
   const earlier: string[] = [];
@@ -89,6 +92,18 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   if (normalized.some((s) => s.startsWith("../") || s === "..")) return no("the final COPY reaches outside the context");
   const dest = args.at(-1)!;
   if (sources.length > 1 && !dest.endsWith("/")) return no("the final COPY has several sources and a destination without a trailing /");
+  // WORKDIR creates its directory when it is missing. One that names the COPY's destination or a
+  // directory above it finds it there whatever the commit holds; anything else could write.
+  // (The destination must then be absolute: the working directory the COPY saw is not the final one.)
+  if (trailingWorkdirs.length > 0) {
+    if (!dest.startsWith("/")) return no("a WORKDIR after the final COPY, whose destination is relative");
+    const destDir = posix.normalize(dest.endsWith("/") || sources.length > 1 || sources.some((s) => contextPath(s) === "") ? dest : posix.dirname(dest)).replace(/\/+$/, "") || "/";
+    for (const w of trailingWorkdirs) {
+      const abs = posix.normalize(w).replace(/\/+$/, "") || "/";
+      if (!w.startsWith("/") || /[$"'\\]/.test(w)) return no(`WORKDIR ${w} after the final COPY is not an absolute plain path`);
+      if (!(destDir === abs || destDir.startsWith(abs === "/" ? "/" : `${abs}/`))) return no(`WORKDIR ${w} after the final COPY is not the COPY's destination or above it`);
+    }
+  }
   const onbuild = [...stageSteps, ...steps].filter((i) => i.getKeyword() === "ONBUILD").length;
   const before = stageSteps.length;
   return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild } };

@@ -125,6 +125,21 @@ const APPS: App[] = [
     changes: [{ kind: "edit", files: { "motd.txt": "hello, edited\n" }, fast: true }],
   },
   {
+    name: "workdir-after",
+    files: (base) => ({
+      Containerfile: `FROM ${base}\nCOPY . /app\nWORKDIR /app\nCMD ["cat", "index.txt"]\n`,
+      "index.txt": "one\n",
+    }),
+    changes: [
+      { kind: "edit (the WORKDIR finds the COPY's destination there)", files: { "index.txt": "two\n" }, fast: true },
+      {
+        kind: "a WORKDIR below the destination (refused: it may create it)",
+        files: (base) => ({ Containerfile: `FROM ${base}\nCOPY . /app\nWORKDIR /app/sub\nCMD ["cat", "../index.txt"]\n` }),
+        fast: false,
+      },
+    ],
+  },
+  {
     name: "large",
     files: (base) => ({
       // Over 4 MiB: the fast path's layer is several gzip members, the random part stored as it is.

@@ -31,7 +31,11 @@ describe("fast path plan", () => {
     ["a final COPY --from a stage", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /--from/],
     ["COPY --from an image, not a stage", "FROM a AS deps\nRUN x\nFROM b\nCOPY --from=r.example/img:1 /x /x\nCOPY . /app/\n", /names an image/],
     ["RUN last", "FROM a\nCOPY . .\nRUN make\n", /not a COPY/],
-    ["WORKDIR after the COPY", "FROM a\nCOPY . .\nWORKDIR /x\n", /not a COPY|WORKDIR/],
+    ["WORKDIR after a COPY to a relative destination", "FROM a\nCOPY . .\nWORKDIR /x\n", /WORKDIR after the final COPY, whose destination is relative/],
+    ["WORKDIR below the COPY's destination (it may create it)", "FROM a\nCOPY . /app\nWORKDIR /app/sub\n", /not the COPY's destination or above it/],
+    ["WORKDIR elsewhere", "FROM a\nCOPY . /app\nWORKDIR /srv\n", /not the COPY's destination or above it/],
+    ["a relative WORKDIR after the COPY", "FROM a\nCOPY . /app\nWORKDIR app\n", /not an absolute plain path/],
+    ["RUN after a trailing WORKDIR", "FROM a\nCOPY . /app\nWORKDIR /app\nRUN x\n", /not a COPY/],
     ["ADD anywhere", "FROM a\nADD x.tgz /\nCOPY . .\n", /ADD/],
     ["ADD last", "FROM a\nADD . /app\n", /not a COPY/],
     ["--from on the final COPY", "FROM a\nCOPY --from=img /x /x\n", /--from/],
@@ -62,6 +66,13 @@ describe("fast path plan", () => {
       assert.match((r as { reason: string }).reason, why);
     });
   }
+
+  test("WORKDIR after the final COPY, naming its destination or a directory above it, is taken", () => {
+    for (const text of ["FROM a\nCOPY . /app\nWORKDIR /app\nCMD x\n", "FROM a\nCOPY src/ /app/src/\nWORKDIR /app\nWORKDIR /\n", "FROM a\nCOPY conf.txt /etc/app/conf.txt\nWORKDIR /etc/app\n"]) {
+      const r = plan(text);
+      assert.ok(r.ok, `${text}: ${(r as { reason: string }).reason}`);
+    }
+  });
 
   test("a target naming the one stage is fine", () => {
     assert.ok(plan("FROM a AS app\nCOPY . /app/\n", "app").ok);
