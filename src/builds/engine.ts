@@ -71,7 +71,6 @@ export interface Housekeeping {
 const TERMINAL = new Set([BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED]);
 export const isTerminal = (s: BuildState) => TERMINAL.has(s);
 
-
 export class BuildEngine {
   private readonly active = new Map<string, ActiveBuild>();
   /** The newest build of each project, while it is alive. */

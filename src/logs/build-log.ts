@@ -63,16 +63,17 @@ export class BuildLog {
     if (this.feed.closed) return undefined;
     const masked = this.mask(text);
     const time = Date.now();
-    const line = (seq: number) => `${JSON.stringify(encode({ seq, time, text: masked, stream, phase }))}\n`;
-    const bytes = Buffer.byteLength(line(this.feed.lastSeq + 1));
+    // The feed numbers entries one after another: this line's seq is known before it is appended.
+    const entry: LogEntry = { seq: this.feed.lastSeq + 1, time, text: masked, stream, phase };
+    const line = `${JSON.stringify(encode(entry))}\n`;
+    const bytes = Buffer.byteLength(line);
     if (this.fileBytes + bytes > this.limits.maxFileBytes) {
       this.notKept.lines++;
       this.notKept.bytes += bytes;
       return undefined;
     }
-    return this.feed.append((seq) => {
-      const entry: LogEntry = { seq, time, text: masked, stream, phase };
-      this.write(seq, line(seq));
+    return this.feed.append(() => {
+      this.write(entry.seq, line);
       return entry;
     });
   }
