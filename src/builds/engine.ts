@@ -257,6 +257,10 @@ export class BuildEngine {
       a.say(`${BuildState[rec.state]!.toLowerCase()}: ${rec.error}`);
     } finally {
       a.accepted.resolve();
+      // What a stopped or failed build left (its processes, a working container) is gone before
+      // the log closes: a reader of the final record finds nothing of it left.
+      await a.killed;
+      await this.sweepIfIdle(0);
       await this.o.records.save(rec).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot save build record"));
       await this.o.logs.finish(a.id);
       await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
@@ -265,8 +269,6 @@ export class BuildEngine {
       if (this.latest.get(rec.project) === a) this.latest.delete(rec.project);
       this.o.logger.info({ build: a.id, project: rec.project, state: BuildState[rec.state], error: rec.error || undefined }, "build finished");
       this.o.onFinished?.(rec);
-      await a.killed;
-      await this.sweepIfIdle(0);
       // Housekeeping belongs to the build's time awake: kilnd does not idle out before it ends.
       if (rec.state === BuildState.SUCCEEDED && this.o.housekeeping) {
         await this.o.housekeeping.afterBuild(rec.project).catch((err) => this.o.logger.error({ err, project: rec.project }, "pruning after the build failed"));

@@ -15,14 +15,17 @@ export interface FetchOutcome {
   fetched: boolean;
 }
 
-const STALE_LOCKS = ["index.lock", "shallow.lock", "packed-refs.lock", "HEAD.lock", "config.lock", "kiln-index.lock", "refs/kiln/last.lock"];
+const STALE_LOCKS = ["index.lock", "shallow.lock", "packed-refs.lock", "HEAD.lock", "config.lock", "refs/kiln/last.lock"];
 const LAST_REF = "refs/kiln/last";
 /** In the bare repository: the URL (credentials taken out) the cache was last fetched from. */
 const SOURCE_FILE = "kiln-source";
 
 export function createGitCache(root: string, workRoot: string) {
   const repoOf = (project: string) => join(root, `${project}.git`);
-  const indexOf = (project: string) => join(root, `${project}.git`, "kiln-index");
+  // The checkout's index is the bare repository's own (GIT_DIR/index): one repository per
+  // project, one checkout. (An earlier `-c core.indexfile=` named no real setting: git wrote the
+  // default index while kiln looked for another file, and every build checked out afresh.)
+  const indexOf = (project: string) => join(root, `${project}.git`, "index");
   const checkoutOf = (project: string) => join(workRoot, project);
 
   async function ensureRepo(project: string, git: GitExec): Promise<string> {
@@ -107,7 +110,7 @@ export function createGitCache(root: string, workRoot: string) {
     const repo = repoOf(project);
     const dir = checkoutOf(project);
     const index = indexOf(project);
-    const readTree = () => git(["--git-dir", repo, "--work-tree", dir, "-c", `core.indexfile=${index}`, "read-tree", "--reset", "-u", commit]);
+    const readTree = () => git(["--git-dir", repo, "--work-tree", dir, "read-tree", "--reset", "-u", commit]);
     let fresh = false;
     try {
       await access(index);
@@ -117,7 +120,7 @@ export function createGitCache(root: string, workRoot: string) {
     // read-tree rewrites only the files whose blobs changed; a changed .gitattributes (line
     // endings, filters) changes how unchanged blobs are written out: then every file is written anew.
     if (!fresh) {
-      const attrs = await git(["--git-dir", repo, "-c", `core.indexfile=${index}`, "diff-index", "--cached", "--name-only", commit, "--", ".gitattributes", ":(glob)**/.gitattributes"], true);
+      const attrs = await git(["--git-dir", repo, "diff-index", "--cached", "--name-only", commit, "--", ".gitattributes", ":(glob)**/.gitattributes"], true);
       if (attrs.exitCode !== 0 || attrs.stdout.trim() !== "") {
         await rm(index, { force: true });
         fresh = true;

@@ -1,6 +1,7 @@
 // Real builds: podman, a real registry, real git repositories.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -118,6 +119,16 @@ describe("builds", () => {
     assert.equal(b.state, BuildState.SUCCEEDED, b.error);
     const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${sha}`, "sh", "-c", "ls /app/static; /app/src/run.sh"], { env: podmanEnv(), encoding: "utf8" });
     assert.equal(out, "new.txt\nrun\n");
+  });
+
+  test("the checkout is updated in place: a file the commit did not change is not written again", async () => {
+    const file = join(data(), "work", "hello", "src", "a.txt");
+    const before = statSync(file);
+    const b = await build(repo.commit({ "static/new.txt": "newer\n" }));
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    const after = statSync(file);
+    assert.equal(after.ino, before.ino, "the same file");
+    assert.equal(after.mtimeMs, before.mtimeMs, "not rewritten");
   });
 
   test("build args, a target stage that is not the last, a Containerfile in a subdirectory", async () => {
