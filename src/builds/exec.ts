@@ -9,8 +9,11 @@ export interface BuildExecOptions {
   onLine?: (line: string) => void;
   /** Not logged (probes whose failure is an answer, not an error). */
   quiet?: boolean;
-  /** Stops the process (its whole group) after this long: the result then has a signal. */
-  deadlineMs?: () => number;
+  /**
+   * Stops the process (its whole group) after ms; timedOut says so. When ms pass, extend() may
+   * grant more time, once (the push learns its image's size only if it runs that long).
+   */
+  deadline?: { ms: number; extend?: () => Promise<number> };
 }
 
 export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string, args: string[], env: Record<string, string>, o: BuildExecOptions = {}): Promise<RunResult & { timedOut: boolean }> {
@@ -28,23 +31,27 @@ export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string,
   a.proc = { kind, run: proc };
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
-  if (o.deadlineMs) {
-    // The deadline may grow while the process runs (the push learns its size): checked again when it passes.
-    const t0 = Date.now();
-    const arm = () => {
-      timer = setTimeout(() => {
-        if (Date.now() - t0 < o.deadlineMs!()) return arm();
-        timedOut = true;
-        void proc.stop(STOP_GRACE_MS);
-      }, Math.max(0, o.deadlineMs!() - (Date.now() - t0)));
+  let ended = false;
+  const d = o.deadline;
+  if (d) {
+    const expire = () => {
+      timedOut = true;
+      void proc.stop(STOP_GRACE_MS);
     };
-    arm();
+    timer = setTimeout(() => {
+      if (!d.extend) return expire();
+      void d.extend().then(
+        (more) => void (ended || (timer = setTimeout(expire, more))),
+        () => expire(),
+      );
+    }, d.ms);
   }
   try {
     const r = await proc.result;
     if (a.abort.signal.aborted) throw new StopSignal();
     return { ...r, timedOut };
   } finally {
+    ended = true;
     clearTimeout(timer);
     a.proc = undefined;
   }

@@ -49,7 +49,6 @@ export interface PipelineDeps {
   pushTimeoutSec: number;
 }
 
-
 // The build process's Go runtime: no collection until the heap nears 2 GiB. A warm build
 // allocates little and is done before a collection would pay off (measured: about 8 % faster);
 // a large cold build still collects.
@@ -58,8 +57,6 @@ const BUILD_GO_ENV = { GOGC: "off", GOMEMLIMIT: "2GiB" };
 // A step's start in buildah's output, and how much of a failing step's output its error keeps.
 const STEP_LINE = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: /;
 const STEP_TAIL = 5;
-
-// Build args are written into the image's history and the build's command line; secrets are not.
 
 export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<void> {
   const secrets = await prepareBuildSecrets(a.id, a.spec, a.masker, deps.secrets);

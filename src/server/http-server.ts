@@ -79,6 +79,9 @@ interface Conn {
   session?: http2.Http2Session;
   /** Streams open on an HTTP/2 connection. */
   streams: number;
+  /** HTTP/1.1 requests in progress on it: at shutdown, a kept-alive connection with none is
+   * closed at once instead of holding the exit for the whole grace period. */
+  requests: number;
 }
 
 /**
@@ -109,20 +112,18 @@ function drainInsteadOfDestroy(req: http2.Http2ServerRequest): void {
 
 export async function startServer(opts: ServerOptions): Promise<KilnServer> {
   const limits = { ...DEFAULT_LIMITS, ...opts.limits };
+  // Every connection, in the order they came: the first idle one found is the oldest.
+  const conns = new Map<net.Socket, Conn>();
+  let closing = false;
   // A keep-alive window longer than clients' own (Node's agent: 5 s) so that a client never
   // reuses a connection the server has just closed (EPIPE on the next call).
-  // HTTP/1.1 requests in progress per socket: at shutdown, a kept-alive socket with none is
-  // closed at once instead of holding the exit for the whole grace period.
-  const busy = new Map<net.Socket, number>();
-  const h2Sockets = new WeakSet<net.Socket>();
-  let closing = false;
   const h1 = http.createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000, headersTimeout: limits.headersMs }, (req, res) => {
     const sock = req.socket;
-    busy.set(sock, (busy.get(sock) ?? 0) + 1);
+    const conn = conns.get(sock);
+    if (conn) conn.requests++;
     res.once("close", () => {
-      const n = (busy.get(sock) ?? 1) - 1;
-      busy.set(sock, n);
-      if (closing && n === 0) sock.destroySoon();
+      if (conn) conn.requests--;
+      if (closing && !conn?.requests) sock.destroySoon();
     });
     if (closing) res.shouldKeepAlive = false;
     // A response that starts before its request was read to the end (an oversize message is
@@ -144,16 +145,12 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
     drainInsteadOfDestroy(req);
     opts.handler(req, res);
   });
-  const sessions = new Set<http2.Http2Session>();
-  const sockets = new Set<net.Socket>();
-  // In the order they came: the first idle one found is the oldest.
-  const conns = new Map<net.Socket, Conn>();
   const perAddress = new Map<string, number>();
-  const isIdle = (sock: net.Socket, c: Conn) => c.kind === "undecided" || (c.kind === "h1" && !busy.get(sock)) || (c.kind === "h2" && c.streams === 0);
+  const isIdle = (c: Conn) => c.kind === "undecided" || (c.kind === "h1" && c.requests === 0) || (c.kind === "h2" && c.streams === 0);
   let arriving: Conn | undefined;
   const evictIdle = (address?: string): boolean => {
     for (const [sock, c] of conns) {
-      if ((address === undefined || c.address === address) && isIdle(sock, c)) {
+      if ((address === undefined || c.address === address) && isIdle(c)) {
         c.session?.destroy();
         sock.destroy();
         return true;
@@ -162,8 +159,6 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
     return false;
   };
   h2.on("session", (s) => {
-    sessions.add(s);
-    s.on("close", () => sessions.delete(s));
     // The session is made while its socket is handed over (below), synchronously.
     const c = arriving;
     arriving = undefined;
@@ -199,16 +194,13 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
     // Room first: an idle connection of this address, else any, else this one is refused.
     if ((perAddress.get(address) ?? 0) >= limits.maxPerAddress && !evictIdle(address)) return void socket.destroy();
     if (conns.size >= limits.maxConnections && !evictIdle()) return void socket.destroy();
-    const conn: Conn = { address, kind: "undecided", streams: 0 };
+    const conn: Conn = { address, kind: "undecided", streams: 0, requests: 0 };
     conns.set(socket, conn);
     perAddress.set(address, (perAddress.get(address) ?? 0) + 1);
-    sockets.add(socket);
     const firstBytes = setTimeout(() => socket.destroy(), limits.firstBytesMs);
     firstBytes.unref();
     socket.on("close", () => {
       clearTimeout(firstBytes);
-      sockets.delete(socket);
-      busy.delete(socket);
       conns.delete(socket);
       const n = (perAddress.get(address) ?? 1) - 1;
       if (n > 0) perAddress.set(address, n);
@@ -227,7 +219,6 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
       socket.unshift(seen);
       conn.kind = isH2 ? "h2" : "h1";
       if (isH2) {
-        h2Sockets.add(socket);
         // The HTTP/2 session reads what is buffered on the socket itself (on the next tick).
         arriving = conn;
         h2.emit("connection", socket);
@@ -254,15 +245,19 @@ export async function startServer(opts: ServerOptions): Promise<KilnServer> {
     async close(graceMs) {
       const closed = new Promise<void>((res) => tcp.close(() => res()));
       closing = true;
-      for (const s of sessions) s.close(); // GOAWAY: in-flight streams finish, no new ones
-      for (const sock of sockets) if (!h2Sockets.has(sock) && !busy.get(sock)) sock.destroySoon();
+      for (const [sock, c] of conns) {
+        if (c.session) c.session.close(); // GOAWAY: in-flight streams finish, no new ones
+        else if (c.requests === 0) sock.destroySoon();
+      }
       const idle = async () => {
-        while (sessions.size > 0 || sockets.size > 0) await new Promise((r) => setTimeout(r, 10));
+        while (conns.size > 0) await new Promise((r) => setTimeout(r, 10));
       };
       const timer = new Promise<void>((r) => setTimeout(r, graceMs).unref());
       await Promise.race([idle(), timer]);
-      for (const s of sessions) s.destroy();
-      for (const s of sockets) s.destroy();
+      for (const [sock, c] of conns) {
+        c.session?.destroy();
+        sock.destroy();
+      }
       await closed;
     },
   };

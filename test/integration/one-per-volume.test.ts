@@ -88,17 +88,24 @@ describe("one kilnd per volume", () => {
     const startScheduler = () => {
       const p = spawn(process.execPath, ["--import", "tsx", `${ROOT}src/bin/kiln-scheduler.ts`, "--config", configFile], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
       let out = "";
-      p.stdout.on("data", (d) => (out += d));
-      p.stderr.on("data", (d) => (out += d));
       const exited = new Promise((res) => p.once("exit", res));
-      return { p, exited, output: () => out };
+      // Its own log says when it serves: waited for, not polled.
+      const serving = new Promise<void>((resolve, reject) => {
+        const see = (d: Buffer) => {
+          out += d;
+          if (out.includes('"msg":"kiln-scheduler serving"')) resolve();
+        };
+        p.stdout.on("data", see);
+        p.stderr.on("data", see);
+        void exited.then(() => reject(new Error(`kiln-scheduler exited at start:\n${out}`)));
+      });
+      return { p, exited, serving, output: () => out };
     };
     const client = createClient(SchedulerService, createConnectTransport({ baseUrl: `http://${listen}`, httpVersion: "1.1" }));
-    const serving = () => waitFor(() => client.listDeployments({}).then(() => true, () => false), 20_000, "the scheduler to serve");
 
     const sha = repo.commit({ "a.txt": "scheduler\n" });
     let sched = startScheduler();
-    await serving();
+    await sched.serving;
     const body = JSON.stringify({ ref: "refs/heads/main", after: sha, deleted: false, repository: { full_name: "acme/one" } });
     const res = await fetch(`http://${listen}/webhooks/github`, {
       method: "POST",
@@ -117,7 +124,7 @@ describe("one kilnd per volume", () => {
     assert.deepEqual(kilnds(), [kilnd], "kilnd lives on without its scheduler");
     sched = startScheduler();
     try {
-      await serving();
+      await sched.serving;
       let state = DeploymentState.UNSPECIFIED;
       for await (const m of client.followDeployment({ deploymentId: deployment })) if (m.event.case === "deployment") state = m.event.value.state;
       const d = (await client.getDeployment({ deploymentId: deployment })).deployment!;
