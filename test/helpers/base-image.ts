@@ -13,12 +13,14 @@ function env(registry: string): NodeJS.ProcessEnv {
   mkdirSync(join(ROOT, "ctx"), { recursive: true });
   writeFileSync(join(ROOT, "containers.conf"), '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\nevents_logger = "none"\n');
   writeFileSync(join(ROOT, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${ROOT}/storage"\nrunroot = "/run/kiln-test-base"\n`);
-  writeFileSync(join(ROOT, "registries.conf"), `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
+  // One file per registry: test processes running at once (two clones' suites) share the storage, not this.
+  const registries = join(ROOT, `registries-${registry.replace(/[^0-9A-Za-z]/g, "_")}.conf`);
+  writeFileSync(registries, `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
   return {
     ...process.env,
     CONTAINERS_CONF: join(ROOT, "containers.conf"),
     CONTAINERS_STORAGE_CONF: join(ROOT, "storage.conf"),
-    CONTAINERS_REGISTRIES_CONF: join(ROOT, "registries.conf"),
+    CONTAINERS_REGISTRIES_CONF: registries,
   };
 }
 
