@@ -150,6 +150,13 @@ export class BuildEngine {
   async submit(spec: BuildSpec): Promise<Build> {
     await this.start();
     if (this.closing) throw new KilnError("unavailable", "kilnd is shutting down");
+    // Checked and recorded with no await between: two calls with one key make one build.
+    const earlier = spec.requestKey ? this.byRequestKey(spec.project, spec.requestKey) : undefined;
+    if (earlier) {
+      if (earlier.commit !== spec.commit) throw new KilnError("already_exists", `request_key: ${spec.requestKey} was used for build ${earlier.id} of commit ${earlier.commit}`);
+      this.o.logger.info({ build: earlier.id, project: spec.project, key: spec.requestKey }, "build asked for again with its request key: the same build");
+      return earlier;
+    }
     const now = Date.now();
     const record = create(BuildSchema, {
       id: newId(now),
@@ -164,6 +171,7 @@ export class BuildEngine {
       containerfile: spec.containerfile ?? "",
       context: spec.context,
       target: spec.target ?? "",
+      requestKey: spec.requestKey ?? "",
     });
     const secretArgs = Object.entries(spec.buildArgs).filter(([k]) => SECRET_LIKE_ARG.test(k)).map(([, v]) => v);
     const masker = createMasker([...spec.git.secrets, ...Object.values(spec.secrets), ...spec.registryCredentials.map((c) => c.password), ...secretArgs]);
@@ -178,6 +186,12 @@ export class BuildEngine {
     void this.drive(a, previous);
     await a.accepted.promise;
     return snapshot(a);
+  }
+
+  /** The project's build asked for with this key, live or recorded. */
+  private byRequestKey(project: string, key: string): Build | undefined {
+    for (const a of this.active.values()) if (a.record.project === project && a.record.requestKey === key) return snapshot(a);
+    return this.o.records.list(project).find((b) => b.requestKey === key);
   }
 
   /** Stops a live build and returns its final record; a finished build is returned unchanged. */

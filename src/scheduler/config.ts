@@ -27,6 +27,8 @@ export interface FlyMachineConfig {
   apiTokenFile: string;
   /** kilnd on the machine's private address, e.g. http://<id>.vm.<app>.internal:5456. */
   kilndUrl: string;
+  /** The volume kiln provisioned with the machine (a project created by API). */
+  volumeId?: string;
 }
 
 export interface ProjectConfig {
@@ -48,16 +50,6 @@ export interface ProjectConfig {
   kilndTokenFile?: string;
   machine: LocalMachineConfig | FlyMachineConfig;
 }
-
-export interface SchedulerConfig {
-  listen: string;
-  data: string;
-  webhookSecretFile?: string;
-  /** A bearer token for the SchedulerService (optional on loopback). */
-  tokenFile?: string;
-  projects: ProjectConfig[];
-}
-
 
 type Json = Record<string, unknown>;
 const str = (o: Json, k: string, where: string, dflt?: string): string => {
@@ -98,10 +90,9 @@ function hostList(o: Json, k: string, where: string): string[] {
   return v as string[];
 }
 
-const TOP_KEYS = ["listen", "data", "webhookSecretFile", "tokenFile", "projects"];
 const PROJECT_KEYS = ["name", "git", "github", "branch", "containerfile", "context", "image", "buildArgs", "secrets", "registryCredentials", "gitCredentials", "githubApp", "kilndTokenFile", "machine"];
 const LOCAL_KEYS = ["driver", "data", "idleTimeout", "insecureRegistries", "port"];
-const FLY_KEYS = ["driver", "apiUrl", "app", "machineId", "apiTokenFile", "kilndUrl"];
+const FLY_KEYS = ["driver", "apiUrl", "app", "machineId", "apiTokenFile", "kilndUrl", "volumeId"];
 
 function githubName(git: string): string {
   // https://github.com/acme/gw.git, git@github.com:acme/gw.git -> acme/gw
@@ -109,7 +100,39 @@ function githubName(git: string): string {
   return m?.[1] ?? "";
 }
 
-export function loadSchedulerConfig(file: string): SchedulerConfig {
+/** Where the projects' builder machines are provisioned when a project is created by API with the fly driver. */
+export interface FlyFleetConfig {
+  apiUrl: string;
+  app: string;
+  apiTokenFile: string;
+  /** The builder image (containerfiles/kiln-builder.Containerfile, pushed where Fly can pull it). */
+  image: string;
+  region: string;
+  volumeSizeGb: number;
+  /** kilnd's address; {machine} and {app} are replaced: http://{machine}.vm.{app}.internal:5456. */
+  kilndUrl: string;
+  cpus: number;
+  memoryMb: number;
+}
+
+export interface SchedulerConfig {
+  listen: string;
+  data: string;
+  /** postgres://… : projects, deployments and queues in PostgreSQL, shared by replicas. */
+  database?: string;
+  webhookSecretFile?: string;
+  /** A bearer token for the SchedulerService (optional on loopback). */
+  tokenFile?: string;
+  fly?: FlyFleetConfig;
+  /** How long a replica's hold on a project's queue lasts without renewal (PostgreSQL store). */
+  leaseSeconds: number;
+  projects: ProjectConfig[];
+}
+
+const TOP_KEYS = ["listen", "data", "database", "webhookSecretFile", "tokenFile", "fly", "leaseSeconds", "projects"];
+const FLY_FLEET_KEYS = ["apiUrl", "app", "apiTokenFile", "image", "region", "volumeSizeGb", "kilndUrl", "cpus", "memoryMb"];
+
+export function loadSchedulerConfig(file: string, env: NodeJS.ProcessEnv = process.env): SchedulerConfig {
   const base = dirname(resolve(file));
   const path = (p: string) => resolve(base, p);
   let parsed: unknown;
@@ -119,63 +142,101 @@ export function loadSchedulerConfig(file: string): SchedulerConfig {
     throw usageError(`${file}: ${(e as Error).message}`);
   }
   const raw = onlyKeys(parsed, TOP_KEYS, "config");
-  const projects = raw.projects;
-  if (!Array.isArray(projects) || projects.length === 0) throw usageError("projects: at least one project is required");
+  const projects = raw.projects ?? [];
+  if (!Array.isArray(projects)) throw usageError("projects: a list is required");
   const seen = new Set<string>();
   const cfg: SchedulerConfig = {
     listen: checkListen(str(raw, "listen", "config", "127.0.0.1:5460")),
     data: path(str(raw, "data", "config")),
-    projects: projects.map((raw: unknown, i: number) => {
-      const where = `projects[${i}]`;
-      const p = onlyKeys(raw, PROJECT_KEYS, where);
-      const name = checkProject(str(p, "name", where), `${where}.name`);
-      if (seen.has(name)) throw usageError(`${where}.name: ${name} is configured twice`);
-      seen.add(name);
-      const git = str(p, "git", where);
-      parseGitUrl(git, `${where}.git`);
-      const image = str(p, "image", where);
-      parseImageRepo(image, `${where}.image`);
-      const m = onlyKeys(p.machine ?? {}, (p.machine as Json | undefined)?.driver === "fly" ? FLY_KEYS : LOCAL_KEYS, `${where}.machine`);
-      const machine: LocalMachineConfig | FlyMachineConfig =
-        m.driver === "fly"
-          ? {
-              driver: "fly",
-              apiUrl: str(m, "apiUrl", `${where}.machine`, "https://api.machines.dev"),
-              app: str(m, "app", `${where}.machine`),
-              machineId: str(m, "machineId", `${where}.machine`),
-              apiTokenFile: path(str(m, "apiTokenFile", `${where}.machine`)),
-              kilndUrl: str(m, "kilndUrl", `${where}.machine`),
-            }
-          : {
-              driver: "local",
-              data: path(str(m, "data", `${where}.machine`, `kilnd-${name}`)),
-              idleTimeout: intIn(m, "idleTimeout", `${where}.machine`, 300, 0, 7 * 24 * 3600),
-              insecureRegistries: hostList(m, "insecureRegistries", `${where}.machine`),
-              port: intIn(m, "port", `${where}.machine`, 0, 0, 65535),
-            };
-      if (m.driver !== undefined && m.driver !== "local" && m.driver !== "fly") throw usageError(`${where}.machine.driver: "local" or "fly"`);
-      const project: ProjectConfig = {
-        name,
-        git,
-        github: optStr(p, "github", where) ?? githubName(git),
-        branch: str(p, "branch", where, "main"),
-        containerfile: optStr(p, "containerfile", where) ?? "",
-        context: optStr(p, "context", where) ?? ".",
-        image,
-        buildArgs: stringMap(p, "buildArgs", where),
-        ...credentialsConfig(p, where, path),
-        machine,
-      };
-      const kilndTokenFile = optStr(p, "kilndTokenFile", where);
-      if (kilndTokenFile) project.kilndTokenFile = path(kilndTokenFile);
+    leaseSeconds: intIn(raw, "leaseSeconds", "config", 6, 2, 300),
+    projects: projects.map((p: unknown, i: number) => {
+      const project = parseProject(p, `projects[${i}]`, path);
+      if (seen.has(project.name)) throw usageError(`projects[${i}].name: ${project.name} is configured twice`);
+      seen.add(project.name);
       return project;
     }),
   };
+  const database = env.KILN_SCHEDULER_DATABASE || optStr(raw, "database", "config");
+  if (database) cfg.database = checkDatabase(database);
   const webhookSecretFile = optStr(raw, "webhookSecretFile", "config");
   if (webhookSecretFile) cfg.webhookSecretFile = path(webhookSecretFile);
   const tokenFile = optStr(raw, "tokenFile", "config");
   if (tokenFile) cfg.tokenFile = path(tokenFile);
+  if (raw.fly !== undefined) {
+    const f = onlyKeys(raw.fly, FLY_FLEET_KEYS, "config.fly");
+    cfg.fly = {
+      apiUrl: str(f, "apiUrl", "config.fly", "https://api.machines.dev"),
+      app: str(f, "app", "config.fly"),
+      apiTokenFile: path(str(f, "apiTokenFile", "config.fly")),
+      image: str(f, "image", "config.fly"),
+      region: str(f, "region", "config.fly"),
+      volumeSizeGb: intIn(f, "volumeSizeGb", "config.fly", 50, 1, 500),
+      kilndUrl: str(f, "kilndUrl", "config.fly", "http://{machine}.vm.{app}.internal:5456"),
+      cpus: intIn(f, "cpus", "config.fly", 2, 1, 16),
+      memoryMb: intIn(f, "memoryMb", "config.fly", 4096, 256, 131072),
+    };
+  }
   return cfg;
+}
+
+/** A postgres:// URL; its password, if any, is never repeated in an error. */
+export function checkDatabase(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw usageError("database: a postgres://USER@HOST:PORT/DB URL is required");
+  }
+  if (u.protocol !== "postgres:" && u.protocol !== "postgresql:") throw usageError(`database: ${u.protocol} is not postgres:`);
+  return url;
+}
+
+/**
+ * One project, from the config file or from the API (whose Project's JSON has the same keys):
+ * path resolves the files it names; machineData is the local driver's default data directory.
+ */
+export function parseProject(raw: unknown, where: string, path: (p: string) => string, machineData?: (name: string) => string): ProjectConfig {
+  const p = onlyKeys(raw, PROJECT_KEYS, where);
+  const name = checkProject(str(p, "name", where), `${where}.name`);
+  const git = str(p, "git", where);
+  parseGitUrl(git, `${where}.git`);
+  const image = str(p, "image", where);
+  parseImageRepo(image, `${where}.image`);
+  const m = onlyKeys(p.machine ?? {}, (p.machine as Json | undefined)?.driver === "fly" ? FLY_KEYS : LOCAL_KEYS, `${where}.machine`);
+  if (m.driver !== undefined && m.driver !== "local" && m.driver !== "fly") throw usageError(`${where}.machine.driver: "local" or "fly"`);
+  const machine: LocalMachineConfig | FlyMachineConfig =
+    m.driver === "fly"
+      ? {
+          driver: "fly",
+          apiUrl: str(m, "apiUrl", `${where}.machine`, "https://api.machines.dev"),
+          app: str(m, "app", `${where}.machine`),
+          machineId: str(m, "machineId", `${where}.machine`),
+          apiTokenFile: path(str(m, "apiTokenFile", `${where}.machine`)),
+          kilndUrl: str(m, "kilndUrl", `${where}.machine`),
+          ...(optStr(m, "volumeId", `${where}.machine`) ? { volumeId: optStr(m, "volumeId", `${where}.machine`)! } : {}),
+        }
+      : {
+          driver: "local",
+          data: m.data === undefined && machineData ? machineData(name) : path(str(m, "data", `${where}.machine`, `kilnd-${name}`)),
+          idleTimeout: intIn(m, "idleTimeout", `${where}.machine`, 300, 0, 7 * 24 * 3600),
+          insecureRegistries: hostList(m, "insecureRegistries", `${where}.machine`),
+          port: intIn(m, "port", `${where}.machine`, 0, 0, 65535),
+        };
+  const project: ProjectConfig = {
+    name,
+    git,
+    github: optStr(p, "github", where) || githubName(git),
+    branch: str(p, "branch", where, "main"),
+    containerfile: optStr(p, "containerfile", where) ?? "",
+    context: optStr(p, "context", where) ?? ".",
+    image,
+    buildArgs: stringMap(p, "buildArgs", where),
+    ...credentialsConfig(p, where, path),
+    machine,
+  };
+  const kilndTokenFile = optStr(p, "kilndTokenFile", where);
+  if (kilndTokenFile) project.kilndTokenFile = path(kilndTokenFile);
+  return project;
 }
 
 /** A project's secrets and credentials: only file names, never values, are in the config. */

@@ -28,6 +28,11 @@ export class DeploymentEvents {
     return this.feeds.size;
   }
 
+  /** Whether the deployment has a feed here (followed, or driven, and not ended). */
+  has(id: string): boolean {
+    return this.feeds.has(id);
+  }
+
   private feedOf(id: string): Feed<Numbered> {
     let f = this.feeds.get(id);
     if (!f) this.feeds.set(id, (f = new Feed<Numbered>({ maxEntries: WINDOW })));

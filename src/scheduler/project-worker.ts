@@ -30,6 +30,8 @@ export interface WorkerDeps {
   events: DeploymentEvents;
   logger: Logger;
   backoffMs?: number;
+  /** The queue is empty and the machine asleep (the worker's loop has ended). */
+  onIdle?: () => void;
   /** kilnd's API at a machine's URL: the real client, or a stand-in in unit tests. */
   connect?: (url: string) => Kilnd;
 }
@@ -51,15 +53,36 @@ export class ProjectWorker {
   /** The scheduler is stopping: records stay as they are, for the next run to resume. */
   private stopped = false;
 
-  private readonly secrets: ProjectSecrets;
+  private secrets: ProjectSecrets;
+  private project: ProjectConfig;
+  /** Ends the worker's calls to kilnd when it stops. */
+  private readonly abort = new AbortController();
 
   constructor(private readonly d: WorkerDeps) {
+    this.project = d.project;
     this.secrets = createProjectSecrets(d.project);
   }
 
+  /** The project's settings changed: the next build asks for them (the machine stays). */
+  setProject(p: ProjectConfig): void {
+    if (JSON.stringify(p) === JSON.stringify(this.project)) return;
+    this.project = p;
+    this.secrets = createProjectSecrets(p);
+  }
+
+  /** Stops where it is, writing nothing more: the records stay for whoever drives the queue next. */
   stop(): void {
     this.stopped = true;
     this.pending = undefined;
+    this.abort.abort();
+  }
+
+  /** Stops, and cancels the build it drives on kilnd (the project is gone). */
+  async abandon(reason: string): Promise<void> {
+    const cur = this.current;
+    const kilnd = this.kilnd;
+    this.stop();
+    if (cur?.buildId && kilnd) await kilnd.client.cancel({ buildId: cur.buildId }).catch((err) => this.d.logger.warn({ err, build: cur.buildId, reason }, "cannot cancel the build"));
   }
 
   /** Queues a deployment; the newest one wins. */
@@ -102,6 +125,7 @@ export class ProjectWorker {
       this.running = false;
       finished();
       if (this.pending && !this.stopped) void this.loop();
+      else if (!this.stopped) this.d.onIdle?.();
     }
   }
 
@@ -124,13 +148,13 @@ export class ProjectWorker {
       if (!build) {
         let request;
         try {
-          request = await this.buildRequest(dep.commit);
+          request = await this.buildRequest(dep);
         } catch (e) {
           // A secret file that cannot be read or a token GitHub would not mint: the build cannot start.
           return this.finish(dep, DeploymentState.FAILED, (e as Error).message);
         }
         try {
-          build = (await kilnd.build(request)).build!;
+          build = (await kilnd.build(request, { signal: this.abort.signal })).build!;
         } catch (e) {
           if (isGone(e) && interruptions++ < RECONNECT_ATTEMPTS) {
             this.kilnd = undefined;
@@ -140,7 +164,7 @@ export class ProjectWorker {
           return this.finish(dep, DeploymentState.FAILED, `kilnd refused the build: ${e instanceof ConnectError ? e.rawMessage : String(e)}`);
         }
         dep.attempts++;
-        dep.times!.buildStarted = timestampFromMs(Date.now());
+        dep.times!.buildStarted = build.createTime ?? timestampFromMs(Date.now());
       }
       await this.update(dep, { state: DeploymentState.BUILDING, buildId: build.id, image: build.image });
       // A commit that came while the build was being asked for found no build id to cancel.
@@ -199,7 +223,7 @@ export class ProjectWorker {
     for (let attempt = 0; attempt <= RECONNECT_ATTEMPTS; attempt++) {
       try {
         const client = this.kilnd!.client;
-        for await (const m of client.streamLogs({ buildId: build.id, follow: true, afterSeq: after })) {
+        for await (const m of client.streamLogs({ buildId: build.id, follow: true, afterSeq: after }, { signal: this.abort.signal })) {
           if (m.event.case === "line") {
             after = m.event.value.seq;
             this.d.events.emit(dep.id, { case: "line", value: m.event.value });
@@ -208,6 +232,7 @@ export class ProjectWorker {
           }
         }
       } catch (e) {
+        if (this.stopped) throw new Error("the scheduler is stopping");
         if (!isGone(e)) throw e;
         this.d.logger.warn({ deployment: dep.id, build: build.id, err: e }, "lost kilnd while following the build; reconnecting");
       }
@@ -264,12 +289,14 @@ export class ProjectWorker {
     this.d.events.emit(dep.id, { case: "deployment", value: dep });
   }
 
-  private async buildRequest(commit: string) {
-    const p = this.d.project;
+  /** requestKey: the deployment and attempt, so that asking again (a replica taking over) is the same build. */
+  private async buildRequest(dep: Deployment) {
+    const p = this.project;
     const c = await this.secrets.forBuild();
     return {
       project: p.name,
-      source: { kind: { case: "git" as const, value: { url: p.git, commit, ...c.git } } },
+      source: { kind: { case: "git" as const, value: { url: p.git, commit: dep.commit, ...c.git } } },
+      requestKey: `${dep.id}.${dep.attempts + 1}`,
       containerfile: p.containerfile,
       context: p.context,
       image: p.image,
@@ -281,7 +308,7 @@ export class ProjectWorker {
 
   private client(url: string): Kilnd {
     if (this.d.connect) return this.d.connect(url);
-    const file = this.d.project.kilndTokenFile;
+    const file = this.project.kilndTokenFile;
     return kilndClient(url, file ? tokenFile(file) : undefined);
   }
 

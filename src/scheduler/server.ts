@@ -10,7 +10,8 @@ import { errorInterceptor } from "../server/errors.js";
 import { startServer, type KilnServer } from "../server/http-server.js";
 import type { SchedulerConfig } from "./config.js";
 import { parseHostPort } from "../util/host-port.js";
-import { Scheduler } from "./scheduler.js";
+import { ProjectAdmin } from "./project-admin.js";
+import { Scheduler, type SchedulerOptions } from "./scheduler.js";
 import { createSchedulerService } from "./service.js";
 
 const MAX_WEBHOOK_BYTES = 25 * 1024 * 1024; // GitHub caps payloads at 25 MB
@@ -32,13 +33,13 @@ export interface RunningScheduler {
   stop(): Promise<void>;
 }
 
-export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts: { backoffMs?: number } = {}): Promise<RunningScheduler> {
+export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts: SchedulerOptions = {}): Promise<RunningScheduler> {
   const scheduler = new Scheduler(cfg, logger, opts);
   await scheduler.start();
   const auth = cfg.tokenFile ? createTokenAuth(cfg.tokenFile, logger) : undefined;
   const handler = connectNodeAdapter({
     routes: (router) => {
-      router.service(SchedulerService, createSchedulerService(scheduler));
+      router.service(SchedulerService, createSchedulerService(scheduler, new ProjectAdmin(cfg, scheduler, logger)));
       checkBinaryRequests(router, 4 * 1024 * 1024);
     },
     interceptors: [errorInterceptor(logger), ...(auth ? [auth.interceptor] : [])],
@@ -70,7 +71,7 @@ export async function startScheduler(cfg: SchedulerConfig, logger: Logger, opts:
   });
   const listen = parseHostPort(cfg.listen, "listen");
   const server = await startServer({ host: listen.host, port: listen.port, handler });
-  logger.info({ listen: `${server.address.host}:${server.address.port}`, projects: cfg.projects.map((p) => `${p.name} (${p.machine.driver})`) }, "kiln-scheduler serving");
+  logger.info({ listen: `${server.address.host}:${server.address.port}`, projects: cfg.projects.map((p) => `${p.name} (${p.machine.driver})`), store: cfg.database ? "postgres" : "files", replica: scheduler.store.replica }, "kiln-scheduler serving");
   return {
     scheduler,
     server,

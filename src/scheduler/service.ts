@@ -7,6 +7,7 @@ import { invalidArgument } from "../errors/kiln-error.js";
 import { ID_PATTERN } from "../util/ids.js";
 import { checkProject } from "../validate/build-request.js";
 import { isFinal } from "./deployment-events.js";
+import type { ProjectAdmin } from "./project-admin.js";
 import type { Scheduler } from "./scheduler.js";
 
 function checkId(id: string): string {
@@ -15,23 +16,39 @@ function checkId(id: string): string {
   return id;
 }
 
-export function createSchedulerService(s: Scheduler): ServiceImpl<typeof SchedulerService> {
+export function createSchedulerService(s: Scheduler, admin: ProjectAdmin): ServiceImpl<typeof SchedulerService> {
   return {
     async submitCommit(req) {
-      return { deployment: await s.submit(checkProject(req.project), req.commit, "rpc") };
+      return { deployment: (await s.submit(checkProject(req.project), req.commit, "rpc")).deployment };
     },
-    getDeployment(req) {
-      return { deployment: s.get(checkId(req.deploymentId)) };
+    async getDeployment(req) {
+      return { deployment: await s.get(checkId(req.deploymentId)) };
     },
-    listDeployments(req) {
-      return { deployments: s.list(req.project ? checkProject(req.project) : undefined, req.limit) };
+    async listDeployments(req) {
+      return { deployments: await s.list(req.project ? checkProject(req.project) : undefined, req.limit) };
+    },
+    async createProject(req) {
+      return { project: await admin.create(req.project) };
+    },
+    async updateProject(req) {
+      return { project: await admin.update(req.project) };
+    },
+    async deleteProject(req) {
+      await admin.delete(req.name);
+      return {};
+    },
+    async getProject(req) {
+      return { project: await admin.get(req.name) };
+    },
+    async listProjects() {
+      return { projects: await admin.list() };
     },
     async *followDeployment(req, ctx) {
       const id = checkId(req.deploymentId);
       let missed = 0;
       // The position is taken here, before the first message: nothing falls between.
       const events = s.events.follow(id, ctx.signal, (n) => (missed += n));
-      const first = s.get(id);
+      const first = await s.get(id);
       yield { event: { case: "deployment", value: first } };
       if (isFinal(first.state)) return;
       for await (const e of events) {

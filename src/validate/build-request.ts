@@ -39,7 +39,11 @@ export interface BuildSpec {
   /** Build secrets, id -> value (RUN --mount=type=secret,id=ID). */
   secrets: Record<string, string>;
   registryCredentials: RegistryCredentialSpec[];
+  /** BuildRequest.request_key: the same key again is the same build. */
+  requestKey?: string;
 }
+
+const REQUEST_KEY = /^[A-Za-z0-9][A-Za-z0-9._:\/-]{0,127}$/;
 
 export function checkProject(value: string, field = "project"): string {
   if (!value) throw invalidArgument(field, "is required");
@@ -77,6 +81,10 @@ export function validateBuildRequest(req: BuildRequest): BuildSpec {
   const spec: BuildSpec = { project, git, commit: src.commit, context, image, buildArgs, secrets: checkSecrets(req.secrets), registryCredentials: checkCredentials(req.registryCredentials) };
   if (containerfile) spec.containerfile = containerfile;
   if (req.target) spec.target = req.target;
+  if (req.requestKey) {
+    if (!REQUEST_KEY.test(req.requestKey)) throw invalidArgument("request_key", `${JSON.stringify(req.requestKey.slice(0, 80))} is not a request key (1-128 of A-Z a-z 0-9 . _ : / -)`);
+    spec.requestKey = req.requestKey;
+  }
   return spec;
 }
 

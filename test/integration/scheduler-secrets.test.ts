@@ -92,8 +92,8 @@ describe("scheduler: per-project secrets, registry credentials and GitHub App to
   };
   const waitFinal = async (id: string) => {
     let d: Deployment | undefined;
-    await waitFor(() => {
-      d = sched.scheduler.get(id);
+    await waitFor(async () => {
+      d = await sched.scheduler.get(id);
       return d.state === DeploymentState.SUCCEEDED || d.state === DeploymentState.FAILED;
     }, 180_000, `deployment ${id}`, 50);
     return d!;

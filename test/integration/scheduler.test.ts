@@ -79,8 +79,8 @@ describe("scheduler with the local driver", () => {
 
   const waitFinal = async (id: string, asleep = true) => {
     let d: Deployment | undefined;
-    await waitFor(() => {
-      d = sched.scheduler.get(id);
+    await waitFor(async () => {
+      d = await sched.scheduler.get(id);
       const final = d.state === DeploymentState.SUCCEEDED || d.state === DeploymentState.FAILED || d.state === DeploymentState.SUPERSEDED;
       return final && (!asleep || d.times?.machineAsleep !== undefined || !d.times?.machineReady);
     }, 180_000, `deployment ${id}`, 50);
@@ -128,7 +128,7 @@ describe("scheduler with the local driver", () => {
     const last = await waitFinal(ids[2]!);
     assert.equal(last.state, DeploymentState.SUCCEEDED, last.error);
     for (const id of ids.slice(0, 2)) {
-      const d = sched.scheduler.get(id);
+      const d = await sched.scheduler.get(id);
       assert.equal(d.state, DeploymentState.SUPERSEDED, `${id}: ${d.error}`);
       assert.match(d.supersededBy, /^[a-z0-9-]+$/);
     }
@@ -138,12 +138,12 @@ describe("scheduler with the local driver", () => {
 
   test("the same delivery twice (GitHub's retry) is one deployment", async () => {
     const sha = repo.commit({ "src/a.txt": "delivered twice\n" });
-    const before = sched.scheduler.list(undefined, 0).length;
+    const before = (await sched.scheduler.list(undefined, 0)).length;
     const first = await (await push(sha, { delivery: "5a4c1e2e-0000-4000-8000-000000000001" })).json() as { deployment: string };
     const again = await (await push(sha, { delivery: "5a4c1e2e-0000-4000-8000-000000000001" })).json() as { deployment: string; duplicate?: boolean };
     assert.equal(again.deployment, first.deployment);
     assert.equal(again.duplicate, true);
-    assert.equal(sched.scheduler.list(undefined, 0).length, before + 1);
+    assert.equal((await sched.scheduler.list(undefined, 0)).length, before + 1);
     const d = await waitFinal(first.deployment);
     assert.equal(d.state, DeploymentState.SUCCEEDED, d.error);
   });
@@ -159,7 +159,7 @@ describe("scheduler with the local driver", () => {
     const d = await waitFinal(newerId);
     assert.equal(d.state, DeploymentState.SUCCEEDED, d.error);
     assert.equal(d.imageDigest, await reg.digest("test/sched", newer));
-    const skipped = sched.scheduler.get(late.deployment);
+    const skipped = await sched.scheduler.get(late.deployment);
     assert.equal(skipped.state, DeploymentState.SUPERSEDED);
     assert.equal(skipped.supersededBy, newerId);
     assert.equal(skipped.buildId, "", "never built");
@@ -167,7 +167,7 @@ describe("scheduler with the local driver", () => {
   });
 
   test("a bad signature, a missing one and a malformed body are refused and change nothing; other events and branches are ignored", async () => {
-    const before = sched.scheduler.list(undefined, 0).length;
+    const before = (await sched.scheduler.list(undefined, 0)).length;
     const sha = repo.head();
     assert.equal((await push(sha, { secret: "wrong" })).status, 401);
     assert.equal((await push(sha, { secret: null })).status, 401);
@@ -179,7 +179,7 @@ describe("scheduler with the local driver", () => {
     const other = await push(sha, { ref: "refs/heads/feature" });
     assert.equal(other.status, 202);
     assert.match(((await other.json()) as { ignored: string }).ignored, /no project/);
-    assert.equal(sched.scheduler.list(undefined, 0).length, before);
+    assert.equal((await sched.scheduler.list(undefined, 0)).length, before);
     assert.ok(!kilndAlive(), "nothing woke the machine");
   });
 
@@ -187,8 +187,8 @@ describe("scheduler with the local driver", () => {
     const sha = repo.commit({ Containerfile: `FROM ${base}\nCOPY src/ /src/\nRUN echo before-sleep && sleep 3 && echo after-sleep\n`, "src/a.txt": "killed\n" });
     const id = await deployed(await push(sha));
     // The RUN step is running once the deployment's build log on the machine's volume says so.
-    const buildLog = () => join(machineData(), "logs", `${sched.scheduler.get(id).buildId}.log`);
-    await waitFor(() => sched.scheduler.get(id).buildId !== "" && existsSync(buildLog()) && readFileSync(buildLog(), "utf8").includes("before-sleep"), 60_000, "the RUN step", 50);
+    const buildLog = async () => join(machineData(), "logs", `${(await sched.scheduler.get(id)).buildId}.log`);
+    await waitFor(async () => (await sched.scheduler.get(id)).buildId !== "" && existsSync(await buildLog()) && readFileSync(await buildLog(), "utf8").includes("before-sleep"), 60_000, "the RUN step", 50);
     const pids = processesWith(`--data ${machineData()}`).map((p) => Number(p.split(":")[0]));
     assert.ok(pids.length > 0);
     for (const pid of pids) process.kill(pid, "SIGKILL");

@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { KilnError } from "../../src/errors/kiln-error.js";
 import { loadSchedulerConfig } from "../../src/scheduler/config.js";
+import { projectFromApi, projectFromJson, projectJson, projectToApi } from "../../src/scheduler/projects.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
 const dir = tempDir("sched-config");
@@ -42,7 +43,32 @@ describe("scheduler config", () => {
     refused({ data: "state", projects: [{ ...project, buildArgs: { N: 1 } }] }, /buildArgs: an object of strings/);
     refused({ data: "state", projects: [{ ...project, branch: 7 }] }, /branch: a non-empty string/);
     refused({ data: "state", listen: "nowhere", projects: [project] }, /^listen: "nowhere" is not HOST:PORT/);
-    refused({ data: "state", projects: [] }, /at least one project/);
+    refused({ data: "state", projects: {} }, /^projects: a list is required/);
+    refused({ data: "state", database: "mysql://x/y", projects: [] }, /^database: mysql: is not postgres:/);
+    refused({ data: "state", fly: { app: "a", apiTokenFile: "t", image: "i", region: "ams", volumeSize: 3 } }, /^config\.fly\.volumeSize: not a setting/);
+    refused({ data: "state", leaseSeconds: 1 }, /leaseSeconds: a whole number from 2 to 300/);
     refused([1], /^config: an object is required/);
+  });
+
+  test("a project's API form is the config file's: every setting goes through it and back unchanged", () => {
+    const full = {
+      ...project,
+      branch: "release",
+      containerfile: "build/Containerfile",
+      context: "app",
+      buildArgs: { NODE_ENV: "production" },
+      secrets: { npmrc: { file: "/etc/kiln/npmrc" } },
+      registryCredentials: [{ registry: "registry.example:5000", username: "ci", passwordFile: "/etc/kiln/reg" }],
+      githubApp: { appId: "12", installationId: "34", privateKeyFile: "/etc/kiln/app.pem" },
+      kilndTokenFile: "/etc/kiln/kilnd-token",
+      machine: { driver: "local", data: "/var/lib/kiln-p", idleTimeout: 0, insecureRegistries: ["registry.example:5000"], port: 5461 },
+    };
+    const fly = { ...project, name: "q", machine: { driver: "fly", app: "kiln-builders", machineId: "148ed123", apiTokenFile: "/etc/kiln/fly", kilndUrl: "http://148ed123.vm.kiln-builders.internal:5456", volumeId: "vol_1" } };
+    const c = load({ data: "state", projects: [full, fly] });
+    for (const p of c.projects) {
+      assert.deepEqual(projectFromApi(projectToApi(p, "api"), () => "unused"), p);
+      assert.deepEqual(projectFromJson(projectJson(p)), p);
+    }
+    assert.throws(() => projectFromApi(projectToApi({ ...c.projects[0]!, kilndTokenFile: "relative/token" }, "api"), () => "x"), /absolute path/);
   });
 });

@@ -2,16 +2,11 @@
 // "started"), then waits for kilnd on the machine's private address. Transient failures (429,
 // 5xx, a wait that times out with 408, a state conflict while the machine is still stopping)
 // are retried with backoff, bounded; 401/403/404 are not.
-import { readFileSync } from "node:fs";
 import type { Logger } from "pino";
 import type { FlyMachineConfig } from "../config.js";
+import { flyApi, isPermanentFlyError, type FlyError } from "./fly-api.js";
 import { permanentWakeError, waitForKilnd, type MachineDriver } from "./driver.js";
 
-
-interface FlyError {
-  status: number;
-  message: string;
-}
 
 export interface FlyDriverOptions {
   logger: Logger;
@@ -25,29 +20,12 @@ export interface FlyDriverOptions {
 export function createFlyDriver(project: string, cfg: FlyMachineConfig, opts: FlyDriverOptions): MachineDriver {
   const ATTEMPTS = opts.attempts ?? 6;
   const WAIT_SECONDS = opts.waitSeconds ?? 30;
-  const base = `${cfg.apiUrl.replace(/\/$/, "")}/v1/apps/${encodeURIComponent(cfg.app)}/machines/${encodeURIComponent(cfg.machineId)}`;
+  const base = `/v1/apps/${encodeURIComponent(cfg.app)}/machines/${encodeURIComponent(cfg.machineId)}`;
   const backoff = opts.backoffMs ?? 250;
 
-  const call = async (method: string, path: string, timeoutMs = 10_000): Promise<{ ok: true; body: Record<string, unknown> } | ({ ok: false } & FlyError)> => {
-    const token = readFileSync(cfg.apiTokenFile, "utf8").trim();
-    let r: Response;
-    try {
-      r = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, signal: AbortSignal.timeout(timeoutMs) });
-    } catch (e) {
-      return { ok: false, status: 0, message: `Machines API unreachable: ${(e as Error).message}` };
-    }
-    const text = await r.text();
-    let body: Record<string, unknown> = {};
-    try {
-      body = text ? (JSON.parse(text) as Record<string, unknown>) : {};
-    } catch {
-      body = { error: text };
-    }
-    if (r.ok) return { ok: true, body };
-    return { ok: false, status: r.status, message: String(body.error ?? r.statusText) };
-  };
-
-  const permanent = (e: FlyError) => e.status === 401 || e.status === 403 || e.status === 404 || e.status === 400 || e.status === 422;
+  const api = flyApi(cfg.apiUrl, cfg.apiTokenFile);
+  const call = (method: string, path: string, timeoutMs?: number) => api(method, `${base}${path}`, timeoutMs ? { timeoutMs } : {});
+  const permanent = isPermanentFlyError;
 
   /** One round: start (a conflict is fine if the machine is, or is becoming, started), then wait. */
   const startAndWait = async (): Promise<FlyError | undefined> => {

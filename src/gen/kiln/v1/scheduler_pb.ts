@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/v1/scheduler.proto.
  */
 export const file_kiln_v1_scheduler: GenFile = /*@__PURE__*/
-  fileDesc("ChdraWxuL3YxL3NjaGVkdWxlci5wcm90bxIHa2lsbi52MSK2AgoPRGVwbG95bWVudFRpbWVzEiwKCHJlY2VpdmVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1tYWNoaW5lX3JlYWR5GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1idWlsZF9zdGFydGVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1kaWdlc3RfcHVzaGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5tYWNoaW5lX2FzbGVlcBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoFYXdha2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i2AIKCkRlcGxveW1lbnQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIOCgZjb21taXQYAyABKAkSJwoFc3RhdGUYBCABKA4yGC5raWxuLnYxLkRlcGxveW1lbnRTdGF0ZRIQCghidWlsZF9pZBgFIAEoCRINCgVpbWFnZRgGIAEoCRIUCgxpbWFnZV9kaWdlc3QYByABKAkSDQoFZXJyb3IYCCABKAkSEAoIYXR0ZW1wdHMYCSABKA0SJwoFdGltZXMYCiABKAsyGC5raWxuLnYxLkRlcGxveW1lbnRUaW1lcxIPCgd0cmlnZ2VyGAsgASgJEhUKDXN1cGVyc2VkZWRfYnkYDCABKAkSEwoLc3RlcHNfdG90YWwYDSABKA0SFAoMc3RlcHNfY2FjaGVkGA4gASgNEhAKCGRlbGl2ZXJ5GA8gASgJEg4KBmJlZm9yZRgQIAEoCSI2ChNTdWJtaXRDb21taXRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDgoGY29tbWl0GAIgASgJIj8KFFN1Ym1pdENvbW1pdFJlc3BvbnNlEicKCmRlcGxveW1lbnQYASABKAsyEy5raWxuLnYxLkRlcGxveW1lbnQiLQoUR2V0RGVwbG95bWVudFJlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoCSJAChVHZXREZXBsb3ltZW50UmVzcG9uc2USJwoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudCI4ChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iQwoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USKAoLZGVwbG95bWVudHMYASADKAsyEy5raWxuLnYxLkRlcGxveW1lbnQiMAoXRm9sbG93RGVwbG95bWVudFJlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoCSJwChhGb2xsb3dEZXBsb3ltZW50UmVzcG9uc2USKQoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudEgAEiAKBGxpbmUYAiABKAsyEC5raWxuLnYxLkxvZ0xpbmVIAEIHCgVldmVudCrqAQoPRGVwbG95bWVudFN0YXRlEiAKHERFUExPWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIbChdERVBMT1lNRU5UX1NUQVRFX1FVRVVFRBABEhsKF0RFUExPWU1FTlRfU1RBVEVfV0FLSU5HEAISHQoZREVQTE9ZTUVOVF9TVEFURV9CVUlMRElORxADEh4KGkRFUExPWU1FTlRfU1RBVEVfU1VDQ0VFREVEEAQSGwoXREVQTE9ZTUVOVF9TVEFURV9GQUlMRUQQBRIfChtERVBMT1lNRU5UX1NUQVRFX1NVUEVSU0VERUQQBjLvAgoQU2NoZWR1bGVyU2VydmljZRJLCgxTdWJtaXRDb21taXQSHC5raWxuLnYxLlN1Ym1pdENvbW1pdFJlcXVlc3QaHS5raWxuLnYxLlN1Ym1pdENvbW1pdFJlc3BvbnNlElMKDUdldERlcGxveW1lbnQSHS5raWxuLnYxLkdldERlcGxveW1lbnRSZXF1ZXN0Gh4ua2lsbi52MS5HZXREZXBsb3ltZW50UmVzcG9uc2UiA5ACARJZCg9MaXN0RGVwbG95bWVudHMSHy5raWxuLnYxLkxpc3REZXBsb3ltZW50c1JlcXVlc3QaIC5raWxuLnYxLkxpc3REZXBsb3ltZW50c1Jlc3BvbnNlIgOQAgESXgoQRm9sbG93RGVwbG95bWVudBIgLmtpbG4udjEuRm9sbG93RGVwbG95bWVudFJlcXVlc3QaIS5raWxuLnYxLkZvbGxvd0RlcGxveW1lbnRSZXNwb25zZSIDkAIBMAFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_kiln_v1_builder]);
+  fileDesc("ChdraWxuL3YxL3NjaGVkdWxlci5wcm90bxIHa2lsbi52MSK2AgoPRGVwbG95bWVudFRpbWVzEiwKCHJlY2VpdmVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1tYWNoaW5lX3JlYWR5GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1idWlsZF9zdGFydGVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1kaWdlc3RfcHVzaGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5tYWNoaW5lX2FzbGVlcBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoFYXdha2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i2AIKCkRlcGxveW1lbnQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIOCgZjb21taXQYAyABKAkSJwoFc3RhdGUYBCABKA4yGC5raWxuLnYxLkRlcGxveW1lbnRTdGF0ZRIQCghidWlsZF9pZBgFIAEoCRINCgVpbWFnZRgGIAEoCRIUCgxpbWFnZV9kaWdlc3QYByABKAkSDQoFZXJyb3IYCCABKAkSEAoIYXR0ZW1wdHMYCSABKA0SJwoFdGltZXMYCiABKAsyGC5raWxuLnYxLkRlcGxveW1lbnRUaW1lcxIPCgd0cmlnZ2VyGAsgASgJEhUKDXN1cGVyc2VkZWRfYnkYDCABKAkSEwoLc3RlcHNfdG90YWwYDSABKA0SFAoMc3RlcHNfY2FjaGVkGA4gASgNEhAKCGRlbGl2ZXJ5GA8gASgJEg4KBmJlZm9yZRgQIAEoCSI2ChNTdWJtaXRDb21taXRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDgoGY29tbWl0GAIgASgJIj8KFFN1Ym1pdENvbW1pdFJlc3BvbnNlEicKCmRlcGxveW1lbnQYASABKAsyEy5raWxuLnYxLkRlcGxveW1lbnQiLQoUR2V0RGVwbG95bWVudFJlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoCSJAChVHZXREZXBsb3ltZW50UmVzcG9uc2USJwoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudCI4ChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iQwoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USKAoLZGVwbG95bWVudHMYASADKAsyEy5raWxuLnYxLkRlcGxveW1lbnQiMAoXRm9sbG93RGVwbG95bWVudFJlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoCSJwChhGb2xsb3dEZXBsb3ltZW50UmVzcG9uc2USKQoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudEgAEiAKBGxpbmUYAiABKAsyEC5raWxuLnYxLkxvZ0xpbmVIAEIHCgVldmVudCLABAoHUHJvamVjdBIMCgRuYW1lGAEgASgJEgsKA2dpdBgCIAEoCRIOCgZnaXRodWIYAyABKAkSDgoGYnJhbmNoGAQgASgJEhUKDWNvbnRhaW5lcmZpbGUYBSABKAkSDwoHY29udGV4dBgGIAEoCRINCgVpbWFnZRgHIAEoCRIzCgpidWlsZF9hcmdzGAggAygLMh8ua2lsbi52MS5Qcm9qZWN0LkJ1aWxkQXJnc0VudHJ5Ei4KB3NlY3JldHMYCSADKAsyHS5raWxuLnYxLlByb2plY3QuU2VjcmV0c0VudHJ5Ej0KFHJlZ2lzdHJ5X2NyZWRlbnRpYWxzGAogAygLMh8ua2lsbi52MS5SZWdpc3RyeUNyZWRlbnRpYWxGaWxlEjMKD2dpdF9jcmVkZW50aWFscxgLIAEoCzIaLmtpbG4udjEuR2l0Q3JlZGVudGlhbEZpbGUSJgoKZ2l0aHViX2FwcBgMIAEoCzISLmtpbG4udjEuR2l0SHViQXBwEhgKEGtpbG5kX3Rva2VuX2ZpbGUYDSABKAkSIQoHbWFjaGluZRgOIAEoCzIQLmtpbG4udjEuTWFjaGluZRIOCgZzb3VyY2UYDyABKAkaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARpDCgxTZWNyZXRzRW50cnkSCwoDa2V5GAEgASgJEiIKBXZhbHVlGAIgASgLMhMua2lsbi52MS5TZWNyZXRGaWxlOgI4ASIaCgpTZWNyZXRGaWxlEgwKBGZpbGUYASABKAkiUwoWUmVnaXN0cnlDcmVkZW50aWFsRmlsZRIQCghyZWdpc3RyeRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIVCg1wYXNzd29yZF9maWxlGAMgASgJIjwKEUdpdENyZWRlbnRpYWxGaWxlEhAKCHVzZXJuYW1lGAEgASgJEhUKDXBhc3N3b3JkX2ZpbGUYAiABKAkiXwoJR2l0SHViQXBwEg4KBmFwcF9pZBgBIAEoCRIXCg9pbnN0YWxsYXRpb25faWQYAiABKAkSGAoQcHJpdmF0ZV9rZXlfZmlsZRgDIAEoCRIPCgdhcGlfdXJsGAQgASgJIvwBCgdNYWNoaW5lEg4KBmRyaXZlchgBIAEoCRIMCgRkYXRhGAIgASgJEhkKDGlkbGVfdGltZW91dBgDIAEoDUgAiAEBEhsKE2luc2VjdXJlX3JlZ2lzdHJpZXMYBCADKAkSEQoEcG9ydBgFIAEoDUgBiAEBEg8KB2FwaV91cmwYBiABKAkSCwoDYXBwGAcgASgJEhIKCm1hY2hpbmVfaWQYCCABKAkSFgoOYXBpX3Rva2VuX2ZpbGUYCSABKAkSEQoJa2lsbmRfdXJsGAogASgJEhEKCXZvbHVtZV9pZBgLIAEoCUIPCg1faWRsZV90aW1lb3V0QgcKBV9wb3J0IjkKFENyZWF0ZVByb2plY3RSZXF1ZXN0EiEKB3Byb2plY3QYASABKAsyEC5raWxuLnYxLlByb2plY3QiOgoVQ3JlYXRlUHJvamVjdFJlc3BvbnNlEiEKB3Byb2plY3QYASABKAsyEC5raWxuLnYxLlByb2plY3QiOQoUVXBkYXRlUHJvamVjdFJlcXVlc3QSIQoHcHJvamVjdBgBIAEoCzIQLmtpbG4udjEuUHJvamVjdCI6ChVVcGRhdGVQcm9qZWN0UmVzcG9uc2USIQoHcHJvamVjdBgBIAEoCzIQLmtpbG4udjEuUHJvamVjdCIkChREZWxldGVQcm9qZWN0UmVxdWVzdBIMCgRuYW1lGAEgASgJIhcKFURlbGV0ZVByb2plY3RSZXNwb25zZSIhChFHZXRQcm9qZWN0UmVxdWVzdBIMCgRuYW1lGAEgASgJIjcKEkdldFByb2plY3RSZXNwb25zZRIhCgdwcm9qZWN0GAEgASgLMhAua2lsbi52MS5Qcm9qZWN0IhUKE0xpc3RQcm9qZWN0c1JlcXVlc3QiOgoUTGlzdFByb2plY3RzUmVzcG9uc2USIgoIcHJvamVjdHMYASADKAsyEC5raWxuLnYxLlByb2plY3Qq6gEKD0RlcGxveW1lbnRTdGF0ZRIgChxERVBMT1lNRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXREVQTE9ZTUVOVF9TVEFURV9RVUVVRUQQARIbChdERVBMT1lNRU5UX1NUQVRFX1dBS0lORxACEh0KGURFUExPWU1FTlRfU1RBVEVfQlVJTERJTkcQAxIeChpERVBMT1lNRU5UX1NUQVRFX1NVQ0NFRURFRBAEEhsKF0RFUExPWU1FTlRfU1RBVEVfRkFJTEVEEAUSHwobREVQTE9ZTUVOVF9TVEFURV9TVVBFUlNFREVEEAYy/QUKEFNjaGVkdWxlclNlcnZpY2USSwoMU3VibWl0Q29tbWl0Ehwua2lsbi52MS5TdWJtaXRDb21taXRSZXF1ZXN0Gh0ua2lsbi52MS5TdWJtaXRDb21taXRSZXNwb25zZRJTCg1HZXREZXBsb3ltZW50Eh0ua2lsbi52MS5HZXREZXBsb3ltZW50UmVxdWVzdBoeLmtpbG4udjEuR2V0RGVwbG95bWVudFJlc3BvbnNlIgOQAgESWQoPTGlzdERlcGxveW1lbnRzEh8ua2lsbi52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0GiAua2lsbi52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIDkAIBEl4KEEZvbGxvd0RlcGxveW1lbnQSIC5raWxuLnYxLkZvbGxvd0RlcGxveW1lbnRSZXF1ZXN0GiEua2lsbi52MS5Gb2xsb3dEZXBsb3ltZW50UmVzcG9uc2UiA5ACATABEk4KDUNyZWF0ZVByb2plY3QSHS5raWxuLnYxLkNyZWF0ZVByb2plY3RSZXF1ZXN0Gh4ua2lsbi52MS5DcmVhdGVQcm9qZWN0UmVzcG9uc2USTgoNVXBkYXRlUHJvamVjdBIdLmtpbG4udjEuVXBkYXRlUHJvamVjdFJlcXVlc3QaHi5raWxuLnYxLlVwZGF0ZVByb2plY3RSZXNwb25zZRJOCg1EZWxldGVQcm9qZWN0Eh0ua2lsbi52MS5EZWxldGVQcm9qZWN0UmVxdWVzdBoeLmtpbG4udjEuRGVsZXRlUHJvamVjdFJlc3BvbnNlEkoKCkdldFByb2plY3QSGi5raWxuLnYxLkdldFByb2plY3RSZXF1ZXN0Ghsua2lsbi52MS5HZXRQcm9qZWN0UmVzcG9uc2UiA5ACARJQCgxMaXN0UHJvamVjdHMSHC5raWxuLnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaHS5raWxuLnYxLkxpc3RQcm9qZWN0c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_kiln_v1_builder]);
 
 /**
  * DeploymentTimes marks each step from the commit event to the machine asleep again.
@@ -331,6 +331,442 @@ export const FollowDeploymentResponseSchema: GenMessage<FollowDeploymentResponse
   messageDesc(file_kiln_v1_scheduler, 9);
 
 /**
+ * Project is what kiln-scheduler knows of a project: its proto3 JSON is exactly a project of the
+ * config file (the same keys, the same checks, the same defaults). Secrets and credentials are
+ * named by files on the scheduler's hosts, never given as values.
+ *
+ * @generated from message kiln.v1.Project
+ */
+export type Project = Message<"kiln.v1.Project"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The repository kilnd fetches.
+   *
+   * @generated from field: string git = 2;
+   */
+  git: string;
+
+  /**
+   * owner/name as GitHub's push events name it (default: from git).
+   *
+   * @generated from field: string github = 3;
+   */
+  github: string;
+
+  /**
+   * The branch whose pushes are deployed (default "main").
+   *
+   * @generated from field: string branch = 4;
+   */
+  branch: string;
+
+  /**
+   * @generated from field: string containerfile = 5;
+   */
+  containerfile: string;
+
+  /**
+   * @generated from field: string context = 6;
+   */
+  context: string;
+
+  /**
+   * Image repository without a tag.
+   *
+   * @generated from field: string image = 7;
+   */
+  image: string;
+
+  /**
+   * @generated from field: map<string, string> build_args = 8;
+   */
+  buildArgs: { [key: string]: string };
+
+  /**
+   * Build secrets: id -> the file holding its value (read at every build).
+   *
+   * @generated from field: map<string, kiln.v1.SecretFile> secrets = 9;
+   */
+  secrets: { [key: string]: SecretFile };
+
+  /**
+   * @generated from field: repeated kiln.v1.RegistryCredentialFile registry_credentials = 10;
+   */
+  registryCredentials: RegistryCredentialFile[];
+
+  /**
+   * @generated from field: kiln.v1.GitCredentialFile git_credentials = 11;
+   */
+  gitCredentials?: GitCredentialFile | undefined;
+
+  /**
+   * @generated from field: kiln.v1.GitHubApp github_app = 12;
+   */
+  githubApp?: GitHubApp | undefined;
+
+  /**
+   * @generated from field: string kilnd_token_file = 13;
+   */
+  kilndTokenFile: string;
+
+  /**
+   * @generated from field: kiln.v1.Machine machine = 14;
+   */
+  machine?: Machine | undefined;
+
+  /**
+   * Output only: "config" (the config file's; change it there) or "api".
+   *
+   * @generated from field: string source = 15;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message kiln.v1.Project.
+ * Use `create(ProjectSchema)` to create a new message.
+ */
+export const ProjectSchema: GenMessage<Project> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 10);
+
+/**
+ * @generated from message kiln.v1.SecretFile
+ */
+export type SecretFile = Message<"kiln.v1.SecretFile"> & {
+  /**
+   * @generated from field: string file = 1;
+   */
+  file: string;
+};
+
+/**
+ * Describes the message kiln.v1.SecretFile.
+ * Use `create(SecretFileSchema)` to create a new message.
+ */
+export const SecretFileSchema: GenMessage<SecretFile> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 11);
+
+/**
+ * @generated from message kiln.v1.RegistryCredentialFile
+ */
+export type RegistryCredentialFile = Message<"kiln.v1.RegistryCredentialFile"> & {
+  /**
+   * @generated from field: string registry = 1;
+   */
+  registry: string;
+
+  /**
+   * @generated from field: string username = 2;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password_file = 3;
+   */
+  passwordFile: string;
+};
+
+/**
+ * Describes the message kiln.v1.RegistryCredentialFile.
+ * Use `create(RegistryCredentialFileSchema)` to create a new message.
+ */
+export const RegistryCredentialFileSchema: GenMessage<RegistryCredentialFile> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 12);
+
+/**
+ * @generated from message kiln.v1.GitCredentialFile
+ */
+export type GitCredentialFile = Message<"kiln.v1.GitCredentialFile"> & {
+  /**
+   * @generated from field: string username = 1;
+   */
+  username: string;
+
+  /**
+   * @generated from field: string password_file = 2;
+   */
+  passwordFile: string;
+};
+
+/**
+ * Describes the message kiln.v1.GitCredentialFile.
+ * Use `create(GitCredentialFileSchema)` to create a new message.
+ */
+export const GitCredentialFileSchema: GenMessage<GitCredentialFile> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 13);
+
+/**
+ * @generated from message kiln.v1.GitHubApp
+ */
+export type GitHubApp = Message<"kiln.v1.GitHubApp"> & {
+  /**
+   * @generated from field: string app_id = 1;
+   */
+  appId: string;
+
+  /**
+   * @generated from field: string installation_id = 2;
+   */
+  installationId: string;
+
+  /**
+   * @generated from field: string private_key_file = 3;
+   */
+  privateKeyFile: string;
+
+  /**
+   * @generated from field: string api_url = 4;
+   */
+  apiUrl: string;
+};
+
+/**
+ * Describes the message kiln.v1.GitHubApp.
+ * Use `create(GitHubAppSchema)` to create a new message.
+ */
+export const GitHubAppSchema: GenMessage<GitHubApp> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 14);
+
+/**
+ * Machine is where the project's kilnd runs: driver "local" (data, idle_timeout,
+ * insecure_registries, port) or "fly" (api_url, app, machine_id, api_token_file, kilnd_url,
+ * volume_id).
+ *
+ * @generated from message kiln.v1.Machine
+ */
+export type Machine = Message<"kiln.v1.Machine"> & {
+  /**
+   * @generated from field: string driver = 1;
+   */
+  driver: string;
+
+  /**
+   * @generated from field: string data = 2;
+   */
+  data: string;
+
+  /**
+   * @generated from field: optional uint32 idle_timeout = 3;
+   */
+  idleTimeout?: number | undefined;
+
+  /**
+   * @generated from field: repeated string insecure_registries = 4;
+   */
+  insecureRegistries: string[];
+
+  /**
+   * @generated from field: optional uint32 port = 5;
+   */
+  port?: number | undefined;
+
+  /**
+   * @generated from field: string api_url = 6;
+   */
+  apiUrl: string;
+
+  /**
+   * @generated from field: string app = 7;
+   */
+  app: string;
+
+  /**
+   * @generated from field: string machine_id = 8;
+   */
+  machineId: string;
+
+  /**
+   * @generated from field: string api_token_file = 9;
+   */
+  apiTokenFile: string;
+
+  /**
+   * @generated from field: string kilnd_url = 10;
+   */
+  kilndUrl: string;
+
+  /**
+   * The volume kiln provisioned with the machine (destroyed with it on DeleteProject).
+   *
+   * @generated from field: string volume_id = 11;
+   */
+  volumeId: string;
+};
+
+/**
+ * Describes the message kiln.v1.Machine.
+ * Use `create(MachineSchema)` to create a new message.
+ */
+export const MachineSchema: GenMessage<Machine> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 15);
+
+/**
+ * @generated from message kiln.v1.CreateProjectRequest
+ */
+export type CreateProjectRequest = Message<"kiln.v1.CreateProjectRequest"> & {
+  /**
+   * @generated from field: kiln.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.CreateProjectRequest.
+ * Use `create(CreateProjectRequestSchema)` to create a new message.
+ */
+export const CreateProjectRequestSchema: GenMessage<CreateProjectRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 16);
+
+/**
+ * @generated from message kiln.v1.CreateProjectResponse
+ */
+export type CreateProjectResponse = Message<"kiln.v1.CreateProjectResponse"> & {
+  /**
+   * @generated from field: kiln.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.CreateProjectResponse.
+ * Use `create(CreateProjectResponseSchema)` to create a new message.
+ */
+export const CreateProjectResponseSchema: GenMessage<CreateProjectResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 17);
+
+/**
+ * @generated from message kiln.v1.UpdateProjectRequest
+ */
+export type UpdateProjectRequest = Message<"kiln.v1.UpdateProjectRequest"> & {
+  /**
+   * @generated from field: kiln.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.UpdateProjectRequest.
+ * Use `create(UpdateProjectRequestSchema)` to create a new message.
+ */
+export const UpdateProjectRequestSchema: GenMessage<UpdateProjectRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 18);
+
+/**
+ * @generated from message kiln.v1.UpdateProjectResponse
+ */
+export type UpdateProjectResponse = Message<"kiln.v1.UpdateProjectResponse"> & {
+  /**
+   * @generated from field: kiln.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.UpdateProjectResponse.
+ * Use `create(UpdateProjectResponseSchema)` to create a new message.
+ */
+export const UpdateProjectResponseSchema: GenMessage<UpdateProjectResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 19);
+
+/**
+ * @generated from message kiln.v1.DeleteProjectRequest
+ */
+export type DeleteProjectRequest = Message<"kiln.v1.DeleteProjectRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message kiln.v1.DeleteProjectRequest.
+ * Use `create(DeleteProjectRequestSchema)` to create a new message.
+ */
+export const DeleteProjectRequestSchema: GenMessage<DeleteProjectRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 20);
+
+/**
+ * @generated from message kiln.v1.DeleteProjectResponse
+ */
+export type DeleteProjectResponse = Message<"kiln.v1.DeleteProjectResponse"> & {
+};
+
+/**
+ * Describes the message kiln.v1.DeleteProjectResponse.
+ * Use `create(DeleteProjectResponseSchema)` to create a new message.
+ */
+export const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 21);
+
+/**
+ * @generated from message kiln.v1.GetProjectRequest
+ */
+export type GetProjectRequest = Message<"kiln.v1.GetProjectRequest"> & {
+  /**
+   * @generated from field: string name = 1;
+   */
+  name: string;
+};
+
+/**
+ * Describes the message kiln.v1.GetProjectRequest.
+ * Use `create(GetProjectRequestSchema)` to create a new message.
+ */
+export const GetProjectRequestSchema: GenMessage<GetProjectRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 22);
+
+/**
+ * @generated from message kiln.v1.GetProjectResponse
+ */
+export type GetProjectResponse = Message<"kiln.v1.GetProjectResponse"> & {
+  /**
+   * @generated from field: kiln.v1.Project project = 1;
+   */
+  project?: Project | undefined;
+};
+
+/**
+ * Describes the message kiln.v1.GetProjectResponse.
+ * Use `create(GetProjectResponseSchema)` to create a new message.
+ */
+export const GetProjectResponseSchema: GenMessage<GetProjectResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 23);
+
+/**
+ * @generated from message kiln.v1.ListProjectsRequest
+ */
+export type ListProjectsRequest = Message<"kiln.v1.ListProjectsRequest"> & {
+};
+
+/**
+ * Describes the message kiln.v1.ListProjectsRequest.
+ * Use `create(ListProjectsRequestSchema)` to create a new message.
+ */
+export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 24);
+
+/**
+ * @generated from message kiln.v1.ListProjectsResponse
+ */
+export type ListProjectsResponse = Message<"kiln.v1.ListProjectsResponse"> & {
+  /**
+   * @generated from field: repeated kiln.v1.Project projects = 1;
+   */
+  projects: Project[];
+};
+
+/**
+ * Describes the message kiln.v1.ListProjectsResponse.
+ * Use `create(ListProjectsResponseSchema)` to create a new message.
+ */
+export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 25);
+
+/**
  * DeploymentState is where a deployment is in its life.
  *
  * @generated from enum kiln.v1.DeploymentState
@@ -430,6 +866,59 @@ export const SchedulerService: GenService<{
     methodKind: "server_streaming";
     input: typeof FollowDeploymentRequestSchema;
     output: typeof FollowDeploymentResponseSchema;
+  },
+  /**
+   * CreateProject adds a project. With the fly driver and no machine_id, its builder is
+   * provisioned first: a volume and a machine from the builder image with the volume at the
+   * storage root, stopped so that it sleeps. With the local driver it gets its data directory
+   * and a port. AlreadyExists when the name is taken.
+   *
+   * @generated from rpc kiln.v1.SchedulerService.CreateProject
+   */
+  createProject: {
+    methodKind: "unary";
+    input: typeof CreateProjectRequestSchema;
+    output: typeof CreateProjectResponseSchema;
+  },
+  /**
+   * UpdateProject replaces a project's settings (its machine stays: the machine field is
+   * ignored). Projects of the config file are changed there, not here (FailedPrecondition).
+   *
+   * @generated from rpc kiln.v1.SchedulerService.UpdateProject
+   */
+  updateProject: {
+    methodKind: "unary";
+    input: typeof UpdateProjectRequestSchema;
+    output: typeof UpdateProjectResponseSchema;
+  },
+  /**
+   * DeleteProject removes a project; its open deployments end FAILED, and a machine and volume
+   * that kiln provisioned for it are destroyed. Its deployment records stay.
+   *
+   * @generated from rpc kiln.v1.SchedulerService.DeleteProject
+   */
+  deleteProject: {
+    methodKind: "unary";
+    input: typeof DeleteProjectRequestSchema;
+    output: typeof DeleteProjectResponseSchema;
+  },
+  /**
+   * @generated from rpc kiln.v1.SchedulerService.GetProject
+   */
+  getProject: {
+    methodKind: "unary";
+    input: typeof GetProjectRequestSchema;
+    output: typeof GetProjectResponseSchema;
+  },
+  /**
+   * ListProjects returns projects by name.
+   *
+   * @generated from rpc kiln.v1.SchedulerService.ListProjects
+   */
+  listProjects: {
+    methodKind: "unary";
+    input: typeof ListProjectsRequestSchema;
+    output: typeof ListProjectsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_kiln_v1_scheduler, 0);
