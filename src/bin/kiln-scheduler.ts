@@ -7,12 +7,12 @@ import { loadSchedulerConfig } from "../scheduler/config.js";
 import { startScheduler } from "../scheduler/server.js";
 import { createLogger } from "../util/logger.js";
 
-const USAGE = "usage: kiln-scheduler --config FILE [--log-level LEVEL]   (or KILN_SCHEDULER_CONFIG)";
+const USAGE = "usage: kiln-scheduler --config FILE [--database postgres://…] [--log-level LEVEL]   (or KILN_SCHEDULER_CONFIG, KILN_SCHEDULER_DATABASE)";
 
 async function main(): Promise<number> {
   let values;
   try {
-    values = parseArgs({ options: { config: { type: "string" }, "log-level": { type: "string" }, help: { type: "boolean" } } }).values;
+    values = parseArgs({ options: { config: { type: "string" }, database: { type: "string" }, "log-level": { type: "string" }, help: { type: "boolean" } } }).values;
   } catch (e) {
     process.stderr.write(`kiln-scheduler: ${(e as Error).message}\n${USAGE}\n`);
     return 2;
@@ -29,7 +29,8 @@ async function main(): Promise<number> {
   const logger = createLogger(values["log-level"] ?? "info");
   let cfg;
   try {
-    cfg = loadSchedulerConfig(file);
+    // --database, else $KILN_SCHEDULER_DATABASE, else the config file's "database".
+    cfg = loadSchedulerConfig(file, values.database ? { ...process.env, KILN_SCHEDULER_DATABASE: values.database } : process.env);
   } catch (e) {
     if (e instanceof KilnError && e.code === "invalid_argument") {
       process.stderr.write(`kiln-scheduler: ${(e as Error).message}\n`);

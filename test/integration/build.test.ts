@@ -4,6 +4,7 @@ import { execFileSync } from "node:child_process";
 import { statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
+import { Code, ConnectError } from "@connectrpc/connect";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
 import { helloApp } from "../helpers/apps.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
@@ -179,6 +180,24 @@ describe("builds", () => {
     for (const sha of shas) assert.equal((await build(sha)).state, BuildState.SUCCEEDED);
     const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${shas[1]}`, "cat", "/cachelog"], { env: podmanEnv(), encoding: "utf8" });
     assert.equal(out, "first\nsecond\n");
+  });
+
+  test("a Build with a request key kilnd has seen is that build, live or finished; the key with another commit is refused", async () => {
+    const commit = repo.head();
+    const ask = (key: string, c = commit) =>
+      kilnd.client.build({ project: "hello", source: { kind: { case: "git", value: { url: repo.url, commit: c } } }, image: `${reg.host}/test/hello`, requestKey: key });
+    const key = `deployment-${Date.now()}.1`;
+    const [a, b] = await Promise.all([ask(key), ask(key)]);
+    assert.equal(a.build!.id, b.build!.id, "two calls at once: one build");
+    assert.equal(a.build!.requestKey, key);
+    const done = await kilnd.waitDone(a.build!.id);
+    assert.equal((await ask(key)).build!.id, done.id, "asked again after it ended: the same build, not a new one");
+    assert.equal((await ask(key)).build!.state, done.state);
+    const other = repo.commit({ "src/a.txt": "another commit for the key\n" });
+    await assert.rejects(ask(key, other), (e: ConnectError) => e.code === Code.AlreadyExists && /was used for build/.test(e.message));
+    await assert.rejects(ask("bad key!"), (e: ConnectError) => e.code === Code.InvalidArgument && /request_key/.test(e.message));
+    const { builds } = await kilnd.client.listBuilds({ project: "hello" });
+    assert.equal(builds.filter((x) => x.requestKey === key).length, 1);
   });
 
   test("ListBuilds lists newest first and filters by project", async () => {
