@@ -8,7 +8,7 @@
 // correctly, database size, each replica's CPU and peak memory. Run: npm run bench:scheduler.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { createHmac, randomBytes, randomUUID } from "node:crypto";
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -21,6 +21,8 @@ import { startFleetStandIn } from "./lib/fleet-standin.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const SECRET = "load-test-webhook-secret";
+/** Each replica's log (warnings and errors), kept after the run. */
+const LOGS = join(ROOT, "bench/results/scheduler-load-logs");
 
 const { values: a } = parseArgs({
   options: {
@@ -64,6 +66,7 @@ function usageOf(pid: number): { cpuSeconds: number; peakRssMb: number } {
 }
 
 async function main() {
+  mkdirSync(LOGS, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "kiln-load-"));
   chmodSync(dir, 0o711);
   const pgDir = join(dir, "pg");
@@ -85,11 +88,15 @@ async function main() {
       const data = join(dir, `replica-${i}`);
       mkdirSync(data, { recursive: true });
       writeFileSync(join(dir, `replica-${i}.json`), JSON.stringify({ listen, data, database: db, webhookSecretFile: join(dir, "secret"), leaseSeconds: 3 }));
-      const proc = spawn(process.execPath, [join(ROOT, "dist/bin/kiln-scheduler.js"), "--config", join(dir, `replica-${i}.json`), "--log-level", "warn"], { stdio: ["ignore", "ignore", "pipe"] });
+      const log = openSync(join(LOGS, `replica-${i}.log`), "w");
+      const proc = spawn(process.execPath, [join(ROOT, "dist/bin/kiln-scheduler.js"), "--config", join(dir, `replica-${i}.json`), "--log-level", "warn"], { stdio: ["ignore", log, "pipe"] });
       const r: Replica = { i, url: `http://${listen}`, proc, alive: true };
       proc.once("exit", () => (r.alive = false));
       let err = "";
-      proc.stderr!.on("data", (d) => (err = (err + d).slice(-4000)));
+      proc.stderr!.on("data", (d) => {
+        err = (err + d).slice(-4000);
+        process.stderr.write(`[replica ${i}] ${d}`);
+      });
       for (let t = 0; ; t++) {
         if (!r.alive) throw new Error(`replica ${i} exited at start: ${err}`);
         if (await fetch(`${r.url}/healthz`).then((x) => x.ok, () => false)) break;
@@ -217,12 +224,16 @@ async function main() {
   let olderSuperseded = 0;
   let olderDeployedFirst = 0;
   let wrong = 0;
+  const wrongSamples: unknown[] = [];
   for (const p of accepted) {
     const d = byId.get(p.deployment!);
     if (!d) continue;
     if (p.k === COMMITS - 1) {
       if (d.state === DeploymentState.SUCCEEDED) newestDeployed++;
-      else wrong++;
+      else {
+        wrong++;
+        wrongSamples.push({ project: p.project, k: p.k, state: DeploymentState[d.state], attempts: p.attempts, id: d.id });
+      }
     } else if (d.state === DeploymentState.SUPERSEDED) olderSuperseded++;
     else if (d.state === DeploymentState.SUCCEEDED) olderDeployedFirst++;
     else wrong++;
@@ -251,7 +262,8 @@ async function main() {
     latencyMs: { webhookToBuildCall: { p50: pct(latency, 50), p99: pct(latency, 99), n: latency.length }, awayFromTheKill: { p50: pct(latencyLive, 50), p99: pct(latencyLive, 99), n: latencyLive.length } },
     drainSeconds: (drained - sentDone) / 1000,
     databaseMb: Math.round((dbBytes / 1024 / 1024) * 10) / 10,
-    replicas: replicas.map((r) => ({ replica: r.i, killed: r === victim, ...r.usage })),
+    replicas: replicas.map((r) => ({ replica: r.i, killed: r === victim, exitedOnItsOwn: r !== victim && !r.alive, ...r.usage })),
+    wrongSamples: wrongSamples.slice(0, 10),
   };
   for (const r of replicas) if (r.alive) r.proc.kill("SIGTERM");
   await Promise.all(replicas.map((r) => (r.alive ? new Promise((res) => r.proc.once("exit", res)) : undefined)));

@@ -14,16 +14,26 @@ export class PushOrder {
   private readonly links = new Map<string, Map<string, string>>();
   /** project → the newest commit known */
   private readonly heads = new Map<string, string>();
+  /** project → commit → the commit whose push replaced it (its "before") */
+  private readonly replacedBy = new Map<string, Map<string, string>>();
 
   /** Records a push of the project's branch and says whether it is older than one seen. */
   observe(project: string, commit: string, before: string): PushVerdict {
     let links = this.links.get(project);
     if (!links) this.links.set(project, (links = new Map()));
+    let replaced = this.replacedBy.get(project);
+    if (!replaced) this.replacedBy.set(project, (replaced = new Map()));
     if (before && before !== commit) {
       links.delete(commit);
       links.set(commit, before);
       if (links.size > MAX_LINKS) links.delete(links.keys().next().value!);
+      replaced.set(before, commit);
+      if (replaced.size > MAX_LINKS) replaced.delete(replaced.keys().next().value!);
     }
+    // A push delivered earlier named this commit as the one it replaced: this one is older,
+    // even when the pushes between are not known (yet).
+    const later = replaced.get(commit);
+    if (later && later !== commit && this.heads.get(project) !== commit) return { stale: true, newer: this.heads.get(project) ?? later };
     const head = this.heads.get(project);
     if (head && head !== commit) {
       let c: string | undefined = head;

@@ -70,7 +70,11 @@ export class Scheduler {
   async start(): Promise<void> {
     if (this.cfg.webhookSecretFile) this.webhookSecret = (await readFile(this.cfg.webhookSecretFile, "utf8")).trim();
     await this.store.start({
-      work: (project) => this.poke(project),
+      // Only the holder acts on another replica's commit (the accepting replica takes a queue
+      // nobody holds itself, and the sweep finds any left over): the others do not race for it.
+      work: (project) => {
+        if (this.held.has(project)) this.poke(project);
+      },
       deployment: (id) => void this.relayRemote(id),
       resync: () => {
         for (const p of this.held.keys()) this.poke(p);

@@ -39,6 +39,7 @@ export const MIGRATIONS: { version: number; name: string; sql: string }[] = [
       CREATE INDEX deployments_project ON deployments (project, id DESC);
       CREATE INDEX deployments_open ON deployments (project, id) WHERE state IN (1, 2, 3);
       CREATE INDEX deployments_commit ON deployments (project, commit);
+      CREATE INDEX deployments_before ON deployments (project, before) WHERE before <> '';
 
       -- The newest commit of each project's branch that a push delivered in order.
       CREATE TABLE branch_heads (

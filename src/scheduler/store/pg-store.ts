@@ -130,7 +130,16 @@ export class PgStore implements SchedulerStore {
       let stale = false;
       if (d.trigger === "webhook") {
         const head = (await c.query<{ commit: string }>("SELECT commit FROM branch_heads WHERE project = $1", [d.project])).rows[0]?.commit;
-        if (head && head !== d.commit) {
+        // A push delivered earlier named this commit as the one it replaced: older, even when the
+        // pushes between are not known (yet).
+        const replaced = head && head !== d.commit ? await c.query("SELECT 1 FROM deployments WHERE project = $1 AND before = $2 AND commit <> $2 LIMIT 1", [d.project, d.commit]) : undefined;
+        if (replaced?.rowCount) {
+          stale = true;
+          const newer = await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 AND commit = $2 ORDER BY id DESC LIMIT 1", [d.project, head]);
+          d.state = DeploymentState.SUPERSEDED;
+          d.error = `an older commit of the branch than ${head}, delivered after it: not deployed`;
+          if (newer.rows[0]) d.supersededBy = newer.rows[0].id;
+        } else if (head && head !== d.commit) {
           // Walk back from the head through the pushes' before links: reaching this commit means it is older.
           const walk = await c.query(
             `WITH RECURSIVE walk(c, n) AS (
