@@ -145,7 +145,13 @@ export class FileStore implements SchedulerStore {
 
   async release(_lease: Lease): Promise<void> {}
 
-  async orphans(_limit: number): Promise<string[]> {
-    return [];
+  /** Projects with open deployments: at start, what a previous run left unfinished (one replica: nobody else holds them). */
+  async orphans(limit: number): Promise<string[]> {
+    const out = new Set<string>();
+    for (const d of this.deployments.list(undefined, 0)) {
+      if (!isFinal(d.state)) out.add(d.project);
+      if (out.size >= limit) break;
+    }
+    return [...out];
   }
 }
