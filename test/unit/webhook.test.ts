@@ -82,4 +82,13 @@ describe("push order", () => {
     assert.deepEqual(o.observe("q", "B", "A"), { stale: false });
     assert.deepEqual(o.observe("p", "B", "A"), { stale: false }, "B is not behind X by any link seen");
   });
+
+  test("a commit an earlier-delivered push named as its before is older, even across a gap", () => {
+    const o = new PushOrder();
+    o.observe("p", "D", "C");
+    // B's push arrives before C's: nothing links B to D yet, so B wins for now (the known gap)...
+    assert.deepEqual(o.observe("p", "B", "A"), { stale: false });
+    // ...but C, named by D's push as the commit it replaced, is older, whatever the head.
+    assert.deepEqual(o.observe("p", "C", "B"), { stale: true, newer: "B" });
+  });
 });
