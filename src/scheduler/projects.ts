@@ -2,7 +2,7 @@
 // (ProjectConfig). Project's proto3 JSON is a project of the config file, so one parser checks
 // both: parseProject in config.ts.
 import { isAbsolute } from "node:path";
-import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
+import { create, toJson, type JsonValue } from "@bufbuild/protobuf";
 import { usageError } from "../errors/kiln-error.js";
 import { ProjectSchema, type Project } from "../gen/kiln/v1/scheduler_pb.js";
 import { parseProject, type ProjectConfig } from "./config.js";
@@ -57,5 +57,3 @@ export const projectJson = (c: ProjectConfig): JsonValue => {
 };
 
 export const projectFromJson = (json: JsonValue): ProjectConfig => parseProject(json, "stored project", (f) => f);
-
-export const projectFromProto = (json: JsonValue): Project => fromJson(ProjectSchema, json);

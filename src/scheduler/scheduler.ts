@@ -14,7 +14,7 @@ import { newId } from "../util/ids.js";
 import { timestampFromMs } from "../util/time.js";
 import { COMMIT_PATTERN } from "../validate/build-request.js";
 import type { ProjectConfig, SchedulerConfig } from "./config.js";
-import { DeploymentEvents, isFinal } from "./deployment-events.js";
+import { DeploymentEvents } from "./deployment-events.js";
 import type { MachineDriver } from "./drivers/driver.js";
 import { createFlyDriver } from "./drivers/fly.js";
 import { createLocalDriver } from "./drivers/local.js";
@@ -323,4 +323,3 @@ export class Scheduler {
 /** The local driver's data directory for a project created by API. */
 export const localMachineData = (cfg: SchedulerConfig) => (name: string) => join(cfg.data, "machines", name);
 
-export { isFinal };

@@ -282,10 +282,4 @@ export class PgStore implements SchedulerStore {
     );
     return r.rows.map((x) => x.project);
   }
-
-  /** Size of the database in bytes (the load test's report). */
-  async databaseBytes(): Promise<number> {
-    const r = await this.q<{ size: string }>("SELECT pg_database_size(current_database()) AS size", []);
-    return Number(r.rows[0]!.size);
-  }
 }
