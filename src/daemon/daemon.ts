@@ -13,6 +13,7 @@ import { MessageStore } from "../store/message-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BuilderService, BuildSchema, file_kiln_v1_builder } from "../gen/kiln/v1/builder_pb.js";
 import { createGitCache } from "../git/cache.js";
+import { createCommitComparer } from "../git/compare.js";
 import { LogStore } from "../logs/log-store.js";
 import { createPodman, passThroughEnv } from "../podman/podman.js";
 import { placeContainerState, writeStorageConfig } from "../podman/storage-config.js";
@@ -98,6 +99,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
   });
   const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries) }) : undefined;
+  const gitCache = createGitCache(dir("git"), dir("work"));
   engine = new BuildEngine({
     dataDir: opts.dataDir,
     maxConcurrentBuilds: opts.maxConcurrentBuilds,
@@ -109,7 +111,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     keepRecords: opts.keepRecords,
     records,
     logs,
-    git: createGitCache(dir("git"), dir("work")),
+    git: gitCache,
     podman,
     secrets,
     ...(fastPath ? { fastPath } : {}),
@@ -165,6 +167,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         storage: () => storageContents(podman.env()),
         resets: () => ({ count: state.resets, lastMs: state.lastResetMs }),
         sleep: () => void daemon.stop("sleep", "asked to sleep by the Sleep RPC"),
+        compareCommits: createCommitComparer(gitCache, () => podman.env()),
       }));
       router.service(Health, createHealthService(health, [BuilderService.typeName]));
       registerReflection(router, [file_kiln_v1_builder, file_grpc_health_v1_health], [BuilderService.typeName, Health.typeName]);

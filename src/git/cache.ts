@@ -5,10 +5,14 @@ import { join } from "node:path";
 import { KilnError } from "../errors/kiln-error.js";
 import { errorSummary } from "../process/exec.js";
 import type { RunResult } from "../process/run.js";
+import { createKeyedLock } from "../util/keyed-lock.js";
 import type { GitUrl } from "./url.js";
 
 /** Runs git with the given arguments under the caller's logging (none when quiet) and cancellation. */
 export type GitExec = (args: string[], quiet?: boolean) => Promise<RunResult>;
+
+/** How a head commit stands to a base commit (CompareCommits). */
+export type CommitRelation = "identical" | "ahead" | "behind" | "diverged";
 
 export interface FetchOutcome {
   /** False when the commit was in the cache already. */
@@ -27,6 +31,9 @@ export function createGitCache(root: string, workRoot: string) {
   // default index while kiln looked for another file, and every build checked out afresh.)
   const indexOf = (project: string) => join(root, `${project}.git`, "index");
   const checkoutOf = (project: string) => join(workRoot, project);
+  // One git at a time in a project's repository (a build's fetch and checkout, a comparison):
+  // a lock file found when one starts is then stale, and is removed.
+  const withRepo = createKeyedLock();
 
   async function ensureRepo(project: string, git: GitExec): Promise<string> {
     const repo = repoOf(project);
@@ -52,6 +59,10 @@ export function createGitCache(root: string, workRoot: string) {
   }
 
   async function ensureCommit(project: string, url: GitUrl, commit: string, git: GitExec): Promise<FetchOutcome> {
+    return withRepo(project, () => ensureCommitHeld(project, url, commit, git));
+  }
+
+  async function ensureCommitHeld(project: string, url: GitUrl, commit: string, git: GitExec): Promise<FetchOutcome> {
     const repo = await ensureRepo(project, git);
     // The cache answers for the URL it was fetched from. A request naming another URL fetches
     // from it (a quick negotiation when the objects are here): that URL must have the commit,
@@ -106,7 +117,11 @@ export function createGitCache(root: string, workRoot: string) {
    * Puts the commit's tree in the project's checkout directory. Incremental: git rewrites only
    * the files that differ from the last checkout and removes the ones that are gone.
    */
-  async function checkout(project: string, commit: string, git: GitExec): Promise<string> {
+  function checkout(project: string, commit: string, git: GitExec): Promise<string> {
+    return withRepo(project, () => checkoutHeld(project, commit, git));
+  }
+
+  async function checkoutHeld(project: string, commit: string, git: GitExec): Promise<string> {
     const repo = repoOf(project);
     const dir = checkoutOf(project);
     const index = indexOf(project);
@@ -140,7 +155,26 @@ export function createGitCache(root: string, workRoot: string) {
     return dir;
   }
 
-  return { repoOf, checkoutOf, ensureCommit, checkout };
+  /** Fetches both commits (as a build would) and asks git which one is the other's ancestor. */
+  function compare(project: string, url: GitUrl, base: string, head: string, git: GitExec): Promise<CommitRelation> {
+    return withRepo(project, async () => {
+      await ensureCommitHeld(project, url, base, git);
+      await ensureCommitHeld(project, url, head, git);
+      if (base === head) return "identical";
+      const repo = repoOf(project);
+      const isAncestor = async (a: string, b: string) => {
+        const r = await git(["--git-dir", repo, "merge-base", "--is-ancestor", a, b], true);
+        // 0: it is; 1: it is not; anything else is git failing, not an answer.
+        if (r.exitCode === 0 || r.exitCode === 1) return r.exitCode === 0;
+        throw new KilnError("internal", `git merge-base failed: ${errorSummary(r)}`);
+      };
+      if (await isAncestor(base, head)) return "ahead";
+      if (await isAncestor(head, base)) return "behind";
+      return "diverged";
+    });
+  }
+
+  return { repoOf, checkoutOf, ensureCommit, checkout, compare };
 }
 
 export type GitCache = ReturnType<typeof createGitCache>;

@@ -7,7 +7,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { Logger } from "pino";
 import { kilndClient, tokenFile, type KilndClient } from "../client/kilnd.js";
-import { BuildState, type Build } from "../gen/kiln/v1/builder_pb.js";
+import { BuildState, CommitRelation, type Build } from "../gen/kiln/v1/builder_pb.js";
 import { DeploymentState, type Deployment } from "../gen/kiln/v1/scheduler_pb.js";
 import { durationFromMs, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { ProjectConfig } from "./config.js";
@@ -27,6 +27,8 @@ export interface WorkerDeps {
   project: ProjectConfig;
   driver: MachineDriver;
   save(d: Deployment): Promise<void>;
+  /** An unordered push was found newer than the branch's head (store.advanceHead). */
+  advanceHead(commit: string): Promise<void>;
   events: DeploymentEvents;
   logger: Logger;
   backoffMs?: number;
@@ -44,6 +46,12 @@ function isGone(e: unknown): boolean {
 
 export class ProjectWorker {
   private pending: Deployment | undefined;
+  /** Pushes waiting for git to order them against the newest push (between deployments). */
+  private readonly unordered: Deployment[] = [];
+  /** The newest push placed in the queue: what an unordered push is compared with. */
+  private newestPush: Deployment | undefined;
+  /** orderAlongside at work. */
+  private ordering: Promise<void> | undefined;
   private current: Deployment | undefined;
   private running = false;
   /** Deployments that ended since the machine last woke: they learn when it sleeps again. */
@@ -74,6 +82,7 @@ export class ProjectWorker {
   stop(): void {
     this.stopped = true;
     this.pending = undefined;
+    this.unordered.length = 0;
     this.abort.abort();
   }
 
@@ -85,13 +94,43 @@ export class ProjectWorker {
     if (cur?.buildId && kilnd) await kilnd.client.cancel({ buildId: cur.buildId }).catch((err) => this.d.logger.warn({ err, build: cur.buildId, reason }, "cannot cancel the build"));
   }
 
-  /** Queues a deployment; the newest one wins. */
+  /**
+   * Queues a deployment; the newest one wins. A push the store could not order against the
+   * branch's head waits for git's word (orderPush) before it supersedes anything.
+   */
   submit(dep: Deployment): void {
+    if (dep.orderCheck?.commit && dep.trigger === "webhook") {
+      this.unordered.push(dep);
+      this.orderAlongside();
+    } else this.place(dep);
+    if (!this.running) void this.loop();
+  }
+
+  /**
+   * While a build runs its machine is awake: unordered pushes are put in order at once on its
+   * kilnd (a newer one then cancels the build). Otherwise the loop orders them, waking the machine.
+   */
+  private orderAlongside(): void {
+    if (this.ordering || !this.running) return;
+    this.ordering = (async () => {
+      for (;;) {
+        const kilnd = this.kilnd?.client;
+        if (this.stopped || !kilnd || this.current?.state !== DeploymentState.BUILDING) return;
+        const next = this.unordered.shift();
+        if (!next) return;
+        await this.orderPush(next, kilnd).catch((err) => {
+          if (!this.stopped) return this.finish(next, DeploymentState.FAILED, `internal error: ${(err as Error).message}`);
+        });
+      }
+    })().finally(() => (this.ordering = undefined));
+  }
+
+  private place(dep: Deployment): void {
     if (this.pending) void this.supersede(this.pending, dep.id);
     this.pending = dep;
+    if (dep.trigger === "webhook") this.newestPush = dep;
     const cur = this.current;
     if (cur && cur.state === DeploymentState.BUILDING && cur.buildId) this.cancelFor(cur, dep);
-    if (!this.running) void this.loop();
   }
 
   /** Cancels the deployment's build on kilnd: by is the deployment that supersedes it. */
@@ -111,8 +150,19 @@ export class ProjectWorker {
     let finished!: () => void;
     this.idleDone = new Promise((r) => (finished = r));
     try {
-      while (this.pending) {
-        const dep = this.pending;
+      while (this.pending || this.unordered.length || this.ordering) {
+        if (this.ordering) {
+          await this.ordering;
+          continue;
+        }
+        const next = this.unordered.shift();
+        if (next) {
+          await this.orderPush(next).catch((err) => {
+            if (!this.stopped) return this.finish(next, DeploymentState.FAILED, `internal error: ${(err as Error).message}`);
+          });
+          continue;
+        }
+        const dep = this.pending!;
         this.pending = undefined;
         this.current = dep;
         await this.deploy(dep).catch((err) => {
@@ -167,6 +217,7 @@ export class ProjectWorker {
         dep.times!.buildStarted = build.createTime ?? timestampFromMs(Date.now());
       }
       await this.update(dep, { state: DeploymentState.BUILDING, buildId: build.id, image: build.image });
+      this.orderAlongside();
       // A commit that came while the build was being asked for found no build id to cancel.
       if (this.pending && !dep.supersededBy) this.cancelFor(dep, this.pending);
 
@@ -190,6 +241,58 @@ export class ProjectWorker {
           }
           return this.finish(dep, DeploymentState.FAILED, final.error);
       }
+    }
+  }
+
+  /**
+   * A push whose before links do not reach the newest push known (a delivery between them not
+   * arrived yet, or a force push): kilnd's git cache says which commit is newer. An ancestor of
+   * the newest is older and is not deployed; a descendant is newer and takes its place; on
+   * split histories the later arrival wins. When git cannot say, the arrival is queued as
+   * before (newest arrival wins), and the log says why.
+   */
+  private async orderPush(dep: Deployment, awake?: Kilnd): Promise<void> {
+    const check = dep.orderCheck!;
+    const queue = async () => {
+      await this.d.advanceHead(dep.commit);
+      dep.orderCheck = undefined;
+      this.place(dep);
+    };
+    let base: { commit: string; id: string };
+    let relation: CommitRelation;
+    // Compared with the newest push placed; one placed meanwhile is compared with again.
+    for (;;) {
+      base = this.newestPush ? { commit: this.newestPush.commit, id: this.newestPush.id } : { commit: check.commit, id: check.deploymentId };
+      if (base.commit === dep.commit) return this.finish(dep, DeploymentState.SUPERSEDED, `the same commit as the branch's newest push, delivered again: not deployed`, base.id || undefined);
+      const kilnd = awake ?? (await this.wake(dep));
+      if (!kilnd) return;
+      try {
+        const c = await this.secrets.forBuild();
+        const r = await kilnd.compareCommits({ project: this.project.name, source: { url: this.project.git, commit: dep.commit, ...c.git }, base: base.commit }, { signal: this.abort.signal });
+        relation = r.relation;
+      } catch (e) {
+        if (this.stopped) throw new Error("the scheduler is stopping");
+        // The machine went away under a running build: the loop asks again once it is awake.
+        if (awake && isGone(e)) return void this.unordered.unshift(dep);
+        this.d.logger.warn({ deployment: dep.id, commit: dep.commit, base: base.commit, err: e }, "cannot order an out-of-order push against the branch's newest with git; the newest arrival wins");
+        return queue();
+      }
+      if ((this.newestPush?.id ?? check.deploymentId) === base.id) break;
+    }
+    const older = (why: string) => this.finish(dep, DeploymentState.SUPERSEDED, why, base.id || undefined);
+    switch (relation) {
+      case CommitRelation.BEHIND:
+        return older(`an older commit of the branch than ${base.commit} (git: its ancestor), delivered after it: not deployed`);
+      case CommitRelation.IDENTICAL:
+        return older(`the same commit as the branch's newest push, delivered again: not deployed`);
+      case CommitRelation.DIVERGED:
+        // A force push: neither is newer by history, so by arrival.
+        if (base.id && base.id > dep.id) return older(`not on the history of ${base.commit} (a force push), which was delivered later: not deployed`);
+        this.d.logger.info({ deployment: dep.id, commit: dep.commit, base: base.commit }, "a push off the branch's history (a force push): the later arrival wins");
+        return queue();
+      default:
+        this.d.logger.info({ deployment: dep.id, commit: dep.commit, base: base.commit }, "an out-of-order push is newer than the branch's newest (git: a descendant)");
+        return queue();
     }
   }
 

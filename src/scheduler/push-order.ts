@@ -2,12 +2,14 @@
 // not promise to deliver webhooks in order, and the newest commit of a branch must be what is
 // deployed last. A push whose commit is an ancestor of the branch's newest known head (reached
 // by walking back through the "before" links seen) is older and must not supersede it. When the
-// links have a gap (a lost delivery, a force push), the newest arrival wins, as before.
+// links have a gap (a delivery not arrived yet, a force push), the verdict names the head it
+// could not be ordered against, and git decides (the project's worker asks kilnd).
 
 const MAX_LINKS = 10_000;
 const MAX_WALK = 1_000;
 
-export type PushVerdict = { stale: false } | { stale: true; newer: string };
+/** unsureOf: the branch's head, which this push's before links do not reach. */
+export type PushVerdict = { stale: false; unsureOf?: string } | { stale: true; newer: string };
 
 export class PushOrder {
   /** project → commit → the commit its push replaced */
@@ -33,7 +35,7 @@ export class PushOrder {
     // A push delivered earlier named this commit as the one it replaced: this one is older,
     // even when the pushes between are not known (yet).
     const later = replaced.get(commit);
-    if (later && later !== commit && this.heads.get(project) !== commit) return { stale: true, newer: this.heads.get(project) ?? later };
+    if (later && later !== commit && this.heads.get(project) !== commit) return { stale: true, newer: later };
     const head = this.heads.get(project);
     if (head && head !== commit) {
       let c: string | undefined = head;
@@ -42,7 +44,19 @@ export class PushOrder {
         if (c === commit) return { stale: true, newer: head };
       }
     }
+    if (head && head !== commit) {
+      // Newer only when this push's own before links reach the head; until git says so (advance),
+      // the head stays.
+      let c: string | undefined = before;
+      for (let i = 0; i < MAX_WALK && c && c !== head; i++) c = links.get(c);
+      if (c !== head) return { stale: false, unsureOf: head };
+    }
     this.heads.set(project, commit);
     return { stale: false };
+  }
+
+  /** git said that a push observed unordered is newer than the head: it is the head now. */
+  advance(project: string, commit: string): void {
+    this.heads.set(project, commit);
   }
 }

@@ -231,6 +231,10 @@ export class Scheduler {
       project,
       driver: this.driverFor(project),
       save: (d) => this.save(h, d),
+      advanceHead: (commit) => this.store.advanceHead(project.name, commit, h.lease).catch((e) => {
+        if (e instanceof LeaseLost) this.lost(h);
+        throw e;
+      }),
       events: this.events,
       logger: this.logger,
       onIdle: () => void this.idle(h),

@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import type { ServiceImpl } from "@connectrpc/connect";
 import {
   BuilderService,
+  CommitRelation,
   GetInfoResponseSchema,
   GetStorageResponseSchema,
   PruneResponseSchema,
@@ -17,7 +18,8 @@ import type { LogEntry } from "../logs/build-log.js";
 import type { LogStore } from "../logs/log-store.js";
 import { ID_PATTERN } from "../util/ids.js";
 import { durationFromMs, timestampFromMs } from "../util/time.js";
-import { checkProject, validateBuildRequest } from "../validate/build-request.js";
+import { checkProject, validateBuildRequest, validateCompareRequest, type CompareSpec } from "../validate/build-request.js";
+import type { CommitRelation as Relation } from "../git/cache.js";
 
 export interface BuilderServiceDeps {
   dataDir: string;
@@ -33,6 +35,8 @@ export interface BuilderServiceDeps {
   resets(): { count: number; lastMs: number };
   /** Stops kilnd (exit 0) after this call has been answered. */
   sleep(): void;
+  /** git/compare.ts */
+  compareCommits(spec: CompareSpec, signal: AbortSignal): Promise<Relation>;
 }
 
 function checkBuildId(id: string): string {
@@ -43,6 +47,13 @@ function checkBuildId(id: string): string {
 
 const toLogLine = (e: LogEntry): LogLine =>
   create(LogLineSchema, { seq: BigInt(e.seq), time: timestampFromMs(e.time), text: e.text, stream: e.stream, phase: e.phase });
+
+const RELATIONS: Record<Relation, CommitRelation> = {
+  identical: CommitRelation.IDENTICAL,
+  ahead: CommitRelation.AHEAD,
+  behind: CommitRelation.BEHIND,
+  diverged: CommitRelation.DIVERGED,
+};
 
 export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof BuilderService> {
   return {
@@ -122,6 +133,10 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
       // Answer first: the caller should hear yes before the connection goes away.
       setImmediate(() => d.sleep());
       return {};
+    },
+    async compareCommits(req, ctx) {
+      const relation = await d.compareCommits(validateCompareRequest(req), ctx.signal);
+      return { relation: RELATIONS[relation] };
     },
     async getInfo() {
       return create(GetInfoResponseSchema, {

@@ -1,5 +1,5 @@
 // Turns a BuildRequest into a BuildSpec, or refuses it with InvalidArgument naming the field.
-import type { BuildRequest } from "../gen/kiln/v1/builder_pb.js";
+import type { BuildRequest, CompareCommitsRequest } from "../gen/kiln/v1/builder_pb.js";
 import { invalidArgument } from "../errors/kiln-error.js";
 import { parseGitUrl, withCredentials, type GitUrl } from "../git/url.js";
 import { MIN_SECRET_LENGTH } from "../secrets/masker.js";
@@ -53,15 +53,32 @@ export function checkProject(value: string, field = "project"): string {
   return value;
 }
 
+export function checkCommit(value: string, field: string): string {
+  if (!value) throw invalidArgument(field, "is required");
+  if (!COMMIT_PATTERN.test(value)) throw invalidArgument(field, `${JSON.stringify(value.slice(0, 80))} is not a full commit SHA (40 or 64 lowercase hex digits)`);
+  return value;
+}
+
+export interface CompareSpec {
+  project: string;
+  git: GitUrl;
+  base: string;
+  head: string;
+}
+
+export function validateCompareRequest(req: CompareCommitsRequest): CompareSpec {
+  const project = checkProject(req.project);
+  if (!req.source) throw invalidArgument("source", "is required");
+  const git = withCredentials(parseGitUrl(req.source.url, "source.url"), req.source.username, req.source.password, "source");
+  return { project, git, head: checkCommit(req.source.commit, "source.commit"), base: checkCommit(req.base, "base") };
+}
+
 export function validateBuildRequest(req: BuildRequest): BuildSpec {
   const project = checkProject(req.project);
   if (req.source?.kind.case !== "git") throw invalidArgument("source.git", "is required");
   const src = req.source.kind.value;
   const git = withCredentials(parseGitUrl(src.url), src.username, src.password);
-  if (!src.commit) throw invalidArgument("source.git.commit", "is required");
-  if (!COMMIT_PATTERN.test(src.commit)) {
-    throw invalidArgument("source.git.commit", `${JSON.stringify(src.commit.slice(0, 80))} is not a full commit SHA (40 lowercase hex digits)`);
-  }
+  checkCommit(src.commit, "source.git.commit");
   const containerfile = req.containerfile ? checkRepoPath(req.containerfile, "containerfile") : undefined;
   const context = req.context ? checkRepoPath(req.context, "context") : ".";
   const image = parseImageRepo(req.image || `localhost/kiln/${project}`);

@@ -5,9 +5,10 @@ import { statSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
+import { BuildState, CommitRelation } from "../../src/gen/kiln/v1/builder_pb.js";
 import { helloApp } from "../helpers/apps.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
+import { serveGitHttp } from "../helpers/git-http.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { containerMountsUnder, kilndPodmanEnv, workingContainers } from "../helpers/leftovers.js";
@@ -222,5 +223,46 @@ describe("builds", () => {
     const b = await build(cached, { source: { kind: { case: "git", value: { url: `file://${mirror}`, commit: cached } } } });
     assert.equal(b.state, BuildState.SUCCEEDED, b.error);
     assert.equal(b.sourceUrl, `file://${mirror}`);
+  });
+
+  test("CompareCommits orders two commits with git: ahead, behind, identical, diverged; bad input and unknown commits are refused clearly", async () => {
+    const project = "compare";
+    const c1 = repo.commit({ "src/a.txt": "compare 1\n" });
+    const c2 = repo.commit({ "src/a.txt": "compare 2\n" });
+    // A commit off c1's history (a force push), on a branch of its own.
+    const tree = execFileSync("git", ["-C", repo.dir, "rev-parse", `${c1}^{tree}`], { encoding: "utf8" }).trim();
+    const side = execFileSync("git", ["-C", repo.dir, "-c", "user.name=t", "-c", "user.email=t@kiln.invalid", "commit-tree", tree, "-p", `${c1}^`, "-m", "side"], { encoding: "utf8" }).trim();
+    execFileSync("git", ["-C", repo.dir, "branch", "-f", "side", side]);
+    const compare = (head: string, base: string, url = repo.url, creds: { username?: string; password?: string } = {}) =>
+      kilnd.client.compareCommits({ project, source: { url, commit: head, ...creds }, base }).then((r) => CommitRelation[r.relation]);
+    assert.equal(await compare(c2, c1), "AHEAD");
+    assert.equal(await compare(c1, c2), "BEHIND");
+    assert.equal(await compare(c2, c2), "IDENTICAL");
+    assert.equal(await compare(side, c2), "DIVERGED");
+    assert.equal(await compare(c2, side), "DIVERGED");
+    const refused = async (p: Promise<unknown>, code: Code, re: RegExp) => assert.rejects(p, (e: ConnectError) => e.code === code && re.test(e.rawMessage));
+    await refused(compare(c2, "z".repeat(40)), Code.InvalidArgument, /^base: .* is not a full commit SHA/);
+    await refused(compare("", c2), Code.InvalidArgument, /^source.commit: is required/);
+    await refused(kilnd.client.compareCommits({ project: "Bad Name", source: { url: repo.url, commit: c2 }, base: c1 }), Code.InvalidArgument, /^project:/);
+    await refused(compare("0".repeat(40), c2), Code.NotFound, /was not found in/);
+    // A build of the project alongside: one git at a time in its cache, and both are right.
+    const [b, rel] = await Promise.all([build(c2, { project }), compare(c1, c2)]);
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    assert.equal(rel, "BEHIND");
+
+    // A private repository over HTTP: the credentials reach git, and no answer or log repeats them.
+    const password = "compare-password-s3cret";
+    const priv = makeRepo(join(dir, "private", "repo.git"), { "a.txt": "one\n" });
+    const p1 = priv.head();
+    const p2 = priv.commit({ "a.txt": "two\n" });
+    const server = await serveGitHttp(priv.dir, { username: "x-access-token", password });
+    try {
+      assert.equal(await compare(p2, p1, server.url, { username: "x-access-token", password }), "AHEAD");
+      const wrong = kilnd.client.compareCommits({ project: "compare-denied", source: { url: server.url, commit: p2, username: "x-access-token", password: "wrong-password" }, base: p1 });
+      await refused(wrong, Code.FailedPrecondition, /access to .* was denied/);
+    } finally {
+      await server.stop();
+    }
+    assert.ok(!kilnd.output().includes(password), "kilnd's log never holds the password");
   });
 });

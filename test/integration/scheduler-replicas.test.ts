@@ -167,6 +167,37 @@ describe("scheduler replicas on one PostgreSQL", () => {
     assert.equal(d2.state, DeploymentState.SUCCEEDED, d2.error);
   });
 
+  test("pushes with gaps, each to another replica: git (on the project's kilnd) orders them; an older one is never deployed, a newer one is and becomes the head", async () => {
+    const [c0, c1, c2, c3, c4, c5, c6] = [0, 1, 2, 3, 4, 5, 6].map((i) => repo.commit({ "src/a.txt": `replica gap ${i}\n` }));
+    const send = async (i: number, commit: string, before: string) => {
+      const r = await replicas[i]!.push({ secret: SECRET, repository: REPO, commit, before, delivery: randomUUID() });
+      assert.equal(r.status, 202, JSON.stringify(r.body));
+      return r.body as { deployment: string; superseded?: string };
+    };
+    const orderCheckOf = async (id: string) => (await sql.query<{ c: unknown }>("SELECT record->'orderCheck' AS c FROM deployments WHERE id = $1", [id])).rows[0]?.c;
+    const p3 = await send(0, c3!, c2!);
+    assert.ok(await orderCheckOf(p3.deployment), "push 3 could not be ordered by its links: git is to be asked");
+    const p1 = await send(1, c1!, c0!); // push 0 never delivered either
+    const [d3, d1] = await Promise.all([waitFinal(p3.deployment), waitFinal(p1.deployment)]);
+    assert.equal(d3.state, DeploymentState.SUCCEEDED, d3.error);
+    assert.equal(d1.state, DeploymentState.SUPERSEDED, d1.error);
+    assert.equal(d1.supersededBy, p3.deployment);
+    assert.match(d1.error, /\(git: its ancestor\)/);
+    assert.equal(d1.buildId, "");
+    const p2 = await send(2, c2!, c1!);
+    assert.match(p2.superseded ?? "", new RegExp(`older commit of the branch than ${c3}`), "named by push 3 as its before: stale on arrival");
+    // A newer push across a gap (push 4 never delivered) is deployed, and the head moves to it.
+    const p5 = await send(1, c5!, c4!);
+    const d5 = await waitFinal(p5.deployment);
+    assert.equal(d5.state, DeploymentState.SUCCEEDED, d5.error);
+    const head = await sql.query<{ commit: string }>("SELECT commit FROM branch_heads WHERE project = 'fleet'");
+    assert.equal(head.rows[0]?.commit, c5);
+    const p6 = await send(2, c6!, c5!);
+    assert.equal(await orderCheckOf(p6.deployment), null, "push 6 follows the head git confirmed: ordered by its links");
+    assert.equal((await waitFinal(p6.deployment)).state, DeploymentState.SUCCEEDED);
+    for (const c of [c1!, c2!]) assert.equal(await reg.digest("test/fleet", c), undefined);
+  });
+
   test("the replica driving a build is killed with SIGKILL: another takes the queue over, looks the build up (not started again), and it ends once", async (t) => {
     const sha = repo.commit({ Containerfile: `FROM ${base}\nCOPY src/ /src/\nRUN echo long-step && sleep 8\n`, "src/a.txt": "failover\n" });
     const id = await pushTo(1, sha);

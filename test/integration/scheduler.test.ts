@@ -166,6 +166,27 @@ describe("scheduler with the local driver", () => {
     assert.equal(await reg.digest("test/sched", older), undefined);
   });
 
+  test("pushes with a gap between them (a delivery still in flight): kilnd's git orders them; the older is never deployed and the newer always is", async () => {
+    const base0 = repo.head();
+    const [c1, c2, c3] = [1, 2, 3].map((i) => repo.commit({ "src/a.txt": `gap ${i}\n` }));
+    // Push 3 arrives first: its before (c2) is unknown, so git says whether it is newer than the head.
+    const id3 = await deployed(await push(c3!, { before: c2 }));
+    const d3 = await waitFinal(id3);
+    assert.equal(d3.state, DeploymentState.SUCCEEDED, d3.error);
+    // Push 1, whose before is behind a gap too: git says it is an ancestor of c3.
+    const id1 = await deployed(await push(c1!, { before: base0 }));
+    const d1 = await waitFinal(id1);
+    assert.equal(d1.state, DeploymentState.SUPERSEDED, d1.error);
+    assert.equal(d1.supersededBy, id3);
+    assert.match(d1.error, new RegExp(`older commit of the branch than ${c3} \\(git: its ancestor\\)`));
+    assert.equal(d1.buildId, "", "never built");
+    // Push 2 at last: push 3 named it as its before, so it is stale on arrival.
+    const late = (await (await push(c2!, { before: c1 })).json()) as { superseded?: string };
+    assert.match(late.superseded ?? "", new RegExp(`older commit of the branch than ${c3}`));
+    for (const c of [c1!, c2!]) assert.equal(await reg.digest("test/sched", c), undefined);
+    assert.equal(await reg.digest("test/sched", c3!), d3.imageDigest);
+  });
+
   test("a bad signature, a missing one and a malformed body are refused and change nothing; other events and branches are ignored", async () => {
     const before = (await sched.scheduler.list(undefined, 0)).length;
     const sha = repo.head();

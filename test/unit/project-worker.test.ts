@@ -7,8 +7,8 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { describe, test } from "node:test";
 import type { KilndClient } from "../../src/client/kilnd.js";
-import { BuildSchema, BuildState, LogLineSchema, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
-import { DeploymentSchema, DeploymentState, DeploymentTimesSchema, type Deployment } from "../../src/gen/kiln/v1/scheduler_pb.js";
+import { BuildSchema, BuildState, CommitRelation, LogLineSchema, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { DeploymentSchema, DeploymentState, DeploymentTimesSchema, OrderCheckSchema, type Deployment } from "../../src/gen/kiln/v1/scheduler_pb.js";
 import type { ProjectConfig } from "../../src/scheduler/config.js";
 import { DeploymentEvents, isFinal } from "../../src/scheduler/deployment-events.js";
 import { permanentWakeError, type MachineDriver } from "../../src/scheduler/drivers/driver.js";
@@ -35,11 +35,18 @@ let ids = 0;
 const deployment = (commit: string) =>
   create(DeploymentSchema, { id: `d${++ids}`, project: "p", commit, state: DeploymentState.QUEUED, trigger: "rpc", times: create(DeploymentTimesSchema, { received: timestampFromMs(Date.now()) }) });
 
+/** A webhook push the store could not order against the branch's head (orderCheck names it). */
+const unorderedPush = (commit: string, head: Deployment) =>
+  create(DeploymentSchema, { ...deployment(commit), trigger: "webhook", orderCheck: create(OrderCheckSchema, { commit: head.commit, deploymentId: head.id }) });
+const push = (commit: string) => create(DeploymentSchema, { ...deployment(commit), trigger: "webhook" });
+
 /** A kilnd stand-in: each build's log stream ends when the test (or a cancel) says how it ended. */
 function fakeKilnd() {
   const builds = new Map<string, { build: Build; end: Deferred<Build | "gone"> }>();
   const started: Build[] = [];
   const cancelled: string[] = [];
+  const compared: string[] = [];
+  let relations: (head: string, base: string) => CommitRelation | Error | Promise<CommitRelation | Error> = () => new ConnectError("no history", Code.Unimplemented);
   let onBuild: ((b: Build) => void) | undefined;
   const client = {
     async build(req: { source?: { kind: { value: { commit: string } } } }) {
@@ -69,11 +76,23 @@ function fakeKilnd() {
     async sleep() {
       return {};
     },
+    async compareCommits(req: { source: { commit: string }; base: string }) {
+      compared.push(`${req.source.commit.slice(0, 1)}:${req.base.slice(0, 1)}`);
+      const answer = await relations(req.source.commit, req.base);
+      if (answer instanceof Error) throw answer;
+      return { relation: answer };
+    },
   };
   return {
     client: client as unknown as KilndClient,
     started,
     cancelled,
+    /** "head:base" by their first hex digit, for every CompareCommits asked. */
+    compared,
+    /** How git answers CompareCommits (the test's history). */
+    history(f: (head: string, base: string) => CommitRelation | Error | Promise<CommitRelation | Error>) {
+      relations = f;
+    },
     /** The next build to start. */
     nextBuild: () => new Promise<Build>((r) => (onBuild = r)),
     end(b: Build, state: BuildState, error = "") {
@@ -92,6 +111,7 @@ function fakeKilnd() {
 
 function workerWith(kilnd: ReturnType<typeof fakeKilnd>, wakes: Array<"ok" | "fail" | "permanent"> = []) {
   const saved = new Map<string, Deployment>();
+  const heads: string[] = [];
   const finals = new Map<string, Deferred<Deployment>>();
   const finalOf = (id: string) => {
     let d = finals.get(id);
@@ -116,12 +136,15 @@ function workerWith(kilnd: ReturnType<typeof fakeKilnd>, wakes: Array<"ok" | "fa
     logger: createLogger(process.env.KILN_TEST_DEBUG ? "debug" : "silent"),
     backoffMs: 1,
     connect: () => kilnd.client,
+    async advanceHead(commit) {
+      heads.push(commit);
+    },
     async save(d) {
       saved.set(d.id, create(DeploymentSchema, d));
       if (isFinal(d.state)) finalOf(d.id).resolve(create(DeploymentSchema, d));
     },
   });
-  return { worker, final: (d: Deployment) => finalOf(d.id).promise, wakeCalls: () => wakeCalls };
+  return { worker, final: (d: Deployment) => finalOf(d.id).promise, wakeCalls: () => wakeCalls, heads };
 }
 
 describe("project worker (seams)", () => {
@@ -204,5 +227,113 @@ describe("project worker (seams)", () => {
     assert.match(f.error, /^interrupted/);
     assert.equal(f.attempts, 2, "one rerun, no more");
     assert.equal(k.started.length, 2);
+  });
+
+  test("an out-of-order push that git says is an ancestor of the newest is SUPERSEDED by it: never built, the newest's build not cancelled, the head unmoved", async () => {
+    const k = fakeKilnd();
+    k.history(() => CommitRelation.BEHIND);
+    const w = workerWith(k);
+    const c3 = push("3".repeat(40));
+    let next = k.nextBuild();
+    w.worker.submit(c3);
+    const b3 = await next;
+    const c1 = unorderedPush("1".repeat(40), c3);
+    w.worker.submit(c1);
+    k.end(b3, BuildState.SUCCEEDED);
+    const f1 = await w.final(c1);
+    assert.equal(f1.state, DeploymentState.SUPERSEDED);
+    assert.equal(f1.supersededBy, c3.id);
+    assert.match(f1.error, /older commit of the branch than 3{40} \(git: its ancestor\)/);
+    assert.equal((await w.final(c3)).state, DeploymentState.SUCCEEDED);
+    assert.deepEqual(k.cancelled, []);
+    assert.deepEqual(k.started.map((b) => b.commit[0]), ["3"]);
+    assert.deepEqual(k.compared, ["1:3"]);
+    assert.deepEqual(w.heads, []);
+  });
+
+  test("out-of-order pushes during a build are ordered on its kilnd at once: one git says is newer cancels the build and becomes the head; one older than that is SUPERSEDED", async () => {
+    const k = fakeKilnd();
+    // History 3 <- 5 <- 7: a higher digit is a descendant.
+    k.history((head, base) => (head > base ? CommitRelation.AHEAD : CommitRelation.BEHIND));
+    const w = workerWith(k);
+    const c3 = push("3".repeat(40));
+    let next = k.nextBuild();
+    w.worker.submit(c3);
+    const b3 = await next;
+    const c7 = unorderedPush("7".repeat(40), c3);
+    const c5 = unorderedPush("5".repeat(40), c3);
+    next = k.nextBuild();
+    w.worker.submit(c7);
+    w.worker.submit(c5);
+    const b7 = await next;
+    assert.deepEqual(k.cancelled, [b3.id], "the older build was cancelled, not waited for");
+    const f3 = await w.final(c3);
+    assert.equal(f3.state, DeploymentState.SUPERSEDED);
+    assert.equal(f3.supersededBy, c7.id);
+    assert.equal(b7.commit, "7".repeat(40));
+    k.end(b7, BuildState.SUCCEEDED);
+    assert.equal((await w.final(c7)).state, DeploymentState.SUCCEEDED);
+    const f5 = await w.final(c5);
+    assert.equal(f5.state, DeploymentState.SUPERSEDED);
+    assert.equal(f5.supersededBy, c7.id);
+    assert.deepEqual(k.compared, ["7:3", "5:7"], "the second is compared with the newest found, not the head it arrived on");
+    assert.deepEqual(w.heads, ["7".repeat(40)]);
+  });
+
+  test("split histories (a force push): the later arrival wins; a push placed during the comparison is compared with again", async () => {
+    const k = fakeKilnd();
+    const gate = createDeferred<void>();
+    k.history(async (head, base) => {
+      if (head[0] === "a" && base[0] === "3") await gate.promise;
+      return CommitRelation.DIVERGED;
+    });
+    const w = workerWith(k);
+    const c3 = push("3".repeat(40));
+    let next = k.nextBuild();
+    w.worker.submit(c3);
+    k.end(await next, BuildState.SUCCEEDED);
+    await w.final(c3);
+    await w.worker.idle();
+    // a arrives first, unordered; while git is asked, b (ordered) is delivered after it.
+    const a = unorderedPush("a".repeat(40), c3);
+    next = k.nextBuild();
+    w.worker.submit(a);
+    while (k.compared.length === 0) await new Promise((r) => setImmediate(r));
+    const b = push("b".repeat(40));
+    w.worker.submit(b);
+    gate.resolve();
+    const fa = await w.final(a);
+    assert.equal(fa.state, DeploymentState.SUPERSEDED);
+    assert.equal(fa.supersededBy, b.id);
+    assert.match(fa.error, /a force push/);
+    assert.deepEqual(k.compared, ["a:3", "a:b"]);
+    const bb = await next;
+    assert.equal(bb.commit, "b".repeat(40));
+    k.end(bb, BuildState.SUCCEEDED);
+    assert.equal((await w.final(b)).state, DeploymentState.SUCCEEDED);
+
+    // Alone, a force push arriving last is deployed.
+    const f = unorderedPush("f".repeat(40), b);
+    next = k.nextBuild();
+    w.worker.submit(f);
+    k.end(await next, BuildState.SUCCEEDED);
+    assert.equal((await w.final(f)).state, DeploymentState.SUCCEEDED);
+    assert.deepEqual(w.heads, ["f".repeat(40)]);
+  });
+
+  test("when git cannot order the push (an older kilnd: Unimplemented), the newest arrival wins, as before", async () => {
+    const k = fakeKilnd();
+    const w = workerWith(k);
+    const c3 = push("3".repeat(40));
+    let next = k.nextBuild();
+    w.worker.submit(c3);
+    k.end(await next, BuildState.SUCCEEDED);
+    await w.final(c3);
+    const c1 = unorderedPush("1".repeat(40), c3);
+    next = k.nextBuild();
+    w.worker.submit(c1);
+    k.end(await next, BuildState.SUCCEEDED);
+    assert.equal((await w.final(c1)).state, DeploymentState.SUCCEEDED);
+    assert.deepEqual(w.heads, ["1".repeat(40)]);
   });
 });

@@ -71,24 +71,28 @@ describe("push order", () => {
     o.observe("p", "D", "C");
     o.observe("p", "C", "B"); // delivered late: C is D's before
     assert.deepEqual(o.observe("p", "C", "B"), { stale: true, newer: "D" });
-    assert.deepEqual(o.observe("p", "B", "A"), { stale: true, newer: "D" });
+    assert.deepEqual(o.observe("p", "B", "A"), { stale: true, newer: "C" }, "older than the push that named it as its before");
     assert.deepEqual(o.observe("p", "E", "D"), { stale: false }, "the chain goes on from the head");
   });
 
-  test("a gap or a force push (no link to the head): the newest arrival wins; projects do not mix", () => {
+  test("a gap or a force push (no link to the head): unsure of the head, which stays until git says otherwise (advance); projects do not mix", () => {
     const o = new PushOrder();
     o.observe("p", "B", "A");
-    assert.deepEqual(o.observe("p", "X", "W"), { stale: false });
+    assert.deepEqual(o.observe("p", "X", "W"), { stale: false, unsureOf: "B" });
     assert.deepEqual(o.observe("q", "B", "A"), { stale: false });
-    assert.deepEqual(o.observe("p", "B", "A"), { stale: false }, "B is not behind X by any link seen");
+    assert.deepEqual(o.observe("p", "Y", "X"), { stale: false, unsureOf: "B" }, "X is not the head yet");
+    assert.deepEqual(o.observe("p", "B", "A"), { stale: false }, "the head itself again");
+    o.advance("p", "Y");
+    assert.deepEqual(o.observe("p", "Z", "Y"), { stale: false }, "the chain goes on from the head git confirmed");
+    assert.deepEqual(o.observe("p", "X", "W"), { stale: true, newer: "Y" }, "X, named by Y's push, is older");
   });
 
   test("a commit an earlier-delivered push named as its before is older, even across a gap", () => {
     const o = new PushOrder();
     o.observe("p", "D", "C");
-    // B's push arrives before C's: nothing links B to D yet, so B wins for now (the known gap)...
-    assert.deepEqual(o.observe("p", "B", "A"), { stale: false });
-    // ...but C, named by D's push as the commit it replaced, is older, whatever the head.
-    assert.deepEqual(o.observe("p", "C", "B"), { stale: true, newer: "B" });
+    // B's push arrives before C's: nothing links B to D, so git is to be asked...
+    assert.deepEqual(o.observe("p", "B", "A"), { stale: false, unsureOf: "D" });
+    // ...and C, named by D's push as the commit it replaced, is older, whatever comes.
+    assert.deepEqual(o.observe("p", "C", "B"), { stale: true, newer: "D" });
   });
 });

@@ -6,7 +6,7 @@ import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
-import { DeploymentSchema, DeploymentState, type Deployment } from "../../gen/kiln/v1/scheduler_pb.js";
+import { DeploymentSchema, DeploymentState, OrderCheckSchema, type Deployment } from "../../gen/kiln/v1/scheduler_pb.js";
 import { KilnError } from "../../errors/kiln-error.js";
 import { MessageStore } from "../../store/message-store.js";
 import { writeFileAtomic } from "../../util/fs-atomic.js";
@@ -39,7 +39,10 @@ export class FileStore implements SchedulerStore {
     const all = await this.deployments.load((file, err) => this.logger.warn({ file, err }, "skipping an unreadable deployment record"));
     for (const d of [...all].sort((a, b) => (a.id < b.id ? -1 : 1))) {
       if (d.delivery) this.deliveries.set(d.delivery, d.id);
-      if (d.trigger === "webhook") this.pushOrder.observe(d.project, d.commit, d.before);
+      if (d.trigger !== "webhook") continue;
+      const order = this.pushOrder.observe(d.project, d.commit, d.before);
+      // An unordered push that git found newer had its check cleared when it was queued.
+      if (!order.stale && order.unsureOf && !d.orderCheck) this.pushOrder.advance(d.project, d.commit);
     }
     let saved: unknown[] = [];
     try {
@@ -63,11 +66,14 @@ export class FileStore implements SchedulerStore {
     if (seen) return { deployment: this.deployments.get(seen)!, duplicate: true };
     if (d.trigger === "webhook") {
       const order = this.pushOrder.observe(d.project, d.commit, d.before);
+      const newestOf = (commit: string) => this.deployments.list(d.project, 0).find((x) => x.commit === commit && x.trigger === "webhook");
       if (order.stale) {
-        const newer = this.deployments.list(d.project, 0).find((x) => x.commit === order.newer);
+        const newer = newestOf(order.newer);
         d.state = DeploymentState.SUPERSEDED;
         d.error = `an older commit of the branch than ${order.newer}, delivered after it: not deployed`;
         if (newer) d.supersededBy = newer.id;
+      } else if (order.unsureOf) {
+        d.orderCheck = create(OrderCheckSchema, { commit: order.unsureOf, deploymentId: newestOf(order.unsureOf)?.id ?? "" });
       }
     }
     // Taken before the write: a retry arriving meanwhile finds it.
@@ -93,6 +99,10 @@ export class FileStore implements SchedulerStore {
 
   async save(d: Deployment, _lease: Lease): Promise<void> {
     await this.deployments.save(d);
+  }
+
+  async advanceHead(project: string, commit: string, _lease: Lease): Promise<void> {
+    this.pushOrder.advance(project, commit);
   }
 
   async projects() {

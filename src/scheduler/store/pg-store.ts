@@ -8,7 +8,7 @@ import { randomBytes } from "node:crypto";
 import { create, fromJson, toJson, type JsonValue } from "@bufbuild/protobuf";
 import pg from "pg";
 import type { Logger } from "pino";
-import { DeploymentSchema, DeploymentState, type Deployment } from "../../gen/kiln/v1/scheduler_pb.js";
+import { DeploymentSchema, DeploymentState, OrderCheckSchema, type Deployment } from "../../gen/kiln/v1/scheduler_pb.js";
 import { KilnError } from "../../errors/kiln-error.js";
 import type { ProjectConfig } from "../config.js";
 import { projectFromJson, projectJson, type ProjectSource, type StoredProject } from "../projects.js";
@@ -130,34 +130,36 @@ export class PgStore implements SchedulerStore {
       let stale = false;
       if (d.trigger === "webhook") {
         const head = (await c.query<{ commit: string }>("SELECT commit FROM branch_heads WHERE project = $1", [d.project])).rows[0]?.commit;
-        // A push delivered earlier named this commit as the one it replaced: older, even when the
-        // pushes between are not known (yet).
-        const replaced = head && head !== d.commit ? await c.query("SELECT 1 FROM deployments WHERE project = $1 AND before = $2 AND commit <> $2 LIMIT 1", [d.project, d.commit]) : undefined;
-        if (replaced?.rowCount) {
-          stale = true;
-          const newer = await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 AND commit = $2 ORDER BY id DESC LIMIT 1", [d.project, head]);
-          d.state = DeploymentState.SUPERSEDED;
-          d.error = `an older commit of the branch than ${head}, delivered after it: not deployed`;
-          if (newer.rows[0]) d.supersededBy = newer.rows[0].id;
-        } else if (head && head !== d.commit) {
-          // Walk back from the head through the pushes' before links: reaching this commit means it is older.
-          const walk = await c.query(
-            `WITH RECURSIVE walk(c, n) AS (
-               SELECT $2::text, 0
-               UNION
-               SELECT d.before, w.n + 1 FROM walk w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $4
-             ) SELECT 1 FROM walk WHERE c = $3 AND n > 0 LIMIT 1`,
-            [d.project, head, d.commit, MAX_WALK],
-          );
-          if (walk.rowCount) {
+        const newestOf = async (commit: string) =>
+          (await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 AND commit = $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1", [d.project, commit])).rows[0]?.id ?? "";
+        // Walks back through the pushes' before links from one commit: does it reach the other?
+        const reaches = async (from: string, to: string, steps: number) =>
+          ((
+            await c.query(
+              `WITH RECURSIVE walk(c, n) AS (
+                 SELECT $2::text, 0
+                 UNION
+                 SELECT d.before, w.n + 1 FROM walk w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $4
+               ) SELECT 1 FROM walk WHERE c = $3 LIMIT 1`,
+              [d.project, from, to, steps],
+            )
+          ).rowCount ?? 0) > 0;
+        if (head && head !== d.commit) {
+          // Older: a push delivered earlier named this commit as the one it replaced (even when
+          // the pushes between are not known yet), or the head's before links reach it.
+          const named = await c.query<{ id: string; commit: string }>("SELECT id, commit FROM deployments WHERE project = $1 AND before = $2 AND commit <> $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1", [d.project, d.commit]);
+          const newer = named.rows[0] ?? ((await reaches(head, d.commit, MAX_WALK)) ? { id: await newestOf(head), commit: head } : undefined);
+          if (newer) {
             stale = true;
-            const newer = await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 AND commit = $2 ORDER BY id DESC LIMIT 1", [d.project, head]);
             d.state = DeploymentState.SUPERSEDED;
-            d.error = `an older commit of the branch than ${head}, delivered after it: not deployed`;
-            if (newer.rows[0]) d.supersededBy = newer.rows[0].id;
+            d.error = `an older commit of the branch than ${newer.commit}, delivered after it: not deployed`;
+            d.supersededBy = newer.id;
+          } else if (!d.before || !(await reaches(d.before, head, MAX_WALK))) {
+            // Newer only if this push's own before links reach the head; else git decides.
+            d.orderCheck = create(OrderCheckSchema, { commit: head, deploymentId: await newestOf(head) });
           }
         }
-        if (!stale) await c.query("INSERT INTO branch_heads (project, commit) VALUES ($1, $2) ON CONFLICT (project) DO UPDATE SET commit = EXCLUDED.commit", [d.project, d.commit]);
+        if (!stale && !d.orderCheck) await c.query("INSERT INTO branch_heads (project, commit) VALUES ($1, $2) ON CONFLICT (project) DO UPDATE SET commit = EXCLUDED.commit", [d.project, d.commit]);
       }
       await c.query("INSERT INTO deployments (id, project, commit, before, trigger, state, delivery, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", [
         d.id,
@@ -202,6 +204,20 @@ export class PgStore implements SchedulerStore {
       [d.id, d.project, this.replica, lease.epoch, d.state, recordJson(d)],
     );
     if (!r.rowCount) throw new LeaseLost(d.project);
+  }
+
+  async advanceHead(project: string, commit: string, lease: Lease): Promise<void> {
+    const held = await this.tx(async (c) => {
+      await c.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [PROJECT_LOCK, project]);
+      const r = await c.query(
+        `INSERT INTO branch_heads (project, commit)
+           SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM leases WHERE project = $1 AND holder = $3 AND epoch = $4 AND expires > now())
+         ON CONFLICT (project) DO UPDATE SET commit = EXCLUDED.commit`,
+        [project, commit, this.replica, lease.epoch],
+      );
+      return (r.rowCount ?? 0) > 0;
+    });
+    if (!held) throw new LeaseLost(project);
   }
 
   async projects(): Promise<StoredProject[]> {

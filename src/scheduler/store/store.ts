@@ -47,7 +47,8 @@ export interface SchedulerStore {
   /**
    * Records a new deployment durably. A delivery seen before answers with its deployment. A push
    * older than the branch's newest known head (by the push events' before links) is recorded
-   * SUPERSEDED by the newest deployment of that head, and is not queued.
+   * SUPERSEDED by the newest deployment of that head, and is not queued. A push whose own before
+   * links do not reach the head is queued with orderCheck naming the head, which it leaves as it is.
    */
   accept(d: Deployment): Promise<Accepted>;
   get(id: string): Promise<Deployment | undefined>;
@@ -57,6 +58,11 @@ export interface SchedulerStore {
   open(project: string): Promise<Deployment[]>;
   /** A change by the lease's holder; LeaseLost when the lease is no longer held. */
   save(d: Deployment, lease: Lease): Promise<void>;
+  /**
+   * The holder learned from git that a push accepted unordered (orderCheck) is newer than the
+   * branch's head: it becomes the head that later pushes are ordered against.
+   */
+  advanceHead(project: string, commit: string, lease: Lease): Promise<void>;
 
   projects(): Promise<StoredProject[]>;
   project(name: string): Promise<StoredProject | undefined>;

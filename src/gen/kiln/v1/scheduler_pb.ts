@@ -18,7 +18,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file kiln/v1/scheduler.proto.
  */
 export const file_kiln_v1_scheduler: GenFile = /*@__PURE__*/
-  fileDesc("ChdraWxuL3YxL3NjaGVkdWxlci5wcm90bxIHa2lsbi52MSK2AgoPRGVwbG95bWVudFRpbWVzEiwKCHJlY2VpdmVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1tYWNoaW5lX3JlYWR5GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1idWlsZF9zdGFydGVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1kaWdlc3RfcHVzaGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5tYWNoaW5lX2FzbGVlcBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoFYXdha2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i2AIKCkRlcGxveW1lbnQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIOCgZjb21taXQYAyABKAkSJwoFc3RhdGUYBCABKA4yGC5raWxuLnYxLkRlcGxveW1lbnRTdGF0ZRIQCghidWlsZF9pZBgFIAEoCRINCgVpbWFnZRgGIAEoCRIUCgxpbWFnZV9kaWdlc3QYByABKAkSDQoFZXJyb3IYCCABKAkSEAoIYXR0ZW1wdHMYCSABKA0SJwoFdGltZXMYCiABKAsyGC5raWxuLnYxLkRlcGxveW1lbnRUaW1lcxIPCgd0cmlnZ2VyGAsgASgJEhUKDXN1cGVyc2VkZWRfYnkYDCABKAkSEwoLc3RlcHNfdG90YWwYDSABKA0SFAoMc3RlcHNfY2FjaGVkGA4gASgNEhAKCGRlbGl2ZXJ5GA8gASgJEg4KBmJlZm9yZRgQIAEoCSI2ChNTdWJtaXRDb21taXRSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDgoGY29tbWl0GAIgASgJIj8KFFN1Ym1pdENvbW1pdFJlc3BvbnNlEicKCmRlcGxveW1lbnQYASABKAsyEy5raWxuLnYxLkRlcGxveW1lbnQiLQoUR2V0RGVwbG95bWVudFJlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoCSJAChVHZXREZXBsb3ltZW50UmVzcG9uc2USJwoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudCI4ChZMaXN0RGVwbG95bWVudHNSZXF1ZXN0Eg8KB3Byb2plY3QYASABKAkSDQoFbGltaXQYAiABKA0iQwoXTGlzdERlcGxveW1lbnRzUmVzcG9uc2USKAoLZGVwbG95bWVudHMYASADKAsyEy5raWxuLnYxLkRlcGxveW1lbnQiMAoXRm9sbG93RGVwbG95bWVudFJlcXVlc3QSFQoNZGVwbG95bWVudF9pZBgBIAEoCSJwChhGb2xsb3dEZXBsb3ltZW50UmVzcG9uc2USKQoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudEgAEiAKBGxpbmUYAiABKAsyEC5raWxuLnYxLkxvZ0xpbmVIAEIHCgVldmVudCLABAoHUHJvamVjdBIMCgRuYW1lGAEgASgJEgsKA2dpdBgCIAEoCRIOCgZnaXRodWIYAyABKAkSDgoGYnJhbmNoGAQgASgJEhUKDWNvbnRhaW5lcmZpbGUYBSABKAkSDwoHY29udGV4dBgGIAEoCRINCgVpbWFnZRgHIAEoCRIzCgpidWlsZF9hcmdzGAggAygLMh8ua2lsbi52MS5Qcm9qZWN0LkJ1aWxkQXJnc0VudHJ5Ei4KB3NlY3JldHMYCSADKAsyHS5raWxuLnYxLlByb2plY3QuU2VjcmV0c0VudHJ5Ej0KFHJlZ2lzdHJ5X2NyZWRlbnRpYWxzGAogAygLMh8ua2lsbi52MS5SZWdpc3RyeUNyZWRlbnRpYWxGaWxlEjMKD2dpdF9jcmVkZW50aWFscxgLIAEoCzIaLmtpbG4udjEuR2l0Q3JlZGVudGlhbEZpbGUSJgoKZ2l0aHViX2FwcBgMIAEoCzISLmtpbG4udjEuR2l0SHViQXBwEhgKEGtpbG5kX3Rva2VuX2ZpbGUYDSABKAkSIQoHbWFjaGluZRgOIAEoCzIQLmtpbG4udjEuTWFjaGluZRIOCgZzb3VyY2UYDyABKAkaMAoOQnVpbGRBcmdzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ARpDCgxTZWNyZXRzRW50cnkSCwoDa2V5GAEgASgJEiIKBXZhbHVlGAIgASgLMhMua2lsbi52MS5TZWNyZXRGaWxlOgI4ASIaCgpTZWNyZXRGaWxlEgwKBGZpbGUYASABKAkiUwoWUmVnaXN0cnlDcmVkZW50aWFsRmlsZRIQCghyZWdpc3RyeRgBIAEoCRIQCgh1c2VybmFtZRgCIAEoCRIVCg1wYXNzd29yZF9maWxlGAMgASgJIjwKEUdpdENyZWRlbnRpYWxGaWxlEhAKCHVzZXJuYW1lGAEgASgJEhUKDXBhc3N3b3JkX2ZpbGUYAiABKAkiXwoJR2l0SHViQXBwEg4KBmFwcF9pZBgBIAEoCRIXCg9pbnN0YWxsYXRpb25faWQYAiABKAkSGAoQcHJpdmF0ZV9rZXlfZmlsZRgDIAEoCRIPCgdhcGlfdXJsGAQgASgJIvwBCgdNYWNoaW5lEg4KBmRyaXZlchgBIAEoCRIMCgRkYXRhGAIgASgJEhkKDGlkbGVfdGltZW91dBgDIAEoDUgAiAEBEhsKE2luc2VjdXJlX3JlZ2lzdHJpZXMYBCADKAkSEQoEcG9ydBgFIAEoDUgBiAEBEg8KB2FwaV91cmwYBiABKAkSCwoDYXBwGAcgASgJEhIKCm1hY2hpbmVfaWQYCCABKAkSFgoOYXBpX3Rva2VuX2ZpbGUYCSABKAkSEQoJa2lsbmRfdXJsGAogASgJEhEKCXZvbHVtZV9pZBgLIAEoCUIPCg1faWRsZV90aW1lb3V0QgcKBV9wb3J0IjkKFENyZWF0ZVByb2plY3RSZXF1ZXN0EiEKB3Byb2plY3QYASABKAsyEC5raWxuLnYxLlByb2plY3QiOgoVQ3JlYXRlUHJvamVjdFJlc3BvbnNlEiEKB3Byb2plY3QYASABKAsyEC5raWxuLnYxLlByb2plY3QiOQoUVXBkYXRlUHJvamVjdFJlcXVlc3QSIQoHcHJvamVjdBgBIAEoCzIQLmtpbG4udjEuUHJvamVjdCI6ChVVcGRhdGVQcm9qZWN0UmVzcG9uc2USIQoHcHJvamVjdBgBIAEoCzIQLmtpbG4udjEuUHJvamVjdCIkChREZWxldGVQcm9qZWN0UmVxdWVzdBIMCgRuYW1lGAEgASgJIhcKFURlbGV0ZVByb2plY3RSZXNwb25zZSIhChFHZXRQcm9qZWN0UmVxdWVzdBIMCgRuYW1lGAEgASgJIjcKEkdldFByb2plY3RSZXNwb25zZRIhCgdwcm9qZWN0GAEgASgLMhAua2lsbi52MS5Qcm9qZWN0IhUKE0xpc3RQcm9qZWN0c1JlcXVlc3QiOgoUTGlzdFByb2plY3RzUmVzcG9uc2USIgoIcHJvamVjdHMYASADKAsyEC5raWxuLnYxLlByb2plY3Qq6gEKD0RlcGxveW1lbnRTdGF0ZRIgChxERVBMT1lNRU5UX1NUQVRFX1VOU1BFQ0lGSUVEEAASGwoXREVQTE9ZTUVOVF9TVEFURV9RVUVVRUQQARIbChdERVBMT1lNRU5UX1NUQVRFX1dBS0lORxACEh0KGURFUExPWU1FTlRfU1RBVEVfQlVJTERJTkcQAxIeChpERVBMT1lNRU5UX1NUQVRFX1NVQ0NFRURFRBAEEhsKF0RFUExPWU1FTlRfU1RBVEVfRkFJTEVEEAUSHwobREVQTE9ZTUVOVF9TVEFURV9TVVBFUlNFREVEEAYy/QUKEFNjaGVkdWxlclNlcnZpY2USSwoMU3VibWl0Q29tbWl0Ehwua2lsbi52MS5TdWJtaXRDb21taXRSZXF1ZXN0Gh0ua2lsbi52MS5TdWJtaXRDb21taXRSZXNwb25zZRJTCg1HZXREZXBsb3ltZW50Eh0ua2lsbi52MS5HZXREZXBsb3ltZW50UmVxdWVzdBoeLmtpbG4udjEuR2V0RGVwbG95bWVudFJlc3BvbnNlIgOQAgESWQoPTGlzdERlcGxveW1lbnRzEh8ua2lsbi52MS5MaXN0RGVwbG95bWVudHNSZXF1ZXN0GiAua2lsbi52MS5MaXN0RGVwbG95bWVudHNSZXNwb25zZSIDkAIBEl4KEEZvbGxvd0RlcGxveW1lbnQSIC5raWxuLnYxLkZvbGxvd0RlcGxveW1lbnRSZXF1ZXN0GiEua2lsbi52MS5Gb2xsb3dEZXBsb3ltZW50UmVzcG9uc2UiA5ACATABEk4KDUNyZWF0ZVByb2plY3QSHS5raWxuLnYxLkNyZWF0ZVByb2plY3RSZXF1ZXN0Gh4ua2lsbi52MS5DcmVhdGVQcm9qZWN0UmVzcG9uc2USTgoNVXBkYXRlUHJvamVjdBIdLmtpbG4udjEuVXBkYXRlUHJvamVjdFJlcXVlc3QaHi5raWxuLnYxLlVwZGF0ZVByb2plY3RSZXNwb25zZRJOCg1EZWxldGVQcm9qZWN0Eh0ua2lsbi52MS5EZWxldGVQcm9qZWN0UmVxdWVzdBoeLmtpbG4udjEuRGVsZXRlUHJvamVjdFJlc3BvbnNlEkoKCkdldFByb2plY3QSGi5raWxuLnYxLkdldFByb2plY3RSZXF1ZXN0Ghsua2lsbi52MS5HZXRQcm9qZWN0UmVzcG9uc2UiA5ACARJQCgxMaXN0UHJvamVjdHMSHC5raWxuLnYxLkxpc3RQcm9qZWN0c1JlcXVlc3QaHS5raWxuLnYxLkxpc3RQcm9qZWN0c1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_kiln_v1_builder]);
+  fileDesc("ChdraWxuL3YxL3NjaGVkdWxlci5wcm90bxIHa2lsbi52MSK2AgoPRGVwbG95bWVudFRpbWVzEiwKCHJlY2VpdmVkGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1tYWNoaW5lX3JlYWR5GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1idWlsZF9zdGFydGVkGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1kaWdlc3RfcHVzaGVkGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5tYWNoaW5lX2FzbGVlcBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKAoFYXdha2UYBiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24iggMKCkRlcGxveW1lbnQSCgoCaWQYASABKAkSDwoHcHJvamVjdBgCIAEoCRIOCgZjb21taXQYAyABKAkSJwoFc3RhdGUYBCABKA4yGC5raWxuLnYxLkRlcGxveW1lbnRTdGF0ZRIQCghidWlsZF9pZBgFIAEoCRINCgVpbWFnZRgGIAEoCRIUCgxpbWFnZV9kaWdlc3QYByABKAkSDQoFZXJyb3IYCCABKAkSEAoIYXR0ZW1wdHMYCSABKA0SJwoFdGltZXMYCiABKAsyGC5raWxuLnYxLkRlcGxveW1lbnRUaW1lcxIPCgd0cmlnZ2VyGAsgASgJEhUKDXN1cGVyc2VkZWRfYnkYDCABKAkSEwoLc3RlcHNfdG90YWwYDSABKA0SFAoMc3RlcHNfY2FjaGVkGA4gASgNEhAKCGRlbGl2ZXJ5GA8gASgJEg4KBmJlZm9yZRgQIAEoCRIoCgtvcmRlcl9jaGVjaxgRIAEoCzITLmtpbG4udjEuT3JkZXJDaGVjayIzCgpPcmRlckNoZWNrEg4KBmNvbW1pdBgBIAEoCRIVCg1kZXBsb3ltZW50X2lkGAIgASgJIjYKE1N1Ym1pdENvbW1pdFJlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRIOCgZjb21taXQYAiABKAkiPwoUU3VibWl0Q29tbWl0UmVzcG9uc2USJwoKZGVwbG95bWVudBgBIAEoCzITLmtpbG4udjEuRGVwbG95bWVudCItChRHZXREZXBsb3ltZW50UmVxdWVzdBIVCg1kZXBsb3ltZW50X2lkGAEgASgJIkAKFUdldERlcGxveW1lbnRSZXNwb25zZRInCgpkZXBsb3ltZW50GAEgASgLMhMua2lsbi52MS5EZXBsb3ltZW50IjgKFkxpc3REZXBsb3ltZW50c1JlcXVlc3QSDwoHcHJvamVjdBgBIAEoCRINCgVsaW1pdBgCIAEoDSJDChdMaXN0RGVwbG95bWVudHNSZXNwb25zZRIoCgtkZXBsb3ltZW50cxgBIAMoCzITLmtpbG4udjEuRGVwbG95bWVudCIwChdGb2xsb3dEZXBsb3ltZW50UmVxdWVzdBIVCg1kZXBsb3ltZW50X2lkGAEgASgJInAKGEZvbGxvd0RlcGxveW1lbnRSZXNwb25zZRIpCgpkZXBsb3ltZW50GAEgASgLMhMua2lsbi52MS5EZXBsb3ltZW50SAASIAoEbGluZRgCIAEoCzIQLmtpbG4udjEuTG9nTGluZUgAQgcKBWV2ZW50IsAECgdQcm9qZWN0EgwKBG5hbWUYASABKAkSCwoDZ2l0GAIgASgJEg4KBmdpdGh1YhgDIAEoCRIOCgZicmFuY2gYBCABKAkSFQoNY29udGFpbmVyZmlsZRgFIAEoCRIPCgdjb250ZXh0GAYgASgJEg0KBWltYWdlGAcgASgJEjMKCmJ1aWxkX2FyZ3MYCCADKAsyHy5raWxuLnYxLlByb2plY3QuQnVpbGRBcmdzRW50cnkSLgoHc2VjcmV0cxgJIAMoCzIdLmtpbG4udjEuUHJvamVjdC5TZWNyZXRzRW50cnkSPQoUcmVnaXN0cnlfY3JlZGVudGlhbHMYCiADKAsyHy5raWxuLnYxLlJlZ2lzdHJ5Q3JlZGVudGlhbEZpbGUSMwoPZ2l0X2NyZWRlbnRpYWxzGAsgASgLMhoua2lsbi52MS5HaXRDcmVkZW50aWFsRmlsZRImCgpnaXRodWJfYXBwGAwgASgLMhIua2lsbi52MS5HaXRIdWJBcHASGAoQa2lsbmRfdG9rZW5fZmlsZRgNIAEoCRIhCgdtYWNoaW5lGA4gASgLMhAua2lsbi52MS5NYWNoaW5lEg4KBnNvdXJjZRgPIAEoCRowCg5CdWlsZEFyZ3NFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBGkMKDFNlY3JldHNFbnRyeRILCgNrZXkYASABKAkSIgoFdmFsdWUYAiABKAsyEy5raWxuLnYxLlNlY3JldEZpbGU6AjgBIhoKClNlY3JldEZpbGUSDAoEZmlsZRgBIAEoCSJTChZSZWdpc3RyeUNyZWRlbnRpYWxGaWxlEhAKCHJlZ2lzdHJ5GAEgASgJEhAKCHVzZXJuYW1lGAIgASgJEhUKDXBhc3N3b3JkX2ZpbGUYAyABKAkiPAoRR2l0Q3JlZGVudGlhbEZpbGUSEAoIdXNlcm5hbWUYASABKAkSFQoNcGFzc3dvcmRfZmlsZRgCIAEoCSJfCglHaXRIdWJBcHASDgoGYXBwX2lkGAEgASgJEhcKD2luc3RhbGxhdGlvbl9pZBgCIAEoCRIYChBwcml2YXRlX2tleV9maWxlGAMgASgJEg8KB2FwaV91cmwYBCABKAki/AEKB01hY2hpbmUSDgoGZHJpdmVyGAEgASgJEgwKBGRhdGEYAiABKAkSGQoMaWRsZV90aW1lb3V0GAMgASgNSACIAQESGwoTaW5zZWN1cmVfcmVnaXN0cmllcxgEIAMoCRIRCgRwb3J0GAUgASgNSAGIAQESDwoHYXBpX3VybBgGIAEoCRILCgNhcHAYByABKAkSEgoKbWFjaGluZV9pZBgIIAEoCRIWCg5hcGlfdG9rZW5fZmlsZRgJIAEoCRIRCglraWxuZF91cmwYCiABKAkSEQoJdm9sdW1lX2lkGAsgASgJQg8KDV9pZGxlX3RpbWVvdXRCBwoFX3BvcnQiOQoUQ3JlYXRlUHJvamVjdFJlcXVlc3QSIQoHcHJvamVjdBgBIAEoCzIQLmtpbG4udjEuUHJvamVjdCI6ChVDcmVhdGVQcm9qZWN0UmVzcG9uc2USIQoHcHJvamVjdBgBIAEoCzIQLmtpbG4udjEuUHJvamVjdCI5ChRVcGRhdGVQcm9qZWN0UmVxdWVzdBIhCgdwcm9qZWN0GAEgASgLMhAua2lsbi52MS5Qcm9qZWN0IjoKFVVwZGF0ZVByb2plY3RSZXNwb25zZRIhCgdwcm9qZWN0GAEgASgLMhAua2lsbi52MS5Qcm9qZWN0IiQKFERlbGV0ZVByb2plY3RSZXF1ZXN0EgwKBG5hbWUYASABKAkiFwoVRGVsZXRlUHJvamVjdFJlc3BvbnNlIiEKEUdldFByb2plY3RSZXF1ZXN0EgwKBG5hbWUYASABKAkiNwoSR2V0UHJvamVjdFJlc3BvbnNlEiEKB3Byb2plY3QYASABKAsyEC5raWxuLnYxLlByb2plY3QiFQoTTGlzdFByb2plY3RzUmVxdWVzdCI6ChRMaXN0UHJvamVjdHNSZXNwb25zZRIiCghwcm9qZWN0cxgBIAMoCzIQLmtpbG4udjEuUHJvamVjdCrqAQoPRGVwbG95bWVudFN0YXRlEiAKHERFUExPWU1FTlRfU1RBVEVfVU5TUEVDSUZJRUQQABIbChdERVBMT1lNRU5UX1NUQVRFX1FVRVVFRBABEhsKF0RFUExPWU1FTlRfU1RBVEVfV0FLSU5HEAISHQoZREVQTE9ZTUVOVF9TVEFURV9CVUlMRElORxADEh4KGkRFUExPWU1FTlRfU1RBVEVfU1VDQ0VFREVEEAQSGwoXREVQTE9ZTUVOVF9TVEFURV9GQUlMRUQQBRIfChtERVBMT1lNRU5UX1NUQVRFX1NVUEVSU0VERUQQBjL9BQoQU2NoZWR1bGVyU2VydmljZRJLCgxTdWJtaXRDb21taXQSHC5raWxuLnYxLlN1Ym1pdENvbW1pdFJlcXVlc3QaHS5raWxuLnYxLlN1Ym1pdENvbW1pdFJlc3BvbnNlElMKDUdldERlcGxveW1lbnQSHS5raWxuLnYxLkdldERlcGxveW1lbnRSZXF1ZXN0Gh4ua2lsbi52MS5HZXREZXBsb3ltZW50UmVzcG9uc2UiA5ACARJZCg9MaXN0RGVwbG95bWVudHMSHy5raWxuLnYxLkxpc3REZXBsb3ltZW50c1JlcXVlc3QaIC5raWxuLnYxLkxpc3REZXBsb3ltZW50c1Jlc3BvbnNlIgOQAgESXgoQRm9sbG93RGVwbG95bWVudBIgLmtpbG4udjEuRm9sbG93RGVwbG95bWVudFJlcXVlc3QaIS5raWxuLnYxLkZvbGxvd0RlcGxveW1lbnRSZXNwb25zZSIDkAIBMAESTgoNQ3JlYXRlUHJvamVjdBIdLmtpbG4udjEuQ3JlYXRlUHJvamVjdFJlcXVlc3QaHi5raWxuLnYxLkNyZWF0ZVByb2plY3RSZXNwb25zZRJOCg1VcGRhdGVQcm9qZWN0Eh0ua2lsbi52MS5VcGRhdGVQcm9qZWN0UmVxdWVzdBoeLmtpbG4udjEuVXBkYXRlUHJvamVjdFJlc3BvbnNlEk4KDURlbGV0ZVByb2plY3QSHS5raWxuLnYxLkRlbGV0ZVByb2plY3RSZXF1ZXN0Gh4ua2lsbi52MS5EZWxldGVQcm9qZWN0UmVzcG9uc2USSgoKR2V0UHJvamVjdBIaLmtpbG4udjEuR2V0UHJvamVjdFJlcXVlc3QaGy5raWxuLnYxLkdldFByb2plY3RSZXNwb25zZSIDkAIBElAKDExpc3RQcm9qZWN0cxIcLmtpbG4udjEuTGlzdFByb2plY3RzUmVxdWVzdBodLmtpbG4udjEuTGlzdFByb2plY3RzUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_kiln_v1_builder]);
 
 /**
  * DeploymentTimes marks each step from the commit event to the machine asleep again.
@@ -163,6 +163,15 @@ export type Deployment = Message<"kiln.v1.Deployment"> & {
    * @generated from field: string before = 16;
    */
   before: string;
+
+  /**
+   * Set when this push's before links do not reach the branch's newest known head (a delivery
+   * between them has not arrived, or the branch was force-pushed): before this push supersedes
+   * anything, kilnd's git says which of the two commits is newer.
+   *
+   * @generated from field: kiln.v1.OrderCheck order_check = 17;
+   */
+  orderCheck?: OrderCheck | undefined;
 };
 
 /**
@@ -171,6 +180,30 @@ export type Deployment = Message<"kiln.v1.Deployment"> & {
  */
 export const DeploymentSchema: GenMessage<Deployment> = /*@__PURE__*/
   messageDesc(file_kiln_v1_scheduler, 1);
+
+/**
+ * OrderCheck names the branch's newest push known when an unordered push arrived.
+ *
+ * @generated from message kiln.v1.OrderCheck
+ */
+export type OrderCheck = Message<"kiln.v1.OrderCheck"> & {
+  /**
+   * @generated from field: string commit = 1;
+   */
+  commit: string;
+
+  /**
+   * @generated from field: string deployment_id = 2;
+   */
+  deploymentId: string;
+};
+
+/**
+ * Describes the message kiln.v1.OrderCheck.
+ * Use `create(OrderCheckSchema)` to create a new message.
+ */
+export const OrderCheckSchema: GenMessage<OrderCheck> = /*@__PURE__*/
+  messageDesc(file_kiln_v1_scheduler, 2);
 
 /**
  * @generated from message kiln.v1.SubmitCommitRequest
@@ -192,7 +225,7 @@ export type SubmitCommitRequest = Message<"kiln.v1.SubmitCommitRequest"> & {
  * Use `create(SubmitCommitRequestSchema)` to create a new message.
  */
 export const SubmitCommitRequestSchema: GenMessage<SubmitCommitRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 2);
+  messageDesc(file_kiln_v1_scheduler, 3);
 
 /**
  * @generated from message kiln.v1.SubmitCommitResponse
@@ -209,7 +242,7 @@ export type SubmitCommitResponse = Message<"kiln.v1.SubmitCommitResponse"> & {
  * Use `create(SubmitCommitResponseSchema)` to create a new message.
  */
 export const SubmitCommitResponseSchema: GenMessage<SubmitCommitResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 3);
+  messageDesc(file_kiln_v1_scheduler, 4);
 
 /**
  * @generated from message kiln.v1.GetDeploymentRequest
@@ -226,7 +259,7 @@ export type GetDeploymentRequest = Message<"kiln.v1.GetDeploymentRequest"> & {
  * Use `create(GetDeploymentRequestSchema)` to create a new message.
  */
 export const GetDeploymentRequestSchema: GenMessage<GetDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 4);
+  messageDesc(file_kiln_v1_scheduler, 5);
 
 /**
  * @generated from message kiln.v1.GetDeploymentResponse
@@ -243,7 +276,7 @@ export type GetDeploymentResponse = Message<"kiln.v1.GetDeploymentResponse"> & {
  * Use `create(GetDeploymentResponseSchema)` to create a new message.
  */
 export const GetDeploymentResponseSchema: GenMessage<GetDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 5);
+  messageDesc(file_kiln_v1_scheduler, 6);
 
 /**
  * @generated from message kiln.v1.ListDeploymentsRequest
@@ -265,7 +298,7 @@ export type ListDeploymentsRequest = Message<"kiln.v1.ListDeploymentsRequest"> &
  * Use `create(ListDeploymentsRequestSchema)` to create a new message.
  */
 export const ListDeploymentsRequestSchema: GenMessage<ListDeploymentsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 6);
+  messageDesc(file_kiln_v1_scheduler, 7);
 
 /**
  * @generated from message kiln.v1.ListDeploymentsResponse
@@ -282,7 +315,7 @@ export type ListDeploymentsResponse = Message<"kiln.v1.ListDeploymentsResponse">
  * Use `create(ListDeploymentsResponseSchema)` to create a new message.
  */
 export const ListDeploymentsResponseSchema: GenMessage<ListDeploymentsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 7);
+  messageDesc(file_kiln_v1_scheduler, 8);
 
 /**
  * @generated from message kiln.v1.FollowDeploymentRequest
@@ -299,7 +332,7 @@ export type FollowDeploymentRequest = Message<"kiln.v1.FollowDeploymentRequest">
  * Use `create(FollowDeploymentRequestSchema)` to create a new message.
  */
 export const FollowDeploymentRequestSchema: GenMessage<FollowDeploymentRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 8);
+  messageDesc(file_kiln_v1_scheduler, 9);
 
 /**
  * @generated from message kiln.v1.FollowDeploymentResponse
@@ -328,7 +361,7 @@ export type FollowDeploymentResponse = Message<"kiln.v1.FollowDeploymentResponse
  * Use `create(FollowDeploymentResponseSchema)` to create a new message.
  */
 export const FollowDeploymentResponseSchema: GenMessage<FollowDeploymentResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 9);
+  messageDesc(file_kiln_v1_scheduler, 10);
 
 /**
  * Project is what kiln-scheduler knows of a project: its proto3 JSON is exactly a project of the
@@ -431,7 +464,7 @@ export type Project = Message<"kiln.v1.Project"> & {
  * Use `create(ProjectSchema)` to create a new message.
  */
 export const ProjectSchema: GenMessage<Project> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 10);
+  messageDesc(file_kiln_v1_scheduler, 11);
 
 /**
  * @generated from message kiln.v1.SecretFile
@@ -448,7 +481,7 @@ export type SecretFile = Message<"kiln.v1.SecretFile"> & {
  * Use `create(SecretFileSchema)` to create a new message.
  */
 export const SecretFileSchema: GenMessage<SecretFile> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 11);
+  messageDesc(file_kiln_v1_scheduler, 12);
 
 /**
  * @generated from message kiln.v1.RegistryCredentialFile
@@ -475,7 +508,7 @@ export type RegistryCredentialFile = Message<"kiln.v1.RegistryCredentialFile"> &
  * Use `create(RegistryCredentialFileSchema)` to create a new message.
  */
 export const RegistryCredentialFileSchema: GenMessage<RegistryCredentialFile> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 12);
+  messageDesc(file_kiln_v1_scheduler, 13);
 
 /**
  * @generated from message kiln.v1.GitCredentialFile
@@ -497,7 +530,7 @@ export type GitCredentialFile = Message<"kiln.v1.GitCredentialFile"> & {
  * Use `create(GitCredentialFileSchema)` to create a new message.
  */
 export const GitCredentialFileSchema: GenMessage<GitCredentialFile> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 13);
+  messageDesc(file_kiln_v1_scheduler, 14);
 
 /**
  * @generated from message kiln.v1.GitHubApp
@@ -529,7 +562,7 @@ export type GitHubApp = Message<"kiln.v1.GitHubApp"> & {
  * Use `create(GitHubAppSchema)` to create a new message.
  */
 export const GitHubAppSchema: GenMessage<GitHubApp> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 14);
+  messageDesc(file_kiln_v1_scheduler, 15);
 
 /**
  * Machine is where the project's kilnd runs: driver "local" (data, idle_timeout,
@@ -602,7 +635,7 @@ export type Machine = Message<"kiln.v1.Machine"> & {
  * Use `create(MachineSchema)` to create a new message.
  */
 export const MachineSchema: GenMessage<Machine> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 15);
+  messageDesc(file_kiln_v1_scheduler, 16);
 
 /**
  * @generated from message kiln.v1.CreateProjectRequest
@@ -619,7 +652,7 @@ export type CreateProjectRequest = Message<"kiln.v1.CreateProjectRequest"> & {
  * Use `create(CreateProjectRequestSchema)` to create a new message.
  */
 export const CreateProjectRequestSchema: GenMessage<CreateProjectRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 16);
+  messageDesc(file_kiln_v1_scheduler, 17);
 
 /**
  * @generated from message kiln.v1.CreateProjectResponse
@@ -636,7 +669,7 @@ export type CreateProjectResponse = Message<"kiln.v1.CreateProjectResponse"> & {
  * Use `create(CreateProjectResponseSchema)` to create a new message.
  */
 export const CreateProjectResponseSchema: GenMessage<CreateProjectResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 17);
+  messageDesc(file_kiln_v1_scheduler, 18);
 
 /**
  * @generated from message kiln.v1.UpdateProjectRequest
@@ -653,7 +686,7 @@ export type UpdateProjectRequest = Message<"kiln.v1.UpdateProjectRequest"> & {
  * Use `create(UpdateProjectRequestSchema)` to create a new message.
  */
 export const UpdateProjectRequestSchema: GenMessage<UpdateProjectRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 18);
+  messageDesc(file_kiln_v1_scheduler, 19);
 
 /**
  * @generated from message kiln.v1.UpdateProjectResponse
@@ -670,7 +703,7 @@ export type UpdateProjectResponse = Message<"kiln.v1.UpdateProjectResponse"> & {
  * Use `create(UpdateProjectResponseSchema)` to create a new message.
  */
 export const UpdateProjectResponseSchema: GenMessage<UpdateProjectResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 19);
+  messageDesc(file_kiln_v1_scheduler, 20);
 
 /**
  * @generated from message kiln.v1.DeleteProjectRequest
@@ -687,7 +720,7 @@ export type DeleteProjectRequest = Message<"kiln.v1.DeleteProjectRequest"> & {
  * Use `create(DeleteProjectRequestSchema)` to create a new message.
  */
 export const DeleteProjectRequestSchema: GenMessage<DeleteProjectRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 20);
+  messageDesc(file_kiln_v1_scheduler, 21);
 
 /**
  * @generated from message kiln.v1.DeleteProjectResponse
@@ -700,7 +733,7 @@ export type DeleteProjectResponse = Message<"kiln.v1.DeleteProjectResponse"> & {
  * Use `create(DeleteProjectResponseSchema)` to create a new message.
  */
 export const DeleteProjectResponseSchema: GenMessage<DeleteProjectResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 21);
+  messageDesc(file_kiln_v1_scheduler, 22);
 
 /**
  * @generated from message kiln.v1.GetProjectRequest
@@ -717,7 +750,7 @@ export type GetProjectRequest = Message<"kiln.v1.GetProjectRequest"> & {
  * Use `create(GetProjectRequestSchema)` to create a new message.
  */
 export const GetProjectRequestSchema: GenMessage<GetProjectRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 22);
+  messageDesc(file_kiln_v1_scheduler, 23);
 
 /**
  * @generated from message kiln.v1.GetProjectResponse
@@ -734,7 +767,7 @@ export type GetProjectResponse = Message<"kiln.v1.GetProjectResponse"> & {
  * Use `create(GetProjectResponseSchema)` to create a new message.
  */
 export const GetProjectResponseSchema: GenMessage<GetProjectResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 23);
+  messageDesc(file_kiln_v1_scheduler, 24);
 
 /**
  * @generated from message kiln.v1.ListProjectsRequest
@@ -747,7 +780,7 @@ export type ListProjectsRequest = Message<"kiln.v1.ListProjectsRequest"> & {
  * Use `create(ListProjectsRequestSchema)` to create a new message.
  */
 export const ListProjectsRequestSchema: GenMessage<ListProjectsRequest> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 24);
+  messageDesc(file_kiln_v1_scheduler, 25);
 
 /**
  * @generated from message kiln.v1.ListProjectsResponse
@@ -764,7 +797,7 @@ export type ListProjectsResponse = Message<"kiln.v1.ListProjectsResponse"> & {
  * Use `create(ListProjectsResponseSchema)` to create a new message.
  */
 export const ListProjectsResponseSchema: GenMessage<ListProjectsResponse> = /*@__PURE__*/
-  messageDesc(file_kiln_v1_scheduler, 25);
+  messageDesc(file_kiln_v1_scheduler, 26);
 
 /**
  * DeploymentState is where a deployment is in its life.
