@@ -135,9 +135,11 @@ async function main() {
   const pushes: Push[] = [];
   for (let n = 0; n < PROJECTS; n++) {
     let before = sha();
+    fleet.history.set(before, { project: `p${n}`, index: -1 });
     for (let k = 0; k < COMMITS; k++) {
       const commit = sha();
       pushes.push({ project: n, k, commit, before, delivery: randomUUID(), at: (n / PROJECTS) * SPREAD_MS + k * 300, attempts: 0 });
+      fleet.history.set(commit, { project: `p${n}`, index: k });
       before = commit;
     }
   }

@@ -2,14 +2,15 @@
 // that answers both the Fly Machines API calls the fly driver makes (start, wait: every machine
 // starts and stops at once) and kilnd's BuilderService as the scheduler uses it (Build,
 // idempotent by request key, one build per project at a time, a newer one supersedes; GetBuild;
-// Cancel; StreamLogs with follow; Sleep), each build ending SUCCEEDED after buildMs. Every
+// Cancel; StreamLogs with follow; Sleep; CompareCommits from the history the load test says it
+// pushed), each build ending SUCCEEDED after buildMs. Every
 // functional test uses real kilnd; this exists only to load the scheduler.
 import { createServer, type Server } from "node:http";
 import { randomBytes } from "node:crypto";
 import { create } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { BuildSchema, BuildState, BuilderService, LogLineSchema, LogStream, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
+import { BuildSchema, BuildState, BuilderService, CommitRelation, LogLineSchema, LogStream, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
 import { timestampFromMs } from "../../src/util/time.js";
 
 export interface BuildCall {
@@ -25,6 +26,8 @@ export interface FleetStandIn {
   url: string;
   calls: BuildCall[];
   builds: Map<string, Build>;
+  /** The branch's history, as git would know it: commit → its project and place on the branch. */
+  history: Map<string, { project: string; index: number }>;
   close(): Promise<void>;
 }
 
@@ -34,6 +37,7 @@ export async function startFleetStandIn(buildMs: number): Promise<FleetStandIn> 
   const latest = new Map<string, Build>();
   const waiters = new Map<string, Set<() => void>>();
   const calls: BuildCall[] = [];
+  const history = new Map<string, { project: string; index: number }>();
   const end = (b: Build, state: BuildState, error = "") => {
     if (b.state !== BuildState.RUNNING) return;
     b.state = state;
@@ -92,6 +96,13 @@ export async function startFleetStandIn(buildMs: number): Promise<FleetStandIn> 
         sleep() {
           return {};
         },
+        compareCommits(req) {
+          const head = history.get(req.source?.commit ?? "");
+          const base = history.get(req.base);
+          if (!head || !base || head.project !== base.project) throw new ConnectError(`commit not found in ${req.source?.url}`, Code.NotFound);
+          const relation = head.index === base.index ? CommitRelation.IDENTICAL : head.index > base.index ? CommitRelation.AHEAD : CommitRelation.BEHIND;
+          return { relation };
+        },
       });
     },
     fallback(req, res) {
@@ -115,6 +126,7 @@ export async function startFleetStandIn(buildMs: number): Promise<FleetStandIn> 
     url: `http://127.0.0.1:${(server.address() as { port: number }).port}`,
     calls,
     builds,
+    history,
     close: () =>
       new Promise((r) => {
         server.closeAllConnections();

@@ -34,6 +34,8 @@ export interface WorkerDeps {
   backoffMs?: number;
   /** The queue is empty and the machine asleep (the worker's loop has ended). */
   onIdle?: () => void;
+  /** The project's credentials (the scheduler keeps one per project, so a minted token outlives a worker). */
+  secrets?: (p: ProjectConfig) => ProjectSecrets;
   /** kilnd's API at a machine's URL: the real client, or a stand-in in unit tests. */
   connect?: (url: string) => Kilnd;
 }
@@ -68,14 +70,14 @@ export class ProjectWorker {
 
   constructor(private readonly d: WorkerDeps) {
     this.project = d.project;
-    this.secrets = createProjectSecrets(d.project);
+    this.secrets = (d.secrets ?? createProjectSecrets)(d.project);
   }
 
   /** The project's settings changed: the next build asks for them (the machine stays). */
   setProject(p: ProjectConfig): void {
     if (JSON.stringify(p) === JSON.stringify(this.project)) return;
     this.project = p;
-    this.secrets = createProjectSecrets(p);
+    this.secrets = (this.d.secrets ?? createProjectSecrets)(p);
   }
 
   /** Stops where it is, writing nothing more: the records stay for whoever drives the queue next. */

@@ -19,6 +19,7 @@ import type { MachineDriver } from "./drivers/driver.js";
 import { createFlyDriver } from "./drivers/fly.js";
 import { createLocalDriver } from "./drivers/local.js";
 import { ProjectWorker } from "./project-worker.js";
+import { createProjectSecrets, type ProjectSecrets } from "./project-secrets.js";
 import { FileStore } from "./store/file-store.js";
 import { PgStore } from "./store/pg-store.js";
 import { LeaseLost, type Lease, type SchedulerStore } from "./store/store.js";
@@ -48,6 +49,7 @@ export class Scheduler {
   private readonly held = new Map<string, Held>();
   /** Machine drivers by project, kept while the machine's settings stay (a local kilnd's port, its child process). */
   private readonly drivers = new Map<string, { key: string; driver: MachineDriver }>();
+  private readonly secretSets = new Map<string, { key: string; secrets: ProjectSecrets }>();
   /** ensure() of a project, one at a time; again: asked once more while it ran. */
   private readonly ensuring = new Map<string, { done: Promise<void>; again: boolean }>();
   private readonly timers: NodeJS.Timeout[] = [];
@@ -231,6 +233,7 @@ export class Scheduler {
       project,
       driver: this.driverFor(project),
       save: (d) => this.save(h, d),
+      secrets: (p) => this.secretsFor(p),
       advanceHead: (commit) => this.store.advanceHead(project.name, commit, h.lease).catch((e) => {
         if (e instanceof LeaseLost) this.lost(h);
         throw e;
@@ -288,6 +291,16 @@ export class Scheduler {
     const d = await this.store.get(id).catch(() => undefined);
     if (!d || this.held.get(d.project)?.known.has(id)) return; // driven here: the worker relays it
     this.events.emit(id, { case: "deployment", value: d });
+  }
+
+  /** One per project and configuration: a GitHub App token is reused by the next worker while it is valid. */
+  private secretsFor(p: ProjectConfig): ProjectSecrets {
+    const key = JSON.stringify(p);
+    const had = this.secretSets.get(p.name);
+    if (had?.key === key) return had.secrets;
+    const secrets = createProjectSecrets(p);
+    this.secretSets.set(p.name, { key, secrets });
+    return secrets;
   }
 
   private driverFor(p: ProjectConfig): MachineDriver {
