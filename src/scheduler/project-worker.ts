@@ -120,9 +120,10 @@ export class ProjectWorker {
         if (this.stopped || !kilnd || this.current?.state !== DeploymentState.BUILDING) return;
         const next = this.unordered.shift();
         if (!next) return;
-        await this.orderPush(next, kilnd).catch((err) => {
+        const outcome = await this.orderPush(next, kilnd).catch((err) => {
           if (!this.stopped) return this.finish(next, DeploymentState.FAILED, `internal error: ${(err as Error).message}`);
         });
+        if (outcome === "later") return;
       }
     })().finally(() => (this.ordering = undefined));
   }
@@ -253,7 +254,8 @@ export class ProjectWorker {
    * split histories the later arrival wins. When git cannot say, the arrival is queued as
    * before (newest arrival wins), and the log says why.
    */
-  private async orderPush(dep: Deployment, awake?: Kilnd): Promise<void> {
+  /** "later": the awake machine went away; the loop orders the push once it has woken it. */
+  private async orderPush(dep: Deployment, awake?: Kilnd): Promise<void | "later"> {
     const check = dep.orderCheck!;
     const queue = async () => {
       await this.d.advanceHead(dep.commit);
@@ -275,7 +277,10 @@ export class ProjectWorker {
       } catch (e) {
         if (this.stopped) throw new Error("the scheduler is stopping");
         // The machine went away under a running build: the loop asks again once it is awake.
-        if (awake && isGone(e)) return void this.unordered.unshift(dep);
+        if (awake && isGone(e)) {
+          this.unordered.unshift(dep);
+          return "later";
+        }
         this.d.logger.warn({ deployment: dep.id, commit: dep.commit, base: base.commit, err: e }, "cannot order an out-of-order push against the branch's newest with git; the newest arrival wins");
         return queue();
       }
