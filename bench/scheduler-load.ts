@@ -199,7 +199,11 @@ async function main() {
   for (const r of replicas) if (r.alive) r.usage = { ...usageOf(r.proc.pid!), at: "at the end" };
 
   // What became of every push.
-  const rows = (await sql.query<{ id: string; project: string; commit: string; state: number; build: string | null }>("SELECT id, project, commit, state, record->>'buildId' AS build FROM deployments")).rows;
+  const rows = (
+    await sql.query<{ id: string; project: string; commit: string; state: number; build: string | null; error: string | null; superseded_by: string | null }>(
+      "SELECT id, project, commit, state, record->>'buildId' AS build, record->>'error' AS error, record->>'supersededBy' AS superseded_by FROM deployments",
+    )
+  ).rows;
   const byId = new Map(rows.map((r) => [r.id, r]));
   const accepted = pushes.filter((p) => p.deployment);
   const notAccepted = pushes.filter((p) => !p.deployment);
@@ -234,7 +238,9 @@ async function main() {
       if (d.state === DeploymentState.SUCCEEDED) newestDeployed++;
       else {
         wrong++;
-        wrongSamples.push({ project: p.project, k: p.k, state: DeploymentState[d.state], attempts: p.attempts, id: d.id });
+        const by = d.superseded_by ? byId.get(d.superseded_by) : undefined;
+        const byPush = by && pushes.find((q) => q.deployment === by.id);
+        wrongSamples.push({ project: p.project, k: p.k, state: DeploymentState[d.state], attempts: p.attempts, id: d.id, error: d.error, supersededByK: byPush?.k, supersededByState: by && DeploymentState[by.state] });
       }
     } else if (d.state === DeploymentState.SUPERSEDED) olderSuperseded++;
     else if (d.state === DeploymentState.SUCCEEDED) olderDeployedFirst++;

@@ -48,6 +48,7 @@ function fakeKilnd() {
   const compared: string[] = [];
   let relations: (head: string, base: string) => CommitRelation | Error | Promise<CommitRelation | Error> = () => new ConnectError("no history", Code.Unimplemented);
   let onBuild: ((b: Build) => void) | undefined;
+  let onCompare: (() => void) | undefined;
   const client = {
     async build(req: { source?: { kind: { value: { commit: string } } } }) {
       const b = create(BuildSchema, { id: `b${builds.size + 1}`, commit: req.source!.kind.value.commit, state: BuildState.RUNNING });
@@ -78,6 +79,7 @@ function fakeKilnd() {
     },
     async compareCommits(req: { source: { commit: string }; base: string }) {
       compared.push(`${req.source.commit.slice(0, 1)}:${req.base.slice(0, 1)}`);
+      onCompare?.();
       const answer = await relations(req.source.commit, req.base);
       if (answer instanceof Error) throw answer;
       return { relation: answer };
@@ -95,6 +97,8 @@ function fakeKilnd() {
     },
     /** The next build to start. */
     nextBuild: () => new Promise<Build>((r) => (onBuild = r)),
+    /** The next CompareCommits to be asked. */
+    nextCompare: () => new Promise<void>((r) => (onCompare = r)),
     end(b: Build, state: BuildState, error = "") {
       const x = builds.get(b.id)!;
       x.build = create(BuildSchema, { ...x.build, state, error, imageDigest: state === BuildState.SUCCEEDED ? `sha256:${"a".repeat(64)}` : "" });
@@ -144,7 +148,28 @@ function workerWith(kilnd: ReturnType<typeof fakeKilnd>, wakes: Array<"ok" | "fa
       if (isFinal(d.state)) finalOf(d.id).resolve(create(DeploymentSchema, d));
     },
   });
-  return { worker, final: (d: Deployment) => finalOf(d.id).promise, wakeCalls: () => wakeCalls, heads };
+  const final = (d: Deployment) => finalOf(d.id).promise;
+  return {
+    worker,
+    final,
+    wakeCalls: () => wakeCalls,
+    heads,
+    /** Submits d and waits for its kilnd build to start. */
+    async building(d: Deployment): Promise<Build> {
+      const next = kilnd.nextBuild();
+      worker.submit(d);
+      return next;
+    },
+    /** Submits d, lets its build succeed, waits for its final record and for the worker to rest. */
+    async deployed(d: Deployment): Promise<Deployment> {
+      const next = kilnd.nextBuild();
+      worker.submit(d);
+      kilnd.end(await next, BuildState.SUCCEEDED);
+      const f = await final(d);
+      await worker.idle();
+      return f;
+    },
+  };
 }
 
 describe("project worker (seams)", () => {
@@ -152,9 +177,7 @@ describe("project worker (seams)", () => {
     const k = fakeKilnd();
     const w = workerWith(k);
     const d1 = deployment("1".repeat(40));
-    const first = k.nextBuild();
-    w.worker.submit(d1);
-    const b1 = await first;
+    const b1 = await w.building(d1);
     const second = k.nextBuild();
     const d2 = deployment("2".repeat(40));
     w.worker.submit(d2);
@@ -172,9 +195,7 @@ describe("project worker (seams)", () => {
     const k = fakeKilnd();
     const w = workerWith(k);
     const running = deployment("1".repeat(40));
-    const first = k.nextBuild();
-    w.worker.submit(running);
-    const b1 = await first;
+    const b1 = await w.building(running);
     const waiting = deployment("2".repeat(40));
     const newest = deployment("3".repeat(40));
     w.worker.submit(waiting);
@@ -193,10 +214,7 @@ describe("project worker (seams)", () => {
     const k = fakeKilnd();
     const w = workerWith(k, ["fail", "fail", "ok"]);
     const d = deployment("1".repeat(40));
-    const next = k.nextBuild();
-    w.worker.submit(d);
-    k.end(await next, BuildState.SUCCEEDED);
-    assert.equal((await w.final(d)).state, DeploymentState.SUCCEEDED);
+    assert.equal((await w.deployed(d)).state, DeploymentState.SUCCEEDED);
     assert.equal(w.wakeCalls(), 3);
 
     const k2 = fakeKilnd();
@@ -234,9 +252,7 @@ describe("project worker (seams)", () => {
     k.history(() => CommitRelation.BEHIND);
     const w = workerWith(k);
     const c3 = push("3".repeat(40));
-    let next = k.nextBuild();
-    w.worker.submit(c3);
-    const b3 = await next;
+    const b3 = await w.building(c3);
     const c1 = unorderedPush("1".repeat(40), c3);
     w.worker.submit(c1);
     k.end(b3, BuildState.SUCCEEDED);
@@ -257,12 +273,10 @@ describe("project worker (seams)", () => {
     k.history((head, base) => (head > base ? CommitRelation.AHEAD : CommitRelation.BEHIND));
     const w = workerWith(k);
     const c3 = push("3".repeat(40));
-    let next = k.nextBuild();
-    w.worker.submit(c3);
-    const b3 = await next;
+    const b3 = await w.building(c3);
     const c7 = unorderedPush("7".repeat(40), c3);
     const c5 = unorderedPush("5".repeat(40), c3);
-    next = k.nextBuild();
+    const next = k.nextBuild();
     w.worker.submit(c7);
     w.worker.submit(c5);
     const b7 = await next;
@@ -289,16 +303,13 @@ describe("project worker (seams)", () => {
     });
     const w = workerWith(k);
     const c3 = push("3".repeat(40));
-    let next = k.nextBuild();
-    w.worker.submit(c3);
-    k.end(await next, BuildState.SUCCEEDED);
-    await w.final(c3);
-    await w.worker.idle();
+    await w.deployed(c3);
     // a arrives first, unordered; while git is asked, b (ordered) is delivered after it.
     const a = unorderedPush("a".repeat(40), c3);
-    next = k.nextBuild();
+    const next = k.nextBuild();
+    const asked = k.nextCompare();
     w.worker.submit(a);
-    while (k.compared.length === 0) await new Promise((r) => setImmediate(r));
+    await asked;
     const b = push("b".repeat(40));
     w.worker.submit(b);
     gate.resolve();
@@ -314,10 +325,7 @@ describe("project worker (seams)", () => {
 
     // Alone, a force push arriving last is deployed.
     const f = unorderedPush("f".repeat(40), b);
-    next = k.nextBuild();
-    w.worker.submit(f);
-    k.end(await next, BuildState.SUCCEEDED);
-    assert.equal((await w.final(f)).state, DeploymentState.SUCCEEDED);
+    assert.equal((await w.deployed(f)).state, DeploymentState.SUCCEEDED);
     assert.deepEqual(w.heads, ["f".repeat(40)]);
   });
 
@@ -325,15 +333,9 @@ describe("project worker (seams)", () => {
     const k = fakeKilnd();
     const w = workerWith(k);
     const c3 = push("3".repeat(40));
-    let next = k.nextBuild();
-    w.worker.submit(c3);
-    k.end(await next, BuildState.SUCCEEDED);
-    await w.final(c3);
+    await w.deployed(c3);
     const c1 = unorderedPush("1".repeat(40), c3);
-    next = k.nextBuild();
-    w.worker.submit(c1);
-    k.end(await next, BuildState.SUCCEEDED);
-    assert.equal((await w.final(c1)).state, DeploymentState.SUCCEEDED);
+    assert.equal((await w.deployed(c1)).state, DeploymentState.SUCCEEDED);
     assert.deepEqual(w.heads, ["1".repeat(40)]);
   });
 });

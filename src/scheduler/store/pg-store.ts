@@ -130,33 +130,40 @@ export class PgStore implements SchedulerStore {
       let stale = false;
       if (d.trigger === "webhook") {
         const head = (await c.query<{ commit: string }>("SELECT commit FROM branch_heads WHERE project = $1", [d.project])).rows[0]?.commit;
-        const newestOf = async (commit: string) =>
-          (await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 AND commit = $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1", [d.project, commit])).rows[0]?.id ?? "";
-        // Walks back through the pushes' before links from one commit: does it reach the other?
-        const reaches = async (from: string, to: string, steps: number) =>
-          ((
-            await c.query(
-              `WITH RECURSIVE walk(c, n) AS (
-                 SELECT $2::text, 0
-                 UNION
-                 SELECT d.before, w.n + 1 FROM walk w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $4
-               ) SELECT 1 FROM walk WHERE c = $3 LIMIT 1`,
-              [d.project, from, to, steps],
-            )
-          ).rowCount ?? 0) > 0;
         if (head && head !== d.commit) {
-          // Older: a push delivered earlier named this commit as the one it replaced (even when
-          // the pushes between are not known yet), or the head's before links reach it.
-          const named = await c.query<{ id: string; commit: string }>("SELECT id, commit FROM deployments WHERE project = $1 AND before = $2 AND commit <> $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1", [d.project, d.commit]);
-          const newer = named.rows[0] ?? ((await reaches(head, d.commit, MAX_WALK)) ? { id: await newestOf(head), commit: head } : undefined);
+          // One statement places the push against the head: a push delivered earlier that named
+          // it as the commit it replaced (even when the pushes between are not known yet), and
+          // the two walks back through before links: from the head (does it reach this push?)
+          // and from this push's before (does it reach the head?).
+          const placed = (
+            await c.query<{ named_id: string | null; named_commit: string | null; head_reaches: boolean; before_reaches: boolean; head_id: string | null }>(
+              `WITH RECURSIVE
+                 from_head(c, n) AS (
+                   SELECT $2::text, 0
+                   UNION
+                   SELECT d.before, w.n + 1 FROM from_head w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $5),
+                 from_before(c, n) AS (
+                   SELECT $4::text, 0 WHERE $4::text <> ''
+                   UNION
+                   SELECT d.before, w.n + 1 FROM from_before w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $5),
+                 named AS (
+                   SELECT id, commit FROM deployments WHERE project = $1 AND before = $3 AND commit <> $3 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1)
+               SELECT (SELECT id FROM named) AS named_id, (SELECT commit FROM named) AS named_commit,
+                      EXISTS (SELECT 1 FROM from_head WHERE c = $3) AS head_reaches,
+                      EXISTS (SELECT 1 FROM from_before WHERE c = $2) AS before_reaches,
+                      (SELECT id FROM deployments WHERE project = $1 AND commit = $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1) AS head_id`,
+              [d.project, head, d.commit, d.before, MAX_WALK],
+            )
+          ).rows[0]!;
+          const newer = placed.named_id ? { id: placed.named_id, commit: placed.named_commit! } : placed.head_reaches ? { id: placed.head_id ?? "", commit: head } : undefined;
           if (newer) {
             stale = true;
             d.state = DeploymentState.SUPERSEDED;
             d.error = `an older commit of the branch than ${newer.commit}, delivered after it: not deployed`;
             d.supersededBy = newer.id;
-          } else if (!d.before || !(await reaches(d.before, head, MAX_WALK))) {
+          } else if (!placed.before_reaches) {
             // Newer only if this push's own before links reach the head; else git decides.
-            d.orderCheck = create(OrderCheckSchema, { commit: head, deploymentId: await newestOf(head) });
+            d.orderCheck = create(OrderCheckSchema, { commit: head, deploymentId: placed.head_id ?? "" });
           }
         }
         if (!stale && !d.orderCheck) await c.query("INSERT INTO branch_heads (project, commit) VALUES ($1, $2) ON CONFLICT (project) DO UPDATE SET commit = EXCLUDED.commit", [d.project, d.commit]);
