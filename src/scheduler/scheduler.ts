@@ -10,7 +10,6 @@ import { create } from "@bufbuild/protobuf";
 import type { Logger } from "pino";
 import { DeploymentSchema, DeploymentState, DeploymentTimesSchema, type Deployment } from "../gen/kiln/v1/scheduler_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
-import { newId } from "../util/ids.js";
 import { timestampFromMs } from "../util/time.js";
 import { COMMIT_PATTERN } from "../validate/build-request.js";
 import type { ProjectConfig, SchedulerConfig } from "./config.js";
@@ -109,8 +108,8 @@ export class Scheduler {
     if (!COMMIT_PATTERN.test(commit)) throw new KilnError("invalid_argument", `commit: ${JSON.stringify(commit.slice(0, 80))} is not a full commit SHA (40 or 64 hex digits)`);
     if (!(await this.store.project(project))) throw new KilnError("not_found", `project: ${JSON.stringify(project)} is not configured`);
     const now = Date.now();
+    // The store gives it its id, in the order it accepts the project's commits.
     const d = create(DeploymentSchema, {
-      id: newId(now),
       project,
       commit,
       state: DeploymentState.QUEUED,

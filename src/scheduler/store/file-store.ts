@@ -10,6 +10,7 @@ import { DeploymentSchema, DeploymentState, OrderCheckSchema, type Deployment } 
 import { KilnError } from "../../errors/kiln-error.js";
 import { MessageStore } from "../../store/message-store.js";
 import { writeFileAtomic } from "../../util/fs-atomic.js";
+import { newIdAfter } from "../../util/ids.js";
 import type { ProjectConfig } from "../config.js";
 import { isFinal } from "../deployment-events.js";
 import { projectFromJson, projectJson, type ProjectSource, type StoredProject } from "../projects.js";
@@ -23,6 +24,8 @@ export class FileStore implements SchedulerStore {
   /** X-GitHub-Delivery → the deployment it made. */
   private readonly deliveries = new Map<string, string>();
   private readonly pushOrder = new PushOrder();
+  /** Each project's newest deployment id: the next one sorts after it. */
+  private readonly lastId = new Map<string, string>();
   private readonly projectsFile: string;
   private projectWrites: Promise<void> = Promise.resolve();
 
@@ -38,6 +41,7 @@ export class FileStore implements SchedulerStore {
     await mkdir(join(this.dir, "deployments"), { recursive: true });
     const all = await this.deployments.load((file, err) => this.logger.warn({ file, err }, "skipping an unreadable deployment record"));
     for (const d of [...all].sort((a, b) => (a.id < b.id ? -1 : 1))) {
+      this.lastId.set(d.project, d.id);
       if (d.delivery) this.deliveries.set(d.delivery, d.id);
       if (d.trigger !== "webhook") continue;
       const order = this.pushOrder.observe(d.project, d.commit, d.before);
@@ -64,6 +68,8 @@ export class FileStore implements SchedulerStore {
   async accept(d: Deployment): Promise<Accepted> {
     const seen = d.delivery ? this.deliveries.get(d.delivery) : undefined;
     if (seen) return { deployment: this.deployments.get(seen)!, duplicate: true };
+    d.id = newIdAfter(this.lastId.get(d.project));
+    this.lastId.set(d.project, d.id);
     if (d.trigger === "webhook") {
       const order = this.pushOrder.observe(d.project, d.commit, d.before);
       const newestOf = (commit: string) => this.deployments.list(d.project, 0).find((x) => x.commit === commit && x.trigger === "webhook");

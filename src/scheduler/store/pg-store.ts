@@ -10,6 +10,7 @@ import pg from "pg";
 import type { Logger } from "pino";
 import { DeploymentSchema, DeploymentState, OrderCheckSchema, type Deployment } from "../../gen/kiln/v1/scheduler_pb.js";
 import { KilnError } from "../../errors/kiln-error.js";
+import { newIdAfter } from "../../util/ids.js";
 import type { ProjectConfig } from "../config.js";
 import { projectFromJson, projectJson, type ProjectSource, type StoredProject } from "../projects.js";
 import { migrate } from "./migrations.js";
@@ -127,6 +128,10 @@ export class PgStore implements SchedulerStore {
         const seen = await c.query<{ record: unknown }>("SELECT record FROM deployments WHERE delivery = $1", [d.delivery]);
         if (seen.rows[0]) return { deployment: fromRecord(seen.rows[0].record), duplicate: true };
       }
+      // Ids of one project sort in the order they were accepted here (the queue's order), not
+      // in the order their replicas' clocks read.
+      const last = (await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 ORDER BY id DESC LIMIT 1", [d.project])).rows[0]?.id;
+      d.id = newIdAfter(last);
       let stale = false;
       if (d.trigger === "webhook") {
         const head = (await c.query<{ commit: string }>("SELECT commit FROM branch_heads WHERE project = $1", [d.project])).rows[0]?.commit;

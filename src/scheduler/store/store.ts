@@ -45,7 +45,8 @@ export interface SchedulerStore {
   close(): Promise<void>;
 
   /**
-   * Records a new deployment durably. A delivery seen before answers with its deployment. A push
+   * Records a new deployment durably and gives it its id: a project's ids sort in the order its
+   * deployments were accepted (its queue's order), whatever the replicas' clocks say. A delivery seen before answers with its deployment. A push
    * older than the branch's newest known head (by the push events' before links) is recorded
    * SUPERSEDED by the newest deployment of that head, and is not queued. A push whose own before
    * links do not reach the head is queued with orderCheck naming the head, which it leaves as it is.
