@@ -65,6 +65,13 @@ function usageOf(pid: number): { cpuSeconds: number; peakRssMb: number } {
   return { cpuSeconds: ticks / 100, peakRssMb: Math.round(Number(hwm?.[1] ?? 0) / 1024) };
 }
 
+/** The whole host's CPU time so far (all cores), busy and in all, from /proc/stat. */
+function hostCpu(): { busy: number; total: number } {
+  const f = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((x, y) => x + y, 0);
+  return { busy: total - f[3]! - f[4]!, total };
+}
+
 async function main() {
   mkdirSync(LOGS, { recursive: true });
   const dir = mkdtempSync(join(tmpdir(), "kiln-load-"));
@@ -89,7 +96,8 @@ async function main() {
       mkdirSync(data, { recursive: true });
       writeFileSync(join(dir, `replica-${i}.json`), JSON.stringify({ listen, data, database: db, webhookSecretFile: join(dir, "secret"), leaseSeconds: 3 }));
       const log = openSync(join(LOGS, `replica-${i}.log`), "w");
-      const proc = spawn(process.execPath, [join(ROOT, "dist/bin/kiln-scheduler.js"), "--config", join(dir, `replica-${i}.json`), "--log-level", "warn"], { stdio: ["ignore", log, "pipe"] });
+      const prof = process.env.KILN_LOAD_CPU_PROF && i === 0 ? ["--cpu-prof", "--cpu-prof-dir", process.env.KILN_LOAD_CPU_PROF] : [];
+      const proc = spawn(process.execPath, [...prof, join(ROOT, "dist/bin/kiln-scheduler.js"), "--config", join(dir, `replica-${i}.json`), "--log-level", "warn"], { stdio: ["ignore", log, "pipe"] });
       const r: Replica = { i, url: `http://${listen}`, proc, alive: true };
       proc.once("exit", () => (r.alive = false));
       let err = "";
@@ -128,6 +136,8 @@ async function main() {
     delivery: string;
     at: number;
     sentAt?: number;
+    /** When the replica that accepted it answered (the deployment was durable). */
+    answeredAt?: number;
     deployment?: string;
     attempts: number;
     error?: string;
@@ -158,6 +168,7 @@ async function main() {
         const res = await fetch(`${r.url}/webhooks/github`, { method: "POST", headers, body, signal: AbortSignal.timeout(10_000) });
         const out = (await res.json()) as { deployment?: string; error?: string };
         if (res.status === 202 && out.deployment) {
+          p.answeredAt = Date.now();
           p.deployment = out.deployment;
           return;
         }
@@ -172,6 +183,7 @@ async function main() {
   say(`sending ${pushes.length} webhooks over ${SPREAD_MS / 1000} s; one replica is killed half-way`);
   const victim = replicas[REPLICAS - 1]!;
   const start = Date.now();
+  const cpuBefore = hostCpu();
   const inflight: Promise<void>[] = [];
   let killedAt = 0;
   for (const [idx, p] of pushes.entries()) {
@@ -196,6 +208,7 @@ async function main() {
     await sleep(500);
   }
   const drained = Date.now();
+  const cpuAfter = hostCpu();
   for (const r of replicas) if (r.alive) r.usage = { ...usageOf(r.proc.pid!), at: "at the end" };
 
   // What became of every push.
@@ -257,6 +270,12 @@ async function main() {
     const at = firstCall.get(`p${p.project}/${p.commit}`);
     return at === undefined ? [] : [at - p.sentAt!];
   });
+  // Where the latency goes: the webhook's answer (accepted, durable), then the queue's worker.
+  const answer = accepted.map((p) => p.answeredAt! - p.sentAt!);
+  const queued = accepted.flatMap((p) => {
+    const at = firstCall.get(`p${p.project}/${p.commit}`);
+    return at === undefined ? [] : [at - p.answeredAt!];
+  });
   const dbBytes = Number((await sql.query<{ n: string }>("SELECT pg_database_size(current_database()) AS n")).rows[0]!.n);
 
   const result = {
@@ -267,7 +286,11 @@ async function main() {
     deployments: { recorded: rows.length, lost: lost.length, failed: failed.length, duplicateRecords: duplicates },
     builds: { started: started.length, builtTwice, buildCallsAnsweredByRequestKey: askedAgain, deploymentsWithTwoBuilds: [...perDeployment.values()].filter((n) => n > 1).length },
     supersede: { newestDeployed, projects: PROJECTS, olderSuperseded, olderDeployedBeforeTheNextCame: olderDeployedFirst, wrong },
-    latencyMs: { webhookToBuildCall: { p50: pct(latency, 50), p99: pct(latency, 99), n: latency.length }, awayFromTheKill: { p50: pct(latencyLive, 50), p99: pct(latencyLive, 99), n: latencyLive.length } },
+    latencyMs: { webhookToBuildCall: { p50: pct(latency, 50), p99: pct(latency, 99), n: latency.length }, awayFromTheKill: { p50: pct(latencyLive, 50), p99: pct(latencyLive, 99), n: latencyLive.length },
+      webhookAnswered: { p50: pct(answer, 50), p99: pct(answer, 99), n: answer.length },
+      answeredToBuildCall: { p50: pct(queued, 50), p99: pct(queued, 99), n: queued.length },
+    },
+    hostCpuBusyPercent: Math.round((100 * (cpuAfter.busy - cpuBefore.busy)) / (cpuAfter.total - cpuBefore.total)),
     drainSeconds: (drained - sentDone) / 1000,
     databaseMb: Math.round((dbBytes / 1024 / 1024) * 10) / 10,
     replicas: replicas.map((r) => ({ replica: r.i, killed: r === victim, exitedOnItsOwn: r !== victim && !r.alive, ...r.usage })),

@@ -2,6 +2,7 @@
 # A PostgreSQL server of kiln's own (Debian's postgresql 15) on a data directory and port of ours:
 #   scripts/postgres.sh start DIR PORT   initdb on first use, then start; prints the database URL
 #   scripts/postgres.sh stop DIR         a fast shutdown
+# KILN_PG_EXTRA adds server settings (e.g. "-c shared_preload_libraries=pg_stat_statements").
 # It listens on 127.0.0.1 only, trusts local connections (a test and demo server, not a
 # production one), and runs as the postgres user, which owns DIR.
 source "$(dirname "$0")/lib.sh"
@@ -20,7 +21,7 @@ case "$cmd" in
     fi
     if ! as_pg "$PG_BIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
       as_pg "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 \
-        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${KILN_PG_FSYNC:-on} -c max_connections=200" start >/dev/null \
+        -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=${KILN_PG_FSYNC:-on} -c max_connections=200 ${KILN_PG_EXTRA:-}" start >/dev/null \
         || { tail -20 "$dir/log" >&2; die "PostgreSQL did not start; see $dir/log"; }
     fi
     echo "postgres://postgres@127.0.0.1:$port/postgres"

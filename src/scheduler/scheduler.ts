@@ -107,6 +107,11 @@ export class Scheduler {
   async submit(project: string, commit: string, trigger: "webhook" | "rpc", push?: PushEvent): Promise<{ deployment: Deployment; duplicate: boolean }> {
     if (!COMMIT_PATTERN.test(commit)) throw new KilnError("invalid_argument", `commit: ${JSON.stringify(commit.slice(0, 80))} is not a full commit SHA (40 or 64 hex digits)`);
     if (!(await this.store.project(project))) throw new KilnError("not_found", `project: ${JSON.stringify(project)} is not configured`);
+    return this.accept(project, commit, trigger, push);
+  }
+
+  /** submit() once the commit and the project are known to be good. */
+  private async accept(project: string, commit: string, trigger: "webhook" | "rpc", push?: PushEvent): Promise<{ deployment: Deployment; duplicate: boolean }> {
     const now = Date.now();
     // The store gives it its id, in the order it accepts the project's commits.
     const d = create(DeploymentSchema, {
@@ -142,7 +147,8 @@ export class Scheduler {
     const project = branch === undefined ? undefined : await this.store.projectFor(w.push.repository, branch);
     if (!project) return { status: 202, body: { ignored: `no project for ${w.push.repository} ${w.push.ref}` } };
     // GitHub retries a delivery it did not see answered: the same delivery is the same deployment.
-    const { deployment: d, duplicate } = await this.submit(project.name, w.push.commit, "webhook", w.push);
+    // The parser checked the commit, and the project was just looked up.
+    const { deployment: d, duplicate } = await this.accept(project.name, w.push.commit, "webhook", w.push);
     const out: Record<string, unknown> = { deployment: d.id, project: d.project, commit: d.commit };
     if (duplicate) out.duplicate = true;
     else if (d.state === DeploymentState.SUPERSEDED) out.superseded = d.error;
@@ -284,11 +290,17 @@ export class Scheduler {
     for (const p of await this.store.orphans(SWEEP_BATCH)) this.poke(p);
   }
 
+  private drivenHere(id: string): boolean {
+    for (const h of this.held.values()) if (h.known.has(id)) return true;
+    return false;
+  }
+
   /** Another replica changed a deployment somebody follows here: relay the record. */
   private async relayRemote(id: string): Promise<void> {
-    if (!this.events.has(id)) return;
+    // Followed here, and not driven here (the worker relays its own, and every save notifies).
+    if (!this.events.has(id) || this.drivenHere(id)) return;
     const d = await this.store.get(id).catch(() => undefined);
-    if (!d || this.held.get(d.project)?.known.has(id)) return; // driven here: the worker relays it
+    if (!d || this.held.get(d.project)?.known.has(id)) return;
     this.events.emit(id, { case: "deployment", value: d });
   }
 

@@ -124,67 +124,71 @@ export class PgStore implements SchedulerStore {
   async accept(d: Deployment): Promise<Accepted> {
     return this.tx(async (c) => {
       await c.query("SELECT pg_advisory_xact_lock($1, hashtext($2))", [PROJECT_LOCK, d.project]);
-      if (d.delivery) {
-        const seen = await c.query<{ record: unknown }>("SELECT record FROM deployments WHERE delivery = $1", [d.delivery]);
-        if (seen.rows[0]) return { deployment: fromRecord(seen.rows[0].record), duplicate: true };
-      }
+      // Read after the lock (a statement of its own, so that its snapshot sees what the lock's
+      // previous holder committed): the delivery seen before, the project's newest id, its head.
+      const known = (
+        await c.query<{ seen: unknown; last: string | null; head: string | null }>(
+          `SELECT (SELECT record FROM deployments WHERE delivery = $2) AS seen,
+                  (SELECT id FROM deployments WHERE project = $1 ORDER BY id DESC LIMIT 1) AS last,
+                  (SELECT commit FROM branch_heads WHERE project = $1) AS head`,
+          [d.project, d.delivery || null],
+        )
+      ).rows[0]!;
+      if (known.seen) return { deployment: fromRecord(known.seen), duplicate: true };
       // Ids of one project sort in the order they were accepted here (the queue's order), not
       // in the order their replicas' clocks read.
-      const last = (await c.query<{ id: string }>("SELECT id FROM deployments WHERE project = $1 ORDER BY id DESC LIMIT 1", [d.project])).rows[0]?.id;
-      d.id = newIdAfter(last);
+      d.id = newIdAfter(known.last ?? undefined);
       let stale = false;
-      if (d.trigger === "webhook") {
-        const head = (await c.query<{ commit: string }>("SELECT commit FROM branch_heads WHERE project = $1", [d.project])).rows[0]?.commit;
-        if (head && head !== d.commit) {
-          // One statement places the push against the head: a push delivered earlier that named
-          // it as the commit it replaced (even when the pushes between are not known yet), and
-          // the two walks back through before links: from the head (does it reach this push?)
-          // and from this push's before (does it reach the head?).
-          const placed = (
-            await c.query<{ named_id: string | null; named_commit: string | null; head_reaches: boolean; before_reaches: boolean; head_id: string | null }>(
-              `WITH RECURSIVE
-                 from_head(c, n) AS (
-                   SELECT $2::text, 0
-                   UNION
-                   SELECT d.before, w.n + 1 FROM from_head w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $5),
-                 from_before(c, n) AS (
-                   SELECT $4::text, 0 WHERE $4::text <> ''
-                   UNION
-                   SELECT d.before, w.n + 1 FROM from_before w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $5),
-                 named AS (
-                   SELECT id, commit FROM deployments WHERE project = $1 AND before = $3 AND commit <> $3 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1)
-               SELECT (SELECT id FROM named) AS named_id, (SELECT commit FROM named) AS named_commit,
-                      EXISTS (SELECT 1 FROM from_head WHERE c = $3) AS head_reaches,
-                      EXISTS (SELECT 1 FROM from_before WHERE c = $2) AS before_reaches,
-                      (SELECT id FROM deployments WHERE project = $1 AND commit = $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1) AS head_id`,
-              [d.project, head, d.commit, d.before, MAX_WALK],
-            )
-          ).rows[0]!;
-          const newer = placed.named_id ? { id: placed.named_id, commit: placed.named_commit! } : placed.head_reaches ? { id: placed.head_id ?? "", commit: head } : undefined;
-          if (newer) {
-            stale = true;
-            d.state = DeploymentState.SUPERSEDED;
-            d.error = `an older commit of the branch than ${newer.commit}, delivered after it: not deployed`;
-            d.supersededBy = newer.id;
-          } else if (!placed.before_reaches) {
-            // Newer only if this push's own before links reach the head; else git decides.
-            d.orderCheck = create(OrderCheckSchema, { commit: head, deploymentId: placed.head_id ?? "" });
-          }
+      const head = known.head;
+      if (d.trigger === "webhook" && head && head !== d.commit) {
+        // One statement places the push against the head: a push delivered earlier that named
+        // it as the commit it replaced (even when the pushes between are not known yet), and
+        // the two walks back through before links: from the head (does it reach this push?)
+        // and from this push's before (does it reach the head?).
+        const placed = (
+          await c.query<{ named_id: string | null; named_commit: string | null; head_reaches: boolean; before_reaches: boolean; head_id: string | null }>(
+            `WITH RECURSIVE
+               from_head(c, n) AS (
+                 SELECT $2::text, 0
+                 UNION
+                 SELECT d.before, w.n + 1 FROM from_head w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $5),
+               from_before(c, n) AS (
+                 SELECT $4::text, 0 WHERE $4::text <> ''
+                 UNION
+                 SELECT d.before, w.n + 1 FROM from_before w JOIN deployments d ON d.project = $1 AND d.commit = w.c AND d.before <> '' WHERE w.n < $5),
+               named AS (
+                 SELECT id, commit FROM deployments WHERE project = $1 AND before = $3 AND commit <> $3 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1)
+             SELECT (SELECT id FROM named) AS named_id, (SELECT commit FROM named) AS named_commit,
+                    EXISTS (SELECT 1 FROM from_head WHERE c = $3) AS head_reaches,
+                    EXISTS (SELECT 1 FROM from_before WHERE c = $2) AS before_reaches,
+                    (SELECT id FROM deployments WHERE project = $1 AND commit = $2 AND trigger = 'webhook' ORDER BY id DESC LIMIT 1) AS head_id`,
+            [d.project, head, d.commit, d.before, MAX_WALK],
+          )
+        ).rows[0]!;
+        const newer = placed.named_id ? { id: placed.named_id, commit: placed.named_commit! } : placed.head_reaches ? { id: placed.head_id ?? "", commit: head } : undefined;
+        if (newer) {
+          stale = true;
+          d.state = DeploymentState.SUPERSEDED;
+          d.error = `an older commit of the branch than ${newer.commit}, delivered after it: not deployed`;
+          d.supersededBy = newer.id;
+        } else if (!placed.before_reaches) {
+          // Newer only if this push's own before links reach the head; else git decides.
+          d.orderCheck = create(OrderCheckSchema, { commit: head, deploymentId: placed.head_id ?? "" });
         }
-        if (!stale && !d.orderCheck) await c.query("INSERT INTO branch_heads (project, commit) VALUES ($1, $2) ON CONFLICT (project) DO UPDATE SET commit = EXCLUDED.commit", [d.project, d.commit]);
       }
-      await c.query("INSERT INTO deployments (id, project, commit, before, trigger, state, delivery, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", [
-        d.id,
-        d.project,
-        d.commit,
-        d.before,
-        d.trigger,
-        d.state,
-        d.delivery || null,
-        recordJson(d),
-      ]);
-      // Delivered to every replica when the transaction commits.
-      if (!stale) await c.query("SELECT pg_notify('kiln_work', $1)", [d.project]);
+      const newHead = d.trigger === "webhook" && !stale && !d.orderCheck;
+      // One statement writes the deployment, the branch's head when this push is its newest,
+      // and the notification every replica gets when the transaction commits (none for a push
+      // recorded stale: nothing to do).
+      await c.query(
+        `WITH dep AS (
+           INSERT INTO deployments (id, project, commit, before, trigger, state, delivery, record) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING project),
+         head AS (
+           INSERT INTO branch_heads (project, commit) SELECT $2, $3 WHERE $9::boolean
+           ON CONFLICT (project) DO UPDATE SET commit = EXCLUDED.commit)
+         SELECT pg_notify('kiln_work', project) FROM dep WHERE $10::boolean`,
+        [d.id, d.project, d.commit, d.before, d.trigger, d.state, d.delivery || null, recordJson(d), newHead, !stale],
+      );
       return { deployment: create(DeploymentSchema, d), duplicate: false };
     });
   }
