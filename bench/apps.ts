@@ -80,6 +80,14 @@ export const helloNode = (root: string, work: string) =>
 export const nodeApi = (root: string, work: string) =>
   makeAppRepo(root, work, "node-api", "src/version.js", (n) => `// Changed by kiln's benchmark on every warm build.\n"use strict";\nexports.version = "${n + 1}";\n`);
 
+/** A TypeScript service whose sources are compiled in the image: a RUN (esbuild) after the COPY of the sources. */
+export const tsService = (root: string, work: string) =>
+  makeAppRepo(root, work, "ts-service", "src/greeting.ts", (n) => `// bench change ${n}\nexport const greeting = (name: string): string => \`hello ${n}, \${name}\`;\n`);
+
+/** ts-service as three stages: dependencies, a build stage that compiles with tsc, a runtime stage. */
+export const tsMultiStage = (root: string, work: string) =>
+  makeAppRepo(root, work, "ts-service", "src/greeting.ts", (n) => `// bench change ${n}\nexport const greeting = (name: string): string => \`hello ${n}, \${name}\`;\n`, "ts-multi-stage");
+
 /** The multi-stage app: hello-node with examples/multi-stage's Containerfile (dependencies in a stage of their own, sources last). */
 export const multiStage = (root: string, work: string) =>
   makeAppRepo(root, work, "hello-node", "src/greeting.js", (n) => `// bench change ${n}\n"use strict";\nexports.greeting = (name) => \`hello ${n}, \${name}\`;\n`, "multi-stage");

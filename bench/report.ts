@@ -1,5 +1,7 @@
 // Benchmark results: min / median / max per scenario and engine, the ratios between engines
 // measured in the same run, as JSON, a Markdown table and an SVG chart (log scale).
+import type { Segment } from "./lib/timeline.js";
+
 export interface Series {
   scenario: string;
   engine: string;
@@ -53,8 +55,9 @@ export function ratioTable(rows: Summary[]): string {
   for (const s of ["warm", "no-change", "warm · node-api", "no-change · node-api"]) add(`kiln / podman by hand, ${s}`, med(s, "kiln"), med(s, "podman"), "≤ 1.05");
   add("clean runner (base pulled) / kiln, warm", med("warm", "clean"), med("warm", "kiln"), "≥ 10");
   add("clean runner (base preloaded) / kiln, warm", med("warm", "clean-preloaded"), med("warm", "kiln"), "reported");
-  for (const s of ["warm", "warm · node-api"]) add(`kiln / BuildKit, ${s}`, med(s, "kiln"), med(s, "buildkit"), "≤ 3, then < 1");
-  for (const s of ["warm", "no-change", "deps"]) add(`kiln-full / buildah by hand, ${s} (kiln's overhead on the podman path)`, med(s, "kiln-full"), med(s, "buildah"), "reported");
+  const scenarios = [...new Set(rows.map((r) => r.scenario))];
+  for (const s of scenarios) add(`kiln / BuildKit, ${s}`, med(s, "kiln"), med(s, "buildkit"), "≤ 1.0");
+  for (const s of scenarios) add(`kiln-full / buildah by hand, ${s} (kiln's overhead on the podman path)`, med(s, "kiln-full"), med(s, "buildah"), "≤ 1.05");
   add("log readers: 10 stalled / none (kiln-full build)", med("log readers", "kiln-full, 10 stalled"), med("log readers", "kiln-full, none"), "≈ 1");
   const warm = med("warm", "kiln");
   const start = med("wake: start → RPC", "kilnd");
@@ -104,5 +107,26 @@ export function svgChart(rows: Summary[], title: string): string {
     out.push(`<rect x="${lx}" y="${ly - 10}" width="12" height="12" fill="${COLORS[en] ?? "#444"}"/>`, `<text x="${lx + 16}" y="${ly}">${en}</text>`);
   });
   out.push("</svg>");
+  return out.join("\n");
+}
+
+/**
+ * The profile of each row's median run: where its time went, phase by phase and step by step,
+ * for the engines whose output says so (kiln, kiln-full, buildah, podman, BuildKit).
+ */
+export function profileMarkdown(rows: Summary[], profiles: Map<string, Segment[]>): string {
+  const out: string[] = [];
+  const scenarios = [...new Set(rows.map((r) => r.scenario))];
+  for (const sc of scenarios) {
+    const engines = rows.filter((r) => r.scenario === sc && profiles.has(`${sc}/${r.engine}`));
+    if (!engines.length) continue;
+    out.push(`### ${sc}`, "");
+    for (const r of engines) {
+      const segs = profiles.get(`${sc}/${r.engine}`)!;
+      out.push(`**${r.engine}**, its median run (${fmt(r.medianMs)}):`, "", "| phase or step | ms | |", "| --- | ---: | --- |");
+      for (const s of segs) out.push(`| ${s.label.replace(/\|/g, "\\|")} | ${s.ms.toFixed(0)} | ${s.cached ? "cached" : ""} |`);
+      out.push("");
+    }
+  }
   return out.join("\n");
 }

@@ -5,14 +5,15 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
 import { join } from "node:path";
-import { helloNode, multiStage, nodeApi, type AppRepo } from "./apps.js";
+import { helloNode, multiStage, nodeApi, tsMultiStage, tsService, type AppRepo } from "./apps.js";
 import { buildkitEngine } from "./engines/buildkit.js";
 import { byHandEngine } from "./engines/by-hand.js";
 import { cleanRunnerEngine } from "./engines/clean.js";
-import { DIGEST, removeTree, type BenchEnv, type Engine } from "./engines/engine.js";
+import { DIGEST, removeTree, type BenchEnv, type Engine, type TimedLine } from "./engines/engine.js";
 import { kilnEngine } from "./engines/kiln.js";
 import { buildWithStalled, rssMiB, rssWithSubscribers } from "./memory.js";
-import { markdown, ratioTable, summarize, svgChart, type Series } from "./report.js";
+import { profileOf, type Segment } from "./lib/timeline.js";
+import { markdown, profileMarkdown, ratioTable, summarize, svgChart, type Series } from "./report.js";
 import { schedulerBench } from "./wake.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -22,6 +23,10 @@ const REPS = Number(process.env.KILN_BENCH_REPS ?? 7);
 const API_DEPS_REPS = Math.min(REPS, Number(process.env.KILN_BENCH_API_DEPS_REPS ?? 3));
 const REGISTRY = process.env.KILN_REGISTRY ?? "127.0.0.1:5000";
 const BASE_IMAGE = `${REGISTRY}/kiln/node:20-slim`;
+// For a quicker look: only these apps (hello-node, node-api, multi-stage, ts-service,
+// ts-multi-stage), and without these parts (clean, cold, memory, wake).
+const ONLY_APPS = process.env.KILN_BENCH_APPS?.split(",").filter(Boolean);
+const SKIP = new Set(process.env.KILN_BENCH_SKIP?.split(",").filter(Boolean) ?? []);
 
 const say = (s: string) => process.stderr.write(`${s}\n`);
 
@@ -52,7 +57,9 @@ async function main() {
   const hello = helloNode(ROOT, work);
   const api = nodeApi(ROOT, work);
   const multi = multiStage(ROOT, work);
-  const apps: AppRepo[] = [hello, api, multi];
+  const ts = tsService(ROOT, work);
+  const tsMulti = tsMultiStage(ROOT, work);
+  const apps: AppRepo[] = [hello, api, multi, ts, tsMulti].filter((a) => !ONLY_APPS || ONLY_APPS.includes(a.name));
 
   const port = 5490 + Math.floor(Math.random() * 300);
   const kiln = track(await kilnEngine(env, { name: "kiln", port, fastPath: true }));
@@ -66,10 +73,13 @@ async function main() {
   const cleanPreloaded = cleanRunnerEngine(env, { preloaded: true, baseImage: BASE_IMAGE });
 
   const series = new Map<string, Series>();
-  const record = (scenario: string, engine: string, ms: number) => {
+  /** Each sample's timed output, beside series' samples (the profile is the median run's). */
+  const timelines = new Map<string, TimedLine[][]>();
+  const record = (scenario: string, engine: string, ms: number, timeline?: TimedLine[]) => {
     const key = `${scenario}/${engine}`;
     if (!series.has(key)) series.set(key, { scenario, engine, samplesMs: [] });
     series.get(key)!.samplesMs.push(ms);
+    if (timeline) timelines.set(key, [...(timelines.get(key) ?? []), timeline]);
     say(`  ${scenario.padEnd(22)} ${engine.padEnd(16)} ${ms.toFixed(0).padStart(6)} ms`);
   };
   const fastCount = { fast: 0, full: 0 };
@@ -80,7 +90,7 @@ async function main() {
     const digest = await e.build(app, commit);
     const ms = performance.now() - t0;
     if (!DIGEST.test(digest)) throw new Error(`${e.name}: no digest`);
-    record(scenarioName(scenario, app), e.name, ms);
+    record(scenarioName(scenario, app), e.name, ms, e.timeline);
     if (e === kiln) {
       const way = kiln.last?.fastPath ? "fast" : "full";
       fastCount[way]++;
@@ -117,8 +127,9 @@ async function main() {
       const warm = app.change();
       for (const e of rotated(enginesFor(app), i)) await timed("warm", app, e, warm);
       for (const e of rotated(enginesFor(app), i + 1)) await timed("no-change", app, e, warm);
-      // The multi-stage app's rows are warm and no-change; its deps change is hello-node's again.
-      if (app === multi || (app !== hello && i >= API_DEPS_REPS)) continue;
+      // The multi-stage apps' rows are warm and no-change (their deps change is their single-stage
+      // app's again), and ts-service's change always runs podman's steps after its COPY anyway.
+      if ((app !== hello && app !== api) || (app === api && i >= API_DEPS_REPS)) continue;
       const deps = await app.addDependency(i);
       for (const e of rotated(enginesFor(app), i + 2)) await timed("deps", app, e, deps);
     }
@@ -128,8 +139,8 @@ async function main() {
   const idleAfterBuilds = rssMiB(kiln.pid()!);
   endPhase("warm, no-change, deps");
 
-  say("clean runners: an empty storage for every build, the layer cache in the registry");
-  for (let i = 0; i < REPS; i++) {
+  if (!SKIP.has("clean")) say("clean runners: an empty storage for every build, the layer cache in the registry");
+  for (let i = 0; i < (SKIP.has("clean") ? 0 : REPS); i++) {
     const commit = hello.change();
     for (const c of rotated([clean, cleanPreloaded], i)) {
       await c.prepare();
@@ -138,30 +149,33 @@ async function main() {
   }
 
   endPhase("clean runners");
-  say("cold: every engine's storage emptied, the base image pulled from the registry");
-  // Engines of their own, whose storage only ever holds this app's cold builds: emptying it
-  // between runs (untimed) is quick, unlike the warm engines' with the larger app's layers.
-  const cold: Engine[] = [
-    track(await kilnEngine(env, { name: "kiln", dirName: "kiln-cold", port: port + 3, fastPath: true })),
-    byHandEngine(env, "podman", "podman-cold"),
-  ];
-  if (!("skipped" in buildkit)) {
-    const b = await buildkitEngine(env, "buildkit-cold");
-    if ("skipped" in b) throw new Error(`the cold BuildKit daemon did not start: ${b.skipped}`);
-    cold.push(track(b));
-  }
-  for (let i = 0; i < REPS; i++) {
-    const commit = hello.change();
-    await Promise.all(cold.map((e) => e.reset())); // untimed, side by side
-    for (const e of rotated(cold, i)) await timed("cold", hello, e, commit);
-  }
-  for (const e of cold) await e.close();
-
+  if (!SKIP.has("cold")) await coldRows();
   endPhase("cold");
+  async function coldRows() {
+    say("cold: every engine's storage emptied, the base image pulled from the registry");
+    // Engines of their own, whose storage only ever holds this app's cold builds: emptying it
+    // between runs (untimed) is quick, unlike the warm engines' with the larger app's layers.
+    const cold: Engine[] = [
+      track(await kilnEngine(env, { name: "kiln", dirName: "kiln-cold", port: port + 3, fastPath: true })),
+      byHandEngine(env, "podman", "podman-cold"),
+    ];
+    if (!("skipped" in buildkit)) {
+      const b = await buildkitEngine(env, "buildkit-cold");
+      if ("skipped" in b) throw new Error(`the cold BuildKit daemon did not start: ${b.skipped}`);
+      cold.push(track(b));
+    }
+    for (let i = 0; i < REPS; i++) {
+      const commit = hello.change();
+      await Promise.all(cold.map((e) => e.reset())); // untimed, side by side
+      for (const e of rotated(cold, i)) await timed("cold", hello, e, commit);
+    }
+    for (const e of cold) await e.close();
+  }
+
   say("memory and log subscribers (kiln-full: every build runs podman and writes its whole log)");
-  const subs = await rssWithSubscribers(kilnFull, hello, hello.change(), 100);
+  const subs = SKIP.has("memory") ? { peakMiB: NaN, lines: 0 } : await rssWithSubscribers(kilnFull, hello, hello.change(), 100);
   const stalled: Record<string, number[]> = { none: [], "1 stalled": [], "10 stalled": [] };
-  for (let i = 0; i < REPS; i++) {
+  for (let i = 0; i < (SKIP.has("memory") ? 0 : REPS); i++) {
     for (const [label, n] of rotated<[string, number]>([["none", 0], ["1 stalled", 1], ["10 stalled", 10]], i)) {
       const ms = await buildWithStalled(kilnFull, hello, hello.change(), n);
       stalled[label]!.push(ms);
@@ -171,13 +185,15 @@ async function main() {
 
   endPhase("memory, log readers");
   say("wake: kilnd start to first answered RPC; webhook to pushed digest through the scheduler");
-  for (let i = 0; i < REPS; i++) record("wake: start → RPC", "kilnd", await kiln.startupMs());
+  for (let i = 0; i < (SKIP.has("wake") ? 0 : REPS); i++) record("wake: start → RPC", "kilnd", await kiln.startupMs());
   const idleFresh = rssMiB(kiln.pid()!);
-  const sched = track(await schedulerBench(env, hello, port + 2));
-  await sched.deploy(hello.change());
-  await sched.deploy(hello.change());
-  for (let i = 0; i < REPS; i++) record("wake: webhook → digest", "kiln-scheduler", (await sched.deploy(hello.change())).ms);
-  await sched.close();
+  if (!SKIP.has("wake")) {
+    const sched = track(await schedulerBench(env, hello, port + 2));
+    await sched.deploy(hello.change());
+    await sched.deploy(hello.change());
+    for (let i = 0; i < REPS; i++) record("wake: webhook → digest", "kiln-scheduler", (await sched.deploy(hello.change())).ms);
+    await sched.close();
+  }
 
   endPhase("wake");
   for (const e of [...engines, clean, cleanPreloaded]) await e.close();
@@ -204,7 +220,17 @@ async function main() {
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   const out = join(ROOT, "bench/results");
   mkdirSync(out, { recursive: true });
-  writeFileSync(join(out, `${stamp}.json`), JSON.stringify({ date: new Date().toISOString(), reps: REPS, nodeApiDepsReps: API_DEPS_REPS, minutes, phases, versions, memory, notes, results: rows }, null, 2));
+  // Each row's median run, phase by phase and step by step.
+  const profiles = new Map<string, Segment[]>();
+  for (const r of rows) {
+    const key = `${r.scenario}/${r.engine}`;
+    const runs = timelines.get(key);
+    if (!runs || runs.length !== r.samplesMs.length) continue;
+    const median = r.samplesMs.reduce((best, ms, i) => (Math.abs(ms - r.medianMs) < Math.abs(r.samplesMs[best]! - r.medianMs) ? i : best), 0);
+    profiles.set(key, profileOf(r.engine, runs[median]!));
+  }
+  writeFileSync(join(out, `${stamp}.json`), JSON.stringify({ date: new Date().toISOString(), reps: REPS, nodeApiDepsReps: API_DEPS_REPS, minutes, phases, versions, memory, notes, results: rows, profiles: Object.fromEntries(profiles) }, null, 2));
+  writeFileSync(join(out, "profile.md"), `Profiles of the median runs of ${stamp} (\`npm run bench\`; bench/lib/timeline.ts reads them from each engine's timed output).\n\n${profileMarkdown(rows, profiles)}`);
   const f1 = (n: number) => n.toFixed(1);
   const md = [
     `Run ${new Date().toISOString()} — ${versions.cpus}, ${versions.memory}, ${versions.podman}, ${versions.buildkit}, Node ${versions.node}; \`npm run bench\`, ${REPS} runs of every row but deps · node-api (${API_DEPS_REPS}), interleaved; ${minutes.toFixed(1)} min in all.`,

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, openSync } from "node:fs";
 import { join } from "node:path";
-import { exportCommit, removeTree, run, type BenchEnv, type Engine } from "./engine.js";
+import { exportCommit, removeTree, run, startTimeline, type BenchEnv, type Engine } from "./engine.js";
 
 const DOCKER = "/usr/bin/docker";
 const DOCKERD = "/usr/sbin/dockerd";
@@ -44,14 +44,20 @@ export async function buildkitEngine(env: BenchEnv, dirName = "buildkit"): Promi
   removeTree(dir);
   const failed = await start();
   if (failed) return { skipped: failed };
-  return {
+  const engine: Engine = {
     name: "buildkit",
     async build(app, commit) {
+      const t = startTimeline();
+      engine.timeline = t.lines;
+      t.mark("bench: git archive");
       const ctx = join(dir, "ctx", app.name);
       await exportCommit(app, commit, ctx);
       const tag = `${env.registry}/bench/buildkit-${app.name}:${commit}`;
-      await run(DOCKER, ["build", "--network=host", "-f", join(ctx, "Containerfile"), "-t", tag, ctx], denv);
-      const out = await run(DOCKER, ["push", tag], denv);
+      t.mark("bench: docker build");
+      await run(DOCKER, ["build", "--progress=plain", "--network=host", "-f", join(ctx, "Containerfile"), "-t", tag, ctx], denv, undefined, t.mark);
+      t.mark("bench: docker push");
+      const out = await run(DOCKER, ["push", tag], denv, undefined, t.mark);
+      t.mark("bench: end");
       const digest = /digest: (sha256:[0-9a-f]{64})/.exec(out)?.[1];
       if (!digest) throw new Error(`docker push printed no digest: ${out.slice(-300)}`);
       return digest;
@@ -62,4 +68,5 @@ export async function buildkitEngine(env: BenchEnv, dirName = "buildkit"): Promi
     },
     close: stop, // its data stays in the bench's work directory until the next run empties it
   };
+  return engine;
 }

@@ -14,8 +14,16 @@ export interface BenchApp {
   repo: string;
 }
 
+/** One line of a build's output, at the time it arrived (ms since the engine was asked to build). */
+export interface TimedLine {
+  ms: number;
+  text: string;
+}
+
 export interface Engine {
   name: string;
+  /** The last build's output lines, timed (the profile reads its steps from them). */
+  timeline?: TimedLine[];
   /** Builds the app's commit and pushes it; resolves with the registry digest. */
   build(app: BenchApp, commit: string): Promise<string>;
   /** Throws away the engine's cache and images, the base image included (the cold scenario). */
@@ -50,16 +58,38 @@ export function podmanEnv(dir: string, registry: string, o: { imageStore?: strin
   return { ...process.env, CONTAINERS_CONF: join(dir, "containers.conf"), CONTAINERS_STORAGE_CONF: join(dir, "storage.conf"), CONTAINERS_REGISTRIES_CONF: join(dir, "registries.conf"), TMPDIR: join(dir, "tmp") };
 }
 
-/** Runs a command to completion; rejects with the tail of its stderr. Resolves with stdout+stderr. */
-export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, cwd?: string): Promise<string> {
+/**
+ * Runs a command to completion; rejects with the tail of its stderr. Resolves with stdout+stderr.
+ * onLine: each output line as it arrives (both streams).
+ */
+export function run(cmd: string, args: string[], env?: NodeJS.ProcessEnv, cwd?: string, onLine?: (line: string) => void): Promise<string> {
   return new Promise<string>((resolve, reject) => {
     const p = spawn(cmd, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
-    p.stdout.on("data", (d) => (out += d));
-    p.stderr.on("data", (d) => (out += d));
+    const partial = { stdout: "", stderr: "" };
+    const take = (stream: "stdout" | "stderr") => (d: Buffer) => {
+      out += d;
+      if (!onLine) return;
+      const lines = (partial[stream] + d).split("\n");
+      partial[stream] = lines.pop()!;
+      for (const l of lines) onLine(l);
+    };
+    p.stdout.on("data", take("stdout"));
+    p.stderr.on("data", take("stderr"));
     p.on("error", reject);
-    p.on("exit", (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} ${args.slice(0, 3).join(" ")} failed (${code}): ${out.slice(-800)}`))));
+    p.on("exit", (code) => {
+      for (const rest of [partial.stdout, partial.stderr]) if (rest && onLine) onLine(rest);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${cmd} ${args.slice(0, 3).join(" ")} failed (${code}): ${out.slice(-800)}`));
+    });
   });
+}
+
+/** A timeline that starts now: mark(text) records a line at the time it is called. */
+export function startTimeline(): { lines: TimedLine[]; mark(text: string): void } {
+  const t0 = performance.now();
+  const lines: TimedLine[] = [];
+  return { lines, mark: (text) => lines.push({ ms: performance.now() - t0, text }) };
 }
 
 /** The commit's files in a fresh directory, as a CI runner checks them out: `git archive`. */

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { kilndClient, type KilndClient } from "../../src/client/kilnd.js";
 import { BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
-import { removeTree, type BenchApp, type BenchEnv, type Engine } from "./engine.js";
+import { removeTree, type BenchApp, type BenchEnv, type Engine, type TimedLine } from "./engine.js";
 
 export interface KilnEngine extends Engine {
   client: KilndClient;
@@ -68,7 +68,19 @@ export async function kilnEngine(env: BenchEnv, o: { name: string; port: number;
       throw new Error("the log stream ended without the build");
     },
     async build(app, commit) {
-      return (await engine.finish(await engine.start(app, commit))).imageDigest;
+      const t0 = Date.now();
+      const b = await engine.finish(await engine.start(app, commit));
+      const end = Date.now() - t0;
+      // The build's own log, each line at the time kilnd stamped it (same clock as t0).
+      const lines: TimedLine[] = [];
+      for await (const m of client.streamLogs({ buildId: b.id, follow: false, afterSeq: 0n })) {
+        if (m.event.case !== "line") continue;
+        const at = m.event.value.time!;
+        lines.push({ ms: Number(at.seconds) * 1000 + at.nanos / 1e6 - t0, text: m.event.value.text });
+      }
+      lines.push({ ms: end, text: "bench: end" });
+      engine.timeline = lines;
+      return b.imageDigest;
     },
     async reset() {
       await stop();
