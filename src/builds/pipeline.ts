@@ -189,8 +189,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
       if (fast && deps.fastPath) {
-        const why = await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0);
-        a.say(why ? `fast path: not available after this build: ${why}` : "fast path: the next build of a source change can start from this one");
+        a.say(`fast path: ${await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0)}`);
       }
     }
     if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");
@@ -256,7 +255,11 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     rec.fastPath = true;
     rec.stepsTotal = r.steps.total;
     rec.stepsCached = r.steps.reused;
-    a.say(`fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`);
+    a.say(
+      r.reused
+        ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
+        : `fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`,
+    );
     a.say(`push: ${rec.image}@${r.digest} in ${msFromDuration(durations.push)} ms`);
     return true;
   } catch (e) {

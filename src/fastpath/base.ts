@@ -1,5 +1,6 @@
-// What the fast path starts from: the last full build of a project, as pushed, with what its
-// final COPY needs (the plan, the directories on the way to the destination, the owner). One
+// What the fast path starts from: the last full build of a project, as pushed, with what every
+// step reads from the context and, when kiln can make it, what its final COPY needs (the plan,
+// the directories on the way to the destination, the owner). One
 // file per project under <data>/fastpath, written after each successful full build.
 import { createHash } from "node:crypto";
 import { mkdir, readFile, rm } from "node:fs/promises";
@@ -7,11 +8,12 @@ import { join } from "node:path";
 import type { TarEntry } from "../image/tar-entries.js";
 import type { OciManifest } from "../registry/client.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
-import type { CopyPlan } from "./plan.js";
+import type { CopyPlan, ReadsPlan } from "./plan.js";
 
 // 2: earlier COPY sources unquoted (words.ts), checked by what they resolve to (reach.ts).
 // 3: the FROM images' digests.
-const VERSION = 3;
+// 4: every step's reads (a build that changes none of them reuses every layer); the final COPY's part optional.
+const VERSION = 4;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {
@@ -22,13 +24,8 @@ export interface ImageConfig {
   [k: string]: unknown;
 }
 
-export interface FastPathBase {
-  version: number;
-  /** The request fields a fast build must share with the full build (see baseKey). */
-  key: string;
-  commit: string;
-  containerfileDigest: string;
-  ignoreDigest: string;
+/** What the fast path needs to make the final COPY's layer itself (a build whose change reaches only that COPY). */
+export interface CopyBase {
   plan: CopyPlan;
   /** The final COPY's destination, absolute; a trailing "/" when written with one. */
   dest: string;
@@ -40,6 +37,19 @@ export interface FastPathBase {
    */
   fileDest?: "file" | "into-dir";
   owner: { uid: number; gid: number };
+}
+
+export interface FastPathBase {
+  version: number;
+  /** The request fields a fast build must share with the full build (see baseKey). */
+  key: string;
+  commit: string;
+  containerfileDigest: string;
+  ignoreDigest: string;
+  /** What every step reads from the context: a change to none of it reuses every layer. */
+  reads: ReadsPlan;
+  /** The final COPY's layer can be made by kiln; otherwise why not (a change it reads takes the full build). */
+  copy: CopyBase | { refused: string };
   manifest: OciManifest;
   config: ImageConfig;
   /** The FROM images' digests the last full build was built on. */

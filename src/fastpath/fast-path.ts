@@ -1,8 +1,9 @@
-// kiln's fast path. Git says exactly which files changed since the project's last full build;
-// when none of them reaches a step before the final COPY (and the Containerfile, the ignore file
-// and the request are the same), every layer below that COPY is the one already in the registry.
-// kiln then makes the COPY's layer itself, writes the image config and manifest, and pushes the
-// new blobs: no podman, tens of milliseconds. Whenever it cannot be sure, it says why and the
+// kiln's fast path. Git says exactly which files changed since the project's last full build
+// (and the Containerfile, the ignore file and the request must be the same). When no step reads
+// any of them, every layer is the one already in the registry: kiln writes the image config with
+// its new labels and the manifest, for any Containerfile whose reads it can list. When only the
+// final COPY reads them, every layer below it is the registry's: kiln makes the COPY's layer
+// itself and pushes the new blobs. No podman either way, tens of milliseconds. Whenever it cannot be sure, it says why and the
 // full build runs. test/integration/fast-path.test.ts holds it to a full build's filesystem and
 // config on several apps and kinds of change.
 import { lstat, readFile } from "node:fs/promises";
@@ -11,7 +12,7 @@ import dockerignore from "@balena/dockerignore";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
-import { baseKey, type BaseKeyInput, type BaseStore, type FastPathBase, type ImageConfig } from "./base.js";
+import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type FastPathBase, type ImageConfig } from "./base.js";
 import type { CopyPlan } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
@@ -46,6 +47,8 @@ export interface FastPathInput extends BaseKeyInput {
 
 export interface FastPathResult {
   digest: string;
+  /** No step read a changed file: every layer is the last full build's. */
+  reused: boolean;
   steps: { total: number; reused: number };
   /** The config's digest: what podman calls the image ID. */
   imageId: string;
@@ -69,65 +72,79 @@ export function createFastPath(o: FastPathOptions) {
 
   /**
    * After a successful full build and push: remembers it as the project's base, or forgets the
-   * old base when this build's Containerfile cannot be taken. Returns why not, if not.
+   * old base when this build cannot be one. Says what the next build can start from.
    */
-  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean): Promise<string | undefined> {
+  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean): Promise<string> {
     try {
       if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
       if (!input.baseImages) throw new FastPathRefused("a FROM image could not be looked up at its registry");
-      const [{ planFastPath }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
+      const [{ planFastPath, planReads }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
       const text = await readFile(input.containerfilePath, "utf8");
-      const planned = planFastPath(text, input.target || undefined);
-      if (!planned.ok) throw new FastPathRefused(planned.reason);
-      const plan = planned.plan;
+      const reads = planReads(text, input.target || undefined);
+      if (!reads.ok) throw new FastPathRefused(reads.reason);
       const registry = clientFor(input);
       const { manifest } = await registry.getManifest(digest);
       const config = JSON.parse((await registry.getBlob(manifest.config.digest)).toString("utf8")) as ImageConfig;
-      checkShape(manifest, config);
+      checkLayers(manifest, config);
       // A base's ONBUILD triggers run right after FROM and may read the context: kiln does not see them.
       const triggers = (config.history ?? []).filter((h) => /(^|#\(nop\)\s+)ONBUILD\s/.test(h.created_by ?? "")).length;
-      if (triggers > plan.onbuild) throw new FastPathRefused("the base image has ONBUILD triggers");
-      const last = manifest.layers.at(-1)!;
-      if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
-      const dest = resolveDest(config, plan.dest);
-      const entries = await readLayer(await registry.getBlob(last.digest));
-      const destPath = dest.replace(/^\/+|\/+$/g, "");
-      // The copied files must be where the COPY says (not behind a symlinked directory in the image).
-      if (!entries.some((e) => e.type !== "directory" && (destPath === "" || e.path === destPath || e.path.startsWith(`${destPath}/`)))) {
-        throw new FastPathRefused("the last full build's COPY layer has no file at the COPY's destination");
-      }
-      const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
-      const fileDest = await fileDestOf(input.contextDir, plan, destPath, entries);
-      let owner = { uid: 0, gid: 0 };
-      if (plan.chown) {
-        const copied = entries.find((e) => e.type === "file" && (destPath === "" || e.path.startsWith(`${destPath}/`)));
-        if (!copied) throw new FastPathRefused("--chown: no copied file in the last full build's layer shows the owner");
-        owner = { uid: copied.uid, gid: copied.gid };
+      if (triggers > reads.plan.onbuild) throw new FastPathRefused("the base image has ONBUILD triggers");
+      let copy: FastPathBase["copy"];
+      try {
+        const planned = planFastPath(text, input.target || undefined);
+        if (!planned.ok) throw new FastPathRefused(planned.reason);
+        copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer);
+      } catch (e) {
+        if (!(e instanceof FastPathRefused)) throw e;
+        copy = { refused: e.message };
       }
       await o.bases.save(input.project, {
         key: baseKey(input),
         commit: input.commit,
         containerfileDigest: sha256(text),
         ignoreDigest: await ignoreDigest(input.contextDir),
-        plan,
-        dest,
-        ancestors,
-        ...(fileDest ? { fileDest } : {}),
-        owner,
+        reads: reads.plan,
+        copy,
         manifest,
         config,
         baseImages: input.baseImages,
       });
-      return undefined;
+      return "refused" in copy
+        ? `the next build whose change no step reads reuses this image; a change a step reads takes the full build (${copy.refused})`
+        : "the next build of a source change can start from this one";
     } catch (e) {
       // Registry trouble included: without a base the next build is a full one, never a wrong one.
       await o.bases.remove(input.project, (e as Error).message);
-      return (e as Error).message;
+      return `not available after this build: ${(e as Error).message}`;
     }
   }
 
-  /** Builds and pushes the image without podman, or throws FastPathRefused saying why not. */
+  /** What the final COPY's layer needs, read from the last full build's own layer. */
+  async function copyBase(input: FastPathInput, plan: CopyPlan, manifest: OciManifest, config: ImageConfig, registry: RegistryClient, readLayer: (blob: Buffer) => Promise<TarEntry[]>): Promise<CopyBase> {
+    const withLayers = (config.history ?? []).filter((h) => !h.empty_layer);
+    if (!/\bCOPY\b/.test(withLayers.at(-1)?.created_by ?? "")) throw new FastPathRefused("the image's last layer is not the final COPY's");
+    const last = manifest.layers.at(-1)!;
+    if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
+    const dest = resolveDest(config, plan.dest);
+    const entries = await readLayer(await registry.getBlob(last.digest));
+    const destPath = dest.replace(/^\/+|\/+$/g, "");
+    // The copied files must be where the COPY says (not behind a symlinked directory in the image).
+    if (!entries.some((e) => e.type !== "directory" && (destPath === "" || e.path === destPath || e.path.startsWith(`${destPath}/`)))) {
+      throw new FastPathRefused("the last full build's COPY layer has no file at the COPY's destination");
+    }
+    const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
+    const fileDest = await fileDestOf(input.contextDir, plan, destPath, entries);
+    let owner = { uid: 0, gid: 0 };
+    if (plan.chown) {
+      const copied = entries.find((e) => e.type === "file" && (destPath === "" || e.path.startsWith(`${destPath}/`)));
+      if (!copied) throw new FastPathRefused("--chown: no copied file in the last full build's layer shows the owner");
+      owner = { uid: copied.uid, gid: copied.gid };
+    }
+    return { plan, dest, ancestors, ...(fileDest ? { fileDest } : {}), owner };
+  }
+
   /**
+   * Builds and pushes the image without podman, or throws FastPathRefused saying why not.
    * onMade: the layer is made and the push begins; onCommit: the manifest is being tagged (from
    * then on the build cannot be taken back: a cancel waits for it).
    */
@@ -148,38 +165,49 @@ export function createFastPath(o: FastPathOptions) {
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
     if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
-    const [{ checkChanges }, { makeLayer }] = await Promise.all([import("./changes.js"), import("./layer.js")]);
+    const { changedPaths, checkChanges, firstRead } = await import("./changes.js");
     const ig = ignore().add(ignoreText.split(/\r?\n/));
     const ignored = (p: string) => ig.ignores(p);
-    await checkChanges(input, base.commit, base.plan.earlier, base.plan.sources, ignored);
+    const changed = await changedPaths(input, base.commit);
+    const registry = clientFor(input);
+    const push = async (config: ImageConfig, layers: OciManifest["layers"], newBlobs: [string, Buffer][]) => {
+      const configBytes = Buffer.from(JSON.stringify(config));
+      const configDigest = sha256(configBytes);
+      // The media types are the last full build's (OCI, or Docker's with --image-format docker).
+      const manifest: OciManifest = { ...base.manifest, config: { mediaType: base.manifest.config.mediaType || OCI_CONFIG, digest: configDigest, size: configBytes.length }, layers };
+      await Promise.all([...newBlobs, [configDigest, configBytes] as [string, Buffer]].map(([d, b]) => registry.putBlob(d, b)));
+      // The tag is the one step that cannot be taken back: never after a cancel.
+      input.signal.throwIfAborted();
+      onCommit?.();
+      return { digest: await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)), base.manifest.mediaType ?? OCI_MANIFEST), imageId: configDigest };
+    };
 
+    const read = (await firstRead(input, changed, base.reads.reads, ignored, "a COPY")) ?? (await firstRead(input, changed, base.reads.mounts, () => false, "a RUN's bind mount"));
+    if (!read) {
+      // No step reads a changed file: buildah would take every step from its cache but kiln's
+      // label step, so the image is the last full build's with the new labels.
+      onMade?.(Date.now() - t0);
+      const pushed = await push(nextConfig(base, undefined, input.labels), base.manifest.layers, []);
+      return { ...pushed, files: 0, bytes: 0, steps: { total: base.reads.steps, reused: base.reads.steps }, reused: true };
+    }
+    if ("refused" in base.copy) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
+    const copy = base.copy;
+    await checkChanges(input, changed, copy.plan.earlier, copy.plan.sources, ignored);
+    const { makeLayer } = await import("./layer.js");
     const layer = await makeLayer({
       contextDir: input.contextDir,
-      sources: base.plan.sources,
-      dest: base.dest,
-      owner: base.owner,
-      ancestors: base.ancestors,
-      ...(base.fileDest ? { fileDest: base.fileDest } : {}),
+      sources: copy.plan.sources,
+      dest: copy.dest,
+      owner: copy.owner,
+      ancestors: copy.ancestors,
+      ...(copy.fileDest ? { fileDest: copy.fileDest } : {}),
       ignored,
       maxBytes: MAX_LAYER_BYTES,
     });
-    const config = nextConfig(base, layer.diffId, input.labels);
-    const configBytes = Buffer.from(JSON.stringify(config));
-    const configDigest = sha256(configBytes);
-    const manifest: OciManifest = {
-      ...base.manifest,
-      // The media types are the last full build's (OCI, or Docker's with --image-format docker).
-      config: { mediaType: base.manifest.config.mediaType || OCI_CONFIG, digest: configDigest, size: configBytes.length },
-      layers: [...base.manifest.layers.slice(0, -1), { mediaType: base.manifest.layers.at(-1)?.mediaType || OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }],
-    };
     onMade?.(Date.now() - t0);
-    const registry = clientFor(input);
-    await Promise.all([registry.putBlob(layer.digest, layer.gz), registry.putBlob(configDigest, configBytes)]);
-    // The tag is the one step that cannot be taken back: never after a cancel.
-    input.signal.throwIfAborted();
-    onCommit?.();
-    const digest = await registry.putManifest(input.commit, Buffer.from(JSON.stringify(manifest)), base.manifest.mediaType ?? OCI_MANIFEST);
-    return { digest, imageId: configDigest, files: layer.files, bytes: layer.bytes, steps: base.plan.steps };
+    const layers = [...base.manifest.layers.slice(0, -1), { mediaType: base.manifest.layers.at(-1)?.mediaType || OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }];
+    const pushed = await push(nextConfig(base, layer.diffId, input.labels), layers, [[layer.digest, layer.gz]]);
+    return { ...pushed, files: layer.files, bytes: layer.bytes, steps: copy.plan.steps, reused: false };
   }
 
   /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */
@@ -192,14 +220,14 @@ export function createFastPath(o: FastPathOptions) {
 
 export type FastPath = ReturnType<typeof createFastPath>;
 
-/** The image must end with the COPY's layer followed only by metadata steps. */
-function checkShape(manifest: OciManifest, config: ImageConfig): void {
+/** The image's history must line up with its layers, and end with kiln's label step (rewritten per build). */
+function checkLayers(manifest: OciManifest, config: ImageConfig): void {
   const history = config.history ?? [];
   const withLayers = history.filter((h) => !h.empty_layer);
   if (manifest.layers.length === 0 || withLayers.length !== manifest.layers.length || config.rootfs.diff_ids.length !== manifest.layers.length) {
     throw new FastPathRefused("the image's history does not line up with its layers");
   }
-  if (!/\bCOPY\b/.test(withLayers.at(-1)!.created_by ?? "")) throw new FastPathRefused("the image's last layer is not the final COPY's");
+  if (!/#\(nop\) LABEL /.test(history.at(-1)?.created_by ?? "") || !history.at(-1)?.empty_layer) throw new FastPathRefused("the image's last step is not kiln's label step");
 }
 
 /**
@@ -222,23 +250,28 @@ function resolveDest(config: ImageConfig, dest: string): string {
   return dest.endsWith("/") && abs !== "/" ? `${abs}/` : abs;
 }
 
-/** The full build's config with the new layer, kiln's new labels and fresh times. */
-function nextConfig(base: FastPathBase, diffId: string, labels: Record<string, string>): ImageConfig {
+/**
+ * The full build's config with kiln's new labels and fresh times, and the final COPY's new layer
+ * when there is one (diffId); otherwise every layer stays, as buildah's cache would keep them.
+ */
+function nextConfig(base: FastPathBase, diffId: string | undefined, labels: Record<string, string>): ImageConfig {
   const now = new Date().toISOString();
   const config = structuredClone(base.config);
   config.created = now;
   config.config = { ...config.config, Labels: { ...config.config?.Labels, ...labels } };
-  config.rootfs.diff_ids[config.rootfs.diff_ids.length - 1] = diffId;
   const history = config.history ?? [];
-  const copyStep = history.findLastIndex((h) => !h.empty_layer);
-  history[copyStep] = {
-    ...history[copyStep],
-    created: now,
-    created_by: `/bin/sh -c #(nop) COPY ${diffId.replace("sha256:", "layer:")} in ${base.plan.dest} `,
-    comment: `kiln fast path from ${base.commit.slice(0, 12)}`,
-  };
-  const labelStep = history.findLastIndex((h) => h.created_by?.includes("#(nop) LABEL"));
-  if (labelStep > copyStep) history[labelStep] = { ...history[labelStep], created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };
+  if (diffId !== undefined && !("refused" in base.copy)) {
+    config.rootfs.diff_ids[config.rootfs.diff_ids.length - 1] = diffId;
+    const copyStep = history.findLastIndex((h) => !h.empty_layer);
+    history[copyStep] = {
+      ...history[copyStep],
+      created: now,
+      created_by: `/bin/sh -c #(nop) COPY ${diffId.replace("sha256:", "layer:")} in ${base.copy.plan.dest} `,
+      comment: `kiln fast path from ${base.commit.slice(0, 12)}`,
+    };
+  }
+  // kiln's label step is the last (checkLayers).
+  history[history.length - 1] = { ...history.at(-1), created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };
   return config;
 }
 

@@ -26,11 +26,28 @@ export interface CopyPlan {
 
 export type PlanResult = { ok: true; plan: CopyPlan } | { ok: false; reason: string };
 
+/**
+ * What every step of the build reads from the context, for the build whose inputs did not
+ * change: when no changed file is among these, buildah would take every step from its cache,
+ * and the image is the last full build's with kiln's new labels.
+ */
+export interface ReadsPlan {
+  /** Every COPY source from the context (the ignore file applies). */
+  reads: string[];
+  /** Every RUN bind mount of the context ("" is all of it): buildah mounts the directory as it is, ignored files too. */
+  mounts: string[];
+  /** Steps after FROM in the stages built. */
+  steps: number;
+  onbuild: number;
+}
+
+export type ReadsResult = { ok: true; plan: ReadsPlan } | { ok: false; reason: string };
+
 const WRITES = new Set(["RUN", "COPY", "ADD", "WORKDIR"]);
 const METADATA = new Set(["ENV", "EXPOSE", "USER", "CMD", "ENTRYPOINT", "LABEL", "STOPSIGNAL", "HEALTHCHECK", "VOLUME", "SHELL", "MAINTAINER", "ARG", "ONBUILD"]);
 const GLOB = /[*?[\\]/;
 
-const no = (reason: string): PlanResult => ({ ok: false, reason });
+const no = (reason: string): { ok: false; reason: string } => ({ ok: false, reason });
 
 export function planFastPath(text: string, target: string | undefined): PlanResult {
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
@@ -107,6 +124,66 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   const onbuild = [...stageSteps, ...steps].filter((i) => i.getKeyword() === "ONBUILD").length;
   const before = stageSteps.length;
   return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild } };
+}
+
+/**
+ * Any Containerfile whose reads of the context kiln can list: every stage up to the target, each
+ * COPY from the context (its sources), each RUN that bind-mounts the context (all of it), and
+ * nothing it cannot look up (ADD, an image named by COPY --from or a mount's from=).
+ */
+export function planReads(text: string, target: string | undefined): ReadsResult {
+  if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
+  const file = DockerfileParser.parse(text);
+  const froms = file.getFROMs();
+  if (froms.length === 0) return no("the Containerfile has no FROM");
+  const last = target ? froms.findIndex((f) => f.getBuildStage()?.toLowerCase() === target.toLowerCase()) : froms.length - 1;
+  if (last < 0) return no(`--target ${target} names no stage`);
+  const all = file.getInstructions();
+  const end = last + 1 < froms.length ? all.indexOf(froms[last + 1]!) : all.length;
+  const built = all.slice(all.indexOf(froms[0]!), end);
+  if (built.some((i) => i.getArgumentsContent()?.includes("<<"))) return no("the Containerfile uses a heredoc");
+  const reads: string[] = [];
+  const mounts: string[] = [];
+  const stages = new Set<string>();
+  let stage = -1;
+  for (const i of built) {
+    const kw = i.getKeyword();
+    if (kw === "FROM") {
+      // What a later step may name: the stages declared so far (by index and by name).
+      if (stage >= 0) {
+        stages.add(String(stage));
+        const name = froms[stage]!.getBuildStage();
+        if (name) stages.add(name.toLowerCase());
+      }
+      stage++;
+      continue;
+    }
+    if (kw === "ADD") return no("the Containerfile uses ADD");
+    const fl = flags(i);
+    const fromOf = (v: string) => /(?:^|,)from=([^,]+)/.exec(v)?.[1]?.toLowerCase();
+    if (kw === "RUN") {
+      for (const [k, v] of fl) {
+        if (k !== "mount") continue;
+        const from = fromOf(v);
+        if (from !== undefined && !stages.has(from)) return no("a RUN step mounts an image kiln does not look up");
+        if (/(^|,)type=bind(,|$)/.test(v) && from === undefined) mounts.push("");
+      }
+    }
+    if (kw === "COPY") {
+      const from = fl.find(([k]) => k === "from");
+      if (from) {
+        if (!stages.has(from[1].toLowerCase())) return no(`COPY --from=${from[1]} names an image, not an earlier stage`);
+        continue;
+      }
+      const w = copyWords(i.getArgumentsContent() ?? "");
+      if (!w.ok) return no(`a COPY: ${w.reason}`);
+      if (w.words.length < 2) return no("a COPY has no destination");
+      reads.push(...w.words.slice(0, -1).map(contextPath));
+    }
+  }
+  const steps = built.filter((i) => i.getKeyword() !== "FROM").length;
+  const onbuild = built.filter((i) => i.getKeyword() === "ONBUILD").length;
+  return { ok: true, plan: { reads, mounts, steps, onbuild } };
 }
 
 function contextPath(source: string): string {

@@ -140,6 +140,28 @@ const APPS: App[] = [
     ],
   },
   {
+    // Steps after the last COPY, three stages: kiln cannot make the last layer, so only a change
+    // no step reads is fast (every layer is the last full build's, as buildah's cache has them).
+    name: "run-after-copy",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base} AS build\nWORKDIR /src\nCOPY src/ ./\nRUN cat *.txt > all.txt\n` +
+        `FROM ${base} AS conf\nCOPY conf/ /conf/\n` +
+        `FROM ${base}\nWORKDIR /app\nCOPY --from=build /src/all.txt ./\nCOPY --from=conf /conf ./conf\nRUN ls conf > conf.list\nUSER 1000\nCMD ["cat", "/app/all.txt"]\n`,
+      ".containerignore": "src/*.log\n",
+      "README.md": "# run-after-copy\n",
+      "src/a.txt": "a\n",
+      "conf/x.conf": "x=1\n",
+    }),
+    changes: [
+      { kind: "a file no step reads (every layer reused, the RUN's output included)", files: { "README.md": "# edited\n" }, fast: true },
+      { kind: "an ignored file in a copied directory", files: { "src/debug.log": "noise\n" }, fast: true },
+      { kind: "a file the build stage copies (refused: a step reads it)", files: { "src/a.txt": "a, edited\n" }, fast: false },
+      { kind: "a file the middle stage copies (refused)", files: { "conf/y.conf": "y=1\n" }, fast: false },
+      { kind: "after the refusals, a file no step reads", files: { "NOTES.txt": "notes\n" }, fast: true },
+    ],
+  },
+  {
     name: "large",
     files: (base) => ({
       // Over 4 MiB: the fast path's layer is several gzip members, the random part stored as it is.
@@ -185,7 +207,7 @@ describe("fast path", () => {
         assert.equal(f.state, BuildState.SUCCEEDED, f.error);
         assert.equal(f.fastPath, false);
         assert.match(await logText(fast, f.id), /fast path: not taken: no full build of this project/);
-        assert.match(await logText(fast, f.id), /fast path: the next build of a source change can start from this one/);
+        assert.match(await logText(fast, f.id), app.name === "run-after-copy" ? /fast path: the next build whose change no step reads reuses this image; a change a step reads takes the full build \(the last step that writes files is not a COPY\)/ : /fast path: the next build of a source change can start from this one/);
       });
       for (const change of app.changes) {
         test(`${change.kind}: ${change.fast ? "fast, and equal to the full build" : "the full build runs"}`, async () => {

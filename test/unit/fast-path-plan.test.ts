@@ -1,7 +1,7 @@
 // Which Containerfiles the fast path takes, and which changes it sees as reaching earlier steps.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { planFastPath } from "../../src/fastpath/plan.js";
+import { planFastPath, planReads } from "../../src/fastpath/plan.js";
 
 const plan = (text: string, target?: string) => planFastPath(text, target);
 
@@ -99,4 +99,49 @@ describe("FROM lines", async () => {
     assert.deepEqual(parseImageName("r.example/app:1@sha256:ff"), { registry: "r.example", repository: "app", tag: "1", digest: "sha256:ff" });
     assert.equal(parseImageName("node:20"), undefined);
   });
+});
+
+describe("fast path reads (a build whose change no step reads)", () => {
+  const reads = (text: string, target?: string) => planReads(text, target);
+
+  test("every stage's COPY sources, RUN after the sources, steps counted across stages", () => {
+    const r = reads(
+      `ARG BASE=x\nFROM \${BASE} AS deps\nWORKDIR /app\nCOPY package.json package-lock.json ./\nRUN --mount=type=cache,target=/root/.npm npm ci\n` +
+        `FROM deps AS build\nCOPY tsconfig.json ./\nCOPY src/ ./src/\nRUN npx tsc\n` +
+        `FROM \${BASE}\nCOPY --from=build /app/dist ./dist\nCOPY --from=0 /app/node_modules ./node_modules\nUSER node\nCMD ["node", "dist/server.js"]\n`,
+    );
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    assert.deepEqual(r.plan, { reads: ["package.json", "package-lock.json", "tsconfig.json", "src"], mounts: [], steps: 10, onbuild: 0 });
+  });
+
+  test("a RUN that bind-mounts the context reads all of it, ignored files too; one that mounts an earlier stage reads none", () => {
+    const r = reads("FROM a AS x\nRUN true\nFROM b\nRUN --mount=type=bind,target=/src make\nRUN --mount=type=bind,from=x,target=/x ls\n");
+    assert.ok(r.ok);
+    assert.deepEqual(r.plan.reads, []);
+    assert.deepEqual(r.plan.mounts, [""]);
+  });
+
+  test("--target: the stages after it are not built, so not read", () => {
+    const r = reads("FROM a AS one\nCOPY a.txt /\nFROM b AS two\nCOPY b.txt /\n", "one");
+    assert.ok(r.ok);
+    assert.deepEqual(r.plan, { reads: ["a.txt"], mounts: [], steps: 1, onbuild: 0 });
+  });
+
+  const refusals: [string, string, RegExp][] = [
+    ["ADD", "FROM a\nADD x.tgz /\n", /ADD/],
+    ["COPY --from an image", "FROM a\nCOPY --from=r.example/img:1 /x /x\n", /names an image/],
+    ["COPY --from a later stage", "FROM a AS one\nCOPY --from=two /x /x\nFROM b AS two\nRUN x\n", /names an image/],
+    ["a mount from an image", "FROM a\nRUN --mount=type=cache,from=r.example/c,target=/c x\n", /mounts an image/],
+    ["a variable in a COPY", "FROM a\nARG D\nCOPY $D /d\n", /variables/],
+    ["a heredoc", "FROM a\nRUN <<EOF\nx\nEOF\n", /heredoc/],
+    ["an escape directive", "# escape=`\nFROM a\n", /escape/],
+    ["an unknown target", "FROM a AS one\n", /names no stage/],
+  ];
+  for (const [name, text, why] of refusals) {
+    test(`refused: ${name}`, () => {
+      const r = reads(text, name === "an unknown target" ? "two" : undefined);
+      assert.ok(!r.ok);
+      assert.match(r.reason, why);
+    });
+  }
 });
