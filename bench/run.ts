@@ -241,8 +241,8 @@ async function main() {
     "",
     ratioTable(rows),
     "",
-    `kilnd's memory (RSS): ${f1(idleFresh)} MiB idle just after start, ${f1(idleAfterBuilds)} MiB idle after ${fastCount.fast + fastCount.full} builds of its own, ` +
-      `${f1(subs.peakMiB)} MiB at most during a build followed live by 100 subscribers (each received all ${subs.lines} lines).`,
+    `kilnd's memory (RSS): ${f1(idleFresh)} MiB idle just after start, ${f1(idleAfterBuilds)} MiB idle after ${fastCount.fast + fastCount.full} builds of its own` +
+      (SKIP.has("memory") ? " (the build followed by 100 subscribers skipped: KILN_BENCH_SKIP)." : `, ${f1(subs.peakMiB)} MiB at most during a build followed live by 100 subscribers (each received all ${subs.lines} lines).`),
     ...notes.map((n) => `\n${n}`),
     "",
     `Where the bench's ${minutes.toFixed(1)} min went: ${phases.map((p) => `${p.name} ${p.seconds.toFixed(0)} s`).join(", ")}.`,
