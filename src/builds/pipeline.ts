@@ -57,6 +57,7 @@ const BUILD_GO_ENV = { GOGC: "off", GOMEMLIMIT: "2GiB" };
 // A step's start in buildah's output, and how much of a failing step's output its error keeps.
 const STEP_LINE = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: /;
 const STEP_TAIL = 5;
+const IMAGE_ID_LINE = /^[0-9a-f]{64}$/;
 
 export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<void> {
   const secrets = await prepareBuildSecrets(a.id, a.spec, a.masker, deps.secrets);
@@ -133,7 +134,6 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       containerfile: plan.containerfile,
       contextDir,
       tag,
-      iidFile: join(a.tmpDir, "iid"),
       network: deps.buildNetwork,
       buildArgs: a.spec.buildArgs,
       ...(a.spec.target ? { target: a.spec.target } : {}),
@@ -143,6 +143,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       format: deps.imageFormat,
     });
     let stagesOf = createStageTracker();
+    // buildah's last line is the built image's full ID (build-command.ts).
+    let lastImageId = "";
     // The output of the step running now: the end of it goes into a failed build's error.
     let stepOutput: string[] = [];
     const podmanBuild = async () => {
@@ -153,6 +155,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
         onLine(line) {
           counter.line(line);
           stagesOf.line(line);
+          if (IMAGE_ID_LINE.test(line)) lastImageId = line;
           if (STEP_LINE.test(line)) stepOutput = [];
           else if (line.trim() && !line.startsWith("Error:")) stepOutput = [...stepOutput.slice(-(STEP_TAIL - 1)), line.slice(0, 300)];
         },
@@ -172,7 +175,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       const tail = stepOutput.length > 0 ? `; the step's last output: ${stepOutput.join(" | ")}` : "";
       throw registryRefusal(built.stderrTail, "pull") ?? new KilnError("failed_precondition", `${cmd.file} ${cmd.args[0]} failed: ${errorSummary(built)}${tail}`);
     }
-    rec.imageId = (await readFile(join(a.tmpDir, "iid"), "utf8")).trim();
+    if (!lastImageId) throw new KilnError("internal", `${cmd.file} ${cmd.args[0]} succeeded without printing the image's ID`);
+    rec.imageId = `sha256:${lastImageId}`;
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
     // The earlier stages' images are this build's too: tagged, the prune keeps them while it keeps the build (beside the push).
     const stages = stagesOf.earlierStages();

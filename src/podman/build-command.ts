@@ -9,7 +9,6 @@ export interface PodmanBuildInput {
   labels: Record<string, string>;
   buildArgs: Record<string, string>;
   target?: string;
-  iidFile: string;
   network: string;
   /** docker keeps HEALTHCHECK, SHELL and ONBUILD (the OCI config has no place for them). */
   format?: "docker" | "oci";
@@ -43,7 +42,10 @@ export function buildCommand(engine: BuildEngineName, b: PodmanBuildInput): Buil
 }
 
 function buildArgs(b: PodmanBuildInput): string[] {
-  const args = ["--layers", "--format", b.format ?? "docker", "--file", b.containerfile, "--tag", b.tag, "--iidfile", b.iidFile];
+  // No --iidfile: with it buildah stops printing the image of each step it runs ("--> <id>"),
+  // which is how kiln finds the earlier stages' images (stage-images.ts); the image's ID is the
+  // last line buildah prints instead.
+  const args = ["--layers", "--format", b.format ?? "docker", "--file", b.containerfile, "--tag", b.tag];
   if (b.network) args.push(`--network=${b.network}`);
   for (const [k, v] of Object.entries(b.labels)) args.push("--label", `${k}=${v}`);
   for (const [k, v] of Object.entries(b.buildArgs)) args.push("--build-arg", `${k}=${v}`);

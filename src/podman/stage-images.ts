@@ -6,23 +6,36 @@
 // and the prune removes the tags together with the build they belong to.
 export const STAGE_REPO = "localhost/kiln-stage";
 
-const STAGE_STEP = /^\[(\d+)\/(\d+)\] STEP \d+\/\d+: /;
-const IMAGE = /^--> (?:Using cache )?([0-9a-f]{12,64})$/;
+const STAGE_STEP = /^\[(\d+)\/(\d+)\] STEP \d+\/\d+: (\S+)/;
+const IMAGE = /^--> (?:Using cache )?([0-9a-f]{11,64})$/;
 
+/**
+ * buildah runs stages side by side and interleaves their output: a final stage's
+ * `COPY --from=build` prints its STEP line, then waits while the build stage's steps print
+ * theirs, then prints its own image after the build stage's last one. So an image line belongs
+ * to the newest step still waiting for its image (a stack), not to the last STEP line seen; FROM
+ * prints none, and a short ID that follows a step's full one is the same image again.
+ */
 export function createStageTracker() {
-  let stage = 0;
   let stages = 0;
+  const waiting: number[] = [];
   const last = new Map<number, string>();
+  let previous = "";
   return {
     line(text: string): void {
       const s = STAGE_STEP.exec(text);
       if (s) {
-        stage = Number(s[1]);
         stages = Number(s[2]);
+        if (s[3]!.toUpperCase() !== "FROM") waiting.push(Number(s[1]));
         return;
       }
-      const m = stage > 0 ? IMAGE.exec(text) : null;
-      if (m) last.set(stage, m[1]!);
+      const m = IMAGE.exec(text);
+      if (!m) return;
+      const id = m[1]!;
+      if (previous.startsWith(id)) return;
+      previous = id;
+      const stage = waiting.pop();
+      if (stage !== undefined) last.set(stage, id);
     },
     /** The last image of every stage before the final one, by stage number. */
     earlierStages(): { stage: number; image: string }[] {

@@ -84,6 +84,15 @@ describe("multi-stage builds", () => {
     const tags = out.trim().split("\n").filter(Boolean);
     assert.equal(tags.length, 2, `two earlier stages of one build: ${tags.join(", ")}`);
     assert.equal(new Set(tags.map((t) => t.replace(/-\d+$/, ""))).size, 1, "both of the same build");
+    // Each tag is on its stage's last image (the one a later build's cache needs), though the
+    // build stage ran while the final stage's COPY --from waited, and printed its image in between.
+    const lastStep = (tag: string) =>
+      execFileSync("podman", ["image", "inspect", "--format", "{{range .History}}{{.CreatedBy}}\n{{end}}", tag], { env: kilndPodmanEnv(join(dir, "data")), encoding: "utf8" })
+        .trim()
+        .split("\n")
+        .at(-1);
+    assert.match(lastStep(tags.find((t) => t.endsWith("-1"))!) ?? "", /cp deps\.txt installed\.txt/);
+    assert.match(lastStep(tags.find((t) => t.endsWith("-2"))!) ?? "", /cat installed\.txt src\/\*\.txt > bundle\.txt/);
   });
 
   test("a change to the dependency file runs the dependency stage again", async () => {
