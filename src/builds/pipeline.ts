@@ -9,7 +9,7 @@ import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
 import type { GitCache } from "../git/cache.js";
 import { gitEnv } from "../git/env.js";
-import { buildCommand, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
+import { buildCommand, IMAGE_ID_LINE, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
 import type { Podman } from "../podman/podman.js";
 import { kilnLabels } from "../podman/kiln-labels.js";
 import { planLabels } from "../podman/labels.js";
@@ -57,7 +57,6 @@ const BUILD_GO_ENV = { GOGC: "off", GOMEMLIMIT: "2GiB" };
 // A step's start in buildah's output, and how much of a failing step's output its error keeps.
 const STEP_LINE = /^(?:\[\d+\/\d+\] )?STEP \d+\/\d+: /;
 const STEP_TAIL = 5;
-const IMAGE_ID_LINE = /^[0-9a-f]{64}$/;
 
 export async function runPipeline(a: ActiveBuild, deps: PipelineDeps): Promise<void> {
   const secrets = await prepareBuildSecrets(a.id, a.spec, a.masker, deps.secrets);

@@ -20,6 +20,9 @@ export interface PodmanBuildInput {
 
 export type BuildEngineName = "buildah" | "podman";
 
+/** The last line of a successful build's output: the image's full ID (there is no --iidfile, below). */
+export const IMAGE_ID_LINE = /^[0-9a-f]{64}$/;
+
 /** Build args whose names say they hold a secret: their values are masked in the build's log. */
 export const SECRET_LIKE_ARG = /TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH/i;
 
