@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what kiln needs on a Debian bookworm machine (idempotent): podman, runc, buildah, skopeo,
-# the registry, git, busybox, debootstrap, htpasswd (apache2-utils), openssl and PostgreSQL 15 from apt; node modules with npm ci; then builds kiln.
+# the registry, git, busybox, debootstrap, htpasswd (apache2-utils), openssl, getfattr (attr: the fast path reads overlay's xattrs) and PostgreSQL 15 from apt; node modules with npm ci; then builds kiln.
 source "$(dirname "$0")/lib.sh"
 need=()
-for c in podman buildah runc skopeo docker-registry git busybox debootstrap curl fuse-overlayfs htpasswd openssl; do
+for c in podman buildah runc skopeo docker-registry git busybox debootstrap curl fuse-overlayfs htpasswd openssl getfattr; do
   command -v "$c" >/dev/null || need+=("$c")
 done
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)
@@ -13,7 +13,7 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     podman buildah runc skopeo docker-registry git busybox-static debootstrap curl ca-certificates \
-    uidmap iptables containernetworking-plugins fuse-overlayfs apache2-utils openssl postgresql >/dev/null
+    uidmap iptables containernetworking-plugins fuse-overlayfs apache2-utils openssl postgresql attr >/dev/null
 fi
 cd "$KILN_ROOT"
 # npm ci again only when the lockfile changed since the last install.

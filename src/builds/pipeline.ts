@@ -192,7 +192,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
       if (fast && deps.fastPath) {
-        a.say(`fast path: ${await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0)}`);
+        a.say(`fast path: ${await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0, (step) => stagesOf.finalStageStep(step))}`);
       }
     }
     if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");
@@ -229,6 +229,12 @@ function fastPathInput(
     containerfilePath: at.containerfile,
     labels: at.labels,
     env: gitEnv(deps.podman.env()),
+    buildId: a.id,
+    tmpDir: a.tmpDir,
+    // A RUN step kiln runs is a process of the build like podman's: logged, and a cancel kills
+    // the runc containers under the build's directory (builds/stop.ts).
+    runc: (args) => buildExec(a, "podman", "runc", args, deps.podman.env(a.tmpDir)),
+    say: (line) => a.say(line),
   };
 }
 
@@ -261,7 +267,9 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     a.say(
       r.reused
         ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
-        : `fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`,
+        : r.ran > 0
+          ? `fast path: made the final COPY's layer and ran the ${r.ran} RUN step${r.ran > 1 ? "s" : ""} after it (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
+          : `fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`,
     );
     a.say(`push: ${rec.image}@${r.digest} in ${msFromDuration(durations.push)} ms`);
     return true;

@@ -98,7 +98,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     },
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
   });
-  const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries) }) : undefined;
+  const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork }) : undefined;
   const gitCache = createGitCache(dir("git"), dir("work"));
   engine = new BuildEngine({
     dataDir: opts.dataDir,

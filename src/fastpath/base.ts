@@ -9,11 +9,13 @@ import type { TarEntry } from "../image/tar-entries.js";
 import type { OciManifest } from "../registry/client.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import type { CopyPlan, ReadsPlan } from "./plan.js";
+import type { ParentImage } from "./run-steps.js";
 
 // 2: earlier COPY sources unquoted (words.ts), checked by what they resolve to (reach.ts).
 // 3: the FROM images' digests.
 // 4: every step's reads (a build that changes none of them reuses every layer); the final COPY's part optional.
-const VERSION = 4;
+// 5: RUN steps after the final COPY, and the image below it.
+const VERSION = 5;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {
@@ -37,6 +39,8 @@ export interface CopyBase {
    */
   fileDest?: "file" | "into-dir";
   owner: { uid: number; gid: number };
+  /** With RUN steps after the final COPY (plan.run): the image below the COPY, in podman's storage. */
+  parent?: ParentImage;
 }
 
 export interface FastPathBase {

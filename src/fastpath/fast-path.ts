@@ -3,8 +3,9 @@
 // any of them, every layer is the one already in the registry: kiln writes the image config with
 // its new labels and the manifest, for any Containerfile whose reads it can list. When only the
 // final COPY reads them, every layer below it is the registry's: kiln makes the COPY's layer
-// itself and pushes the new blobs. No podman either way, tens of milliseconds. Whenever it cannot be sure, it says why and the
-// full build runs. test/integration/fast-path.test.ts holds it to a full build's filesystem and
+// itself, runs the plain RUN steps after it (run-steps.ts: runc on overlays of the image below
+// the COPY, which the last full build left in podman's storage), and pushes the new blobs.
+// Whenever it cannot be sure, it says why and the full build runs. test/integration/fast-path.test.ts holds it to a full build's filesystem and
 // config on several apps and kinds of change.
 import { lstat, readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
@@ -12,16 +13,21 @@ import dockerignore from "@balena/dockerignore";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
+import type { ParentImage } from "./run-steps.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type FastPathBase, type ImageConfig } from "./base.js";
 import type { CopyPlan } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
+import type { Podman } from "../podman/podman.js";
+import type { Layer } from "./layer.js";
 
 // The package is CommonJS (module.exports = factory) while its types declare an ES default export.
 const ignore = dockerignore as unknown as typeof dockerignore.default;
 
 /** The largest final layer the fast path reads back or makes (bigger ones take the full build). */
 const MAX_LAYER_BYTES = 64 * 1024 * 1024;
+/** The most a RUN step kiln runs may write (it is held in memory to be compressed). */
+const MAX_RUN_LAYER_BYTES = 256 * 1024 * 1024;
 const IGNORE_FILES = [".containerignore", ".dockerignore"];
 
 export interface FastPathInput extends BaseKeyInput {
@@ -43,12 +49,20 @@ export interface FastPathInput extends BaseKeyInput {
   signal: AbortSignal;
   /** Each FROM image's digest now; undefined when kiln could not resolve them all. */
   baseImages: { reference: string; digest: string }[] | undefined;
+  /** The build's id and its own directory on the volume (the RUN steps' overlays go there). */
+  buildId: string;
+  tmpDir: string;
+  /** Runs `runc <args>` as one of the build's processes: its output in the log, stopped by a cancel. */
+  runc(args: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
+  say(line: string): void;
 }
 
 export interface FastPathResult {
   digest: string;
   /** No step read a changed file: every layer is the last full build's. */
   reused: boolean;
+  /** RUN steps kiln ran after the final COPY. */
+  ran: number;
   steps: { total: number; reused: number };
   /** The config's digest: what podman calls the image ID. */
   imageId: string;
@@ -59,6 +73,10 @@ export interface FastPathResult {
 export interface FastPathOptions {
   bases: BaseStore;
   insecureRegistries: ReadonlySet<string>;
+  /** The image below the final COPY is mounted from podman's storage to run the RUN steps after it. */
+  podman: Pick<Podman, "inspectImage" | "mountImage" | "unmountImage" | "env">;
+  /** kilnd's --build-network: kiln runs RUN steps itself only on the host's network, as buildah does then. */
+  buildNetwork: string;
 }
 
 export function createFastPath(o: FastPathOptions) {
@@ -74,7 +92,7 @@ export function createFastPath(o: FastPathOptions) {
    * After a successful full build and push: remembers it as the project's base, or forgets the
    * old base when this build cannot be one. Says what the next build can start from.
    */
-  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean): Promise<string> {
+  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean, stepImage: (step: number) => string | undefined = () => undefined): Promise<string> {
     try {
       if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
       if (!input.baseImages) throw new FastPathRefused("a FROM image could not be looked up at its registry");
@@ -93,7 +111,7 @@ export function createFastPath(o: FastPathOptions) {
       try {
         const planned = planFastPath(text, input.target || undefined);
         if (!planned.ok) throw new FastPathRefused(planned.reason);
-        copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer);
+        copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer, stepImage);
       } catch (e) {
         if (!(e instanceof FastPathRefused)) throw e;
         copy = { refused: e.message };
@@ -111,7 +129,9 @@ export function createFastPath(o: FastPathOptions) {
       });
       return "refused" in copy
         ? `the next build whose change no step reads reuses this image; a change a step reads takes the full build (${copy.refused})`
-        : "the next build of a source change can start from this one";
+        : copy.plan.run.length > 0
+          ? `the next build of a source change can start from this one (kiln runs the ${copy.plan.run.length} RUN step${copy.plan.run.length > 1 ? "s" : ""} after the final COPY)`
+          : "the next build of a source change can start from this one";
     } catch (e) {
       // Registry trouble included: without a base the next build is a full one, never a wrong one.
       await o.bases.remove(input.project, (e as Error).message);
@@ -119,11 +139,26 @@ export function createFastPath(o: FastPathOptions) {
     }
   }
 
-  /** What the final COPY's layer needs, read from the last full build's own layer. */
-  async function copyBase(input: FastPathInput, plan: CopyPlan, manifest: OciManifest, config: ImageConfig, registry: RegistryClient, readLayer: (blob: Buffer) => Promise<TarEntry[]>): Promise<CopyBase> {
+  /** What the final COPY's layer needs, read from the last full build's own layer; with RUN steps after it, the image below it. */
+  async function copyBase(
+    input: FastPathInput,
+    plan: CopyPlan,
+    manifest: OciManifest,
+    config: ImageConfig,
+    registry: RegistryClient,
+    readLayer: (blob: Buffer) => Promise<TarEntry[]>,
+    stepImage: (step: number) => string | undefined,
+  ): Promise<CopyBase> {
+    const runs = plan.run.length;
     const withLayers = (config.history ?? []).filter((h) => !h.empty_layer);
-    if (!/\bCOPY\b/.test(withLayers.at(-1)?.created_by ?? "")) throw new FastPathRefused("the image's last layer is not the final COPY's");
-    const last = manifest.layers.at(-1)!;
+    if (!/\bCOPY\b/.test(withLayers.at(-1 - runs)?.created_by ?? "")) throw new FastPathRefused(runs ? "the image's layer below its RUN steps is not the final COPY's" : "the image's last layer is not the final COPY's");
+    plan.run.forEach((r, k) => {
+      // buildah's history names each RUN's command: kiln must read it the same way.
+      if (withLayers.at(k - runs)?.created_by !== `/bin/sh -c ${r.command}`) throw new FastPathRefused(`the image's history does not show RUN ${r.command.slice(0, 60)} as kiln reads it`);
+    });
+    const copyIndex = manifest.layers.length - 1 - runs;
+    const last = manifest.layers[copyIndex]!;
+    const parent = runs > 0 ? await parentImage(plan, config, copyIndex, stepImage) : undefined;
     if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
     const dest = resolveDest(config, plan.dest);
     const entries = await readLayer(await registry.getBlob(last.digest));
@@ -140,7 +175,20 @@ export function createFastPath(o: FastPathOptions) {
       if (!copied) throw new FastPathRefused("--chown: no copied file in the last full build's layer shows the owner");
       owner = { uid: copied.uid, gid: copied.gid };
     }
-    return { plan, dest, ancestors, ...(fileDest ? { fileDest } : {}), owner };
+    return { plan, dest, ancestors, ...(fileDest ? { fileDest } : {}), owner, ...(parent ? { parent } : {}) };
+  }
+
+  /** The image the final COPY was made on, as the full build left it in storage, checked against the pushed image's layers. */
+  async function parentImage(plan: CopyPlan, config: ImageConfig, copyIndex: number, stepImage: (step: number) => string | undefined): Promise<ParentImage> {
+    if (o.buildNetwork !== "host") throw new FastPathRefused(`kiln runs RUN steps itself only with --build-network host (this kilnd: ${o.buildNetwork})`);
+    if (config.config?.Shell) throw new FastPathRefused("the image sets a SHELL");
+    if (plan.copyStep <= 2) throw new FastPathRefused("the final COPY comes right after FROM");
+    const shown = stepImage(plan.copyStep - 1);
+    if (!shown) throw new FastPathRefused("buildah's output did not show the image below the final COPY");
+    const image = await o.podman.inspectImage(shown);
+    if (!image) throw new FastPathRefused(`the image below the final COPY (${shown.slice(0, 12)}) is not in storage`);
+    if (JSON.stringify(image.layers) !== JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) throw new FastPathRefused("the image below the final COPY in storage does not have the pushed image's layers");
+    return { id: image.id, env: image.config.Env ?? [], user: image.config.User ?? "", workdir: image.config.WorkingDir ?? "" };
   }
 
   /**
@@ -170,12 +218,12 @@ export function createFastPath(o: FastPathOptions) {
     const ignored = (p: string) => ig.ignores(p);
     const changed = await changedPaths(input, base.commit);
     const registry = clientFor(input);
-    const push = async (config: ImageConfig, layers: OciManifest["layers"], newBlobs: [string, Buffer][]) => {
+    const push = async (config: ImageConfig, layers: OciManifest["layers"], newBlobs: [string, Buffer][], started: Promise<unknown>[] = []) => {
       const configBytes = Buffer.from(JSON.stringify(config));
       const configDigest = sha256(configBytes);
       // The media types are the last full build's (OCI, or Docker's with --image-format docker).
       const manifest: OciManifest = { ...base.manifest, config: { mediaType: base.manifest.config.mediaType || OCI_CONFIG, digest: configDigest, size: configBytes.length }, layers };
-      await Promise.all([...newBlobs, [configDigest, configBytes] as [string, Buffer]].map(([d, b]) => registry.putBlob(d, b)));
+      await Promise.all([...started, ...[...newBlobs, [configDigest, configBytes] as [string, Buffer]].map(([d, b]) => registry.putBlob(d, b))]);
       // The tag is the one step that cannot be taken back: never after a cancel.
       input.signal.throwIfAborted();
       onCommit?.();
@@ -187,8 +235,8 @@ export function createFastPath(o: FastPathOptions) {
       // No step reads a changed file: buildah would take every step from its cache but kiln's
       // label step, so the image is the last full build's with the new labels.
       onMade?.(Date.now() - t0);
-      const pushed = await push(nextConfig(base, undefined, input.labels), base.manifest.layers, []);
-      return { ...pushed, files: 0, bytes: 0, steps: { total: base.reads.steps, reused: base.reads.steps }, reused: true };
+      const pushed = await push(nextConfig(base, [], input.labels), base.manifest.layers, []);
+      return { ...pushed, files: 0, bytes: 0, steps: { total: base.reads.steps, reused: base.reads.steps }, reused: true, ran: 0 };
     }
     if ("refused" in base.copy) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
     const copy = base.copy;
@@ -204,10 +252,34 @@ export function createFastPath(o: FastPathOptions) {
       ignored,
       maxBytes: MAX_LAYER_BYTES,
     });
+    let ran: Layer[] = [];
+    const uploads: Promise<unknown>[] = [];
+    if (copy.plan.run.length > 0) {
+      if (!copy.parent) throw new FastPathRefused("the last full build left no image below the final COPY");
+      // The COPY's layer goes up while the RUN steps run.
+      uploads.push(registry.putBlob(layer.digest, layer.gz));
+      uploads.at(-1)!.catch(() => {});
+      const { runSteps } = await import("./run-steps.js");
+      ran = await runSteps({
+        podman: o.podman,
+        parent: copy.parent,
+        copy: layer.entries,
+        steps: copy.plan.run,
+        dir: join(input.tmpDir, "fastpath"),
+        runc: input.runc,
+        say: input.say,
+        buildId: input.buildId,
+        maxBytes: MAX_RUN_LAYER_BYTES,
+        signal: input.signal,
+      });
+    }
     onMade?.(Date.now() - t0);
-    const layers = [...base.manifest.layers.slice(0, -1), { mediaType: base.manifest.layers.at(-1)?.mediaType || OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }];
-    const pushed = await push(nextConfig(base, layer.diffId, input.labels), layers, [[layer.digest, layer.gz]]);
-    return { ...pushed, files: layer.files, bytes: layer.bytes, steps: copy.plan.steps, reused: false };
+    const made = [layer, ...ran];
+    const below = base.manifest.layers.length - made.length;
+    const layers = [...base.manifest.layers.slice(0, below), ...made.map((l, k) => ({ mediaType: base.manifest.layers[below + k]?.mediaType || OCI_LAYER_GZIP, digest: l.digest, size: l.gz.length }))];
+    const newBlobs: [string, Buffer][] = made.slice(uploads.length).map((l) => [l.digest, l.gz]);
+    const pushed = await push(nextConfig(base, made.map((l) => l.diffId), input.labels), layers, newBlobs, uploads);
+    return { ...pushed, files: made.reduce((n, l) => n + l.files, 0), bytes: made.reduce((n, l) => n + l.bytes, 0), steps: copy.plan.steps, reused: false, ran: ran.length };
   }
 
   /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */
@@ -251,24 +323,28 @@ function resolveDest(config: ImageConfig, dest: string): string {
 }
 
 /**
- * The full build's config with kiln's new labels and fresh times, and the final COPY's new layer
- * when there is one (diffId); otherwise every layer stays, as buildah's cache would keep them.
+ * The full build's config with kiln's new labels and fresh times, and the new layers of the final
+ * COPY and the RUN steps after it when there are some (diffIds); otherwise every layer stays, as
+ * buildah's cache would keep them.
  */
-function nextConfig(base: FastPathBase, diffId: string | undefined, labels: Record<string, string>): ImageConfig {
+function nextConfig(base: FastPathBase, diffIds: string[], labels: Record<string, string>): ImageConfig {
   const now = new Date().toISOString();
   const config = structuredClone(base.config);
   config.created = now;
   config.config = { ...config.config, Labels: { ...config.config?.Labels, ...labels } };
   const history = config.history ?? [];
-  if (diffId !== undefined && !("refused" in base.copy)) {
-    config.rootfs.diff_ids[config.rootfs.diff_ids.length - 1] = diffId;
-    const copyStep = history.findLastIndex((h) => !h.empty_layer);
-    history[copyStep] = {
-      ...history[copyStep],
-      created: now,
-      created_by: `/bin/sh -c #(nop) COPY ${diffId.replace("sha256:", "layer:")} in ${base.copy.plan.dest} `,
-      comment: `kiln fast path from ${base.commit.slice(0, 12)}`,
-    };
+  const copy = base.copy;
+  if (diffIds.length > 0 && !("refused" in copy)) {
+    const ids = config.rootfs.diff_ids;
+    ids.splice(ids.length - diffIds.length, diffIds.length, ...diffIds);
+    // The steps with layers, newest last: the COPY, then its RUN steps.
+    const withLayers = history.flatMap((h, i) => (h.empty_layer ? [] : [i])).slice(-diffIds.length);
+    withLayers.forEach((at, k) => {
+      history[at] =
+        k === 0
+          ? { ...history[at], created: now, created_by: `/bin/sh -c #(nop) COPY ${diffIds[0]!.replace("sha256:", "layer:")} in ${copy.plan.dest} `, comment: `kiln fast path from ${base.commit.slice(0, 12)}` }
+          : { ...history[at], created: now, comment: `kiln fast path: run by kiln on the COPY's layer` };
+    });
   }
   // kiln's label step is the last (checkLayers).
   history[history.length - 1] = { ...history.at(-1), created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };

@@ -42,6 +42,8 @@ export interface LayerInput {
 
 export interface Layer {
   gz: Buffer;
+  /** What it holds, in order (bodies included): kiln writes them out to run the steps after it. */
+  entries: LayerEntry[];
   diffId: string;
   digest: string;
   files: number;
@@ -49,9 +51,13 @@ export interface Layer {
 }
 
 type Header = tar.Headers;
+export interface LayerEntry {
+  header: Header;
+  body?: Buffer;
+}
 
 export async function makeLayer(input: LayerInput): Promise<Layer> {
-  const entries: { header: Header; body?: Buffer }[] = [];
+  const entries: LayerEntry[] = [];
   let bytes = 0;
   const rel = (p: string) => p.replace(/^\/+/, "");
 
@@ -110,12 +116,17 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
     }
   }
 
-  const plain = await pack(entries);
-  const gz = await gzipInPieces(plain);
-  return { gz, diffId: sha256(plain), digest: sha256(gz), files: entries.length, bytes };
+  return { ...(await compress(entries)), entries, files: entries.length, bytes };
 }
 
-async function pack(entries: { header: Header; body?: Buffer }[]): Promise<Buffer> {
+/** The entries as a layer blob: the tar's digest (diff ID), gzipped, and the blob's digest. */
+export async function compress(entries: LayerEntry[]): Promise<{ gz: Buffer; diffId: string; digest: string }> {
+  const plain = await pack(entries);
+  const gz = await gzipInPieces(plain);
+  return { gz, diffId: sha256(plain), digest: sha256(gz) };
+}
+
+async function pack(entries: LayerEntry[]): Promise<Buffer> {
   const p = tar.pack();
   const chunks: Buffer[] = [];
   const done = (async () => {

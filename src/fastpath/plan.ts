@@ -1,13 +1,24 @@
 // Which Containerfiles kiln's fast path can take, read conservatively: a final stage whose last
-// step that writes to the filesystem is a plain `COPY` from the build context, followed only by
-// metadata steps. Earlier stages and the final stage's earlier steps are reused as they are, so
-// everything they read from the context is "earlier" (changes.ts checks no changed file reaches
-// it). Anything the fast path could get wrong (ADD, globs or variables in the final COPY,
-// context bind mounts in RUN, COPY --from an image rather than a stage, parser directives,
-// heredocs) makes it step aside.
+// COPY from the build context is followed only by plain RUN steps (kiln runs them itself,
+// run-steps.ts) and metadata steps. Earlier stages and the final stage's earlier steps are reused
+// as they are, so everything they read from the context is "earlier" (changes.ts checks no
+// changed file reaches it). Anything the fast path could get wrong (ADD, globs or variables in
+// the final COPY, context bind mounts in RUN, COPY --from an image rather than a stage, parser
+// directives, heredocs, a RUN with flags or in exec form, a SHELL, ARG, VOLUME or WORKDIR among
+// the steps kiln runs) makes it step aside.
 import { posix } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { copyWords } from "./words.js";
+
+/** A RUN after the final COPY, as kiln runs it: shell form, with what the steps between set. */
+export interface RunStep {
+  /** The command for /bin/sh -c (line continuations joined, as buildah joins them). */
+  command: string;
+  /** ENV set after the final COPY and before this RUN, in order (the parent image has the rest). */
+  env: [string, string][];
+  /** USER set after the final COPY and before this RUN (else the parent image's). */
+  user?: string;
+}
 
 export interface CopyPlan {
   /** The final COPY's sources, relative to the context ("" is the whole context). */
@@ -22,6 +33,10 @@ export interface CopyPlan {
   steps: { total: number; reused: number };
   /** ONBUILD instructions of this Containerfile (any more in the image's history are the base's triggers). */
   onbuild: number;
+  /** The RUN steps after the final COPY, which kiln runs on its layer (none: the COPY's layer is the last). */
+  run: RunStep[];
+  /** The final COPY's step in buildah's numbering of the final stage (FROM is step 1). */
+  copyStep: number;
 }
 
 export type PlanResult = { ok: true; plan: CopyPlan } | { ok: false; reason: string };
@@ -43,7 +58,6 @@ export interface ReadsPlan {
 
 export type ReadsResult = { ok: true; plan: ReadsPlan } | { ok: false; reason: string };
 
-const WRITES = new Set(["RUN", "COPY", "ADD", "WORKDIR"]);
 const METADATA = new Set(["ENV", "EXPOSE", "USER", "CMD", "ENTRYPOINT", "LABEL", "STOPSIGNAL", "HEALTHCHECK", "VOLUME", "SHELL", "MAINTAINER", "ARG", "ONBUILD"]);
 const GLOB = /[*?[\\]/;
 
@@ -64,17 +78,45 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   const stageSteps = all.slice(all.indexOf(froms[0]!)).filter((i, n, xs) => i.getKeyword() !== "FROM" && xs.indexOf(finalFrom) > n);
   const steps = all.slice(all.indexOf(finalFrom) + 1);
 
-  // A WORKDIR after the final COPY is taken when it cannot write anything (below).
-  let last = -1;
-  steps.forEach((i, n) => {
-    if (WRITES.has(i.getKeyword()) && !(i.getKeyword() === "WORKDIR" && steps.slice(0, n).some((x) => x.getKeyword() === "COPY"))) last = n;
-  });
+  // The final COPY: the last one from the context. After it, plain RUN steps (kiln runs them),
+  // metadata steps, and a WORKDIR when it cannot write anything (below).
+  const last = steps.findLastIndex((i) => i.getKeyword() === "COPY" && !flags(i).some(([k]) => k === "from"));
   const copy = steps[last];
-  if (!copy || copy.getKeyword() !== "COPY") return no("the last step that writes files is not a COPY");
+  if (!copy) return no("the final stage has no COPY from the context");
   const trailingWorkdirs: string[] = [];
-  for (const i of steps.slice(last + 1)) {
-    if (i.getKeyword() === "WORKDIR") trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
-    else if (!METADATA.has(i.getKeyword())) return no(`${i.getKeyword()} after the final COPY`);
+  const run: RunStep[] = [];
+  const env: [string, string][] = [];
+  let user: string | undefined;
+  const tail = steps.slice(last + 1);
+  const runs = tail.some((i) => i.getKeyword() === "RUN");
+  if (runs && steps.some((i) => i.getKeyword() === "SHELL")) return no("the final stage sets a SHELL and has RUN steps after the final COPY");
+  for (const i of tail) {
+    const kw = i.getKeyword();
+    const raw = i.getRawArgumentsContent?.() ?? i.getArgumentsContent() ?? "";
+    if (kw === "RUN") {
+      const f = flags(i);
+      if (f.length > 0) return no(`a RUN after the final COPY has --${f[0]![0]}`);
+      const command = (i.getArgumentsContent() ?? "").trim();
+      if (command.startsWith("[")) return no("a RUN after the final COPY is in exec form");
+      if (command === "") return no("a RUN after the final COPY has no command");
+      run.push({ command, env: [...env], ...(user !== undefined ? { user } : {}) });
+    } else if (kw === "WORKDIR") {
+      if (runs) return no("a WORKDIR among the RUN steps after the final COPY");
+      trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
+    } else if (kw === "COPY" || kw === "ADD") {
+      return no(kw === "ADD" ? "ADD after the final COPY" : "COPY --from after the final COPY");
+    } else if (runs && (kw === "SHELL" || kw === "ARG" || kw === "VOLUME" || kw === "ONBUILD")) {
+      return no(`${kw} among the RUN steps after the final COPY`);
+    } else if (runs && (kw === "ENV" || kw === "USER") && /[$\\]/.test(raw)) {
+      return no(`${kw} after the final COPY uses a variable or an escape`);
+    } else if (kw === "ENV") {
+      const props = (i as Instruction & { getProperties(): { getName(): string; getValue(): string | null }[] }).getProperties();
+      for (const p of props) env.push([p.getName(), p.getValue() ?? ""]);
+    } else if (kw === "USER") {
+      user = (i.getArgumentsContent() ?? "").trim();
+    } else if (!METADATA.has(kw)) {
+      return no(`${kw} after the final COPY`);
+    }
   }
 
   const earlier: string[] = [];
@@ -123,7 +165,7 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   }
   const onbuild = [...stageSteps, ...steps].filter((i) => i.getKeyword() === "ONBUILD").length;
   const before = stageSteps.length;
-  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild } };
+  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild, run, copyStep: last + 2 } };
 }
 
 /**

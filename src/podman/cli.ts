@@ -42,6 +42,12 @@ export const cli = {
     return r.exitCode === 0 && Number.isFinite(n) ? n : 0;
   },
 
+  /** podman image inspect, as JSON. */
+  imageInspect: (env: Env, image: string) => exec("podman", ["image", "inspect", "--format", "json", "--", image], { env, timeoutMs: SHORT_MS }),
+  /** Mounts the image's filesystem read-only (counted: every mount needs its unmount) and prints where. */
+  imageMount: (env: Env, image: string) => exec("podman", ["image", "mount", "--", image], { env, timeoutMs: SHORT_MS }),
+  imageUnmount: (env: Env, image: string) => exec("podman", ["image", "unmount", "--", image], { env, timeoutMs: SHORT_MS }),
+
   /** Removes buildah working containers that interrupted builds left in storage. */
   buildahRmAll: (env: Env) => exec("buildah", ["rm", "--all"], { env, timeoutMs: SHORT_MS }),
   /** buildah tag: lighter than podman's. */

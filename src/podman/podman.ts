@@ -50,6 +50,22 @@ export function createPodman(opts: PodmanOptions) {
     async tag(image: string, names: string[]): Promise<boolean> {
       return (await cli.buildahTag(env(), image, names)).exitCode === 0;
     },
+    /** The image's full ID, layers (diff IDs) and config, or undefined when storage has no such image. */
+    async inspectImage(image: string): Promise<LocalImage | undefined> {
+      const r = await cli.imageInspect(env(), image);
+      if (r.exitCode !== 0) return undefined;
+      const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"] }[];
+      return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {} } : undefined;
+    },
+    /** Mounts the image read-only and says where; every mount needs its unmountImage. */
+    async mountImage(image: string): Promise<string> {
+      const r = await cli.imageMount(env(), image);
+      if (r.exitCode !== 0 || !r.stdout.trim()) throw new Error(`podman image mount failed: ${errorSummary(r)}`);
+      return r.stdout.trim();
+    },
+    async unmountImage(image: string): Promise<void> {
+      await cli.imageUnmount(env(), image);
+    },
     /** The image's size in storage, in bytes (what a push sends at most); 0 when unknown. */
     imageSize: (image: string): Promise<number> => cli.imageSize(env(), image),
     version(): Promise<string> {
@@ -63,6 +79,13 @@ export function createPodman(opts: PodmanOptions) {
 }
 
 export type Podman = ReturnType<typeof createPodman>;
+
+export interface LocalImage {
+  /** The full ID (sha256 hex, no prefix). */
+  id: string;
+  layers: string[];
+  config: { Env?: string[]; User?: string; WorkingDir?: string; Shell?: string[] };
+}
 
 /** The variables kilnd passes on to git and podman; the rest of its environment stays home. */
 export function passThroughEnv(env: NodeJS.ProcessEnv): Record<string, string> {

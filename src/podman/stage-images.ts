@@ -6,7 +6,8 @@
 // and the prune removes the tags together with the build they belong to.
 export const STAGE_REPO = "localhost/kiln-stage";
 
-const STAGE_STEP = /^\[(\d+)\/(\d+)\] STEP \d+\/\d+: (\S+)/;
+// A single-stage build's lines have no "[n/m] " prefix.
+const STAGE_STEP = /^(?:\[(\d+)\/(\d+)\] )?STEP (\d+)\/\d+: (\S+)/;
 const IMAGE = /^--> (?:Using cache )?([0-9a-f]{11,64})$/;
 
 /**
@@ -17,16 +18,17 @@ const IMAGE = /^--> (?:Using cache )?([0-9a-f]{11,64})$/;
  * prints none, and a short ID that follows a step's full one is the same image again.
  */
 export function createStageTracker() {
-  let stages = 0;
-  const waiting: number[] = [];
+  let stages = 1;
+  const waiting: { stage: number; step: number }[] = [];
   const last = new Map<number, string>();
+  const steps = new Map<string, string>();
   let previous = "";
   return {
     line(text: string): void {
       const s = STAGE_STEP.exec(text);
       if (s) {
-        stages = Number(s[2]);
-        if (s[3]!.toUpperCase() !== "FROM") waiting.push(Number(s[1]));
+        stages = Number(s[2] ?? 1);
+        if (s[4]!.toUpperCase() !== "FROM") waiting.push({ stage: Number(s[1] ?? 1), step: Number(s[3]) });
         return;
       }
       const m = IMAGE.exec(text);
@@ -34,12 +36,18 @@ export function createStageTracker() {
       const id = m[1]!;
       if (previous.startsWith(id)) return;
       previous = id;
-      const stage = waiting.pop();
-      if (stage !== undefined) last.set(stage, id);
+      const w = waiting.pop();
+      if (w === undefined) return;
+      last.set(w.stage, id);
+      steps.set(`${w.stage}:${w.step}`, id);
     },
     /** The last image of every stage before the final one, by stage number. */
     earlierStages(): { stage: number; image: string }[] {
       return [...last].filter(([n]) => n < stages).map(([n, image]) => ({ stage: n, image }));
+    },
+    /** The image a step of the final stage left (step: buildah's number, FROM is 1), as printed (maybe short). */
+    finalStageStep(step: number): string | undefined {
+      return steps.get(`${stages}:${step}`);
     },
   };
 }

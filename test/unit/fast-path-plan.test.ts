@@ -16,6 +16,8 @@ describe("fast path plan", () => {
       earlier: ["package.json", "package-lock.json"],
       steps: { total: 7, reused: 3 },
       onbuild: 0,
+      run: [],
+      copyStep: 5,
     });
   });
 
@@ -28,17 +30,24 @@ describe("fast path plan", () => {
   });
 
   const refusals: [string, string, RegExp][] = [
-    ["a final COPY --from a stage", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /--from/],
+    ["a final stage that copies only from a stage", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /no COPY from the context/],
+    ["a COPY --from after the final COPY", "FROM a AS build\nCOPY . .\nFROM b\nCOPY . /app/\nCOPY --from=build /x /x\n", /COPY --from after the final COPY/],
     ["COPY --from an image, not a stage", "FROM a AS deps\nRUN x\nFROM b\nCOPY --from=r.example/img:1 /x /x\nCOPY . /app/\n", /names an image/],
-    ["RUN last", "FROM a\nCOPY . .\nRUN make\n", /not a COPY/],
+    ["a RUN with a mount after the final COPY", "FROM a\nCOPY . .\nRUN --mount=type=cache,target=/c make\n", /RUN after the final COPY has --mount/],
+    ["an exec-form RUN after the final COPY", "FROM a\nCOPY . .\nRUN [\"make\"]\n", /exec form/],
+    ["a SHELL in the final stage, with RUN steps after the COPY", "FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCOPY . .\nRUN make\n", /SHELL/],
+    ["an ARG among the RUN steps", "FROM a\nCOPY . .\nARG X=1\nRUN make\n", /ARG among the RUN steps/],
+    ["an ENV with a variable among the RUN steps", "FROM a\nCOPY . .\nENV P=$HOME/bin\nRUN make\n", /variable/],
+    ["a VOLUME among the RUN steps", "FROM a\nCOPY . .\nVOLUME /data\nRUN make\n", /VOLUME/],
     ["WORKDIR after a COPY to a relative destination", "FROM a\nCOPY . .\nWORKDIR /x\n", /WORKDIR after the final COPY, whose destination is relative/],
     ["WORKDIR below the COPY's destination (it may create it)", "FROM a\nCOPY . /app\nWORKDIR /app/sub\n", /not the COPY's destination or above it/],
     ["WORKDIR elsewhere", "FROM a\nCOPY . /app\nWORKDIR /srv\n", /not the COPY's destination or above it/],
     ["a relative WORKDIR after the COPY", "FROM a\nCOPY . /app\nWORKDIR app\n", /not an absolute plain path/],
-    ["RUN after a trailing WORKDIR", "FROM a\nCOPY . /app\nWORKDIR /app\nRUN x\n", /not a COPY/],
+    ["a WORKDIR among the RUN steps", "FROM a\nCOPY . /app\nWORKDIR /app\nRUN x\n", /WORKDIR among the RUN steps/],
     ["ADD anywhere", "FROM a\nADD x.tgz /\nCOPY . .\n", /ADD/],
-    ["ADD last", "FROM a\nADD . /app\n", /not a COPY/],
-    ["--from on the final COPY", "FROM a\nCOPY --from=img /x /x\n", /--from/],
+    ["ADD last", "FROM a\nADD . /app\n", /no COPY from the context/],
+    ["ADD after the final COPY", "FROM a\nCOPY . /app/\nADD x.tgz /\n", /ADD after the final COPY/],
+    ["--from on the only COPY", "FROM a\nCOPY --from=img /x /x\n", /no COPY from the context/],
     ["--chmod", "FROM a\nCOPY --chmod=755 . /app/\n", /--chmod/],
     ["a glob in the final COPY", "FROM a\nCOPY *.js /app/\n", /glob/],
     ["a variable", "FROM a\nARG D=/app\nCOPY . $D\n", /variables/],
@@ -72,6 +81,17 @@ describe("fast path plan", () => {
       const r = plan(text);
       assert.ok(r.ok, `${text}: ${(r as { reason: string }).reason}`);
     }
+  });
+
+  test("RUN steps after the final COPY: commands as buildah joins them, with the ENV and USER set between", () => {
+    const r = plan(`FROM a\nWORKDIR /app\nCOPY package.json ./\nRUN npm ci\nCOPY src/ ./src/\nRUN npm run \\\n  build\nENV NODE_ENV=production A="b c"\nUSER node\nRUN npm prune\nEXPOSE 80\nCMD ["node"]\n`);
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    assert.deepEqual(r.plan.run, [
+      { command: "npm run   build", env: [] },
+      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node" },
+    ]);
+    assert.equal(r.plan.copyStep, 5);
+    assert.deepEqual(r.plan.steps, { total: 10, reused: 3 });
   });
 
   test("a target naming the one stage is fine", () => {

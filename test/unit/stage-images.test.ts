@@ -58,4 +58,17 @@ describe("the earlier stages' images", () => {
   test("one stage: nothing earlier", () => {
     assert.deepEqual(track(["STEP 1/2: FROM base", "STEP 2/2: COPY . .", `--> ${A.slice(0, 11)}`, A]), []);
   });
+
+  test("the final stage's step images, by buildah's step number (one stage and several)", () => {
+    const one = createStageTracker();
+    for (const l of ["STEP 1/4: FROM base", "STEP 2/4: COPY a ./", `--> Using cache ${A}`, `--> ${A.slice(0, 11)}`, "STEP 3/4: COPY src/ ./src/", `--> ${B.slice(0, 11)}`, "STEP 4/4: RUN make", "COMMIT app:1", `--> ${C.slice(0, 11)}`, C]) one.line(l);
+    assert.equal(one.finalStageStep(2), A);
+    assert.equal(one.finalStageStep(3), B.slice(0, 11));
+    assert.equal(one.finalStageStep(4), C.slice(0, 11));
+    assert.equal(one.finalStageStep(1), undefined);
+    const two = createStageTracker();
+    for (const l of ["[1/2] STEP 1/2: FROM base AS a", "[1/2] STEP 2/2: RUN x", `--> ${D.slice(0, 11)}`, "[2/2] STEP 1/3: FROM base", "[2/2] STEP 2/3: COPY b ./", `--> ${E.slice(0, 11)}`, "[2/2] STEP 3/3: RUN y", `--> ${A.slice(0, 11)}`]) two.line(l);
+    assert.equal(two.finalStageStep(2), E.slice(0, 11));
+    assert.equal(two.finalStageStep(3), A.slice(0, 11));
+  });
 });

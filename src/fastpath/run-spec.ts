@@ -1,0 +1,156 @@
+// The runtime spec of a RUN step kiln runs itself, made to match what buildah gives a RUN step
+// on this machine (checked by running both: `id`, `env`, the capability sets, /dev): the user
+// resolved in the image's /etc/passwd and /etc/group as buildah resolves it, HOME from there or
+// "/", HOSTNAME, the default capabilities of containers.conf, the host's network (kilnd's
+// --build-network host), /etc/hosts, /etc/resolv.conf and /etc/hostname bound from the bundle,
+// /run/.containerenv. What differs: no seccomp filter (buildah applies its default profile).
+import { lstatSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { FastPathRefused } from "./refused.js";
+
+export interface RunUser {
+  uid: number;
+  gid: number;
+  additionalGids: number[];
+  home: string;
+}
+
+const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// containers.conf's default_capabilities (buildah's RUN shows CapEff 00000000800405fb).
+const CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID", "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"];
+
+/** Mount points buildah binds over; when the image lacks one, buildah creates it in the step's layer and kiln does not. */
+export const MOUNT_POINTS: [string, "dir" | "file"][] = [
+  ["proc", "dir"],
+  ["sys", "dir"],
+  ["dev", "dir"],
+  ["etc/hosts", "file"],
+  ["etc/resolv.conf", "file"],
+  ["etc/hostname", "file"],
+];
+
+/** Refuses a root filesystem whose mount points buildah would have to create (or that are symlinks). */
+export function checkMountPoints(rootfs: string): void {
+  for (const [path, kind] of MOUNT_POINTS) {
+    const st = lstatOrUndefined(join(rootfs, path));
+    if (!st || st.isSymbolicLink() || (kind === "dir" ? !st.isDirectory() : !st.isFile())) {
+      throw new FastPathRefused(`the image has no plain /${path} (buildah would create it in the RUN step's layer)`);
+    }
+  }
+}
+
+/**
+ * USER as buildah resolves it in the image: a name or uid from /etc/passwd (its group, its
+ * supplementary groups from /etc/group, its home); a uid not there runs with gid 0 and HOME "/";
+ * "user:group" takes that group alone.
+ */
+export function resolveUser(rootfs: string, spec: string): RunUser {
+  const [userPart = "", groupPart] = spec.trim().split(":", 2) as [string, string | undefined];
+  const passwd = table(rootfs, "etc/passwd");
+  const groups = table(rootfs, "etc/group");
+  // No USER is root, which needs no /etc/passwd (an image without one runs it as 0:0, HOME "/").
+  const name = userPart === "" || (userPart === "root" && !passwd.some((p) => p[0] === "root")) ? "0" : userPart;
+  const entry = /^\d+$/.test(name) ? passwd.find((p) => p[2] === name) : passwd.find((p) => p[0] === name);
+  if (!entry && !/^\d+$/.test(name)) throw new FastPathRefused(`USER ${spec}: no user ${name} in the image's /etc/passwd`);
+  const uid = Number(entry?.[2] ?? name);
+  const home = entry?.[5] || "/";
+  if (groupPart !== undefined && groupPart !== "") {
+    const g = /^\d+$/.test(groupPart) ? groupPart : groups.find((x) => x[0] === groupPart)?.[2];
+    if (g === undefined) throw new FastPathRefused(`USER ${spec}: no group ${groupPart} in the image's /etc/group`);
+    return { uid, gid: Number(g), additionalGids: [], home };
+  }
+  const gid = Number(entry?.[3] ?? 0);
+  const login = entry?.[0];
+  const extra = login ? groups.filter((g) => (g[3] ?? "").split(",").includes(login)).map((g) => Number(g[2])) : [];
+  return { uid, gid, additionalGids: [...new Set([gid, ...extra])].filter((g) => Number.isInteger(g)), home };
+}
+
+/** A RUN step's environment: the image's and the ENV steps', PATH and HOME when missing, HOSTNAME. */
+export function runEnv(imageEnv: readonly string[], set: readonly [string, string][], user: RunUser, hostname: string): string[] {
+  const env = new Map<string, string>();
+  for (const kv of imageEnv) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
+  }
+  for (const [k, v] of set) env.set(k, v);
+  if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
+  if (!env.has("HOME")) env.set("HOME", user.home);
+  env.set("HOSTNAME", hostname);
+  return [...env].map(([k, v]) => `${k}=${v}`);
+}
+
+export interface SpecInput {
+  rootfs: string;
+  command: string;
+  cwd: string;
+  env: string[];
+  user: RunUser;
+  hostname: string;
+  /** Files in the bundle bound over the image's. */
+  hosts: string;
+  resolvConf: string;
+  hostnameFile: string;
+  containerEnv: string;
+}
+
+export function runtimeSpec(s: SpecInput): object {
+  const bind = (source: string, destination: string) => ({ destination, type: "bind", source, options: ["rbind", "rprivate", "nosuid", "nodev", "noexec"] });
+  return {
+    ociVersion: "1.0.2",
+    root: { path: s.rootfs, readonly: false },
+    hostname: s.hostname,
+    process: {
+      terminal: false,
+      args: ["/bin/sh", "-c", s.command],
+      cwd: s.cwd,
+      env: s.env,
+      user: { uid: s.user.uid, gid: s.user.gid, additionalGids: s.user.additionalGids },
+      capabilities: { bounding: CAPS, effective: CAPS, permitted: CAPS },
+      noNewPrivileges: false,
+    },
+    mounts: [
+      { destination: "/proc", type: "proc", source: "proc", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/dev", type: "tmpfs", source: "tmpfs", options: ["nosuid", "strictatime", "mode=755", "size=65536k"] },
+      { destination: "/dev/pts", type: "devpts", source: "devpts", options: ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"] },
+      { destination: "/dev/shm", type: "tmpfs", source: "shm", options: ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
+      { destination: "/dev/mqueue", type: "mqueue", source: "mqueue", options: ["nosuid", "noexec", "nodev"] },
+      { destination: "/sys", type: "sysfs", source: "sysfs", options: ["nosuid", "noexec", "nodev", "ro"] },
+      bind(s.hosts, "/etc/hosts"),
+      bind(s.resolvConf, "/etc/resolv.conf"),
+      bind(s.hostnameFile, "/etc/hostname"),
+      bind(s.containerEnv, "/run/.containerenv"),
+    ],
+    linux: {
+      namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
+      maskedPaths: ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", "/sys/fs/selinux", "/sys/dev/block"],
+      readonlyPaths: ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    },
+  };
+}
+
+/** A colon-separated table of the image's (missing: empty); a symlink could lead out of the image: refused. */
+function table(rootfs: string, path: string): string[][] {
+  for (const p of ["etc", path]) {
+    const st = lstatOrUndefined(join(rootfs, p));
+    if (st?.isSymbolicLink()) throw new FastPathRefused(`/${p} in the image is a symlink`);
+  }
+  let text: string;
+  try {
+    text = readFileSync(join(rootfs, path), "utf8");
+  } catch {
+    return [];
+  }
+  return text
+    .split("\n")
+    .filter((l) => l.trim() && !l.startsWith("#"))
+    .map((l) => l.split(":"));
+}
+
+function lstatOrUndefined(path: string) {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,126 @@
+// The RUN steps after the final COPY, run by kiln as buildah would run them, without a build:
+// the image below the COPY (the step before it, still in podman's storage from the last full
+// build) mounted read-only; the COPY's layer written out as the first upper directory; each RUN
+// on an overlay of everything below it, run by runc with the spec run-spec.ts makes; each
+// step's upper directory read back as its layer (upper.ts) and compressed while the next step
+// runs. Mount points the image lacks, a user it cannot resolve, a failing step: refusals, and
+// the full build runs (and says what really failed).
+import { randomBytes } from "node:crypto";
+import { lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, posix } from "node:path";
+import { exec, errorSummary } from "../process/exec.js";
+import type { Podman } from "../podman/podman.js";
+import { compress, type Layer, type LayerEntry } from "./layer.js";
+import type { RunStep } from "./plan.js";
+import { FastPathRefused } from "./refused.js";
+import { checkMountPoints, resolveUser, runEnv, runtimeSpec } from "./run-spec.js";
+import { readUpper, writeEntries } from "./upper.js";
+
+export interface ParentImage {
+  /** The full image ID of the step before the final COPY. */
+  id: string;
+  env: string[];
+  user: string;
+  workdir: string;
+}
+
+export interface RunStepsInput {
+  podman: Pick<Podman, "mountImage" | "unmountImage" | "env">;
+  parent: ParentImage;
+  /** The final COPY's layer, as kiln made it. */
+  copy: readonly LayerEntry[];
+  steps: readonly RunStep[];
+  /** A directory of this build's own, on the volume (overlay's upper and work directories must not be on overlay). */
+  dir: string;
+  /** Runs `runc <args>` as a process of the build (logged, stopped by a cancel). */
+  runc(args: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
+  say(line: string): void;
+  buildId: string;
+  maxBytes: number;
+  signal: AbortSignal;
+}
+
+export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
+  const env = i.podman.env();
+  const mounted: string[] = [];
+  const lower = await i.podman.mountImage(i.parent.id);
+  const layers: Promise<Layer>[] = [];
+  try {
+    const u0 = join(i.dir, "u0");
+    mkdirSync(u0, { recursive: true });
+    await writeEntries(u0, i.copy);
+    const below = [u0, lower];
+    for (const [n, step] of i.steps.entries()) {
+      i.signal.throwIfAborted();
+      const [upper, work, root, bundle] = ["u", "w", "m", "b"].map((x) => join(i.dir, `${x}${n + 1}`)) as [string, string, string, string];
+      for (const d of [upper, work, root, bundle]) mkdirSync(d, { recursive: true });
+      const lowerdir = [...below].reverse().join(":");
+      await mount(["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=${upper},workdir=${work},redirect_dir=off,index=off,metacopy=off,xino=off`, root], env, i.signal);
+      mounted.push(root);
+      let hadContainerEnv: boolean;
+      try {
+        checkMountPoints(root);
+        hadContainerEnv = exists(join(root, "run/.containerenv"));
+        const user = resolveUser(root, step.user ?? i.parent.user);
+        const cwd = i.parent.workdir || "/";
+        if (!lstatSync(join(root, cwd), { throwIfNoEntry: false })?.isDirectory()) throw new FastPathRefused(`the working directory ${cwd} is not a directory in the image`);
+        const hostname = randomBytes(6).toString("hex");
+        const files = writeBundleFiles(bundle, hostname);
+        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, user, hostname), user, hostname, ...files });
+        writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
+        i.say(`fast path: RUN ${step.command}`);
+        const r = await i.runc(["run", "--bundle", bundle, `kiln-${i.buildId}-${n + 1}`]);
+        if (r.exitCode !== 0) throw new FastPathRefused(`RUN ${step.command.slice(0, 80)} exited with ${r.exitCode} (${errorSummary(r)}) when kiln ran it`);
+      } finally {
+        if (await umount(root, env)) mounted.pop();
+      }
+      // runc made /run/.containerenv as its mount point; buildah leaves none in the layer.
+      if (!hadContainerEnv) rmSync(join(upper, "run/.containerenv"), { force: true });
+      const read = await readUpper(upper, env, i.maxBytes, i.signal);
+      const made = compress(read.entries).then((c) => ({ ...c, entries: read.entries, files: read.entries.length, bytes: read.bytes }));
+      made.catch(() => {});
+      layers.push(made);
+      below.push(upper);
+    }
+    return await Promise.all(layers);
+  } finally {
+    for (const m of [...mounted].reverse()) if (await umount(m, env)) mounted.splice(mounted.indexOf(m), 1);
+    await i.podman.unmountImage(i.parent.id).catch(() => {});
+    // Nothing is mounted under it now (umount failing leaves it for the build's own cleanup).
+    if (mounted.length === 0) rmSync(i.dir, { recursive: true, force: true });
+  }
+}
+
+function writeBundleFiles(bundle: string, hostname: string) {
+  const hostFile = (p: string) => {
+    try {
+      return readFileSync(p, "utf8");
+    } catch {
+      return "";
+    }
+  };
+  const files = {
+    hosts: join(bundle, "hosts"),
+    resolvConf: join(bundle, "resolv.conf"),
+    hostnameFile: join(bundle, "hostname"),
+    containerEnv: join(bundle, "containerenv"),
+  };
+  writeFileSync(files.hosts, `${hostFile("/etc/hosts").trimEnd()}\n127.0.1.1 ${hostname}\n`);
+  writeFileSync(files.resolvConf, hostFile("/etc/resolv.conf"));
+  writeFileSync(files.hostnameFile, `${hostname}\n`);
+  writeFileSync(files.containerEnv, 'engine="kiln"\n');
+  return files;
+}
+
+async function mount(args: string[], env: Record<string, string>, signal: AbortSignal): Promise<void> {
+  const r = await exec("mount", args, { env, timeoutMs: 30_000, signal });
+  if (r.exitCode !== 0) throw new Error(`mount of a RUN step's overlay failed: ${errorSummary(r)}`);
+}
+
+async function umount(path: string, env: Record<string, string>): Promise<boolean> {
+  return (await exec("umount", [path], { env, timeoutMs: 30_000 })).exitCode === 0;
+}
+
+function exists(path: string): boolean {
+  return lstatSync(path, { throwIfNoEntry: false }) !== undefined;
+}
