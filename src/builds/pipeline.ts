@@ -250,6 +250,7 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
       (madeMs) => {
         durations.build = durationFromMs(madeMs);
         a.enter(Phase.PUSH);
+        a.say(`fast path: layers made in ${madeMs} ms; pushing`);
       },
       () => (committed = true),
     );

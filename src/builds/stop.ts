@@ -1,11 +1,12 @@
 // Where kilnd stops builds' processes, and cleans up after those a killed kilnd could not stop:
 // "where does cancel kill the process tree" is answered here.
-import { mkdir, readdir, rm } from "node:fs/promises";
+import { mkdir, readFile, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { BuildSchema, BuildState } from "../gen/kiln/v1/builder_pb.js";
 import type { Podman } from "../podman/podman.js";
 import { killContainersUnder } from "../podman/runc.js";
+import { exec } from "../process/exec.js";
 import { killProcessesWithEnv } from "../process/orphans.js";
 import type { SecretRoot } from "../secrets/secret-dir.js";
 import type { MessageStore } from "../store/message-store.js";
@@ -74,8 +75,22 @@ export async function recoverInterrupted(d: RecoveryDeps): Promise<void> {
     await killContainersUnder(d.tmpRoot, env, true);
     d.logger.warn({ interrupted: interrupted.length, orphans }, "cleaned up after an interrupted kilnd");
     await d.podman.removeWorkingContainers();
+    // The fast path's RUN overlays (and the images mounted below them) go before their directories.
+    await unmountUnder(d.tmpRoot, env);
+    await d.podman.unmountAllImages();
     await Promise.all(leftovers.map((x) => rm(join(d.tmpRoot, x), { recursive: true, force: true })));
   }
+}
+
+/** Unmounts every mount below dir, deepest first (/proc/self/mountinfo writes a space as \040). */
+async function unmountUnder(dir: string, env: Record<string, string>): Promise<void> {
+  const info = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
+  const points = info
+    .split("\n")
+    .map((l) => (l.split(" ")[4] ?? "").replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((p) => p.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const p of points) await exec("umount", [p], { env, timeoutMs: 30_000 });
 }
 
 const delay = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(r, ms, value).unref());

@@ -90,6 +90,8 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   const tail = steps.slice(last + 1);
   const runs = tail.some((i) => i.getKeyword() === "RUN");
   if (runs && steps.some((i) => i.getKeyword() === "SHELL")) return no("the final stage sets a SHELL and has RUN steps after the final COPY");
+  // buildah gives a RUN step the values of the stage's ARGs as environment variables; kiln does not.
+  if (runs && steps.some((i) => i.getKeyword() === "ARG")) return no("the final stage declares an ARG and has RUN steps after the final COPY");
   for (const i of tail) {
     const kw = i.getKeyword();
     const raw = i.getRawArgumentsContent?.() ?? i.getArgumentsContent() ?? "";

@@ -38,6 +38,8 @@ export function checkMountPoints(rootfs: string): void {
       throw new FastPathRefused(`the image has no plain /${path} (buildah would create it in the RUN step's layer)`);
     }
   }
+  // /run/.containerenv is looked up through /run: a symlink there could lead out of the image.
+  if (lstatOrUndefined(join(rootfs, "run"))?.isSymbolicLink()) throw new FastPathRefused("/run in the image is a symlink");
 }
 
 /**

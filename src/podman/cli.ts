@@ -47,6 +47,7 @@ export const cli = {
   /** Mounts the image's filesystem read-only (counted: every mount needs its unmount) and prints where. */
   imageMount: (env: Env, image: string) => exec("podman", ["image", "mount", "--", image], { env, timeoutMs: SHORT_MS }),
   imageUnmount: (env: Env, image: string) => exec("podman", ["image", "unmount", "--", image], { env, timeoutMs: SHORT_MS }),
+  imageUnmountAll: (env: Env) => exec("podman", ["image", "unmount", "--all"], { env, timeoutMs: SHORT_MS }),
 
   /** Removes buildah working containers that interrupted builds left in storage. */
   buildahRmAll: (env: Env) => exec("buildah", ["rm", "--all"], { env, timeoutMs: SHORT_MS }),

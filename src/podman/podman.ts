@@ -66,6 +66,10 @@ export function createPodman(opts: PodmanOptions) {
     async unmountImage(image: string): Promise<void> {
       await cli.imageUnmount(env(), image);
     },
+    /** After a killed kilnd: no image stays mounted for a fast path that is gone. */
+    async unmountAllImages(): Promise<void> {
+      await cli.imageUnmountAll(env());
+    },
     /** The image's size in storage, in bytes (what a push sends at most); 0 when unknown. */
     imageSize: (image: string): Promise<number> => cli.imageSize(env(), image),
     version(): Promise<string> {

@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -13,8 +14,9 @@ import { makeRepo, type Files, type TestRepo } from "../helpers/git-repo.js";
 import { createDifferential } from "../helpers/differential.js";
 import { fsDifferences, viewImage } from "../helpers/image-fs.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
-import { kilndPodmanEnv } from "../helpers/leftovers.js";
-import { logText } from "../helpers/logs.js";
+import { containerMountsUnder, kilndPodmanEnv, processesWith, runcContainersUnder } from "../helpers/leftovers.js";
+import { waitFor } from "../helpers/wait.js";
+import { logText, waitForLine } from "../helpers/logs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
@@ -274,5 +276,34 @@ describe("fast path", () => {
     assert.ok(large, "a fast build of large");
     const wc = execFileSync("podman", ["run", "--rm", `${reg.host}/fast/large:${large.commit}`], { env, encoding: "utf8" });
     assert.match(wc, /^\d+ \/data\/blob\.bin\n$/);
+  });
+
+  test("a cancel while kiln runs a RUN step stops it and leaves nothing mounted or running", async () => {
+    const SLEEP = 47;
+    const repo = makeRepo(join(dir, "repo-slow-run"), {
+      Containerfile: `FROM ${base}\nWORKDIR /app\nCOPY deps.txt ./\nRUN cp deps.txt deps.installed\nCOPY src/ ./src/\nRUN if [ -f src/slow ]; then echo before-sleep; sleep ${SLEEP}; fi; cat src/*.txt > all.txt\n`,
+      "deps.txt": "1\n",
+      "src/a.txt": "a\n",
+    });
+    const first = await fast.buildCommit({ project: "slow-run", url: repo.url, commit: repo.head(), image: `${reg.host}/fast/slow-run` });
+    assert.equal(first.state, BuildState.SUCCEEDED, first.error);
+    const commit = repo.commit({ "src/slow": "1\n" }, "slow");
+    const { build } = await fast.client.build({ project: "slow-run", source: { kind: { case: "git", value: { url: repo.url, commit } } }, image: `${reg.host}/fast/slow-run` });
+    await waitForLine(fast.client, build!.id, "before-sleep");
+    await waitFor(() => processesWith(`sleep ${SLEEP}`).length > 0, 5000, "the RUN step's sleep to start");
+    const { build: cancelled } = await fast.client.cancel({ buildId: build!.id });
+    assert.equal(cancelled!.state, BuildState.CANCELLED);
+    const data = join(dir, "fast");
+    const mountsUnder = (d: string) => readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(`${d}/`));
+    const clean = () => processesWith(`sleep ${SLEEP}`).length === 0 && runcContainersUnder(data).length === 0 && mountsUnder(join(data, "tmp")).length === 0 && containerMountsUnder(data).length === 0;
+    await waitFor(clean, 10_000, "the RUN step, its overlays and the image below to be gone").catch(() => {});
+    assert.deepEqual(processesWith(`sleep ${SLEEP}`), [], "the RUN step's process is gone");
+    assert.deepEqual(runcContainersUnder(data), [], "no runc container");
+    assert.deepEqual(mountsUnder(join(data, "tmp")), [], "no overlay of the fast path mounted");
+    assert.deepEqual(containerMountsUnder(data), [], "the image below the COPY is unmounted");
+    // And the next build of the project still takes the fast path.
+    const next = await fast.buildCommit({ project: "slow-run", url: repo.url, commit: repo.commit({ "src/slow": null, "src/b.txt": "b\n" }, "quick"), image: `${reg.host}/fast/slow-run` });
+    assert.equal(next.state, BuildState.SUCCEEDED, next.error);
+    assert.equal(next.fastPath, true, await logText(fast, next.id));
   });
 });
