@@ -192,7 +192,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
       if (fast && deps.fastPath) {
-        a.say(`fast path: ${await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0, (step) => stagesOf.finalStageStep(step))}`);
+        a.say(`fast path: ${await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0, stagesOf)}`);
       }
     }
     if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");
@@ -268,7 +268,9 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     a.say(
       r.reused
         ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
-        : r.ran > 0
+        : r.stage !== undefined
+          ? `fast path: reran stage ${r.stage}'s final COPY and its ${r.ran} RUN step${r.ran === 1 ? "" : "s"}, and made the final COPY --from's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
+          : r.ran > 0
           ? `fast path: made the final COPY's layer and ran the ${r.ran} RUN step${r.ran > 1 ? "s" : ""} after it (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
           : `fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`,
     );

@@ -68,6 +68,8 @@ export async function recoverInterrupted(d: RecoveryDeps): Promise<void> {
   }
   const secretDirs = await d.secretRoot.sweep();
   if (secretDirs > 0) d.logger.warn({ builds: secretDirs }, "removed the secret files of builds a killed kilnd left behind");
+  // A kilnd that was killed leaves the images its fast path kept mounted (podman counts mounts).
+  if ((await mountsUnder(d.podman.layout.graphRoot)).some((m) => m.endsWith("/merged"))) await d.podman.unmountAllImages();
   const leftovers = await readdir(d.tmpRoot);
   if (leftovers.length > 0 || interrupted.length > 0) {
     const env = d.podman.env();
@@ -75,22 +77,24 @@ export async function recoverInterrupted(d: RecoveryDeps): Promise<void> {
     await killContainersUnder(d.tmpRoot, env, true);
     d.logger.warn({ interrupted: interrupted.length, orphans }, "cleaned up after an interrupted kilnd");
     await d.podman.removeWorkingContainers();
-    // The fast path's RUN overlays (and the images mounted below them) go before their directories.
+    // The fast path's RUN overlays go before their directories.
     await unmountUnder(d.tmpRoot, env);
-    await d.podman.unmountAllImages();
     await Promise.all(leftovers.map((x) => rm(join(d.tmpRoot, x), { recursive: true, force: true })));
   }
 }
 
-/** Unmounts every mount below dir, deepest first (/proc/self/mountinfo writes a space as \040). */
-async function unmountUnder(dir: string, env: Record<string, string>): Promise<void> {
+/** Mount points below dir, deepest first (/proc/self/mountinfo writes a space as \040). */
+async function mountsUnder(dir: string): Promise<string[]> {
   const info = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
-  const points = info
+  return info
     .split("\n")
     .map((l) => (l.split(" ")[4] ?? "").replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
     .filter((p) => p.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
-  for (const p of points) await exec("umount", [p], { env, timeoutMs: 30_000 });
+}
+
+async function unmountUnder(dir: string, env: Record<string, string>): Promise<void> {
+  for (const p of await mountsUnder(dir)) await exec("umount", [p], { env, timeoutMs: 30_000 });
 }
 
 const delay = <T>(ms: number, value: T) => new Promise<T>((r) => setTimeout(r, ms, value).unref());

@@ -97,6 +97,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
       void metricsReady.then((m) => m.reset(durationMs, bytes));
     },
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
+    releaseMounts: () => podman.unmountIdleImages(),
   });
   const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork }) : undefined;
   const gitCache = createGitCache(dir("git"), dir("work"));
@@ -232,6 +233,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
         health.setNotServing();
         idle.stop();
         await engine.shutdown(reason === "idle" || reason === "sleep" ? "kilnd went to sleep" : "kilnd stopped");
+        await podman.unmountIdleImages().catch((err) => logger.warn({ err }, "cannot unmount the fast path's images"));
         shutdown.abort();
         await server.close(SHUTDOWN_GRACE_MS);
         await auth?.close();

@@ -41,6 +41,12 @@ export interface CopyBase {
   owner: { uid: number; gid: number };
   /** With RUN steps after the final COPY (plan.run): the image below the COPY, in podman's storage. */
   parent?: ParentImage;
+  /**
+   * The final COPY is a COPY --from an earlier stage S that kiln rebuilds (plan.ts, planStageCopy):
+   * S's plan, the image below S's final COPY, and how the COPY --from's layer wrote a file source.
+   * plan.sources are then paths in S.
+   */
+  from?: { plan: CopyPlan; parent: ParentImage; stage: number };
 }
 
 export interface FastPathBase {

@@ -15,10 +15,10 @@ import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type 
 import type { RegistryCredentials } from "../registry/credentials.js";
 import type { ParentImage } from "./run-steps.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type FastPathBase, type ImageConfig } from "./base.js";
-import type { CopyPlan } from "./plan.js";
+import type { CopyPlan, StagePlan } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
-import type { Podman } from "../podman/podman.js";
+import type { LocalImage, Podman } from "../podman/podman.js";
 import type { Layer } from "./layer.js";
 
 // The package is CommonJS (module.exports = factory) while its types declare an ES default export.
@@ -61,8 +61,10 @@ export interface FastPathResult {
   digest: string;
   /** No step read a changed file: every layer is the last full build's. */
   reused: boolean;
-  /** RUN steps kiln ran after the final COPY. */
+  /** RUN steps kiln ran after the final COPY (or after the final COPY of stage, when there is one). */
   ran: number;
+  /** The earlier stage (1-based) kiln rebuilt for the final COPY --from. */
+  stage?: number;
   steps: { total: number; reused: number };
   /** The config's digest: what podman calls the image ID. */
   imageId: string;
@@ -92,11 +94,11 @@ export function createFastPath(o: FastPathOptions) {
    * After a successful full build and push: remembers it as the project's base, or forgets the
    * old base when this build cannot be one. Says what the next build can start from.
    */
-  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean, stepImage: (step: number) => string | undefined = () => undefined): Promise<string> {
+  async function record(input: FastPathInput, digest: string, labelsAsFlags: boolean, images: StepImages = NO_STEP_IMAGES): Promise<string> {
     try {
       if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
       if (!input.baseImages) throw new FastPathRefused("a FROM image could not be looked up at its registry");
-      const [{ planFastPath, planReads }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
+      const [{ planFastPath, planReads, planStageCopy }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
       const text = await readFile(input.containerfilePath, "utf8");
       const reads = planReads(text, input.target || undefined);
       if (!reads.ok) throw new FastPathRefused(reads.reason);
@@ -110,8 +112,14 @@ export function createFastPath(o: FastPathOptions) {
       let copy: FastPathBase["copy"];
       try {
         const planned = planFastPath(text, input.target || undefined);
-        if (!planned.ok) throw new FastPathRefused(planned.reason);
-        copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer, stepImage);
+        if (planned.ok) {
+          copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer, images);
+        } else {
+          // The final COPY may be a COPY --from an earlier stage that kiln can rebuild.
+          const staged = planStageCopy(text, input.target || undefined);
+          if (!staged.ok) throw new FastPathRefused(staged.reason === "one stage" || /is not a COPY --from a stage/.test(staged.reason) ? planned.reason : `${planned.reason}; ${staged.reason}`);
+          copy = await copyBase(input, staged.plan.copy, manifest, config, registry, readLayer, images, staged.plan);
+        }
       } catch (e) {
         if (!(e instanceof FastPathRefused)) throw e;
         copy = { refused: e.message };
@@ -129,7 +137,9 @@ export function createFastPath(o: FastPathOptions) {
       });
       return "refused" in copy
         ? `the next build whose change no step reads reuses this image; a change a step reads takes the full build (${copy.refused})`
-        : copy.plan.run.length > 0
+        : copy.from
+          ? `the next build of a source change can start from this one (kiln reruns stage ${copy.from.stage + 1}'s final COPY and its ${copy.from.plan.run.length} RUN step${copy.from.plan.run.length === 1 ? "" : "s"}, then makes the COPY --from's layer)`
+          : copy.plan.run.length > 0
           ? `the next build of a source change can start from this one (kiln runs the ${copy.plan.run.length} RUN step${copy.plan.run.length > 1 ? "s" : ""} after the final COPY)`
           : "the next build of a source change can start from this one";
     } catch (e) {
@@ -147,7 +157,8 @@ export function createFastPath(o: FastPathOptions) {
     config: ImageConfig,
     registry: RegistryClient,
     readLayer: (blob: Buffer) => Promise<TarEntry[]>,
-    stepImage: (step: number) => string | undefined,
+    images: StepImages,
+    staged?: StagePlan,
   ): Promise<CopyBase> {
     const runs = plan.run.length;
     const withLayers = (config.history ?? []).filter((h) => !h.empty_layer);
@@ -158,7 +169,8 @@ export function createFastPath(o: FastPathOptions) {
     });
     const copyIndex = manifest.layers.length - 1 - runs;
     const last = manifest.layers[copyIndex]!;
-    const parent = runs > 0 ? await parentImage(plan, config, copyIndex, stepImage, input.buildArgs) : undefined;
+    const parent = runs > 0 ? await parentImage(plan, config, input.buildArgs, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
+    const from = staged ? { plan: staged.stage, parent: await stageParent(staged, config, input.buildArgs, images), stage: staged.stageIndex } : undefined;
     if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
     const dest = resolveDest(config, plan.dest);
     const entries = await readLayer(await registry.getBlob(last.digest));
@@ -168,29 +180,50 @@ export function createFastPath(o: FastPathOptions) {
       throw new FastPathRefused("the last full build's COPY layer has no file at the COPY's destination");
     }
     const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
-    const fileDest = await fileDestOf(input.contextDir, plan, destPath, entries);
+    // A COPY --from's source is in the stage, not the context: a file written as the destination is all kiln takes.
+    const fileDest = from ? (entries.some((e) => e.type !== "directory" && e.path === destPath) ? ("file" as const) : undefined) : await fileDestOf(input.contextDir, plan, destPath, entries);
     let owner = { uid: 0, gid: 0 };
     if (plan.chown) {
       const copied = entries.find((e) => e.type === "file" && (destPath === "" || e.path.startsWith(`${destPath}/`)));
       if (!copied) throw new FastPathRefused("--chown: no copied file in the last full build's layer shows the owner");
       owner = { uid: copied.uid, gid: copied.gid };
     }
-    return { plan, dest, ancestors, ...(fileDest ? { fileDest } : {}), owner, ...(parent ? { parent } : {}) };
+    return { plan, dest, ancestors, ...(fileDest ? { fileDest } : {}), owner, ...(parent ? { parent } : {}), ...(from ? { from } : {}) };
+  }
+
+  /**
+   * The image below stage S's final COPY. Its stage's last image (kiln's stage tag holds it) must
+   * be it plus S's COPY and RUN layers, with S's RUN commands in its history: buildah's output
+   * read wrong would fail this, not build on a wrong image.
+   */
+  async function stageParent(staged: StagePlan, config: ImageConfig, buildArgs: Record<string, string>, images: StepImages): Promise<ParentImage> {
+    const s = staged.stage;
+    if (s.chown) throw new FastPathRefused("the stage's final COPY has --chown");
+    const stage = staged.stageIndex + 1;
+    const lastStep = s.copyStep + s.run.length + stepsAfterRuns(s);
+    const last = images.stageStep(stage, lastStep);
+    const lastImage = last ? await o.podman.inspectImage(last) : undefined;
+    if (!lastImage) throw new FastPathRefused("the rebuilt stage's last image is not in storage");
+    const runsInHistory = lastImage.history.filter((h) => !h.empty_layer).slice(-s.run.length).map((h) => h.created_by);
+    if (JSON.stringify(runsInHistory) !== JSON.stringify(s.run.map((r) => `/bin/sh -c ${r.command}`))) throw new FastPathRefused("the rebuilt stage's history does not show its RUN steps as kiln reads them");
+    return parentImage(s, config, buildArgs, images.stageStep(stage, s.copyStep - 1), (image) => {
+      const n = image.layers.length;
+      return lastImage.layers.length === n + 1 + s.run.length && JSON.stringify(lastImage.layers.slice(0, n)) === JSON.stringify(image.layers);
+    });
   }
 
   /** The image the final COPY was made on, as the full build left it in storage, checked against the pushed image's layers. */
-  async function parentImage(plan: CopyPlan, config: ImageConfig, copyIndex: number, stepImage: (step: number) => string | undefined, buildArgs: Record<string, string>): Promise<ParentImage> {
+  async function parentImage(plan: CopyPlan, config: ImageConfig, buildArgs: Record<string, string>, shown: string | undefined, fits: (image: LocalImage) => boolean): Promise<ParentImage> {
     if (o.buildNetwork !== "host") throw new FastPathRefused(`kiln runs RUN steps itself only with --build-network host (this kilnd: ${o.buildNetwork})`);
     if (config.config?.Shell) throw new FastPathRefused("the image sets a SHELL");
     // buildah hands the proxy build args to every RUN step without an ARG.
     const proxy = Object.keys(buildArgs).find((k) => /^(https?|ftp|no|all)_proxy$/i.test(k));
     if (proxy) throw new FastPathRefused(`the build arg ${proxy} reaches RUN steps without an ARG`);
     if (plan.copyStep <= 2) throw new FastPathRefused("the final COPY comes right after FROM");
-    const shown = stepImage(plan.copyStep - 1);
     if (!shown) throw new FastPathRefused("buildah's output did not show the image below the final COPY");
     const image = await o.podman.inspectImage(shown);
     if (!image) throw new FastPathRefused(`the image below the final COPY (${shown.slice(0, 12)}) is not in storage`);
-    if (JSON.stringify(image.layers) !== JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) throw new FastPathRefused("the image below the final COPY in storage does not have the pushed image's layers");
+    if (!fits(image)) throw new FastPathRefused("the image below the final COPY in storage does not have the layers the build made on it");
     return { id: image.id, env: image.config.Env ?? [], user: image.config.User ?? "", workdir: image.config.WorkingDir ?? "" };
   }
 
@@ -249,8 +282,40 @@ export function createFastPath(o: FastPathOptions) {
     }
     if ("refused" in base.copy) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
     const copy = base.copy;
-    await checkChanges(input, changed, copy.plan.earlier, copy.plan.sources, ignored);
     const { makeLayer } = await import("./layer.js");
+    if (copy.from) {
+      // The final COPY --from copies out of an earlier stage S, whose final COPY reads the change:
+      // S's COPY and RUN steps run again on the image below its COPY, and the COPY --from's layer is made from S's new filesystem.
+      const from = copy.from;
+      await checkChanges(input, changed, copy.plan.earlier, from.plan.sources, ignored);
+      const stageDest = resolveDest({ rootfs: { type: "layers", diff_ids: [] }, config: { WorkingDir: from.parent.workdir } }, from.plan.dest);
+      const stageCopy = await makeLayer({ contextDir: input.contextDir, sources: from.plan.sources, dest: stageDest, owner: { uid: 0, gid: 0 }, ancestors: [], ignored, maxBytes: MAX_LAYER_BYTES });
+      let layer: Layer | undefined;
+      const { runSteps } = await import("./run-steps.js");
+      await runSteps({
+        podman: o.podman,
+        parent: from.parent,
+        copy: stageCopy.entries,
+        copyDir: stageDest,
+        steps: from.plan.run,
+        layers: false,
+        afterwards: async (root) => {
+          layer = await makeLayer({ contextDir: root, sources: copy.plan.sources, dest: copy.dest, owner: "preserve", ancestors: copy.ancestors, ...(copy.fileDest ? { fileDest: copy.fileDest } : {}), ignored: () => false, maxBytes: MAX_LAYER_BYTES });
+        },
+        dir: join(input.tmpDir, "fastpath"),
+        runc: input.runc,
+        say: input.say,
+        buildId: input.buildId,
+        maxBytes: MAX_RUN_LAYER_BYTES,
+        signal: input.signal,
+      });
+      if (!layer) throw new Error("the stage's filesystem was not read");
+      onMade?.(Date.now() - t0);
+      const layers = [...base.manifest.layers.slice(0, -1), { mediaType: base.manifest.layers.at(-1)?.mediaType || OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }];
+      const pushed = await push(nextConfig(base, [layer.diffId], input.labels), layers, [[layer.digest, layer.gz]]);
+      return { ...pushed, files: layer.files, bytes: layer.bytes, steps: copy.plan.steps, reused: false, ran: from.plan.run.length, stage: from.stage + 1 };
+    }
+    await checkChanges(input, changed, copy.plan.earlier, copy.plan.sources, ignored);
     const layer = await makeLayer({
       contextDir: input.contextDir,
       sources: copy.plan.sources,
@@ -300,6 +365,19 @@ export function createFastPath(o: FastPathOptions) {
 }
 
 export type FastPath = ReturnType<typeof createFastPath>;
+
+/** The images buildah's output showed for each step of a full build (podman/stage-images.ts). */
+export interface StepImages {
+  finalStageStep(step: number): string | undefined;
+  stageStep(stage: number, step: number): string | undefined;
+}
+
+const NO_STEP_IMAGES: StepImages = { finalStageStep: () => undefined, stageStep: () => undefined };
+
+/** Steps of a planned stage after its RUN steps (metadata), from its step counts: the stage's steps after its final COPY less its RUNs. */
+function stepsAfterRuns(p: CopyPlan): number {
+  return p.steps.total - p.steps.reused - 1 - p.run.length;
+}
 
 /** The image's history must line up with its layers, and end with kiln's label step (rewritten per build). */
 function checkLayers(manifest: OciManifest, config: ImageConfig): void {

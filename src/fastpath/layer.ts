@@ -30,7 +30,8 @@ export interface LayerInput {
   sources: string[];
   /** Absolute destination in the image; ends with "/" when written so. */
   dest: string;
-  owner: { uid: number; gid: number };
+  /** The files' owner, or "preserve" (a COPY --from keeps the stage's owners). */
+  owner: { uid: number; gid: number } | "preserve";
   /** Directories on the way to the destination, as the last full build's layer has them. */
   ancestors: TarEntry[];
   /** One file to a destination without "/": how the last full build wrote it (base.ts). */
@@ -70,7 +71,8 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
     if (++seen % YIELD_EVERY === 0) await yieldToLoop();
     const abs = join(input.contextDir, ctxPath);
     const st = lstatSync(abs);
-    const common = { name: rel(target), mode: st.mode & 0o7777, uid: input.owner.uid, gid: input.owner.gid, mtime: st.mtime };
+    const owner = input.owner === "preserve" ? { uid: st.uid, gid: st.gid } : input.owner;
+    const common = { name: rel(target), mode: st.mode & 0o7777, uid: owner.uid, gid: owner.gid, mtime: st.mtime };
     if (st.isSymbolicLink()) {
       entries.push({ header: { ...common, type: "symlink", linkname: readlinkSync(abs) } });
     } else if (st.isFile()) {

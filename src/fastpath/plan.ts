@@ -171,6 +171,92 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
 }
 
 /**
+ * An earlier stage kiln rebuilds itself, and the final stage's one COPY --from it: S's last COPY
+ * from the context and the plain RUN steps after it (as planFastPath takes a final stage), then
+ * the final stage's last step that writes files, `COPY --from=S <paths> <dest>`, followed by
+ * metadata only. Nothing else may use S (no other COPY --from, FROM or mount of it), so the only
+ * layer of the image that changes is that COPY's.
+ */
+export interface StagePlan {
+  /** S's part, planned as if S were the last stage (its final COPY, its RUN steps, its copyStep). */
+  stage: CopyPlan;
+  /** S's number (0-based, as buildah's "[n/m]" minus one). */
+  stageIndex: number;
+  /** The final stage's COPY --from: sources are absolute paths in S; reads of every other step are earlier. */
+  copy: CopyPlan;
+}
+
+export type StagePlanResult = { ok: true; plan: StagePlan } | { ok: false; reason: string };
+
+export function planStageCopy(text: string, target: string | undefined): StagePlanResult {
+  if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
+  const file = DockerfileParser.parse(text);
+  const froms = file.getFROMs();
+  if (froms.length < 2) return no("one stage");
+  const finalFrom = froms.at(-1)!;
+  if (target && finalFrom.getBuildStage()?.toLowerCase() !== target.toLowerCase()) return no(`--target ${target} is not the last stage`);
+  const all = file.getInstructions();
+  if (all.some((i) => i.getArgumentsContent()?.includes("<<"))) return no("the Containerfile uses a heredoc");
+  const steps = all.slice(all.indexOf(finalFrom) + 1);
+  const last = steps.findLastIndex((i) => !METADATA.has(i.getKeyword()));
+  const copy = steps[last];
+  const from = copy ? flags(copy).find(([k]) => k === "from")?.[1]?.toLowerCase() : undefined;
+  if (!copy || copy.getKeyword() !== "COPY" || from === undefined) return no("the final stage's last step that writes files is not a COPY --from a stage");
+  const unknown = flags(copy).find(([k]) => k !== "from");
+  if (unknown) return no(`the final COPY --from has --${unknown[0]}`);
+  const stageIndex = froms.findIndex((f, n) => n < froms.length - 1 && (String(n) === from || f.getBuildStage()?.toLowerCase() === from));
+  if (stageIndex < 0) return no(`COPY --from=${from} names no earlier stage`);
+  const names = new Set([String(stageIndex), ...(froms[stageIndex]!.getBuildStage() ? [froms[stageIndex]!.getBuildStage()!.toLowerCase()] : [])]);
+  // S is used by that COPY alone.
+  for (const i of all) {
+    if (i === copy) continue;
+    const f = flags(i);
+    const uses =
+      (i.getKeyword() === "FROM" && names.has((i.getArgumentsContent() ?? "").trim().split(/\s+/)[0]!.toLowerCase())) ||
+      f.some(([k, v]) => (k === "from" && names.has(v.toLowerCase())) || (k === "mount" && [...names].some((n) => new RegExp(`(^|,)from=${n}(,|$)`, "i").test(v))));
+    if (uses) return no(`stage ${from} is used by more than the final COPY --from`);
+  }
+  const w = copyWords(copy.getArgumentsContent() ?? "");
+  if (!w.ok) return no(`the final COPY --from: ${w.reason}`);
+  if (w.words.length < 2) return no("the final COPY --from has no destination");
+  const sources = w.words.slice(0, -1);
+  const dest = w.words.at(-1)!;
+  if (sources.some((x) => GLOB.test(x) || !x.startsWith("/") || posix.normalize(x) === "/")) return no("the final COPY --from has a glob, a relative source or /");
+  if (sources.length > 1 && !dest.endsWith("/")) return no("the final COPY --from has several sources and a destination without a trailing /");
+  const lines = text.split("\n");
+  // S planned as the last stage of the Containerfile cut after it.
+  const next = froms[stageIndex + 1]!.getRange().start.line;
+  const stage = planFastPath(lines.slice(0, next).join("\n"), undefined);
+  if (!stage.ok) return no(`stage ${from}: ${stage.reason}`);
+  // Everything else every built stage reads: the whole Containerfile without S's final COPY.
+  const sCopy = all.filter((i) => i.getKeyword() === "COPY" && i.getRange().start.line < next && !flags(i).some(([k]) => k === "from")).at(-1)!;
+  const { start, end } = sCopy.getRange();
+  const without = lines.map((l, n) => (n >= start.line && n <= end.line ? "" : l)).join("\n");
+  const reads = planReads(without, target);
+  if (!reads.ok) return no(reads.reason);
+  if (reads.plan.mounts.length > 0) return no("a RUN step bind-mounts the context");
+  const total = reads.plan.steps + 1;
+  const rerun = 1 + stage.plan.run.length + 1;
+  return {
+    ok: true,
+    plan: {
+      stage: stage.plan,
+      stageIndex,
+      copy: {
+        sources: sources.map((x) => posix.normalize(x).replace(/^\/+/, "").replace(/\/+$/, "")),
+        dest,
+        chown: false,
+        earlier: reads.plan.reads,
+        steps: { total, reused: total - rerun },
+        onbuild: reads.plan.onbuild,
+        run: [],
+        copyStep: last + 2,
+      },
+    },
+  };
+}
+
+/**
  * Any Containerfile whose reads of the context kiln can list: every stage up to the target, each
  * COPY from the context (its sources), each RUN that bind-mounts the context (all of it), and
  * nothing it cannot look up (ADD, an image named by COPY --from or a mount's from=).

@@ -29,6 +29,15 @@ export interface RunStepsInput {
   parent: ParentImage;
   /** The final COPY's layer, as kiln made it. */
   copy: readonly LayerEntry[];
+  /**
+   * The COPY's destination directory, when copy has no entries for it and the directories above
+   * (an earlier stage's COPY, whose layer is not in the registry): taken from the image below.
+   */
+  copyDir?: string;
+  /** false: the steps' layers are not needed (an earlier stage's), only afterwards. */
+  layers?: boolean;
+  /** Called with the stage's whole filesystem after the last step, mounted read-only. */
+  afterwards?(root: string): Promise<void>;
   steps: readonly RunStep[];
   /** A directory of this build's own, on the volume (overlay's upper and work directories must not be on overlay). */
   dir: string;
@@ -50,7 +59,7 @@ export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
   try {
     const u0 = join(i.dir, "u0");
     mkdirSync(u0, { recursive: true });
-    await writeEntries(u0, i.copy);
+    await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(lower, i.copyDir), ...i.copy] : i.copy);
     const below = [u0, lower];
     for (const [n, step] of i.steps.entries()) {
       i.signal.throwIfAborted();
@@ -78,11 +87,24 @@ export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
       }
       // runc made /run/.containerenv as its mount point; buildah leaves none in the layer.
       if (!hadContainerEnv) rmSync(join(upper, "run/.containerenv"), { force: true });
-      const read = await readUpper(upper, env, i.maxBytes, i.signal);
-      const made = compress(read.entries).then((c) => ({ ...c, entries: read.entries, files: read.entries.length, bytes: read.bytes }));
-      made.catch(() => {});
-      layers.push(made);
+      if (i.layers !== false) {
+        const read = await readUpper(upper, env, i.maxBytes, i.signal);
+        const made = compress(read.entries).then((c) => ({ ...c, entries: read.entries, files: read.entries.length, bytes: read.bytes }));
+        made.catch(() => {});
+        layers.push(made);
+      }
       below.push(upper);
+    }
+    if (i.afterwards) {
+      const root = join(i.dir, "all");
+      mkdirSync(root, { recursive: true });
+      await mount(["-t", "overlay", "overlay", "-o", `ro,lowerdir=${[...below].reverse().join(":")},redirect_dir=off,index=off,metacopy=off,xino=off`, root], env, i.signal);
+      mounted.push(root);
+      try {
+        await i.afterwards(root);
+      } finally {
+        if (await umount(root, env)) mounted.pop();
+      }
     }
     return await Promise.all(layers);
   } finally {
@@ -91,6 +113,22 @@ export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
     // Nothing is mounted under it now (umount failing leaves it for the build's own cleanup).
     if (mounted.length === 0) rmSync(i.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The directories from the image's root to dir as the image below has them (their copies in the
+ * COPY's layer); one it lacks is made as buildah makes it, 0755 and root's.
+ */
+function ancestorsIn(lower: string, dir: string): LayerEntry[] {
+  const parts = dir.split("/").filter(Boolean);
+  const out: LayerEntry[] = [];
+  for (let n = 1; n <= parts.length; n++) {
+    const path = parts.slice(0, n).join("/");
+    const st = lstatSync(join(lower, path), { throwIfNoEntry: false });
+    if (st && !st.isDirectory()) throw new FastPathRefused(`/${path} in the image below the stage's COPY is not a directory`);
+    out.push({ header: { name: `${path}/`, type: "directory", mode: st ? st.mode & 0o7777 : 0o755, uid: st?.uid ?? 0, gid: st?.gid ?? 0, mtime: st?.mtime ?? new Date() } });
+  }
+  return out;
 }
 
 function writeBundleFiles(bundle: string, hostname: string) {

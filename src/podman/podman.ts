@@ -21,6 +21,7 @@ export function createPodman(opts: PodmanOptions) {
   });
 
   let versionCache: Promise<string> | undefined;
+  const mounts = new Map<string, { path: Promise<string>; users: number }>();
   const versionFile = join(opts.layout.confDir, "podman-version.json");
 
   /** `podman version`, remembered on the volume for as long as the podman binary is the same file. */
@@ -54,21 +55,50 @@ export function createPodman(opts: PodmanOptions) {
     async inspectImage(image: string): Promise<LocalImage | undefined> {
       const r = await cli.imageInspect(env(), image);
       if (r.exitCode !== 0) return undefined;
-      const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"] }[];
-      return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {} } : undefined;
+      const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"]; History?: LocalImage["history"] }[];
+      return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {}, history: i.History ?? [] } : undefined;
     },
-    /** Mounts the image read-only and says where; every mount needs its unmountImage. */
+    /**
+     * Mounts the image read-only and says where. The mount is kept after unmountImage (the next
+     * fast build of the project mounts the same image: 100-150 ms saved), until
+     * unmountIdleImages: before the prune, the reset and kilnd's exit.
+     */
     async mountImage(image: string): Promise<string> {
-      const r = await cli.imageMount(env(), image);
-      if (r.exitCode !== 0 || !r.stdout.trim()) throw new Error(`podman image mount failed: ${errorSummary(r)}`);
-      return r.stdout.trim();
+      let m = mounts.get(image);
+      if (!m) {
+        const path = cli.imageMount(env(), image).then((r) => {
+          if (r.exitCode !== 0 || !r.stdout.trim()) throw new Error(`podman image mount failed: ${errorSummary(r)}`);
+          return r.stdout.trim();
+        });
+        m = { path, users: 0 };
+        mounts.set(image, m);
+        path.catch(() => mounts.delete(image));
+      }
+      m.users++;
+      try {
+        return await m.path;
+      } catch (e) {
+        m.users--;
+        throw e;
+      }
     },
+    /** This build is done with the image (it stays mounted for the next one). */
     async unmountImage(image: string): Promise<void> {
-      await cli.imageUnmount(env(), image);
+      const m = mounts.get(image);
+      if (m) m.users = Math.max(0, m.users - 1);
     },
     /** After a killed kilnd: no image stays mounted for a fast path that is gone. */
     async unmountAllImages(): Promise<void> {
+      mounts.clear();
       await cli.imageUnmountAll(env());
+    },
+    /** Unmounts every image no build is using now. */
+    async unmountIdleImages(): Promise<void> {
+      for (const [image, m] of [...mounts]) {
+        if (m.users > 0) continue;
+        mounts.delete(image);
+        await cli.imageUnmount(env(), image);
+      }
     },
     /** The image's size in storage, in bytes (what a push sends at most); 0 when unknown. */
     imageSize: (image: string): Promise<number> => cli.imageSize(env(), image),
@@ -89,6 +119,7 @@ export interface LocalImage {
   id: string;
   layers: string[];
   config: { Env?: string[]; User?: string; WorkingDir?: string; Shell?: string[] };
+  history: { created_by?: string; empty_layer?: boolean }[];
 }
 
 /** The variables kilnd passes on to git and podman; the rest of its environment stays home. */

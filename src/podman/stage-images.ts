@@ -49,6 +49,10 @@ export function createStageTracker() {
     finalStageStep(step: number): string | undefined {
       return steps.get(`${stages}:${step}`);
     },
+    /** The same for any stage (1-based, as buildah's "[n/m]"). */
+    stageStep(stage: number, step: number): string | undefined {
+      return steps.get(`${stage}:${step}`);
+    },
   };
 }
 

@@ -24,6 +24,8 @@ export interface KeeperOptions {
   /** Persists the reset count (it must outlive kilnd, which exits whenever the machine sleeps). */
   onReset(durationMs: number, bytesFreed: number): void;
   onPrune(images: number, bytesFreed: number): void;
+  /** Before images are removed or storage is reset: nothing kiln keeps mounted may stand in the way. */
+  releaseMounts(): Promise<void>;
 }
 
 export interface PruneOutcome {
@@ -77,6 +79,7 @@ export class VolumeKeeper {
       const kept = new Set(all.filter((i) => !doomed.includes(i)).map((i) => i.buildId));
       const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(t.buildId)).map((t) => t.name);
       const before = await this.usage();
+      if (doomed.length || stageTags.length) await this.o.releaseMounts().catch(() => {});
       const failed = doomed.length || stageTags.length ? await removeImages(this.o.env(), [...doomed.map((i) => i.id), ...stageTags]) : [];
       const after = await this.usage();
       const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
@@ -124,6 +127,7 @@ export class VolumeKeeper {
     const t0 = Date.now();
     const before = await this.usage();
     this.o.logger.warn({ reason }, "resetting container storage");
+    await this.o.releaseMounts().catch(() => {});
     await resetStorage(this.o.layout, this.o.env(), this.o.tmpRoot, this.o.liveTmpDirs());
     const after = await this.usage();
     const durationMs = Date.now() - t0;

@@ -192,6 +192,34 @@ const APPS: App[] = [
     ],
   },
   {
+    // The final COPY --from copies out of a build stage whose final COPY reads the sources and
+    // whose RUN compiles them: kiln reruns that stage's COPY and RUN, and makes the COPY --from's
+    // layer (owners kept from the stage, a directory of mode 700, a symlink).
+    name: "stage-compile",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base} AS deps\nWORKDIR /app\nCOPY deps.txt ./\nRUN cp deps.txt deps.installed\n` +
+        `FROM deps AS build\nCOPY tool.txt ./\nCOPY src/ ./src/\n` +
+        `RUN mkdir -p dist/sub && cat src/*.txt > dist/all.txt && cp src/a.txt dist/sub/a.txt && chown -R 1000:1000 dist/sub && chmod 700 dist/sub && ln -s all.txt dist/link && rm deps.installed\n` +
+        `FROM ${base}\nWORKDIR /srv\nCOPY deps.txt ./\nRUN cp deps.txt runtime.txt\nCOPY --from=build /app/dist ./dist\nUSER 1000\nCMD ["cat", "/srv/dist/all.txt"]\n`,
+      ".containerignore": "src/*.log\n",
+      "README.md": "# stage-compile\n",
+      "deps.txt": "left-pad 1\n",
+      "tool.txt": "tsc 5\n",
+      "src/a.txt": "a\n",
+    }),
+    changes: [
+      { kind: "edit of a source the build stage compiles", files: { "src/a.txt": "a, edited\n" }, fast: true },
+      { kind: "a new source", files: { "src/b.txt": "b\n" }, fast: true },
+      { kind: "a source deleted", files: { "src/b.txt": null }, fast: true },
+      { kind: "an ignored file", files: { "src/debug.log": "noise\n" }, fast: true },
+      { kind: "a file no step reads", files: { "README.md": "# edited\n" }, fast: true },
+      { kind: "a file the build stage copies before its final COPY (refused)", files: { "tool.txt": "tsc 6\n" }, fast: false },
+      { kind: "a file two stages copy (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
+      { kind: "after the refusals, an edit", files: { "src/a.txt": "a, again\n" }, fast: true },
+    ],
+  },
+  {
     name: "large",
     files: (base) => ({
       // Over 4 MiB: the fast path's layer is several gzip members, the random part stored as it is.
@@ -240,6 +268,7 @@ describe("fast path", () => {
         const next = {
           "run-after-copy": /fast path: the next build whose change no step reads reuses this image; a change a step reads takes the full build \(the final stage has no COPY from the context\)/,
           compile: /fast path: the next build of a source change can start from this one \(kiln runs the 2 RUN steps after the final COPY\)/,
+          "stage-compile": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,
         }[app.name];
         assert.match(await logText(fast, f.id), next ?? /fast path: the next build of a source change can start from this one$/m);
       });
@@ -287,20 +316,23 @@ describe("fast path", () => {
     });
     const first = await fast.buildCommit({ project: "slow-run", url: repo.url, commit: repo.head(), image: `${reg.host}/fast/slow-run` });
     assert.equal(first.state, BuildState.SUCCEEDED, first.error);
+    const data = join(dir, "fast");
+    const mountedBefore = new Set(containerMountsUnder(data));
     const commit = repo.commit({ "src/slow": "1\n" }, "slow");
     const { build } = await fast.client.build({ project: "slow-run", source: { kind: { case: "git", value: { url: repo.url, commit } } }, image: `${reg.host}/fast/slow-run` });
     await waitForLine(fast.client, build!.id, "before-sleep");
     await waitFor(() => processesWith(`sleep ${SLEEP}`).length > 0, 5000, "the RUN step's sleep to start");
     const { build: cancelled } = await fast.client.cancel({ buildId: build!.id });
     assert.equal(cancelled!.state, BuildState.CANCELLED);
-    const data = join(dir, "fast");
     const mountsUnder = (d: string) => readFileSync("/proc/mounts", "utf8").split("\n").map((l) => l.split(" ")[1] ?? "").filter((m) => m.startsWith(`${d}/`));
-    const clean = () => processesWith(`sleep ${SLEEP}`).length === 0 && runcContainersUnder(data).length === 0 && mountsUnder(join(data, "tmp")).length === 0 && containerMountsUnder(data).length === 0;
-    await waitFor(clean, 10_000, "the RUN step, its overlays and the image below to be gone").catch(() => {});
+    const clean = () => processesWith(`sleep ${SLEEP}`).length === 0 && runcContainersUnder(data).length === 0 && mountsUnder(join(data, "tmp")).length === 0;
+    await waitFor(clean, 10_000, "the RUN step and its overlays to be gone").catch(() => {});
     assert.deepEqual(processesWith(`sleep ${SLEEP}`), [], "the RUN step's process is gone");
     assert.deepEqual(runcContainersUnder(data), [], "no runc container");
     assert.deepEqual(mountsUnder(join(data, "tmp")), [], "no overlay of the fast path mounted");
-    assert.deepEqual(containerMountsUnder(data), [], "the image below the COPY is unmounted");
+    // The image below the COPY stays mounted, once, for the next build (until a prune or kilnd's exit).
+    const added = containerMountsUnder(data).filter((m) => !mountedBefore.has(m));
+    assert.ok(added.length <= 1, `at most the one image mount kept: ${added.join(", ")}`);
     // And the next build of the project still takes the fast path.
     const next = await fast.buildCommit({ project: "slow-run", url: repo.url, commit: repo.commit({ "src/slow": null, "src/b.txt": "b\n" }, "quick"), image: `${reg.host}/fast/slow-run` });
     assert.equal(next.state, BuildState.SUCCEEDED, next.error);

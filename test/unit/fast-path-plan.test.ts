@@ -1,7 +1,7 @@
 // Which Containerfiles the fast path takes, and which changes it sees as reaching earlier steps.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { planFastPath, planReads } from "../../src/fastpath/plan.js";
+import { planFastPath, planReads, planStageCopy } from "../../src/fastpath/plan.js";
 
 const plan = (text: string, target?: string) => planFastPath(text, target);
 
@@ -99,6 +99,39 @@ describe("fast path plan", () => {
     assert.ok(plan("FROM a AS app\nCOPY . /app/\n", "app").ok);
   });
 
+});
+
+describe("a stage kiln reruns for the final COPY --from", () => {
+  const ts = `FROM n AS deps\nWORKDIR /app\nCOPY package.json ./\nRUN npm ci\nFROM deps AS build\nCOPY tsconfig.json ./\nCOPY src/ ./src/\nRUN npx tsc\nFROM n\nWORKDIR /app\nCOPY package.json ./\nRUN --mount=type=cache,target=/c npm ci --omit=dev\nCOPY --from=build /app/dist ./dist\nUSER node\nCMD ["node"]\n`;
+  test("the build stage's final COPY and RUN; every other context read is earlier (twice where two stages read it)", () => {
+    const r = planStageCopy(ts, undefined);
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    assert.equal(r.plan.stageIndex, 1);
+    assert.deepEqual(r.plan.stage.sources, ["src"]);
+    assert.deepEqual(r.plan.stage.run, [{ command: "npx tsc", env: [] }]);
+    assert.equal(r.plan.stage.copyStep, 3);
+    assert.deepEqual(r.plan.copy.sources, ["app/dist"]);
+    assert.equal(r.plan.copy.dest, "./dist");
+    assert.deepEqual(r.plan.copy.earlier, ["package.json", "tsconfig.json", "package.json"]);
+  });
+  const refusals: [string, string, RegExp][] = [
+    ["one stage", "FROM a\nCOPY . .\nRUN x\n", /one stage/],
+    ["a RUN after the COPY --from", ts.replace('USER node', 'RUN ls dist'), /not a COPY --from a stage/],
+    ["the stage is used twice", ts.replace("USER node", "COPY --from=build /app/package.json ./p.json"), /used by more than/],
+    ["a stage that is the base of another", "FROM a AS build\nCOPY src/ /src/\nRUN make\nFROM build AS more\nRUN x\nFROM b\nCOPY --from=build /out /out\n", /used by more than/],
+    ["a glob in the COPY --from", ts.replace("/app/dist", "/app/dist/*.js"), /glob/],
+    ["a relative COPY --from source", ts.replace("/app/dist", "dist"), /relative/],
+    ["--chown on the COPY --from", ts.replace("COPY --from=build", "COPY --chown=1 --from=build"), /--chown/],
+    ["the stage's RUN has a mount", ts.replace("RUN npx tsc", "RUN --mount=type=cache,target=/c npx tsc"), /stage build: a RUN after the final COPY has --mount/],
+    ["a context bind mount anywhere", ts.replace("RUN npm ci\n", "RUN --mount=type=bind,target=/s npm ci\n"), /bind-mounts/],
+  ];
+  for (const [name, text, why] of refusals) {
+    test(`refused: ${name}`, () => {
+      const r = planStageCopy(text, undefined);
+      assert.equal(r.ok, false);
+      assert.match((r as { reason: string }).reason, why);
+    });
+  }
 });
 
 describe("FROM lines", async () => {
