@@ -1,7 +1,7 @@
 // Scenarios for the fast path's differential test: a small repository (files, directories,
 // symlinks to files and directories, dangling and outside ones, an ignore file), a Containerfile
 // (one stage, or a dependency stage before it) with earlier COPYs of files, directories and globs in every spelling (plain,
-// quoted, JSON), a RUN that reads what they copied, a final COPY and metadata steps, a context
+// quoted, JSON), a RUN that reads what they copied, a final COPY, maybe a RUN after it, and metadata steps, a context
 // spelled several ways (".", "./", a directory, the same through a symlink), and a sequence of
 // commits: edits, additions, deletions, renames, mode changes, symlinks made and retargeted,
 // ignore-file and .gitattributes edits. Generated with fast-check, reproducible from a seed.
@@ -32,6 +32,14 @@ const SOURCE_PATHS = ["src/a.txt", "src/sub/b.txt", "src/new.txt", "src/debug.lo
 // Changes to the final COPY's sources come up more often: they are the fast path's own case.
 const PATHS = ["deps.txt", "lib/a.txt", "lib/b.txt", "libextra.txt", "conf.d/x.conf", "README.md", "notes/n.md", ...SOURCE_PATHS, ...SOURCE_PATHS, ...SOURCE_PATHS];
 const LINK_TARGETS = ["a.txt", "sub", "../deps.txt", "../lib", "lib/a.txt", "lib", "missing", "/etc/passwd", "../../outside"];
+// RUN steps after the final COPY, which the fast path runs itself: they read what it copied, delete
+// (whiteouts, a directory replaced: opaque), write and change modes.
+const AFTER_RUNS = [
+  // (not /etc/hosts, /etc/hostname, /etc/resolv.conf: bound in per run, with the run's hostname)
+  "RUN (find /app /etc /opt -type f ! -name hosts ! -name hostname ! -name resolv.conf 2>/dev/null | sort | xargs cat) > /after.all 2>&1 || true",
+  "RUN rm -rf /app/sub /app/src/sub /etc/motd.txt 2>/dev/null; mkdir -p /app/gen && (ls -la /app | wc -l) > /app/gen/count.txt; chmod -R go-w /app 2>/dev/null || true",
+  "RUN rm -rf /opt/deps && mkdir -p /opt/deps && echo rebuilt > /opt/deps/again.txt && ln -sf again.txt /opt/deps/link",
+];
 const METADATA = ["ENV MODE=fuzz", "LABEL fuzz=1", "EXPOSE 8080", 'CMD ["cat", "/app/a.txt"]', "USER 1000", "WORKDIR /app"];
 
 const containerfileArb = (base: string) =>
@@ -41,6 +49,7 @@ const containerfileArb = (base: string) =>
       stage: fc.option(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }), { nil: undefined }),
       earlier: fc.array(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "single", "json") }), { maxLength: 2 }),
       final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json"), to: fc.constantFrom<"dir" | "file" | "existing-dir">("dir", "dir", "file", "existing-dir") }),
+      after: fc.option(fc.constantFrom(...AFTER_RUNS), { nil: undefined }),
       metadata: fc.subarray(METADATA),
     })
     .map((c) => {
@@ -58,6 +67,7 @@ const containerfileArb = (base: string) =>
       // Into a directory ("/"), to a path of its own (a file, or a directory named so), into a directory of the base image.
       const dest = c.final.to === "file" ? "/app/copied.out" : c.final.to === "existing-dir" ? "/etc" : c.workdir ? "./" : "/app/";
       lines.push(`COPY ${spell([c.final.source, dest], c.final.how)}`);
+      if (c.after) lines.push(c.after);
       lines.push(...c.metadata);
       return `${lines.join("\n")}\n`;
     });

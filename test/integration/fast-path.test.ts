@@ -184,8 +184,6 @@ const APPS: App[] = [
     changes: [
       { kind: "edit of a source the RUN steps read", files: { "src/a.txt": "a, edited\n" }, fast: true },
       { kind: "a new source", files: { "src/b.txt": "b\n" }, fast: true },
-      { kind: "a source deleted", files: { "src/b.txt": null }, fast: true },
-      { kind: "an ignored file", files: { "src/debug.log": "noise\n" }, fast: true },
       { kind: "a file no step reads", files: { "README.md": "# compile, edited\n" }, fast: true },
       { kind: "a file an earlier COPY copies (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
       { kind: "after the refusal, an edit", files: { "src/a.txt": "a, again\n" }, fast: true },
@@ -211,12 +209,26 @@ const APPS: App[] = [
     changes: [
       { kind: "edit of a source the build stage compiles", files: { "src/a.txt": "a, edited\n" }, fast: true },
       { kind: "a new source", files: { "src/b.txt": "b\n" }, fast: true },
-      { kind: "a source deleted", files: { "src/b.txt": null }, fast: true },
-      { kind: "an ignored file", files: { "src/debug.log": "noise\n" }, fast: true },
-      { kind: "a file no step reads", files: { "README.md": "# edited\n" }, fast: true },
+      { kind: "a source deleted, an ignored file added", files: { "src/b.txt": null, "src/debug.log": "noise\n" }, fast: true },
       { kind: "a file the build stage copies before its final COPY (refused)", files: { "tool.txt": "tsc 6\n" }, fast: false },
-      { kind: "a file two stages copy (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
       { kind: "after the refusals, an edit", files: { "src/a.txt": "a, again\n" }, fast: true },
+    ],
+  },
+  {
+    // multi-stage.test.ts's Containerfile: a cache mount in the dependency stage, and the final
+    // COPY --from of one file to a file path.
+    name: "stage-file",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base} AS deps\nWORKDIR /deps\nCOPY deps.txt ./\nRUN --mount=type=cache,target=/cache cat deps.txt > /cache/seen && cp deps.txt installed.txt\n` +
+        `FROM ${base} AS build\nWORKDIR /src\nCOPY --from=deps /deps/installed.txt ./\nCOPY src/ ./src/\nRUN cat installed.txt src/*.txt > bundle.txt\n` +
+        `FROM ${base}\nCOPY --from=build /src/bundle.txt /app/bundle.txt\nCMD ["cat", "/app/bundle.txt"]\n`,
+      "deps.txt": "left-pad 1\n",
+      "src/a.txt": "hello 0\n",
+    }),
+    changes: [
+      { kind: "edit of a source", files: { "src/a.txt": "hello 1\n" }, fast: true },
+      { kind: "the dependency file (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
     ],
   },
   {
@@ -268,6 +280,7 @@ describe("fast path", () => {
         const next = {
           "run-after-copy": /fast path: the next build whose change no step reads reuses this image; a change a step reads takes the full build \(the final stage has no COPY from the context\)/,
           compile: /fast path: the next build of a source change can start from this one \(kiln runs the 2 RUN steps after the final COPY\)/,
+          "stage-file": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,
           "stage-compile": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,
         }[app.name];
         assert.match(await logText(fast, f.id), next ?? /fast path: the next build of a source change can start from this one$/m);

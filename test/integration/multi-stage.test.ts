@@ -1,7 +1,8 @@
 // Multi-stage Containerfiles on a kilnd that keeps one build per project: every stage's layer
 // cache survives the prune that follows each build (a dependency stage with a cache mount is
-// not run again for a source change), steps of every stage are counted, and the fast path's
-// log names the real reason it steps aside.
+// not run again for a source change), and steps of every stage are counted. The kilnd runs
+// without the fast path, which would take these source changes (fast-path.test.ts holds this
+// Containerfile's shape to the full build: the "stage-file" app).
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { join } from "node:path";
@@ -42,7 +43,7 @@ describe("multi-stage builds", () => {
     reg = await startRegistry(join(dir, "registry"));
     base = pushBusyboxBase(reg.host);
     repo = makeRepo(join(dir, "repo"), app(base));
-    k = await startKilnd({ data: join(dir, "data"), registry: reg.host, args: ["--keep-builds", "1"] });
+    k = await startKilnd({ data: join(dir, "data"), registry: reg.host, args: ["--keep-builds", "1", "--fast-path", "off"] });
   });
   after(async () => {
     await k?.stop();
@@ -63,7 +64,6 @@ describe("multi-stage builds", () => {
     assert.ok(log.includes("ran-install"));
     assert.equal(b.stepsTotal, 9, "3 + 4 + 2 steps, FROM lines and kiln's label step not counted");
     assert.equal(b.stepsCached, 0);
-    assert.ok(log.some((l) => /^fast path: the next build whose change no step reads reuses this image; a change a step reads takes the full build \(the final COPY has --from\)/.test(l)), log.join("\n"));
   });
 
   test("five one-line changes with --keep-builds 1: the dependency stage comes from the cache every time", async () => {
@@ -73,7 +73,6 @@ describe("multi-stage builds", () => {
       assert.ok(!log.includes("ran-install"), `change ${i}: the install step ran again:\n${log.join("\n")}`);
       assert.equal(b.stepsTotal, 9);
       assert.equal(b.stepsCached, 5, `change ${i}: deps (3), build's WORKDIR and COPY --from (2) from the cache`);
-      assert.ok(log.some((l) => /^fast path: not taken: src\/a\.txt changed, and a step reads it; kiln cannot make this Containerfile's last layer itself \(the final COPY has --from\)/.test(l)), log.join("\n"));
     }
     const storage = await k.client.getStorage({});
     assert.equal(storage.kilnImages, 1, "the keep policy still keeps one build");
