@@ -65,6 +65,11 @@ export function createPodman(opts: PodmanOptions) {
      */
     async mountImage(image: string): Promise<string> {
       let m = mounts.get(image);
+      // A kept mount someone else took down (a podman image unmount, a reset) is made again.
+      if (m && m.users === 0 && !(await isMountPoint(await m.path.catch(() => "")))) {
+        mounts.delete(image);
+        m = undefined;
+      }
       if (!m) {
         const path = cli.imageMount(env(), image).then((r) => {
           if (r.exitCode !== 0 || !r.stdout.trim()) throw new Error(`podman image mount failed: ${errorSummary(r)}`);
@@ -129,6 +134,12 @@ export function passThroughEnv(env: NodeJS.ProcessEnv): Record<string, string> {
   for (const [k, v] of Object.entries(env)) if (v !== undefined && keep.test(k)) out[k] = v;
   out.PATH ??= "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   return out;
+}
+
+async function isMountPoint(path: string): Promise<boolean> {
+  if (!path) return false;
+  const table = await readFile("/proc/self/mounts", "utf8").catch(() => "");
+  return table.split("\n").some((l) => l.split(" ")[1] === path);
 }
 
 async function findOnPath(name: string, path: string): Promise<string | undefined> {
