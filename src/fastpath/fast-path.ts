@@ -283,6 +283,8 @@ export function createFastPath(o: FastPathOptions) {
     if ("refused" in base.copy) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
     const copy = base.copy;
     const { makeLayer } = await import("./layer.js");
+    // What every run of steps by kiln shares: storage, the build's directory, runc and log, limits.
+    const stepsContext = { podman: o.podman, dir: join(input.tmpDir, "fastpath"), runc: input.runc, say: input.say, buildId: input.buildId, maxBytes: MAX_RUN_LAYER_BYTES, signal: input.signal };
     if (copy.from) {
       // The final COPY --from copies out of an earlier stage S, whose final COPY reads the change:
       // S's COPY and RUN steps run again on the image below its COPY, and the COPY --from's layer is made from S's new filesystem.
@@ -293,7 +295,6 @@ export function createFastPath(o: FastPathOptions) {
       let layer: Layer | undefined;
       const { runSteps } = await import("./run-steps.js");
       await runSteps({
-        podman: o.podman,
         parent: from.parent,
         copy: stageCopy.entries,
         copyDir: stageDest,
@@ -302,12 +303,7 @@ export function createFastPath(o: FastPathOptions) {
         afterwards: async (root) => {
           layer = await makeLayer({ contextDir: root, sources: copy.plan.sources, dest: copy.dest, owner: "preserve", ancestors: copy.ancestors, ...(copy.fileDest ? { fileDest: copy.fileDest } : {}), ignored: () => false, maxBytes: MAX_LAYER_BYTES });
         },
-        dir: join(input.tmpDir, "fastpath"),
-        runc: input.runc,
-        say: input.say,
-        buildId: input.buildId,
-        maxBytes: MAX_RUN_LAYER_BYTES,
-        signal: input.signal,
+        ...stepsContext,
       });
       if (!layer) throw new Error("the stage's filesystem was not read");
       onMade?.(Date.now() - t0);
@@ -335,16 +331,10 @@ export function createFastPath(o: FastPathOptions) {
       uploads.at(-1)!.catch(() => {});
       const { runSteps } = await import("./run-steps.js");
       ran = await runSteps({
-        podman: o.podman,
         parent: copy.parent,
         copy: layer.entries,
         steps: copy.plan.run,
-        dir: join(input.tmpDir, "fastpath"),
-        runc: input.runc,
-        say: input.say,
-        buildId: input.buildId,
-        maxBytes: MAX_RUN_LAYER_BYTES,
-        signal: input.signal,
+        ...stepsContext,
       });
     }
     onMade?.(Date.now() - t0);
