@@ -1,6 +1,6 @@
 // Where kilnd stops builds' processes, and cleans up after those a killed kilnd could not stop:
 // "where does cancel kill the process tree" is answered here.
-import { mkdir, readFile, readdir, rm } from "node:fs/promises";
+import { mkdir, readdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import { BuildSchema, BuildState } from "../gen/kiln/v1/builder_pb.js";
@@ -10,6 +10,7 @@ import { exec } from "../process/exec.js";
 import { killProcessesWithEnv } from "../process/orphans.js";
 import type { SecretRoot } from "../secrets/secret-dir.js";
 import type { MessageStore } from "../store/message-store.js";
+import { mountPoints } from "../util/mounts.js";
 import { timestampFromMs } from "../util/time.js";
 import type { ActiveBuild } from "./active-build.js";
 
@@ -83,14 +84,9 @@ export async function recoverInterrupted(d: RecoveryDeps): Promise<void> {
   }
 }
 
-/** Mount points below dir, deepest first (/proc/self/mountinfo writes a space as \040). */
+/** Mount points below dir, deepest first. */
 async function mountsUnder(dir: string): Promise<string[]> {
-  const info = await readFile("/proc/self/mountinfo", "utf8").catch(() => "");
-  return info
-    .split("\n")
-    .map((l) => (l.split(" ")[4] ?? "").replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8))))
-    .filter((p) => p.startsWith(`${dir}/`))
-    .sort((a, b) => b.length - a.length);
+  return (await mountPoints()).filter((p) => p.startsWith(`${dir}/`)).sort((a, b) => b.length - a.length);
 }
 
 async function unmountUnder(dir: string, env: Record<string, string>): Promise<void> {

@@ -172,7 +172,7 @@ export function createFastPath(o: FastPathOptions) {
     const parent = runs > 0 ? await parentImage(plan, config, input.buildArgs, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
     const from = staged ? { plan: staged.stage, parent: await stageParent(staged, config, input.buildArgs, images), stage: staged.stageIndex } : undefined;
     if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
-    const dest = resolveDest(config, plan.dest);
+    const dest = resolveDest(config.config?.WorkingDir, plan.dest);
     const entries = await readLayer(await registry.getBlob(last.digest));
     const destPath = dest.replace(/^\/+|\/+$/g, "");
     // The copied files must be where the COPY says (not behind a symlinked directory in the image).
@@ -200,7 +200,8 @@ export function createFastPath(o: FastPathOptions) {
     const s = staged.stage;
     if (s.chown) throw new FastPathRefused("the stage's final COPY has --chown");
     const stage = staged.stageIndex + 1;
-    const lastStep = s.copyStep + s.run.length + stepsAfterRuns(s);
+    // The stage's steps from its final COPY on: steps.total - steps.reused (FROM is step 1).
+    const lastStep = s.copyStep + s.steps.total - s.steps.reused - 1;
     const last = images.stageStep(stage, lastStep);
     const lastImage = last ? await o.podman.inspectImage(last) : undefined;
     if (!lastImage) throw new FastPathRefused("the rebuilt stage's last image is not in storage");
@@ -290,7 +291,7 @@ export function createFastPath(o: FastPathOptions) {
       // S's COPY and RUN steps run again on the image below its COPY, and the COPY --from's layer is made from S's new filesystem.
       const from = copy.from;
       await checkChanges(input, changed, copy.plan.earlier, from.plan.sources, ignored);
-      const stageDest = resolveDest({ rootfs: { type: "layers", diff_ids: [] }, config: { WorkingDir: from.parent.workdir } }, from.plan.dest);
+      const stageDest = resolveDest(from.parent.workdir, from.plan.dest);
       const stageCopy = await makeLayer({ contextDir: input.contextDir, sources: from.plan.sources, dest: stageDest, owner: { uid: 0, gid: 0 }, ancestors: [], ignored, maxBytes: MAX_LAYER_BYTES });
       let layer: Layer | undefined;
       const { runSteps } = await import("./run-steps.js");
@@ -364,11 +365,6 @@ export interface StepImages {
 
 const NO_STEP_IMAGES: StepImages = { finalStageStep: () => undefined, stageStep: () => undefined };
 
-/** Steps of a planned stage after its RUN steps (metadata), from its step counts: the stage's steps after its final COPY less its RUNs. */
-function stepsAfterRuns(p: CopyPlan): number {
-  return p.steps.total - p.steps.reused - 1 - p.run.length;
-}
-
 /** The image's history must line up with its layers, and end with kiln's label step (rewritten per build). */
 function checkLayers(manifest: OciManifest, config: ImageConfig): void {
   const history = config.history ?? [];
@@ -394,8 +390,8 @@ async function fileDestOf(contextDir: string, plan: CopyPlan, destPath: string, 
   throw new FastPathRefused("the last full build's COPY layer does not show where the file went");
 }
 
-function resolveDest(config: ImageConfig, dest: string): string {
-  const abs = posix.resolve(config.config?.WorkingDir || "/", dest);
+function resolveDest(workdir: string | undefined, dest: string): string {
+  const abs = posix.resolve(workdir || "/", dest);
   return dest.endsWith("/") && abs !== "/" ? `${abs}/` : abs;
 }
 

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { errorSummary } from "../process/exec.js";
 import { cli } from "./cli.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
+import { mountPoints } from "../util/mounts.js";
 import type { StorageLayout } from "./storage-config.js";
 
 export interface PodmanOptions {
@@ -137,9 +138,7 @@ export function passThroughEnv(env: NodeJS.ProcessEnv): Record<string, string> {
 }
 
 async function isMountPoint(path: string): Promise<boolean> {
-  if (!path) return false;
-  const table = await readFile("/proc/self/mounts", "utf8").catch(() => "");
-  return table.split("\n").some((l) => l.split(" ")[1] === path);
+  return path !== "" && (await mountPoints()).includes(path);
 }
 
 async function findOnPath(name: string, path: string): Promise<string | undefined> {
