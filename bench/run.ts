@@ -134,7 +134,7 @@ async function main() {
       for (const e of rotated(enginesFor(app), i + 2)) await timed("deps", app, e, deps);
     }
   }
-  notes.push(`kiln's builds in the runs above: ${fastCount.fast} took the fast path, ${fastCount.full} the full build (deps changes always do: an earlier COPY copies package.json).`);
+  notes.push(`kiln's builds in the runs above: ${fastCount.fast} took the fast path, ${fastCount.full} the full build (a deps change takes the fast path from the COPY of package.json when the last full build left the image below it).`);
   notes.push(`By app: ${[...fastByApp].map(([name, c]) => `${name} ${c.fast} fast / ${c.full} full`).join(", ")}.`);
   const idleAfterBuilds = rssMiB(kiln.pid()!);
   endPhase("warm, no-change, deps");

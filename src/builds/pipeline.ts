@@ -15,6 +15,7 @@ import { kilnLabels } from "../podman/kiln-labels.js";
 import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
+import { runcCommand } from "../podman/runc.js";
 import { durationFromMs, msFromDuration } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
@@ -233,7 +234,10 @@ function fastPathInput(
     tmpDir: a.tmpDir,
     // A RUN step kiln runs is a process of the build like podman's: logged, and a cancel kills
     // the runc containers under the build's directory (builds/stop.ts).
-    runc: (args) => buildExec(a, "podman", "runc", args, deps.podman.env(a.tmpDir)),
+    runc: (args, locks) => {
+      const c = runcCommand(args, locks);
+      return buildExec(a, "podman", c.file, c.args, deps.podman.env(a.tmpDir));
+    },
     say: (line) => a.say(line),
   };
 }
@@ -268,6 +272,8 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     a.say(
       r.reused
         ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
+        : r.startedAt !== undefined
+          ? `fast path: started from step ${r.startedAt}, the first COPY that reads a changed file: made ${r.made - r.ran} COPY layer${r.made - r.ran === 1 ? "" : "s"} and ran ${r.ran} RUN step${r.ran === 1 ? "" : "s"} (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
         : r.stage !== undefined
           ? `fast path: reran stage ${r.stage}'s final COPY and its ${r.ran} RUN step${r.ran === 1 ? "" : "s"}, and made the final COPY --from's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
           : r.ran > 0

@@ -99,7 +99,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
     releaseMounts: () => podman.unmountIdleImages(),
   });
-  const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork }) : undefined;
+  const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork, cacheDir: podman.layout.cacheMountDir }) : undefined;
   const gitCache = createGitCache(dir("git"), dir("work"));
   engine = new BuildEngine({
     dataDir: opts.dataDir,

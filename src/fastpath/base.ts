@@ -15,7 +15,8 @@ import type { ParentImage } from "./run-steps.js";
 // 3: the FROM images' digests.
 // 4: every step's reads (a build that changes none of them reuses every layer); the final COPY's part optional.
 // 5: RUN steps after the final COPY, and the image below it.
-const VERSION = 5;
+// 6: cache-mount RUN steps and context COPYs after the COPY kiln starts from; earlier COPYs to start from (starts).
+const VERSION = 6;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {
@@ -26,10 +27,9 @@ export interface ImageConfig {
   [k: string]: unknown;
 }
 
-/** What the fast path needs to make the final COPY's layer itself (a build whose change reaches only that COPY). */
-export interface CopyBase {
-  plan: CopyPlan;
-  /** The final COPY's destination, absolute; a trailing "/" when written with one. */
+/** Where a COPY kiln makes writes, as the last full build's layer of it shows. */
+export interface CopyTarget {
+  /** The COPY's destination, absolute; a trailing "/" when written with one. */
   dest: string;
   ancestors: TarEntry[];
   /**
@@ -39,7 +39,18 @@ export interface CopyBase {
    */
   fileDest?: "file" | "into-dir";
   owner: { uid: number; gid: number };
-  /** With RUN steps after the final COPY (plan.run): the image below the COPY, in podman's storage. */
+}
+
+/**
+ * What the fast path needs to start from a COPY of the final stage (a build whose change reaches
+ * no step before it): the COPY's layer, the later COPYs' (copies, in order) and, with RUN steps
+ * after it, the image below the COPY.
+ */
+export interface CopyBase extends CopyTarget {
+  plan: CopyPlan;
+  /** The context COPYs among plan.after, in order. */
+  copies: CopyTarget[];
+  /** With RUN steps after the COPY (plan.after): the image below the COPY, in podman's storage. */
   parent?: ParentImage;
   /**
    * The final COPY is a COPY --from an earlier stage S that kiln rebuilds (plan.ts, planStageCopy):
@@ -60,6 +71,11 @@ export interface FastPathBase {
   reads: ReadsPlan;
   /** The final COPY's layer can be made by kiln; otherwise why not (a change it reads takes the full build). */
   copy: CopyBase | { refused: string };
+  /**
+   * Earlier COPYs of the final stage kiln can start from, the latest first: a change an earlier
+   * step reads (package.json) reruns everything from the first COPY that reads it.
+   */
+  starts: CopyBase[];
   manifest: OciManifest;
   config: ImageConfig;
   /** The FROM images' digests the last full build was built on. */

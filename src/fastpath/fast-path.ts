@@ -13,9 +13,9 @@ import dockerignore from "@balena/dockerignore";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
-import type { ParentImage } from "./run-steps.js";
-import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type FastPathBase, type ImageConfig } from "./base.js";
-import type { CopyPlan, StagePlan } from "./plan.js";
+import type { ParentImage, StepToRun } from "./run-steps.js";
+import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type CopyTarget, type FastPathBase, type ImageConfig } from "./base.js";
+import { isCopyStep, type CopyPlan, type RunStep, type StagePlan } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
 import type { LocalImage, Podman } from "../podman/podman.js";
@@ -52,8 +52,8 @@ export interface FastPathInput extends BaseKeyInput {
   /** The build's id and its own directory on the volume (the RUN steps' overlays go there). */
   buildId: string;
   tmpDir: string;
-  /** Runs `runc <args>` as one of the build's processes: its output in the log, stopped by a cancel. */
-  runc(args: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
+  /** Runs `runc <args>` as one of the build's processes (its output in the log, stopped by a cancel), holding the lock files' locks. */
+  runc(args: string[], locks: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
   say(line: string): void;
 }
 
@@ -61,8 +61,12 @@ export interface FastPathResult {
   digest: string;
   /** No step read a changed file: every layer is the last full build's. */
   reused: boolean;
-  /** RUN steps kiln ran after the final COPY (or after the final COPY of stage, when there is one). */
+  /** RUN steps kiln ran after the COPY it started from (or after the final COPY of stage, when there is one). */
   ran: number;
+  /** Layers kiln made (its COPYs' and RUN steps'). */
+  made: number;
+  /** The final stage's step kiln started from, when it is not the final COPY (buildah's numbering: FROM is 1). */
+  startedAt?: number;
   /** The earlier stage (1-based) kiln rebuilt for the final COPY --from. */
   stage?: number;
   steps: { total: number; reused: number };
@@ -79,6 +83,8 @@ export interface FastPathOptions {
   podman: Pick<Podman, "inspectImage" | "mountImage" | "unmountImage" | "env">;
   /** kilnd's --build-network: kiln runs RUN steps itself only on the host's network, as buildah does then. */
   buildNetwork: string;
+  /** The cache-mount directory every build's buildah uses ($TMPDIR/buildah-cache). */
+  cacheDir: string;
 }
 
 export function createFastPath(o: FastPathOptions) {
@@ -98,7 +104,7 @@ export function createFastPath(o: FastPathOptions) {
     try {
       if (labelsAsFlags) throw new FastPathRefused("kiln's labels went as --label flags");
       if (!input.baseImages) throw new FastPathRefused("a FROM image could not be looked up at its registry");
-      const [{ planFastPath, planReads, planStageCopy }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
+      const [{ planFastPath, planReads, planStageCopy, contextCopies }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
       const text = await readFile(input.containerfilePath, "utf8");
       const reads = planReads(text, input.target || undefined);
       if (!reads.ok) throw new FastPathRefused(reads.reason);
@@ -124,6 +130,19 @@ export function createFastPath(o: FastPathOptions) {
         if (!(e instanceof FastPathRefused)) throw e;
         copy = { refused: e.message };
       }
+      // Earlier COPYs of the final stage to start from, the latest first (each checked as the final one is).
+      const starts: CopyBase[] = [];
+      const notFrom: string[] = [];
+      for (let k = contextCopies(text) - 2; k >= 0; k--) {
+        const planned = planFastPath(text, input.target || undefined, k);
+        try {
+          if (!planned.ok) throw new FastPathRefused(planned.reason);
+          starts.push(await copyBase(input, planned.plan, manifest, config, registry, readLayer, images));
+        } catch (e) {
+          if (!(e instanceof FastPathRefused)) throw e;
+          notFrom.push(`COPY ${k + 1}: ${e.message}`);
+        }
+      }
       await o.bases.save(input.project, {
         key: baseKey(input),
         commit: input.commit,
@@ -131,17 +150,24 @@ export function createFastPath(o: FastPathOptions) {
         ignoreDigest: await ignoreDigest(input.contextDir),
         reads: reads.plan,
         copy,
+        starts,
         manifest,
         config,
         baseImages: input.baseImages,
       });
-      return "refused" in copy
+      const earlier =
+        starts.length > 0
+          ? `; a change an earlier step reads starts from ${starts.length === 1 ? "an earlier COPY" : `one of ${starts.length} earlier COPYs`}${notFrom.length > 0 ? ` (not from ${notFrom.join("; ")})` : ""}`
+          : notFrom.length > 0
+            ? `; a change an earlier step reads takes the full build (${notFrom.join("; ")})`
+            : "";
+      return ("refused" in copy
         ? `the next build whose change no step reads reuses this image; a change a step reads takes the full build (${copy.refused})`
         : copy.from
-          ? `the next build of a source change can start from this one (kiln reruns stage ${copy.from.stage + 1}'s final COPY and its ${copy.from.plan.run.length} RUN step${copy.from.plan.run.length === 1 ? "" : "s"}, then makes the COPY --from's layer)`
-          : copy.plan.run.length > 0
-          ? `the next build of a source change can start from this one (kiln runs the ${copy.plan.run.length} RUN step${copy.plan.run.length > 1 ? "s" : ""} after the final COPY)`
-          : "the next build of a source change can start from this one";
+          ? `the next build of a source change can start from this one (kiln reruns stage ${copy.from.stage + 1}'s final COPY and its ${copy.from.plan.after.length} RUN step${copy.from.plan.after.length === 1 ? "" : "s"}, then makes the COPY --from's layer)`
+          : copy.plan.after.length > 0
+          ? `the next build of a source change can start from this one (kiln runs the ${copy.plan.after.length} RUN step${copy.plan.after.length > 1 ? "s" : ""} after the final COPY)`
+          : "the next build of a source change can start from this one") + earlier;
     } catch (e) {
       // Registry trouble included: without a base the next build is a full one, never a wrong one.
       await o.bases.remove(input.project, (e as Error).message);
@@ -149,7 +175,10 @@ export function createFastPath(o: FastPathOptions) {
     }
   }
 
-  /** What the final COPY's layer needs, read from the last full build's own layer; with RUN steps after it, the image below it. */
+  /**
+   * What starting from this COPY needs, read from the last full build's own layers (its own and
+   * those of the COPYs after it); with RUN steps after it, the image below it.
+   */
   async function copyBase(
     input: FastPathInput,
     plan: CopyPlan,
@@ -160,20 +189,37 @@ export function createFastPath(o: FastPathOptions) {
     images: StepImages,
     staged?: StagePlan,
   ): Promise<CopyBase> {
-    const runs = plan.run.length;
+    const n = plan.after.length;
     const withLayers = (config.history ?? []).filter((h) => !h.empty_layer);
-    if (!/\bCOPY\b/.test(withLayers.at(-1 - runs)?.created_by ?? "")) throw new FastPathRefused(runs ? "the image's layer below its RUN steps is not the final COPY's" : "the image's last layer is not the final COPY's");
-    plan.run.forEach((r, k) => {
-      // buildah's history names each RUN's command: kiln must read it the same way.
-      if (withLayers.at(k - runs)?.created_by !== `/bin/sh -c ${r.command}`) throw new FastPathRefused(`the image's history does not show RUN ${r.command.slice(0, 60)} as kiln reads it`);
+    if (!/\bCOPY\b/.test(withLayers.at(-1 - n)?.created_by ?? "")) throw new FastPathRefused(n ? "the image's layer below its later steps is not the COPY's" : "the image's last layer is not the final COPY's");
+    plan.after.forEach((step, k) => {
+      // buildah's history names each RUN's command (and its flags): kiln must read it the same way.
+      const shown = withLayers.at(k - n)?.created_by ?? "";
+      if (isCopyStep(step) ? !/^\/bin\/sh -c #\(nop\) COPY /.test(shown) : shown !== step.history) {
+        throw new FastPathRefused(`the image's history does not show ${isCopyStep(step) ? "a COPY" : `RUN ${step.command.slice(0, 60)}`} as kiln reads it`);
+      }
     });
-    const copyIndex = manifest.layers.length - 1 - runs;
-    const last = manifest.layers[copyIndex]!;
-    const parent = runs > 0 ? await parentImage(plan, config, input.buildArgs, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
+    const copyIndex = manifest.layers.length - 1 - n;
+    const runs = plan.after.some((step) => !isCopyStep(step));
+    const parent = runs ? await parentImage(plan, config, input.buildArgs, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
     const from = staged ? { plan: staged.stage, parent: await stageParent(staged, config, input.buildArgs, images), stage: staged.stageIndex } : undefined;
-    if (last.size > MAX_LAYER_BYTES) throw new FastPathRefused("the final COPY's layer is over 64 MiB");
-    const dest = resolveDest(config.config?.WorkingDir, plan.dest);
-    const entries = await readLayer(await registry.getBlob(last.digest));
+    const read = async (at: number) => {
+      const layer = manifest.layers[at]!;
+      if (layer.size > MAX_LAYER_BYTES) throw new FastPathRefused("a COPY's layer is over 64 MiB");
+      return readLayer(await registry.getBlob(layer.digest));
+    };
+    const workdir = config.config?.WorkingDir;
+    const target = await copyTarget(input.contextDir, plan, workdir, await read(copyIndex), from !== undefined);
+    const copies: CopyTarget[] = [];
+    for (const [k, step] of plan.after.entries()) {
+      if (isCopyStep(step)) copies.push(await copyTarget(input.contextDir, { ...step.copy, chown: false }, workdir, await read(copyIndex + 1 + k), false));
+    }
+    return { plan, ...target, copies, ...(parent ? { parent } : {}), ...(from ? { from } : {}) };
+  }
+
+  /** Where a COPY wrote, from the last full build's layer of it: its destination, the directories above it, a file source's place, the --chown owner. */
+  async function copyTarget(contextDir: string, plan: Pick<CopyPlan, "sources" | "dest" | "chown">, workdir: string | undefined, entries: TarEntry[], fromStage: boolean): Promise<CopyTarget> {
+    const dest = resolveDest(workdir, plan.dest);
     const destPath = dest.replace(/^\/+|\/+$/g, "");
     // The copied files must be where the COPY says (not behind a symlinked directory in the image).
     if (!entries.some((e) => e.type !== "directory" && (destPath === "" || e.path === destPath || e.path.startsWith(`${destPath}/`)))) {
@@ -181,14 +227,14 @@ export function createFastPath(o: FastPathOptions) {
     }
     const ancestors = entries.filter((e) => e.type === "directory" && (destPath === e.path || destPath.startsWith(`${e.path}/`) || e.path === ""));
     // A COPY --from's source is in the stage, not the context: a file written as the destination is all kiln takes.
-    const fileDest = from ? (entries.some((e) => e.type !== "directory" && e.path === destPath) ? ("file" as const) : undefined) : await fileDestOf(input.contextDir, plan, destPath, entries);
+    const fileDest = fromStage ? (entries.some((e) => e.type !== "directory" && e.path === destPath) ? ("file" as const) : undefined) : await fileDestOf(contextDir, plan, destPath, entries);
     let owner = { uid: 0, gid: 0 };
     if (plan.chown) {
       const copied = entries.find((e) => e.type === "file" && (destPath === "" || e.path.startsWith(`${destPath}/`)));
       if (!copied) throw new FastPathRefused("--chown: no copied file in the last full build's layer shows the owner");
       owner = { uid: copied.uid, gid: copied.gid };
     }
-    return { plan, dest, ancestors, ...(fileDest ? { fileDest } : {}), owner, ...(parent ? { parent } : {}), ...(from ? { from } : {}) };
+    return { dest, ancestors, ...(fileDest ? { fileDest } : {}), owner };
   }
 
   /**
@@ -205,11 +251,12 @@ export function createFastPath(o: FastPathOptions) {
     const last = images.stageStep(stage, lastStep);
     const lastImage = last ? await o.podman.inspectImage(last) : undefined;
     if (!lastImage) throw new FastPathRefused("the rebuilt stage's last image is not in storage");
-    const runsInHistory = lastImage.history.filter((h) => !h.empty_layer).slice(-s.run.length).map((h) => h.created_by);
-    if (JSON.stringify(runsInHistory) !== JSON.stringify(s.run.map((r) => `/bin/sh -c ${r.command}`))) throw new FastPathRefused("the rebuilt stage's history does not show its RUN steps as kiln reads them");
+    // S's final COPY is its last from the context: every step after it is a RUN.
+    const runsInHistory = lastImage.history.filter((h) => !h.empty_layer).slice(-s.after.length).map((h) => h.created_by);
+    if (JSON.stringify(runsInHistory) !== JSON.stringify(s.after.map((r) => (isCopyStep(r) ? "COPY" : r.history)))) throw new FastPathRefused("the rebuilt stage's history does not show its RUN steps as kiln reads them");
     return parentImage(s, config, buildArgs, images.stageStep(stage, s.copyStep - 1), (image) => {
       const n = image.layers.length;
-      return lastImage.layers.length === n + 1 + s.run.length && JSON.stringify(lastImage.layers.slice(0, n)) === JSON.stringify(image.layers);
+      return lastImage.layers.length === n + 1 + s.after.length && JSON.stringify(lastImage.layers.slice(0, n)) === JSON.stringify(image.layers);
     });
   }
 
@@ -220,11 +267,11 @@ export function createFastPath(o: FastPathOptions) {
     // buildah hands the proxy build args to every RUN step without an ARG.
     const proxy = Object.keys(buildArgs).find((k) => /^(https?|ftp|no|all)_proxy$/i.test(k));
     if (proxy) throw new FastPathRefused(`the build arg ${proxy} reaches RUN steps without an ARG`);
-    if (plan.copyStep <= 2) throw new FastPathRefused("the final COPY comes right after FROM");
-    if (!shown) throw new FastPathRefused("buildah's output did not show the image below the final COPY");
+    if (plan.copyStep <= 2) throw new FastPathRefused("the COPY comes right after FROM");
+    if (!shown) throw new FastPathRefused("buildah's output did not show the image below the COPY");
     const image = await o.podman.inspectImage(shown);
-    if (!image) throw new FastPathRefused(`the image below the final COPY (${shown.slice(0, 12)}) is not in storage`);
-    if (!fits(image)) throw new FastPathRefused("the image below the final COPY in storage does not have the layers the build made on it");
+    if (!image) throw new FastPathRefused(`the image below the COPY (${shown.slice(0, 12)}) is not in storage`);
+    if (!fits(image)) throw new FastPathRefused("the image below the COPY in storage does not have the layers the build made on it");
     return { id: image.id, env: image.config.Env ?? [], user: image.config.User ?? "", workdir: image.config.WorkingDir ?? "" };
   }
 
@@ -255,7 +302,7 @@ export function createFastPath(o: FastPathOptions) {
     const ignored = (p: string) => ig.ignores(p);
     const changed = await changedPaths(input, base.commit);
     const registry = clientFor(input);
-    const push = async (config: ImageConfig, layers: OciManifest["layers"], newBlobs: [string, Buffer][], started: Promise<unknown>[] = []) => {
+    const push = async (config: ImageConfig, layers: OciManifest["layers"], newBlobs: [string, Buffer][], started: Promise<unknown>[] = [], next: Partial<FastPathBase> = {}) => {
       const configBytes = Buffer.from(JSON.stringify(config));
       const configDigest = sha256(configBytes);
       // The media types are the last full build's (OCI, or Docker's with --image-format docker).
@@ -269,7 +316,7 @@ export function createFastPath(o: FastPathOptions) {
       // that), so the next build starts from it: its changes are the ones since this commit.
       // Everything else a base holds was checked equal above; the layers below the final COPY,
       // and the image in storage below it, are the same.
-      await o.bases.save(input.project, { ...base, commit: input.commit, manifest, config }).catch(() => {});
+      await o.bases.save(input.project, { ...base, ...next, commit: input.commit, manifest, config }).catch(() => {});
       return { digest, imageId: configDigest };
     };
 
@@ -279,17 +326,18 @@ export function createFastPath(o: FastPathOptions) {
       // label step, so the image is the last full build's with the new labels.
       onMade?.(Date.now() - t0);
       const pushed = await push(nextConfig(base, [], input.labels), base.manifest.layers, []);
-      return { ...pushed, files: 0, bytes: 0, steps: { total: base.reads.steps, reused: base.reads.steps }, reused: true, ran: 0 };
+      return { ...pushed, files: 0, bytes: 0, steps: { total: base.reads.steps, reused: base.reads.steps }, reused: true, ran: 0, made: 0 };
     }
-    if ("refused" in base.copy) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
-    const copy = base.copy;
+    const starts = base.starts ?? [];
+    if ("refused" in base.copy && starts.length === 0) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
     const { makeLayer } = await import("./layer.js");
     // What every run of steps by kiln shares: storage, the build's directory, runc and log, limits.
-    const stepsContext = { podman: o.podman, dir: join(input.tmpDir, "fastpath"), runc: input.runc, say: input.say, buildId: input.buildId, maxBytes: MAX_RUN_LAYER_BYTES, signal: input.signal };
-    if (copy.from) {
+    const stepsContext = { podman: o.podman, cacheDir: o.cacheDir, dir: join(input.tmpDir, "fastpath"), runc: input.runc, say: input.say, buildId: input.buildId, maxBytes: MAX_RUN_LAYER_BYTES, signal: input.signal };
+    if (!("refused" in base.copy) && base.copy.from) {
       // The final COPY --from copies out of an earlier stage S, whose final COPY reads the change:
       // S's COPY and RUN steps run again on the image below its COPY, and the COPY --from's layer is made from S's new filesystem.
-      const from = copy.from;
+      const copy = base.copy;
+      const from = base.copy.from;
       await checkChanges(input, changed, copy.plan.earlier, from.plan.sources, ignored);
       const stageDest = resolveDest(from.parent.workdir, from.plan.dest);
       const stageCopy = await makeLayer({ contextDir: input.contextDir, sources: from.plan.sources, dest: stageDest, owner: { uid: 0, gid: 0 }, ancestors: [], ignored, maxBytes: MAX_LAYER_BYTES });
@@ -299,7 +347,7 @@ export function createFastPath(o: FastPathOptions) {
         parent: from.parent,
         copy: stageCopy.entries,
         copyDir: stageDest,
-        steps: from.plan.run,
+        steps: from.plan.after.filter((step): step is RunStep => !isCopyStep(step)),
         layers: false,
         afterwards: async (root) => {
           layer = await makeLayer({ contextDir: root, sources: copy.plan.sources, dest: copy.dest, owner: "preserve", ancestors: copy.ancestors, ...(copy.fileDest ? { fileDest: copy.fileDest } : {}), ignored: () => false, maxBytes: MAX_LAYER_BYTES });
@@ -309,42 +357,73 @@ export function createFastPath(o: FastPathOptions) {
       if (!layer) throw new Error("the stage's filesystem was not read");
       onMade?.(Date.now() - t0);
       const layers = [...base.manifest.layers.slice(0, -1), { mediaType: base.manifest.layers.at(-1)?.mediaType || OCI_LAYER_GZIP, digest: layer.digest, size: layer.gz.length }];
-      const pushed = await push(nextConfig(base, [layer.diffId], input.labels), layers, [[layer.digest, layer.gz]]);
-      return { ...pushed, files: layer.files, bytes: layer.bytes, steps: copy.plan.steps, reused: false, ran: from.plan.run.length, stage: from.stage + 1 };
+      const pushed = await push(nextConfig(base, [{ diffId: layer.diffId, copyDest: copy.plan.dest }], input.labels), layers, [[layer.digest, layer.gz]]);
+      return { ...pushed, files: layer.files, bytes: layer.bytes, steps: copy.plan.steps, reused: false, ran: from.plan.after.length, made: 1, stage: from.stage + 1 };
     }
-    await checkChanges(input, changed, copy.plan.earlier, copy.plan.sources, ignored);
-    const layer = await makeLayer({
-      contextDir: input.contextDir,
-      sources: copy.plan.sources,
-      dest: copy.dest,
-      owner: copy.owner,
-      ancestors: copy.ancestors,
-      ...(copy.fileDest ? { fileDest: copy.fileDest } : {}),
-      ignored,
-      maxBytes: MAX_LAYER_BYTES,
-    });
+    // The COPY to start from: the latest whose earlier steps read no changed file.
+    const candidates = [...("refused" in base.copy ? [] : [base.copy]), ...starts];
+    let copy: CopyBase | undefined;
+    let refusal: unknown;
+    for (const c of candidates) {
+      const sources = [...c.plan.sources, ...c.plan.after.flatMap((step) => (isCopyStep(step) ? step.copy.sources : []))];
+      try {
+        await checkChanges(input, changed, c.plan.earlier, sources, ignored);
+        copy = c;
+        break;
+      } catch (e) {
+        if (!(e instanceof FastPathRefused)) throw e;
+        refusal ??= e;
+      }
+    }
+    if (!copy) throw refusal;
+    const started = copy === base.copy ? undefined : copy.plan.copyStep;
+    const made = (target: CopyTarget, sources: string[]) =>
+      makeLayer({ contextDir: input.contextDir, sources, dest: target.dest, owner: target.owner, ancestors: target.ancestors, ...(target.fileDest ? { fileDest: target.fileDest } : {}), ignored, maxBytes: MAX_LAYER_BYTES });
+    const layer = await made(copy, copy.plan.sources);
+    let k = 0;
+    const after: StepToRun[] = [];
+    for (const step of copy.plan.after) after.push(isCopyStep(step) ? { layer: await made(copy.copies[k++]!, step.copy.sources) } : step);
+    const runs = after.filter((step) => !("layer" in step)).length;
     let ran: Layer[] = [];
     const uploads: Promise<unknown>[] = [];
-    if (copy.plan.run.length > 0) {
-      if (!copy.parent) throw new FastPathRefused("the last full build left no image below the final COPY");
-      // The COPY's layer goes up while the RUN steps run.
+    if (runs > 0) {
+      if (!copy.parent) throw new FastPathRefused("the last full build left no image below the COPY");
+      // The COPY's layer goes up while the steps run.
       uploads.push(registry.putBlob(layer.digest, layer.gz));
       uploads.at(-1)!.catch(() => {});
       const { runSteps } = await import("./run-steps.js");
-      ran = await runSteps({
-        parent: copy.parent,
-        copy: layer.entries,
-        steps: copy.plan.run,
-        ...stepsContext,
-      });
+      ran = await runSteps({ parent: copy.parent, copy: layer.entries, steps: after, ...stepsContext });
+    } else {
+      ran = after.map((step) => (step as { layer: Layer }).layer);
     }
     onMade?.(Date.now() - t0);
-    const made = [layer, ...ran];
-    const below = base.manifest.layers.length - made.length;
-    const layers = [...base.manifest.layers.slice(0, below), ...made.map((l, k) => ({ mediaType: base.manifest.layers[below + k]?.mediaType || OCI_LAYER_GZIP, digest: l.digest, size: l.gz.length }))];
-    const newBlobs: [string, Buffer][] = made.slice(uploads.length).map((l) => [l.digest, l.gz]);
-    const pushed = await push(nextConfig(base, made.map((l) => l.diffId), input.labels), layers, newBlobs, uploads);
-    return { ...pushed, files: made.reduce((n, l) => n + l.files, 0), bytes: made.reduce((n, l) => n + l.bytes, 0), steps: copy.plan.steps, reused: false, ran: ran.length };
+    const all = [layer, ...ran];
+    const below = base.manifest.layers.length - all.length;
+    const layers = [...base.manifest.layers.slice(0, below), ...all.map((l, n) => ({ mediaType: base.manifest.layers[below + n]?.mediaType || OCI_LAYER_GZIP, digest: l.digest, size: l.gz.length }))];
+    const newBlobs: [string, Buffer][] = all.slice(uploads.length).map((l) => [l.digest, l.gz]);
+    const kinds = [copy.plan.dest, ...copy.plan.after.map((step) => (isCopyStep(step) ? step.copy.dest : undefined))];
+    const config = nextConfig(base, all.map((l, n) => ({ diffId: l.diffId, ...(kinds[n] !== undefined ? { copyDest: kinds[n] } : {}) })), input.labels);
+    // Started from an earlier COPY: a later start with RUN steps after it had its image below in
+    // podman's storage, which no longer is this image's (kiln keeps no snapshot of its own steps).
+    const still = (c: CopyBase) => !c.parent || c.plan.copyStep <= copy.plan.copyStep;
+    const next: Partial<FastPathBase> =
+      copy === base.copy
+        ? {}
+        : {
+            copy: "refused" in base.copy || still(base.copy) ? base.copy : { refused: "the fast path last started from an earlier COPY, and kiln keeps no image of its own steps below this one" },
+            starts: starts.filter(still),
+          };
+    const pushed = await push(config, layers, newBlobs, uploads, next);
+    return {
+      ...pushed,
+      files: all.reduce((n, l) => n + l.files, 0),
+      bytes: all.reduce((n, l) => n + l.bytes, 0),
+      steps: copy.plan.steps,
+      reused: false,
+      ran: runs,
+      made: all.length,
+      ...(started ? { startedAt: started } : {}),
+    };
   }
 
   /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */
@@ -380,7 +459,7 @@ function checkLayers(manifest: OciManifest, config: ImageConfig): void {
  * when the image below has a directory there. The last full build's layer says which; undefined
  * when the source is a directory (or there are several, or the destination ends with "/").
  */
-async function fileDestOf(contextDir: string, plan: CopyPlan, destPath: string, entries: TarEntry[]): Promise<"file" | "into-dir" | undefined> {
+async function fileDestOf(contextDir: string, plan: Pick<CopyPlan, "sources" | "dest">, destPath: string, entries: TarEntry[]): Promise<"file" | "into-dir" | undefined> {
   if (plan.sources.length !== 1 || plan.dest.endsWith("/")) return undefined;
   const source = plan.sources[0]!;
   const st = await lstat(join(contextDir, source));
@@ -396,27 +475,27 @@ function resolveDest(workdir: string | undefined, dest: string): string {
 }
 
 /**
- * The full build's config with kiln's new labels and fresh times, and the new layers of the final
- * COPY and the RUN steps after it when there are some (diffIds); otherwise every layer stays, as
- * buildah's cache would keep them.
+ * The full build's config with kiln's new labels and fresh times, and the new layers kiln made
+ * when there are some (the COPY it started from, then the RUN steps and COPYs after it: each COPY
+ * with its destination as written); otherwise every layer stays, as buildah's cache would keep them.
  */
-function nextConfig(base: FastPathBase, diffIds: string[], labels: Record<string, string>): ImageConfig {
+function nextConfig(base: FastPathBase, made: { diffId: string; copyDest?: string }[], labels: Record<string, string>): ImageConfig {
   const now = new Date().toISOString();
   const config = structuredClone(base.config);
   config.created = now;
   config.config = { ...config.config, Labels: { ...config.config?.Labels, ...labels } };
   const history = config.history ?? [];
-  const copy = base.copy;
-  if (diffIds.length > 0 && !("refused" in copy)) {
+  if (made.length > 0) {
     const ids = config.rootfs.diff_ids;
-    ids.splice(ids.length - diffIds.length, diffIds.length, ...diffIds);
-    // The steps with layers, newest last: the COPY, then its RUN steps.
-    const withLayers = history.flatMap((h, i) => (h.empty_layer ? [] : [i])).slice(-diffIds.length);
+    ids.splice(ids.length - made.length, made.length, ...made.map((m) => m.diffId));
+    // The steps with layers, newest last.
+    const withLayers = history.flatMap((h, i) => (h.empty_layer ? [] : [i])).slice(-made.length);
     withLayers.forEach((at, k) => {
+      const m = made[k]!;
       history[at] =
-        k === 0
-          ? { ...history[at], created: now, created_by: `/bin/sh -c #(nop) COPY ${diffIds[0]!.replace("sha256:", "layer:")} in ${copy.plan.dest} `, comment: `kiln fast path from ${base.commit.slice(0, 12)}` }
-          : { ...history[at], created: now, comment: `kiln fast path: run by kiln on the COPY's layer` };
+        m.copyDest !== undefined
+          ? { ...history[at], created: now, created_by: `/bin/sh -c #(nop) COPY ${m.diffId.replace("sha256:", "layer:")} in ${m.copyDest} `, comment: `kiln fast path from ${base.commit.slice(0, 12)}` }
+          : { ...history[at], created: now, comment: "kiln fast path: run by kiln on the layers below" };
     });
   }
   // kiln's label step is the last (checkLayers).

@@ -10,15 +10,44 @@ import { posix } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { copyWords } from "./words.js";
 
-/** A RUN after the final COPY, as kiln runs it: shell form, with what the steps between set. */
+/** A RUN after the COPY kiln starts from, as kiln runs it: shell form, with what the steps between set. */
 export interface RunStep {
   /** The command for /bin/sh -c (line continuations joined, as buildah joins them). */
   command: string;
-  /** ENV set after the final COPY and before this RUN, in order (the parent image has the rest). */
+  /** ENV set after the COPY kiln starts from and before this RUN, in order (the parent image has the rest). */
   env: [string, string][];
-  /** USER set after the final COPY and before this RUN (else the parent image's). */
+  /** USER set after that COPY and before this RUN (else the parent image's). */
   user?: string;
+  /** Its --mount=type=cache mounts (buildah's: a directory of the shared cache-mount directory). */
+  cache: CacheMount[];
+  /** The step as buildah writes it in the image's history. */
+  history: string;
 }
+
+/**
+ * RUN --mount=type=cache as buildah 1.28 makes it: the directory <cache-mount dir>/<id, else
+ * the target>, created with mode, uid and gid when missing, bound read-write at the target;
+ * sharing=locked holds buildah's lock file in it while the step runs.
+ */
+export interface CacheMount {
+  target: string;
+  /** Relative to the cache-mount directory (no ".."). */
+  source: string;
+  locked: boolean;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** A plain COPY from the context after the one kiln starts from (kiln makes its layer too). */
+export interface CopyStep {
+  copy: { sources: string[]; dest: string };
+}
+
+/** A step after the COPY kiln starts from that makes a layer: a RUN kiln runs, or a COPY kiln makes. */
+export type AfterStep = RunStep | CopyStep;
+
+export const isCopyStep = (s: AfterStep): s is CopyStep => "copy" in s;
 
 export interface CopyPlan {
   /** The final COPY's sources, relative to the context ("" is the whole context). */
@@ -33,9 +62,9 @@ export interface CopyPlan {
   steps: { total: number; reused: number };
   /** ONBUILD instructions of this Containerfile (any more in the image's history are the base's triggers). */
   onbuild: number;
-  /** The RUN steps after the final COPY, which kiln runs on its layer (none: the COPY's layer is the last). */
-  run: RunStep[];
-  /** The final COPY's step in buildah's numbering of the final stage (FROM is step 1). */
+  /** The steps with layers after this COPY: RUN steps kiln runs, context COPYs kiln makes (none: the COPY's layer is the last). */
+  after: AfterStep[];
+  /** The COPY's step in buildah's numbering of the final stage (FROM is step 1). */
   copyStep: number;
 }
 
@@ -63,7 +92,21 @@ const GLOB = /[*?[\\]/;
 
 const no = (reason: string): { ok: false; reason: string } => ({ ok: false, reason });
 
-export function planFastPath(text: string, target: string | undefined): PlanResult {
+/** How many COPYs from the context the final stage has: planFastPath may start from any of them. */
+export function contextCopies(text: string): number {
+  const file = DockerfileParser.parse(text);
+  const finalFrom = file.getFROMs().at(-1);
+  if (!finalFrom) return 0;
+  const all = file.getInstructions();
+  return all.slice(all.indexOf(finalFrom) + 1).filter((i) => i.getKeyword() === "COPY" && !flags(i).some(([k]) => k === "from")).length;
+}
+
+/**
+ * The plan that starts from the final stage's COPY from the context number `entry` (0-based;
+ * the last one when undefined): that COPY's layer, then every step after it with a layer (plain
+ * or cache-mount RUN steps, plain context COPYs) made by kiln; every step before it is reused.
+ */
+export function planFastPath(text: string, target: string | undefined, entry?: number): PlanResult {
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
   const file = DockerfileParser.parse(text);
   const froms = file.getFROMs();
@@ -78,46 +121,64 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   const stageSteps = all.slice(all.indexOf(froms[0]!)).filter((i, n, xs) => i.getKeyword() !== "FROM" && xs.indexOf(finalFrom) > n);
   const steps = all.slice(all.indexOf(finalFrom) + 1);
 
-  // The final COPY: the last one from the context. After it, plain RUN steps (kiln runs them),
-  // metadata steps, and a WORKDIR when it cannot write anything (below).
-  const last = steps.findLastIndex((i) => i.getKeyword() === "COPY" && !flags(i).some(([k]) => k === "from"));
+  // The COPY kiln starts from (by default the final one: the last from the context). After it,
+  // RUN steps and context COPYs (kiln runs and makes them), metadata steps, and a WORKDIR when
+  // nothing after it writes (below).
+  const copies = steps.flatMap((i, n) => (i.getKeyword() === "COPY" && !flags(i).some(([k]) => k === "from") ? [n] : []));
+  const last = (entry === undefined ? copies.at(-1) : copies[entry]) ?? -1;
   const copy = steps[last];
   if (!copy) return no("the final stage has no COPY from the context");
   const trailingWorkdirs: string[] = [];
-  const run: RunStep[] = [];
+  const after: AfterStep[] = [];
   const env: [string, string][] = [];
   let user: string | undefined;
   const tail = steps.slice(last + 1);
   const runs = tail.some((i) => i.getKeyword() === "RUN");
-  if (runs && steps.some((i) => i.getKeyword() === "SHELL")) return no("the final stage sets a SHELL and has RUN steps after the final COPY");
+  const writes = tail.some((i) => i.getKeyword() === "RUN" || i.getKeyword() === "COPY");
+  const where = entry === undefined ? "the final COPY" : "the COPY kiln starts from";
+  if (runs && steps.some((i) => i.getKeyword() === "SHELL")) return no(`the final stage sets a SHELL and has RUN steps after ${where}`);
   // buildah gives a RUN step the values of the stage's ARGs as environment variables; kiln does not.
-  if (runs && steps.some((i) => i.getKeyword() === "ARG")) return no("the final stage declares an ARG and has RUN steps after the final COPY");
+  if (runs && steps.some((i) => i.getKeyword() === "ARG")) return no(`the final stage declares an ARG and has RUN steps after ${where}`);
   for (const i of tail) {
     const kw = i.getKeyword();
     const raw = i.getRawArgumentsContent?.() ?? i.getArgumentsContent() ?? "";
     if (kw === "RUN") {
-      const f = flags(i);
-      if (f.length > 0) return no(`a RUN after the final COPY has --${f[0]![0]}`);
+      const cache: CacheMount[] = [];
+      for (const [k, v] of flags(i)) {
+        const m = k === "mount" ? cacheMount(v) : `--${k}`;
+        if (typeof m === "string") return no(`a RUN after ${where} has ${m}`);
+        cache.push(m);
+      }
       const command = (i.getArgumentsContent() ?? "").trim();
-      if (command.startsWith("[")) return no("a RUN after the final COPY is in exec form");
-      if (command === "") return no("a RUN after the final COPY has no command");
-      run.push({ command, env: [...env], ...(user !== undefined ? { user } : {}) });
+      if (command.startsWith("[")) return no(`a RUN after ${where} is in exec form`);
+      if (command === "") return no(`a RUN after ${where} has no command`);
+      const history = `/bin/sh -c ${[...flags(i).map(([k, v]) => `--${k}=${v}`), command].join(" ")}`;
+      after.push({ command, env: [...env], ...(user !== undefined ? { user } : {}), cache, history });
     } else if (kw === "WORKDIR") {
-      if (runs) return no("a WORKDIR among the RUN steps after the final COPY");
+      if (writes) return no(`a WORKDIR among the steps after ${where}`);
       trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
-    } else if (kw === "COPY" || kw === "ADD") {
-      return no(kw === "ADD" ? "ADD after the final COPY" : "COPY --from after the final COPY");
-    } else if (runs && (kw === "SHELL" || kw === "ARG" || kw === "VOLUME" || kw === "ONBUILD")) {
-      return no(`${kw} among the RUN steps after the final COPY`);
+    } else if (kw === "COPY") {
+      const f = flags(i);
+      if (f.some(([k]) => k === "from")) return no(`COPY --from after ${where}`);
+      if (f.length > 0) return no(`a COPY after ${where} has --${f[0]![0]}`);
+      const c = plainCopy(i, `a COPY after ${where}`);
+      if (typeof c === "string") return no(c);
+      after.push({ copy: c });
+    } else if (kw === "ADD") {
+      return no(`ADD after ${where}`);
+    } else if (runs && (kw === "SHELL" || kw === "ARG" || kw === "ONBUILD")) {
+      return no(`${kw} among the RUN steps after ${where}`);
+    } else if (writes && kw === "VOLUME") {
+      return no(`VOLUME among the steps after ${where}`);
     } else if (runs && (kw === "ENV" || kw === "USER") && /[$\\]/.test(raw)) {
-      return no(`${kw} after the final COPY uses a variable or an escape`);
+      return no(`${kw} after ${where} uses a variable or an escape`);
     } else if (kw === "ENV") {
       const props = (i as Instruction & { getProperties(): { getName(): string; getValue(): string | null }[] }).getProperties();
       for (const p of props) env.push([p.getName(), p.getValue() ?? ""]);
     } else if (kw === "USER") {
       user = (i.getArgumentsContent() ?? "").trim();
     } else if (!METADATA.has(kw)) {
-      return no(`${kw} after the final COPY`);
+      return no(`${kw} after ${where}`);
     }
   }
 
@@ -142,23 +203,16 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
 
   const f = flags(copy);
   const unknown = f.find(([k]) => k !== "chown");
-  if (unknown) return no(`the final COPY has --${unknown[0]}`);
-  const w = copyWords(copy.getArgumentsContent() ?? "");
-  if (!w.ok) return no(`the final COPY: ${w.reason}`);
-  const args = w.words;
-  if (args.length < 2) return no("the final COPY has no destination");
-  const sources = args.slice(0, -1);
-  if (sources.some((s) => GLOB.test(s) || /^[a-z]+:\/\//i.test(s))) return no("the final COPY has a glob or a URL");
-  const normalized = sources.map(contextPath);
-  if (normalized.some((s) => s.startsWith("../") || s === "..")) return no("the final COPY reaches outside the context");
-  const dest = args.at(-1)!;
-  if (sources.length > 1 && !dest.endsWith("/")) return no("the final COPY has several sources and a destination without a trailing /");
+  if (unknown) return no(`${where} has --${unknown[0]}`);
+  const c = plainCopy(copy, where);
+  if (typeof c === "string") return no(c);
+  const { sources: normalized, dest } = c;
   // WORKDIR creates its directory when it is missing. One that names the COPY's destination or a
   // directory above it finds it there whatever the commit holds; anything else could write.
   // (The destination must then be absolute: the working directory the COPY saw is not the final one.)
   if (trailingWorkdirs.length > 0) {
     if (!dest.startsWith("/")) return no("a WORKDIR after the final COPY, whose destination is relative");
-    const destDir = posix.normalize(dest.endsWith("/") || sources.length > 1 || sources.some((s) => contextPath(s) === "") ? dest : posix.dirname(dest)).replace(/\/+$/, "") || "/";
+    const destDir = posix.normalize(dest.endsWith("/") || normalized.length > 1 || normalized.includes("") ? dest : posix.dirname(dest)).replace(/\/+$/, "") || "/";
     for (const w of trailingWorkdirs) {
       const abs = posix.normalize(w).replace(/\/+$/, "") || "/";
       if (!w.startsWith("/") || /[$"'\\]/.test(w)) return no(`WORKDIR ${w} after the final COPY is not an absolute plain path`);
@@ -167,7 +221,7 @@ export function planFastPath(text: string, target: string | undefined): PlanResu
   }
   const onbuild = [...stageSteps, ...steps].filter((i) => i.getKeyword() === "ONBUILD").length;
   const before = stageSteps.length;
-  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild, run, copyStep: last + 2 } };
+  return { ok: true, plan: { sources: normalized, dest, chown: f.length > 0, earlier, steps: { total: before + steps.length, reused: before + last }, onbuild, after, copyStep: last + 2 } };
 }
 
 /**
@@ -236,7 +290,7 @@ export function planStageCopy(text: string, target: string | undefined): StagePl
   if (!reads.ok) return no(reads.reason);
   if (reads.plan.mounts.length > 0) return no("a RUN step bind-mounts the context");
   const total = reads.plan.steps + 1;
-  const rerun = 1 + stage.plan.run.length + 1;
+  const rerun = 1 + stage.plan.after.length + 1;
   return {
     ok: true,
     plan: {
@@ -249,7 +303,7 @@ export function planStageCopy(text: string, target: string | undefined): StagePl
         earlier: reads.plan.reads,
         steps: { total, reused: total - rerun },
         onbuild: reads.plan.onbuild,
-        run: [],
+        after: [],
         copyStep: last + 2,
       },
     },
@@ -314,6 +368,45 @@ export function planReads(text: string, target: string | undefined): ReadsResult
   const steps = built.filter((i) => i.getKeyword() !== "FROM").length;
   const onbuild = built.filter((i) => i.getKeyword() === "ONBUILD").length;
   return { ok: true, plan: { reads, mounts, steps, onbuild } };
+}
+
+/** A COPY from the context kiln can make: no glob or URL, inside the context, a trailing "/" for several sources. */
+function plainCopy(i: Instruction, what: string): { sources: string[]; dest: string } | string {
+  const w = copyWords(i.getArgumentsContent() ?? "");
+  if (!w.ok) return `${what}: ${w.reason}`;
+  if (w.words.length < 2) return `${what} has no destination`;
+  const sources = w.words.slice(0, -1);
+  if (sources.some((s) => GLOB.test(s) || /^[a-z]+:\/\//i.test(s))) return `${what} has a glob or a URL`;
+  const normalized = sources.map(contextPath);
+  if (normalized.some((s) => s.startsWith("../") || s === "..")) return `${what} reaches outside the context`;
+  const dest = w.words.at(-1)!;
+  if (sources.length > 1 && !dest.endsWith("/")) return `${what} has several sources and a destination without a trailing /`;
+  return { sources: normalized, dest };
+}
+
+/** A --mount of a RUN kiln runs: type=cache with the options buildah 1.28 knows, else what kiln does not take. */
+function cacheMount(value: string): CacheMount | string {
+  const m = { locked: false, mode: 0o755, uid: 0, gid: 0 };
+  let type = "bind";
+  let target: string | undefined;
+  let id: string | undefined;
+  for (const kv of value.split(",")) {
+    const at = kv.indexOf("=");
+    const [k, v] = at < 0 ? [kv, undefined] : [kv.slice(0, at), kv.slice(at + 1)];
+    if (k === "type" && v !== undefined) type = v;
+    else if ((k === "target" || k === "dst" || k === "destination") && v) target = v;
+    else if (k === "id" && v) id = v;
+    else if (k === "sharing" && (v === "locked" || v === "shared")) m.locked = v === "locked";
+    else if (k === "mode" && v && /^[0-7]{1,4}$/.test(v)) m.mode = parseInt(v, 8);
+    else if ((k === "uid" || k === "gid") && v && /^\d{1,9}$/.test(v)) m[k] = Number(v);
+    else return `a --mount option kiln does not take (${k})`;
+  }
+  if (type !== "cache") return `a --mount=type=${type}`;
+  if (!target || !target.startsWith("/") || posix.normalize(target) === "/" || /[$\\]/.test(target)) return "a cache mount whose target is not an absolute plain path";
+  // buildah: <cache dir>/<id, else the target>, both cleaned; nothing may lead out of it.
+  const source = posix.normalize(`/${id ?? target}`).replace(/^\/+/, "").replace(/\/+$/, "");
+  if (source === "" || (id !== undefined && posix.normalize(id).split("/").includes(".."))) return "a cache mount whose id leads out of the cache directory";
+  return { target: posix.normalize(target).replace(/\/+$/, ""), source, ...m };
 }
 
 function contextPath(source: string): string {

@@ -94,6 +94,8 @@ export interface SpecInput {
   resolvConf: string;
   hostnameFile: string;
   containerEnv: string;
+  /** RUN --mount=type=cache directories: bound read-write at their targets, as buildah binds them. */
+  caches?: { source: string; target: string }[];
 }
 
 export function runtimeSpec(s: SpecInput): object {
@@ -122,6 +124,7 @@ export function runtimeSpec(s: SpecInput): object {
       bind(s.resolvConf, "/etc/resolv.conf"),
       bind(s.hostnameFile, "/etc/hostname"),
       bind(s.containerEnv, "/run/.containerenv"),
+      ...(s.caches ?? []).map((c) => ({ destination: c.target, type: "bind", source: c.source, options: ["bind", "rprivate", "rw"] })),
     ],
     linux: {
       namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
@@ -129,6 +132,21 @@ export function runtimeSpec(s: SpecInput): object {
       readonlyPaths: ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     },
   };
+}
+
+/**
+ * A cache mount's target in the image: its parent must be a plain directory (no symlink on the
+ * way); the target may be missing (runc makes it, and kiln removes it after, as buildah does).
+ * Returns whether it is there.
+ */
+export function checkCacheTarget(rootfs: string, target: string): boolean {
+  const parts = target.split("/").filter(Boolean);
+  for (let n = 1; n <= parts.length; n++) {
+    const st = lstatOrUndefined(join(rootfs, ...parts.slice(0, n)));
+    if (!st && n === parts.length) return false;
+    if (!st || st.isSymbolicLink() || !st.isDirectory()) throw new FastPathRefused(`the cache mount's target ${target} is not under plain directories in the image`);
+  }
+  return true;
 }
 
 /** A colon-separated table of the image's (missing: empty); a symlink could lead out of the image: refused. */

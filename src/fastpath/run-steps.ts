@@ -1,19 +1,21 @@
-// The RUN steps after the final COPY, run by kiln as buildah would run them, without a build:
-// the image below the COPY (the step before it, still in podman's storage from the last full
-// build) mounted read-only; the COPY's layer written out as the first upper directory; each RUN
-// on an overlay of everything below it, run by runc with the spec run-spec.ts makes; each
-// step's upper directory read back as its layer (upper.ts) and compressed while the next step
-// runs. Mount points the image lacks, a user it cannot resolve, a failing step: refusals, and
-// the full build runs (and says what really failed).
+// The steps after the COPY kiln starts from, run by kiln as buildah would run them, without a
+// build: the image below the COPY (the step before it, still in podman's storage from the last
+// full build) mounted read-only; the COPY's layer written out as the first upper directory; each
+// RUN on an overlay of everything below it, run by runc with the spec run-spec.ts makes (its cache
+// mounts bound from the cache-mount directory buildah uses, under buildah's lock when
+// sharing=locked); each later COPY's layer (made by kiln) written out as an upper of its own;
+// each RUN's upper directory read back as its layer (upper.ts) and compressed while the next step
+// runs. Mount points the image lacks, a user it cannot resolve, a failing step: refusals, and the
+// full build runs (and says what really failed).
 import { randomBytes } from "node:crypto";
-import { lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import { exec, errorSummary } from "../process/exec.js";
 import type { Podman } from "../podman/podman.js";
 import { compress, type Layer, type LayerEntry } from "./layer.js";
-import type { RunStep } from "./plan.js";
+import type { CacheMount, RunStep } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
-import { checkMountPoints, resolveUser, runEnv, runtimeSpec } from "./run-spec.js";
+import { checkCacheTarget, checkMountPoints, resolveUser, runEnv, runtimeSpec } from "./run-spec.js";
 import { readUpper, writeEntries } from "./upper.js";
 
 export interface ParentImage {
@@ -23,6 +25,12 @@ export interface ParentImage {
   user: string;
   workdir: string;
 }
+
+/** A step kiln runs: a RUN, or a later COPY whose layer kiln has made already. */
+export type StepToRun = RunStep | { layer: Layer };
+
+/** The lock file buildah 1.28 holds in a cache mount's directory while a sharing=locked step runs. */
+const CACHE_LOCK_FILE = "buildah-cache-lockfile";
 
 export interface RunStepsInput {
   podman: Pick<Podman, "mountImage" | "unmountImage" | "env">;
@@ -38,11 +46,13 @@ export interface RunStepsInput {
   layers?: boolean;
   /** Called with the stage's whole filesystem after the last step, mounted read-only. */
   afterwards?(root: string): Promise<void>;
-  steps: readonly RunStep[];
+  steps: readonly StepToRun[];
+  /** buildah's cache-mount directory ($TMPDIR/buildah-cache of every build): RUN --mount=type=cache sources. */
+  cacheDir: string;
   /** A directory of this build's own, on the volume (overlay's upper and work directories must not be on overlay). */
   dir: string;
-  /** Runs `runc <args>` as a process of the build (logged, stopped by a cancel). */
-  runc(args: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
+  /** Runs `runc <args>` as a process of the build (logged, stopped by a cancel), holding the lock files' locks. */
+  runc(args: string[], locks: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
   say(line: string): void;
   buildId: string;
   maxBytes: number;
@@ -54,39 +64,55 @@ export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
   const mounted: string[] = [];
   const m0 = Date.now();
   const lower = await i.podman.mountImage(i.parent.id);
-  i.say(`fast path: mounted the image below the final COPY (${i.parent.id.slice(0, 12)}) in ${Date.now() - m0} ms`);
+  i.say(`fast path: mounted the image below the COPY (${i.parent.id.slice(0, 12)}) in ${Date.now() - m0} ms`);
   const layers: Promise<Layer>[] = [];
   try {
     const u0 = join(i.dir, "u0");
     mkdirSync(u0, { recursive: true });
     await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(lower, i.copyDir), ...i.copy] : i.copy);
-    const below = [u0, lower];
+    // Bottom first: overlay's lowerdir lists the top first (reversed below).
+    const below = [lower, u0];
     for (const [n, step] of i.steps.entries()) {
       i.signal.throwIfAborted();
       const [upper, work, root, bundle] = ["u", "w", "m", "b"].map((x) => join(i.dir, `${x}${n + 1}`)) as [string, string, string, string];
-      for (const d of [upper, work, root, bundle]) mkdirSync(d, { recursive: true });
+      mkdirSync(upper, { recursive: true });
+      if ("layer" in step) {
+        // A later COPY: its layer, made from the context, is the next upper directory.
+        await writeEntries(upper, step.layer.entries);
+        layers.push(Promise.resolve(step.layer));
+        below.push(upper);
+        continue;
+      }
+      for (const d of [work, root, bundle]) mkdirSync(d, { recursive: true });
       const lowerdir = [...below].reverse().join(":");
       await mount(["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=${upper},workdir=${work},redirect_dir=off,index=off,metacopy=off,xino=off`, root], env, i.signal);
       mounted.push(root);
       let hadContainerEnv: boolean;
+      const madeTargets: string[] = [];
       try {
         checkMountPoints(root);
         hadContainerEnv = exists(join(root, "run/.containerenv"));
+        const caches = step.cache.map((c) => {
+          if (!checkCacheTarget(root, c.target)) madeTargets.push(c.target);
+          return { source: cacheSource(i.cacheDir, c), target: c.target, locked: c.locked };
+        });
         const user = resolveUser(root, step.user ?? i.parent.user);
         const cwd = i.parent.workdir || "/";
         if (!lstatSync(join(root, cwd), { throwIfNoEntry: false })?.isDirectory()) throw new FastPathRefused(`the working directory ${cwd} is not a directory in the image`);
         const hostname = randomBytes(6).toString("hex");
         const files = writeBundleFiles(bundle, hostname);
-        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, user, hostname), user, hostname, ...files });
+        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, user, hostname), user, hostname, ...files, caches });
         writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
         i.say(`fast path: RUN ${step.command}`);
-        const r = await i.runc(["run", "--bundle", bundle, `kiln-${i.buildId}-${n + 1}`]);
+        const locks = caches.filter((c) => c.locked).map((c) => join(c.source, CACHE_LOCK_FILE));
+        const r = await i.runc(["run", "--bundle", bundle, `kiln-${i.buildId}-${n + 1}`], locks);
         if (r.exitCode !== 0) throw new FastPathRefused(`RUN ${step.command.slice(0, 80)} exited with ${r.exitCode} (${errorSummary(r)}) when kiln ran it`);
       } finally {
         if (await umount(root, env)) mounted.pop();
       }
-      // runc made /run/.containerenv as its mount point; buildah leaves none in the layer.
+      // runc made /run/.containerenv and missing cache targets as mount points; buildah leaves none in the layer.
       if (!hadContainerEnv) rmSync(join(upper, "run/.containerenv"), { force: true });
+      for (const t of madeTargets) rmdirSync(join(upper, t));
       if (i.layers !== false) {
         const read = await readUpper(upper, env, i.maxBytes, i.signal);
         const made = compress(read.entries).then((c) => ({ ...c, entries: read.entries, files: read.entries.length, bytes: read.bytes }));
@@ -129,6 +155,25 @@ function ancestorsIn(lower: string, dir: string): LayerEntry[] {
     out.push({ header: { name: `${path}/`, type: "directory", mode: st ? st.mode & 0o7777 : 0o755, uid: st?.uid ?? 0, gid: st?.gid ?? 0, mtime: st?.mtime ?? new Date() } });
   }
   return out;
+}
+
+/**
+ * A cache mount's directory, made as buildah makes it: <cache dir>/<source>, each missing
+ * directory with the mount's mode (less the umask) and owner; one already there is left as it is.
+ */
+function cacheSource(cacheDir: string, c: CacheMount): string {
+  let path = cacheDir;
+  mkdirSync(cacheDir, { recursive: true, mode: 0o755 });
+  for (const part of c.source.split("/")) {
+    path = join(path, part);
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (st && (st.isSymbolicLink() || !st.isDirectory())) throw new FastPathRefused(`the cache mount's directory ${c.source} is not a plain directory`);
+    if (!st) {
+      mkdirSync(path, { mode: c.mode & ~0o022 });
+      chownSync(path, c.uid, c.gid);
+    }
+  }
+  return path;
 }
 
 function writeBundleFiles(bundle: string, hostname: string) {

@@ -17,3 +17,19 @@ export async function killContainersUnder(dir: string, env: Record<string, strin
   );
   return mine.length;
 }
+
+// Takes a POSIX write lock (fcntl F_SETLKW, whole file: what containers/storage's lockfile takes,
+// so buildah waits for it and kiln for buildah) on each file named before "--", then becomes the
+// command, which holds the locks until it exits ($^F: the lock files stay open across exec).
+// perl is in Debian's essential set; struct flock is packed as on x86-64 and arm64 Linux.
+const LOCKED_EXEC = [
+  "use Fcntl; $^F = 1 << 20; my @held;",
+  'while (@ARGV && $ARGV[0] ne "--") { my $p = shift; open(my $f, ">>", $p) or die "kiln: open $p: $!\\n";',
+  '  my $l = pack("ssx4qqix4", F_WRLCK, 0, 0, 0, 0); fcntl($f, F_SETLKW, $l) or die "kiln: lock $p: $!\\n"; push @held, $f }',
+  'shift; exec { $ARGV[0] } @ARGV or die "kiln: exec $ARGV[0]: $!\\n";',
+].join("\n");
+
+/** The command line of `runc <args>` that holds buildah's cache-mount locks (the files given) while it runs. */
+export function runcCommand(args: string[], locks: readonly string[]): { file: string; args: string[] } {
+  return locks.length === 0 ? { file: "runc", args } : { file: "perl", args: ["-e", LOCKED_EXEC, ...locks, "--", "runc", ...args] };
+}

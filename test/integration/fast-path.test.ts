@@ -24,7 +24,7 @@ interface App {
   name: string;
   files: (base: string) => Files;
   /** Each change, and whether the fast path may take it. */
-  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean }[];
+  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean; log?: RegExp }[];
 }
 
 const APPS: App[] = [
@@ -48,8 +48,8 @@ const APPS: App[] = [
       { kind: "symlink", files: { "src/link.txt": { symlink: "a.txt" } }, fast: true },
       { kind: "ignored file", files: { "src/debug.log": "noise\n" }, fast: true },
       { kind: "file outside every COPY", files: { "README.md": "# srcdir, edited\n" }, fast: true },
-      { kind: "a file an earlier COPY copies (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
-      { kind: "after the refusal, an edit", files: { "src/a.txt": "hello again\n" }, fast: true },
+      { kind: "a file an earlier COPY copies (kiln starts from that COPY: its RUN, the later COPY)", files: { "deps.txt": "left-pad 2\n" }, fast: true },
+      { kind: "after it, an edit", files: { "src/a.txt": "hello again\n" }, fast: true },
       {
         kind: "the Containerfile (refused)",
         files: (base) => ({ Containerfile: `FROM ${base}\nWORKDIR /app\nENV MODE=prod\nCOPY deps.txt ./\nRUN cp deps.txt deps.installed && mkdir -p src/cache\nCOPY src/ ./src/\nEXPOSE 8080\nUSER 1000\nCMD ["cat", "/app/src/a.txt"]\n` }),
@@ -185,8 +185,8 @@ const APPS: App[] = [
       { kind: "edit of a source the RUN steps read", files: { "src/a.txt": "a, edited\n" }, fast: true },
       { kind: "a new source", files: { "src/b.txt": "b\n" }, fast: true },
       { kind: "a file no step reads", files: { "README.md": "# compile, edited\n" }, fast: true },
-      { kind: "a file an earlier COPY copies (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
-      { kind: "after the refusal, an edit", files: { "src/a.txt": "a, again\n" }, fast: true },
+      { kind: "a file an earlier COPY copies (kiln starts from that COPY)", files: { "deps.txt": "left-pad 2\n" }, fast: true },
+      { kind: "after it, an edit (from that COPY again: kiln keeps no image of its own steps)", files: { "src/a.txt": "a, again\n" }, fast: true },
     ],
   },
   {
@@ -229,6 +229,28 @@ const APPS: App[] = [
     changes: [
       { kind: "edit of a source", files: { "src/a.txt": "hello 1\n" }, fast: true },
       { kind: "the dependency file (refused)", files: { "deps.txt": "left-pad 2\n" }, fast: false },
+    ],
+  },
+  {
+    // The dependency file changes: kiln starts from the COPY that reads it, runs the cache-mount
+    // RUN (sharing=locked) on the cache directory buildah uses, makes the later COPY's layer and
+    // runs the RUN after it. The COPY overwrites a file of the image below it, which the RUN must see.
+    name: "deps-cache",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base}\nWORKDIR /app\nENV NODE_ENV=production\nRUN mkdir -p /root && echo stale > package.json\n` +
+        `COPY package.json lock.txt ./\n` +
+        `RUN --mount=type=cache,target=/root/.npm,sharing=locked mkdir -p node_modules && cat package.json lock.txt > node_modules/installed.txt && cat package.json >> /root/.npm/seen && test -s /root/.npm/seen\n` +
+        `COPY src/ ./src/\nRUN cat node_modules/installed.txt src/*.txt > bundle.txt\nEXPOSE 8080\nUSER nobody\nCMD ["cat", "/app/bundle.txt"]\n`,
+      "package.json": '{"name":"d","v":1}\n',
+      "lock.txt": "lock 1\n",
+      "src/a.txt": "a\n",
+    }),
+    changes: [
+      { kind: "edit of a source", files: { "src/a.txt": "a, edited\n" }, fast: true },
+      { kind: "the dependency file (kiln starts from its COPY)", files: { "package.json": '{"name":"d","v":2}\n' }, fast: true, log: /fast path: started from step 5, the first COPY that reads a changed file: made 2 COPY layers and ran 2 RUN steps/ },
+      { kind: "a source and the lock file", files: { "src/b.txt": "b\n", "lock.txt": "lock 2\n" }, fast: true },
+      { kind: "a source after that", files: { "src/a.txt": "a, again\n" }, fast: true },
     ],
   },
   {
@@ -279,11 +301,12 @@ describe("fast path", () => {
         assert.match(await logText(fast, f.id), /fast path: not taken: no full build of this project/);
         const next = {
           "run-after-copy": /fast path: the next build whose change no step reads reuses this image; a change a step reads takes the full build \(the final stage has no COPY from the context\)/,
-          compile: /fast path: the next build of a source change can start from this one \(kiln runs the 2 RUN steps after the final COPY\)/,
+          compile: /fast path: the next build of a source change can start from this one \(kiln runs the 2 RUN steps after the final COPY\); a change an earlier step reads starts from an earlier COPY$/m,
+          "deps-cache": /fast path: the next build of a source change can start from this one \(kiln runs the 1 RUN step after the final COPY\); a change an earlier step reads starts from an earlier COPY$/m,
           "stage-file": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,
           "stage-compile": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,
         }[app.name];
-        assert.match(await logText(fast, f.id), next ?? /fast path: the next build of a source change can start from this one$/m);
+        assert.match(await logText(fast, f.id), next ?? /fast path: the next build of a source change can start from this one(;|$)/m);
       });
       for (const change of app.changes) {
         test(`${change.kind}: ${change.fast ? "fast, and equal to the full build" : "the full build runs"}`, async () => {
@@ -291,6 +314,7 @@ describe("fast path", () => {
           const { f } = await buildBoth(repo, app.name, commit);
           assert.equal(f.fastPath, change.fast, await logText(fast, f.id));
           if (!change.fast) assert.match(await logText(fast, f.id), /fast path: not taken: /);
+          if (change.log) assert.match(await logText(fast, f.id), change.log);
         });
       }
     });

@@ -1,7 +1,7 @@
 // Which Containerfiles the fast path takes, and which changes it sees as reaching earlier steps.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { planFastPath, planReads, planStageCopy } from "../../src/fastpath/plan.js";
+import { contextCopies, planFastPath, planReads, planStageCopy } from "../../src/fastpath/plan.js";
 
 const plan = (text: string, target?: string) => planFastPath(text, target);
 
@@ -16,7 +16,7 @@ describe("fast path plan", () => {
       earlier: ["package.json", "package-lock.json"],
       steps: { total: 7, reused: 3 },
       onbuild: 0,
-      run: [],
+      after: [],
       copyStep: 5,
     });
   });
@@ -33,7 +33,7 @@ describe("fast path plan", () => {
     ["a final stage that copies only from a stage", "FROM a AS build\nCOPY . .\nFROM b\nCOPY --from=build /x /x\n", /no COPY from the context/],
     ["a COPY --from after the final COPY", "FROM a AS build\nCOPY . .\nFROM b\nCOPY . /app/\nCOPY --from=build /x /x\n", /COPY --from after the final COPY/],
     ["COPY --from an image, not a stage", "FROM a AS deps\nRUN x\nFROM b\nCOPY --from=r.example/img:1 /x /x\nCOPY . /app/\n", /names an image/],
-    ["a RUN with a mount after the final COPY", "FROM a\nCOPY . .\nRUN --mount=type=cache,target=/c make\n", /RUN after the final COPY has --mount/],
+    ["a RUN with a bind mount after the final COPY", "FROM a\nCOPY . .\nRUN --mount=type=bind,target=/c make\n", /RUN after the final COPY has a --mount=type=bind/],
     ["an exec-form RUN after the final COPY", "FROM a\nCOPY . .\nRUN [\"make\"]\n", /exec form/],
     ["a SHELL in the final stage, with RUN steps after the COPY", "FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCOPY . .\nRUN make\n", /SHELL/],
     ["an ARG among the RUN steps", "FROM a\nCOPY . .\nARG X=1\nRUN make\n", /declares an ARG/],
@@ -44,7 +44,7 @@ describe("fast path plan", () => {
     ["WORKDIR below the COPY's destination (it may create it)", "FROM a\nCOPY . /app\nWORKDIR /app/sub\n", /not the COPY's destination or above it/],
     ["WORKDIR elsewhere", "FROM a\nCOPY . /app\nWORKDIR /srv\n", /not the COPY's destination or above it/],
     ["a relative WORKDIR after the COPY", "FROM a\nCOPY . /app\nWORKDIR app\n", /not an absolute plain path/],
-    ["a WORKDIR among the RUN steps", "FROM a\nCOPY . /app\nWORKDIR /app\nRUN x\n", /WORKDIR among the RUN steps/],
+    ["a WORKDIR among the RUN steps", "FROM a\nCOPY . /app\nWORKDIR /app\nRUN x\n", /WORKDIR among the steps after the final COPY/],
     ["ADD anywhere", "FROM a\nADD x.tgz /\nCOPY . .\n", /ADD/],
     ["ADD last", "FROM a\nADD . /app\n", /no COPY from the context/],
     ["ADD after the final COPY", "FROM a\nCOPY . /app/\nADD x.tgz /\n", /ADD after the final COPY/],
@@ -87,12 +87,72 @@ describe("fast path plan", () => {
   test("RUN steps after the final COPY: commands as buildah joins them, with the ENV and USER set between", () => {
     const r = plan(`FROM a\nWORKDIR /app\nCOPY package.json ./\nRUN npm ci\nCOPY src/ ./src/\nRUN npm run \\\n  build\nENV NODE_ENV=production A="b c"\nUSER node\nRUN npm prune\nEXPOSE 80\nCMD ["node"]\n`);
     assert.ok(r.ok, r.ok ? "" : r.reason);
-    assert.deepEqual(r.plan.run, [
-      { command: "npm run   build", env: [] },
-      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node" },
+    assert.deepEqual(r.plan.after, [
+      { command: "npm run   build", env: [], cache: [], history: "/bin/sh -c npm run   build" },
+      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node", cache: [], history: "/bin/sh -c npm prune" },
     ]);
     assert.equal(r.plan.copyStep, 5);
     assert.deepEqual(r.plan.steps, { total: 10, reused: 3 });
+  });
+
+  test("starting from an earlier COPY: the cache-mount RUN and the later COPY are kiln's steps, what comes before is earlier", () => {
+    const text = `FROM a\nWORKDIR /app\nENV N=1\nCOPY package.json package-lock.json ./\nRUN --mount=type=cache,target=/root/.npm,sharing=locked npm ci --omit=dev\nCOPY src/ ./src/\nEXPOSE 8080\nUSER nobody\nCMD ["node"]\n`;
+    assert.equal(contextCopies(text), 2);
+    const r = planFastPath(text, undefined, 0);
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    assert.deepEqual(r.plan.sources, ["package.json", "package-lock.json"]);
+    assert.deepEqual(r.plan.earlier, []);
+    assert.equal(r.plan.copyStep, 4);
+    assert.deepEqual(r.plan.steps, { total: 8, reused: 2 });
+    assert.deepEqual(r.plan.after, [
+      {
+        command: "npm ci --omit=dev",
+        env: [],
+        cache: [{ target: "/root/.npm", source: "root/.npm", locked: true, mode: 0o755, uid: 0, gid: 0 }],
+        history: "/bin/sh -c --mount=type=cache,target=/root/.npm,sharing=locked npm ci --omit=dev",
+      },
+      { copy: { sources: ["src"], dest: "./src/" } },
+    ]);
+    // The last COPY is still the default start, with nothing after it to run.
+    const last = planFastPath(text, undefined);
+    assert.ok(last.ok);
+    assert.deepEqual(last.plan.after, []);
+    assert.deepEqual(last.plan.earlier, ["package.json", "package-lock.json"]);
+  });
+
+  test("cache mounts: an id names the directory; options buildah does not take here, and ids leading out, are refused", () => {
+    const mount = (m: string) => planFastPath(`FROM a\nWORKDIR /app\nCOPY . .\nRUN --mount=${m} make\n`, undefined);
+    const ok = mount("type=cache,id=npm/x,target=/c,mode=0700,uid=1000,gid=1000");
+    assert.ok(ok.ok, ok.ok ? "" : ok.reason);
+    assert.deepEqual((ok.plan.after[0] as { cache: unknown }).cache, [{ target: "/c", source: "npm/x", locked: false, mode: 0o700, uid: 1000, gid: 1000 }]);
+    for (const [m, why] of [
+      ["type=bind,target=/c", /type=bind/],
+      ["type=secret,id=a", /type=secret/],
+      ["type=cache,target=/c,from=build", /option kiln does not take \(from\)/],
+      ["type=cache,target=/c,sharing=private", /option kiln does not take \(sharing\)/],
+      ["type=cache,target=/c,ro", /option kiln does not take \(ro\)/],
+      ["type=cache,id=../../etc,target=/c", /leads out/],
+      ["type=cache,target=relative", /absolute plain path/],
+      ["type=cache,target=/", /absolute plain path/],
+    ] as const) {
+      const r = mount(m);
+      assert.ok(!r.ok && why.test(r.reason), `${m}: ${r.ok ? "taken" : r.reason}`);
+    }
+    const network = planFastPath(`FROM a\nCOPY . /app\nRUN --network=none make\n`, undefined);
+    assert.ok(!network.ok && /--network/.test(network.reason));
+  });
+
+  test("a later COPY kiln cannot make, or a WORKDIR among the steps, keeps the earlier start from being taken", () => {
+    for (const [text, why] of [
+      [`FROM a\nCOPY a /x/\nRUN make\nCOPY --chown=1 b /y/\n`, /a COPY after the COPY kiln starts from has --chown/],
+      [`FROM a\nCOPY a /x/\nRUN make\nCOPY src/*.js /y/\n`, /glob/],
+      [`FROM a\nCOPY a /x/\nWORKDIR /w\nCOPY b /y/\n`, /WORKDIR among the steps/],
+      [`FROM a\nCOPY a /x/\nVOLUME /v\nCOPY b /y/\n`, /VOLUME among the steps/],
+      [`FROM a\nCOPY a /x/\nADD b /y/\n`, /ADD after/],
+    ] as const) {
+      const r = planFastPath(text, undefined, 0);
+      assert.ok(!r.ok && why.test(r.reason), `${text}: ${r.ok ? "taken" : r.reason}`);
+    }
   });
 
   test("a target naming the one stage is fine", () => {
@@ -108,7 +168,7 @@ describe("a stage kiln reruns for the final COPY --from", () => {
     assert.ok(r.ok, r.ok ? "" : r.reason);
     assert.equal(r.plan.stageIndex, 1);
     assert.deepEqual(r.plan.stage.sources, ["src"]);
-    assert.deepEqual(r.plan.stage.run, [{ command: "npx tsc", env: [] }]);
+    assert.deepEqual(r.plan.stage.after, [{ command: "npx tsc", env: [], cache: [], history: "/bin/sh -c npx tsc" }]);
     assert.equal(r.plan.stage.copyStep, 3);
     assert.deepEqual(r.plan.copy.sources, ["app/dist"]);
     assert.equal(r.plan.copy.dest, "./dist");
@@ -122,7 +182,7 @@ describe("a stage kiln reruns for the final COPY --from", () => {
     ["a glob in the COPY --from", ts.replace("/app/dist", "/app/dist/*.js"), /glob/],
     ["a relative COPY --from source", ts.replace("/app/dist", "dist"), /relative/],
     ["--chown on the COPY --from", ts.replace("COPY --from=build", "COPY --chown=1 --from=build"), /--chown/],
-    ["the stage's RUN has a mount", ts.replace("RUN npx tsc", "RUN --mount=type=cache,target=/c npx tsc"), /stage build: a RUN after the final COPY has --mount/],
+    ["the stage's RUN has a secret mount", ts.replace("RUN npx tsc", "RUN --mount=type=secret,id=s npx tsc"), /stage build: a RUN after the final COPY has a --mount=type=secret/],
     ["a context bind mount anywhere", ts.replace("RUN npm ci\n", "RUN --mount=type=bind,target=/s npm ci\n"), /bind-mounts/],
   ];
   for (const [name, text, why] of refusals) {
