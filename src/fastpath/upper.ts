@@ -55,7 +55,9 @@ export interface UpperLayer {
 
 /** An upper directory a RUN step wrote, as its layer's entries. */
 export async function readUpper(upper: string, env: Record<string, string>, maxBytes: number, signal: AbortSignal): Promise<UpperLayer> {
-  const opaque = await opaqueDirs(upper, env, signal);
+  // getfattr reads the extended attributes while this process reads the files.
+  const reading = opaqueDirs(upper, env, signal);
+  reading.catch(() => {});
   const entries: LayerEntry[] = [];
   const linked = new Map<number, string>();
   let bytes = 0;
@@ -71,7 +73,6 @@ export async function readUpper(upper: string, env: Record<string, string>, maxB
         entries.push({ header: { name: whiteout, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: st.mtime }, body: EMPTY });
       } else if (st.isDirectory()) {
         entries.push({ header: { ...common, name: `${path}/`, type: "directory" } });
-        if (opaque.has(path)) entries.push({ header: { name: `${path}/.wh..wh..opq`, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: st.mtime }, body: EMPTY });
         await walk(path);
       } else if (st.isSymbolicLink()) {
         entries.push({ header: { ...common, name: path, type: "symlink", linkname: readlinkSync(join(upper, path)) } });
@@ -91,7 +92,16 @@ export async function readUpper(upper: string, env: Record<string, string>, maxB
     }
   };
   await walk("");
-  return { entries, bytes };
+  // An opaque directory's marker comes right after the directory.
+  const opaque = await reading;
+  if (opaque.size === 0) return { entries, bytes };
+  const out: LayerEntry[] = [];
+  for (const e of entries) {
+    out.push(e);
+    const dir = e.header.type === "directory" ? e.header.name.slice(0, -1) : undefined;
+    if (dir !== undefined && opaque.has(dir)) out.push({ header: { name: `${dir}/.wh..wh..opq`, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: e.header.mtime }, body: EMPTY });
+  }
+  return { entries: out, bytes };
 }
 
 /**
