@@ -20,6 +20,8 @@ const BOUNDARIES: [RegExp, (m: RegExpExecArray) => string][] = [
   [/^base: /, () => "kiln: changes, final COPY's layer, image mount"],
   [/^fast path: mounted the image below/, () => "kiln: COPY layer written, overlay"],
   [/^fast path: RUN (.*)/, (m) => `step: RUN (kiln) ${m[1]!.slice(0, 54)}`],
+  [/^fast path: step \d+ ran in/, () => "kiln: RUN's upper directory read as a layer"],
+  [/^fast path: step \d+'s layer read/, () => "kiln: layers compressed, later steps"],
   [/^fast path: layers made/, () => "kiln: fast path's push"],
   [/^build: (buildah|podman) /, () => "podman: start"],
   [/^build: sha256:/, () => "kiln: after podman (stage tags)"],

@@ -3,6 +3,7 @@
 // destination come from the last full build's layer (they belong to the image below, which is
 // the same); everything under the destination comes from the context: modes and times as on
 // disk, owner root or the --chown owner, .containerignore honoured, symlinks kept as symlinks.
+import { createHash } from "node:crypto";
 import { lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { lstat } from "node:fs/promises";
 import { availableParallelism } from "node:os";
@@ -122,45 +123,97 @@ export async function makeLayer(input: LayerInput): Promise<Layer> {
 }
 
 /** The entries as a layer blob: the tar's digest (diff ID), gzipped, and the blob's digest. */
-export async function compress(entries: LayerEntry[]): Promise<{ gz: Buffer; diffId: string; digest: string }> {
-  const plain = await pack(entries);
-  const gz = await gzipInPieces(plain);
-  return { gz, diffId: sha256(plain), digest: sha256(gz) };
+export async function compress(entries: readonly LayerEntry[]): Promise<Compressed> {
+  const writer = createLayerWriter();
+  for (const e of entries) writer.add(e);
+  return writer.finish();
 }
 
-async function pack(entries: LayerEntry[]): Promise<Buffer> {
-  const p = tar.pack();
-  const chunks: Buffer[] = [];
-  const done = (async () => {
-    for await (const c of p) chunks.push(c);
-  })();
-  for (const e of entries) {
-    await new Promise<void>((resolve, reject) => {
-      p.entry(e.header, e.body ?? undefined, (err) => (err ? reject(err) : resolve()));
-    });
-  }
-  p.finalize();
-  await done;
-  return Buffer.concat(chunks);
+export interface Compressed {
+  gz: Buffer;
+  diffId: string;
+  digest: string;
+}
+
+export interface LayerWriter {
+  /** Appends an entry to the layer (its header and body are taken as they are). */
+  add(entry: LayerEntry): void;
+  /** The layer, once every piece is compressed. Nothing may be added after. */
+  finish(): Promise<Compressed>;
 }
 
 /**
- * One gzip member per piece, compressed side by side on the thread pool; one member when small.
- * A piece that does not compress (media, archives, random bytes: a sample of it shrinks by less
- * than a tenth) is stored in its member as it is, which costs no time and a few bytes.
+ * A layer written as its entries come: tar-stream packs them, the tar is hashed as it comes out,
+ * and each GZIP_PIECE of it is compressed on the thread pool while the caller reads on (a RUN
+ * step's upper directory is read on the main thread, and its pieces compress beside it). A tar
+ * of one piece or less is one gzip member; a longer one, one member per piece (the same bytes
+ * as compressing the whole tar in pieces afterwards). A writer given up on (finish never called)
+ * leaves nothing behind but its buffers.
  */
-async function gzipInPieces(plain: Buffer): Promise<Buffer> {
-  if (plain.length <= GZIP_PIECE) return gzip(plain, { level: levelFor(plain) });
-  const pieces: Buffer[] = [];
-  for (let at = 0; at < plain.length; at += GZIP_PIECE) pieces.push(plain.subarray(at, at + GZIP_PIECE));
-  // No more at once than there are cores: the thread pool is shared with file reads.
+export function createLayerWriter(): LayerWriter {
+  const pack = tar.pack();
+  const plainHash = createHash("sha256");
+  const pieces: Promise<Buffer>[] = [];
+  // Not more pieces in flight than there are cores: the thread pool is shared with file reads.
   const width = Math.max(1, availableParallelism());
-  const out: Buffer[] = new Array(pieces.length);
-  for (let i = 0; i < pieces.length; i += width) {
-    const batch = pieces.slice(i, i + width);
-    (await Promise.all(batch.map((p) => gzip(p, { level: levelFor(p) })))).forEach((g, j) => (out[i + j] = g));
-  }
-  return Buffer.concat(out);
+  const waiting: (() => void)[] = [];
+  let inFlight = 0;
+  let held: Buffer[] = [];
+  let heldBytes = 0;
+  let total = 0;
+  const compressPiece = (piece: Buffer, level: number): Promise<Buffer> =>
+    new Promise<void>((go) => (inFlight < width ? go() : waiting.push(go)))
+      .then(() => {
+        inFlight++;
+        return gzip(piece, { level });
+      })
+      .finally(() => {
+        inFlight--;
+        waiting.shift()?.();
+      });
+  const cut = (): void => {
+    const all = held.length === 1 ? held[0]! : Buffer.concat(held);
+    let at = 0;
+    for (; all.length - at >= GZIP_PIECE; at += GZIP_PIECE) {
+      const piece = all.subarray(at, at + GZIP_PIECE);
+      const gz = compressPiece(piece, levelFor(piece));
+      gz.catch(() => {});
+      pieces.push(gz);
+    }
+    held = at < all.length ? [all.subarray(at)] : [];
+    heldBytes = all.length - at;
+  };
+  const drained = (async () => {
+    for await (const chunk of pack as AsyncIterable<Buffer>) {
+      plainHash.update(chunk);
+      total += chunk.length;
+      held.push(chunk);
+      heldBytes += chunk.length;
+      if (heldBytes >= 2 * GZIP_PIECE) cut();
+    }
+  })();
+  drained.catch(() => {});
+  let finished = false;
+  return {
+    add(e) {
+      if (finished) throw new Error("the layer is finished");
+      pack.entry({ ...e.header }, e.body ?? undefined);
+    },
+    async finish() {
+      finished = true;
+      pack.finalize();
+      await drained;
+      if (total <= GZIP_PIECE) {
+        const plain = Buffer.concat(held);
+        const gz = await gzip(plain, { level: levelFor(plain) });
+        return { gz, diffId: `sha256:${plainHash.digest("hex")}`, digest: sha256(gz) };
+      }
+      cut();
+      if (heldBytes > 0) pieces.push(compressPiece(held[0]!, levelFor(held[0]!)));
+      const gz = Buffer.concat(await Promise.all(pieces));
+      return { gz, diffId: `sha256:${plainHash.digest("hex")}`, digest: sha256(gz) };
+    },
+  };
 }
 
 const SAMPLE = 64 * 1024;

@@ -53,54 +53,69 @@ export interface UpperLayer {
   bytes: number;
 }
 
-/** An upper directory a RUN step wrote, as its layer's entries. */
-export async function readUpper(upper: string, env: Record<string, string>, maxBytes: number, signal: AbortSignal): Promise<UpperLayer> {
-  // getfattr reads the extended attributes while this process reads the files.
+/**
+ * An upper directory a RUN step wrote, as its layer's entries, each also given to sink as soon as
+ * it is known where it goes (a directory's opaque marker comes right after it, and getfattr,
+ * which reads the markers, runs beside the walk: entries wait for it at first).
+ */
+export async function readUpper(upper: string, env: Record<string, string>, maxBytes: number, signal: AbortSignal, sink: (e: LayerEntry) => void = () => {}): Promise<UpperLayer> {
   const reading = opaqueDirs(upper, env, signal);
-  reading.catch(() => {});
-  const entries: LayerEntry[] = [];
+  let opaque: Set<string> | undefined;
+  reading.then((s) => (opaque = s)).catch(() => {});
+  const walked: LayerEntry[] = [];
+  const out: LayerEntry[] = [];
+  let fed = 0;
+  const emit = (e: LayerEntry) => {
+    out.push(e);
+    sink(e);
+  };
+  const feed = () => {
+    if (!opaque) return;
+    for (; fed < walked.length; fed++) {
+      const e = walked[fed]!;
+      emit(e);
+      const dir = e.header.type === "directory" ? e.header.name.slice(0, -1) : undefined;
+      if (dir !== undefined && opaque.has(dir)) emit({ header: { name: `${dir}/.wh..wh..opq`, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: e.header.mtime }, body: EMPTY });
+    }
+  };
   const linked = new Map<number, string>();
   let bytes = 0;
   let n = 0;
   const walk = async (rel: string): Promise<void> => {
     for (const name of readdirSync(join(upper, rel)).sort()) {
-      if (++n % YIELD_EVERY === 0) await yieldToLoop();
+      if (++n % YIELD_EVERY === 0) {
+        feed();
+        await yieldToLoop();
+      }
       const path = rel === "" ? name : `${rel}/${name}`;
       const st = lstatSync(join(upper, path));
       const common = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
       if (st.isCharacterDevice() && st.rdev === 0) {
         const whiteout = rel === "" ? `.wh.${name}` : `${rel}/.wh.${name}`;
-        entries.push({ header: { name: whiteout, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: st.mtime }, body: EMPTY });
+        walked.push({ header: { name: whiteout, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: st.mtime }, body: EMPTY });
       } else if (st.isDirectory()) {
-        entries.push({ header: { ...common, name: `${path}/`, type: "directory" } });
+        walked.push({ header: { ...common, name: `${path}/`, type: "directory" } });
         await walk(path);
       } else if (st.isSymbolicLink()) {
-        entries.push({ header: { ...common, name: path, type: "symlink", linkname: readlinkSync(join(upper, path)) } });
+        walked.push({ header: { ...common, name: path, type: "symlink", linkname: readlinkSync(join(upper, path)) } });
       } else if (st.isFile()) {
         const first = st.nlink > 1 ? linked.get(st.ino) : undefined;
         if (first !== undefined) {
-          entries.push({ header: { ...common, name: path, type: "link", linkname: first } });
+          walked.push({ header: { ...common, name: path, type: "link", linkname: first } });
           continue;
         }
         if (st.nlink > 1) linked.set(st.ino, path);
         bytes += st.size;
         if (bytes > maxBytes) throw new FastPathRefused(`a RUN step wrote over ${maxBytes} bytes`);
-        entries.push({ header: { ...common, name: path, type: "file", size: st.size }, body: readFileSync(join(upper, path)) });
+        walked.push({ header: { ...common, name: path, type: "file", size: st.size }, body: readFileSync(join(upper, path)) });
       } else {
         throw new FastPathRefused(`a RUN step left ${path}, which is neither a file, a directory nor a symlink`);
       }
     }
   };
   await walk("");
-  // An opaque directory's marker comes right after the directory.
-  const opaque = await reading;
-  if (opaque.size === 0) return { entries, bytes };
-  const out: LayerEntry[] = [];
-  for (const e of entries) {
-    out.push(e);
-    const dir = e.header.type === "directory" ? e.header.name.slice(0, -1) : undefined;
-    if (dir !== undefined && opaque.has(dir)) out.push({ header: { name: `${dir}/.wh..wh..opq`, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: e.header.mtime }, body: EMPTY });
-  }
+  opaque = await reading;
+  feed();
   return { entries: out, bytes };
 }
 

@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
-import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
+import { volumeUsage, volumeUsedPercent, type VolumeUsage } from "./disk-usage.js";
 import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type KilnImage } from "./prune.js";
 import { resetStorage } from "./reset.js";
 
@@ -93,8 +93,12 @@ export class VolumeKeeper {
     });
   }
 
-  /** Before a build (which holds a slot itself): reset if the volume is over the threshold. */
-  beforeBuild(): Promise<boolean> {
+  /**
+   * Before a build (which holds a slot itself): reset if the volume is over the threshold. Under
+   * it (nearly always) the build does not queue behind the last build's prune.
+   */
+  async beforeBuild(): Promise<boolean> {
+    if ((await volumeUsedPercent(this.o.dataDir)) <= this.o.resetThresholdPercent) return false;
     return this.serial(() => this.resetIfFull("before build", undefined, 1));
   }
 
