@@ -21,16 +21,10 @@ export interface VolumeUsage {
  * some hosts they are most of the disk).
  */
 export async function volumeUsage(dir: string): Promise<VolumeUsage> {
-  const [{ size, free }, usedPercent] = await Promise.all([checkDiskSpace(dir), volumeUsedPercent(dir)]);
-  return { totalBytes: size, freeBytes: free, usedPercent };
-}
-
-/** The used share alone: one statfs, no process (what a build checks before it starts). */
-export async function volumeUsedPercent(dir: string): Promise<number> {
-  const st = await statfs(dir);
+  const [{ size, free }, st] = await Promise.all([checkDiskSpace(dir), statfs(dir)]);
   const used = (st.blocks - st.bfree) * st.bsize;
   const usable = used + st.bavail * st.bsize;
-  return usable > 0 ? (used / usable) * 100 : 0;
+  return { totalBytes: size, freeBytes: free, usedPercent: usable > 0 ? (used / usable) * 100 : 0 };
 }
 
 export interface StorageContents {

@@ -5,7 +5,7 @@
 import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
-import { volumeUsage, volumeUsedPercent, type VolumeUsage } from "./disk-usage.js";
+import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
 import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type KilnImage } from "./prune.js";
 import { resetStorage } from "./reset.js";
 
@@ -94,11 +94,12 @@ export class VolumeKeeper {
   }
 
   /**
-   * Before a build (which holds a slot itself): reset if the volume is over the threshold. Under
-   * it (nearly always) the build does not queue behind the last build's prune.
+   * Before a build (which holds a slot itself): reset if the volume is over the threshold. The
+   * build waits here for a prune that is running: buildah's cache look-up loses a race with an
+   * image removal ("getting top layer info: layer not known", seen in session 11 when this check
+   * skipped the queue).
    */
-  async beforeBuild(): Promise<boolean> {
-    if ((await volumeUsedPercent(this.o.dataDir)) <= this.o.resetThresholdPercent) return false;
+  beforeBuild(): Promise<boolean> {
     return this.serial(() => this.resetIfFull("before build", undefined, 1));
   }
 
