@@ -203,13 +203,13 @@ export function createLayerWriter(): LayerWriter {
       finished = true;
       pack.finalize();
       await drained;
-      if (total <= GZIP_PIECE) {
+      if (total > GZIP_PIECE) {
+        cut();
+        if (heldBytes > 0) pieces.push(compressPiece(held[0]!, levelFor(held[0]!)));
+      } else {
         const plain = Buffer.concat(held);
-        const gz = await gzip(plain, { level: levelFor(plain) });
-        return { gz, diffId: `sha256:${plainHash.digest("hex")}`, digest: sha256(gz) };
+        pieces.push(gzip(plain, { level: levelFor(plain) }));
       }
-      cut();
-      if (heldBytes > 0) pieces.push(compressPiece(held[0]!, levelFor(held[0]!)));
       const gz = Buffer.concat(await Promise.all(pieces));
       return { gz, diffId: `sha256:${plainHash.digest("hex")}`, digest: sha256(gz) };
     },
