@@ -273,12 +273,12 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
       r.reused
         ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
         : r.startedAt !== undefined
-          ? `fast path: started from step ${r.startedAt}, the first COPY that reads a changed file: made ${r.made - r.ran} COPY layer${r.made - r.ran === 1 ? "" : "s"} and ran ${r.ran} RUN step${r.ran === 1 ? "" : "s"} (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
+          ? `fast path: started from step ${r.startedAt}, the first COPY that reads a changed file: made ${r.made - r.ran} COPY layer${r.made - r.ran === 1 ? "" : "s"} and ran ${r.ran} RUN step${r.ran === 1 ? "" : "s"} (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last build's`
         : r.stage !== undefined
-          ? `fast path: reran stage ${r.stage}'s final COPY and its ${r.ran} RUN step${r.ran === 1 ? "" : "s"}, and made the final COPY --from's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
+          ? `fast path: reran stage ${r.stage}'s final COPY and its ${r.ran} RUN step${r.ran === 1 ? "" : "s"}, and made the final COPY --from's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last build's`
           : r.ran > 0
-          ? `fast path: made the final COPY's layer and ran the ${r.ran} RUN step${r.ran > 1 ? "s" : ""} after it (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last full build's`
-          : `fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last full build's`,
+          ? `fast path: made the final COPY's layer and ran the ${r.ran} RUN step${r.ran > 1 ? "s" : ""} after it (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last build's`
+          : `fast path: made the final COPY's layer (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every other layer is the last build's`,
     );
     a.say(`push: ${rec.image}@${r.digest} in ${msFromDuration(durations.push)} ms`);
     return true;

@@ -7,7 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { DaemonOptions } from "../config/options.js";
 import { BuildEngine } from "../builds/engine.js";
-import { createBaseStore } from "../fastpath/base.js";
+import { createBaseStore, SNAPSHOTS } from "../fastpath/base.js";
 import { createFastPath } from "../fastpath/fast-path.js";
 import { MessageStore } from "../store/message-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -83,6 +83,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   const keeper = new VolumeKeeper({
     dataDir: opts.dataDir,
     tmpRoot: dir("tmp"),
+    snapshotsDir: join(dir("fastpath"), SNAPSHOTS),
     layout,
     env: () => podman.env(),
     keepBuilds: opts.keepBuilds,

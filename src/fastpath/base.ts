@@ -1,9 +1,11 @@
 // What the fast path starts from: the last full build of a project, as pushed, with what every
 // step reads from the context and, when kiln can make it, what its final COPY needs (the plan,
-// the directories on the way to the destination, the owner). One
-// file per project under <data>/fastpath, written after each successful full build.
+// the directories on the way to the destination, the owner). One file per project under
+// <data>/fastpath, written after each successful build; beside them, under
+// snapshots/<project>/<build>/, the upper directories of steps kiln ran itself that a later start
+// stands on (a base's parents name them), removed once no base names them.
 import { createHash } from "node:crypto";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readdir, readFile, rename, rm } from "node:fs/promises";
 import { join } from "node:path";
 import type { TarEntry } from "../image/tar-entries.js";
 import type { OciManifest } from "../registry/client.js";
@@ -16,7 +18,8 @@ import type { ParentImage } from "./run-steps.js";
 // 4: every step's reads (a build that changes none of them reuses every layer); the final COPY's part optional.
 // 5: RUN steps after the final COPY, and the image below it.
 // 6: cache-mount RUN steps and context COPYs after the COPY kiln starts from; earlier COPYs to start from (starts).
-const VERSION = 6;
+// 7: a parent may stand on snapshots of kiln's own steps (ParentImage.layers).
+const VERSION = 7;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {
@@ -99,8 +102,28 @@ export const baseKey = (k: BaseKeyInput) =>
     .update(JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.secrets, k.engine]))
     .digest("hex");
 
+/** The directory under the bases' where snapshots of kiln's own steps live (a storage reset removes it). */
+export const SNAPSHOTS = "snapshots";
+
 export function createBaseStore(dir: string) {
   const fileOf = (project: string) => join(dir, `${project}.json`);
+  const snapshotsOf = (project: string) => join(dir, SNAPSHOTS, project);
+  /** A project's sweep under way: a build's snapshots are kept only once it is done. */
+  const sweeping = new Map<string, Promise<void>>();
+  /** The snapshot directories of a project no parent of its base (if any) names go, in the background. */
+  const sweep = (project: string, base?: Pick<FastPathBase, "copy" | "starts">) => {
+    const named = base ? snapshotDirs(base) : [];
+    const root = snapshotsOf(project);
+    const swept = (sweeping.get(project) ?? Promise.resolve())
+      .then(() => readdir(root))
+      .then((builds) => Promise.all(builds.map((b) => join(root, b)).filter((d) => !named.some((n) => n.startsWith(`${d}/`))).map((d) => rm(d, { recursive: true, force: true }))))
+      .then(
+        () => {},
+        () => {},
+      );
+    sweeping.set(project, swept);
+    void swept.then(() => sweeping.get(project) === swept && sweeping.delete(project));
+  };
   return {
     async load(project: string): Promise<FastPathBase | undefined> {
       try {
@@ -113,15 +136,17 @@ export function createBaseStore(dir: string) {
     async save(project: string, base: Omit<FastPathBase, "version">): Promise<void> {
       await mkdir(dir, { recursive: true });
       await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, ...base }));
+      sweep(project, base);
     },
     /** Forgets the project's base; with a reason, remembers why the last full build could not be one. */
     async remove(project: string, reason?: string): Promise<void> {
       if (reason === undefined) {
         await rm(fileOf(project), { force: true });
-        return;
+      } else {
+        await mkdir(dir, { recursive: true });
+        await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, refused: reason }));
       }
-      await mkdir(dir, { recursive: true });
-      await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, refused: reason }));
+      sweep(project);
     },
     /** Why the project has no base, when its last full build was refused as one. */
     async refusal(project: string): Promise<string | undefined> {
@@ -132,7 +157,30 @@ export function createBaseStore(dir: string) {
         return undefined;
       }
     },
+    /**
+     * Keeps a build's upper directories (moved, on the same volume) as snapshots a later start can
+     * stand on; returns their new paths, in order. Until a saved base names them they are swept
+     * with the next save.
+     */
+    async keepSnapshots(project: string, buildId: string, uppers: readonly string[]): Promise<string[]> {
+      await sweeping.get(project);
+      const into = join(snapshotsOf(project), buildId);
+      await mkdir(into, { recursive: true });
+      return Promise.all(
+        uppers.map(async (u, n) => {
+          const to = join(into, String(n));
+          await rename(u, to);
+          return to;
+        }),
+      );
+    },
   };
+}
+
+/** Every snapshot directory the base's parents stand on. */
+function snapshotDirs(base: Pick<FastPathBase, "copy" | "starts">): string[] {
+  const bases = [..."refused" in base.copy ? [] : [base.copy], ...base.starts];
+  return bases.flatMap((c) => [...(c.parent?.layers ?? []), ...(c.from?.parent.layers ?? [])]);
 }
 
 export type BaseStore = ReturnType<typeof createBaseStore>;

@@ -385,6 +385,7 @@ export function createFastPath(o: FastPathOptions) {
     for (const step of copy.plan.after) after.push(isCopyStep(step) ? { layer: await made(copy.copies[k++]!, step.copy.sources) } : step);
     const runs = after.filter((step) => !("layer" in step)).length;
     let ran: Layer[] = [];
+    let uppers: string[] = [];
     const uploads: Promise<unknown>[] = [];
     if (runs > 0) {
       if (!copy.parent) throw new FastPathRefused("the last full build left no image below the COPY");
@@ -392,7 +393,7 @@ export function createFastPath(o: FastPathOptions) {
       uploads.push(registry.putBlob(layer.digest, layer.gz));
       uploads.at(-1)!.catch(() => {});
       const { runSteps } = await import("./run-steps.js");
-      ran = await runSteps({ parent: copy.parent, copy: layer.entries, steps: after, ...stepsContext });
+      ({ layers: ran, uppers } = await runSteps({ parent: copy.parent, copy: layer.entries, steps: after, ...stepsContext }));
     } else {
       ran = after.map((step) => (step as { layer: Layer }).layer);
     }
@@ -403,16 +404,7 @@ export function createFastPath(o: FastPathOptions) {
     const newBlobs: [string, Buffer][] = all.slice(uploads.length).map((l) => [l.digest, l.gz]);
     const kinds = [copy.plan.dest, ...copy.plan.after.map((step) => (isCopyStep(step) ? step.copy.dest : undefined))];
     const config = nextConfig(base, all.map((l, n) => ({ diffId: l.diffId, ...(kinds[n] !== undefined ? { copyDest: kinds[n] } : {}) })), input.labels);
-    // Started from an earlier COPY: a later start with RUN steps after it had its image below in
-    // podman's storage, which no longer is this image's (kiln keeps no snapshot of its own steps).
-    const still = (c: CopyBase) => !c.parent || c.plan.copyStep <= copy.plan.copyStep;
-    const next: Partial<FastPathBase> =
-      copy === base.copy
-        ? {}
-        : {
-            copy: "refused" in base.copy || still(base.copy) ? base.copy : { refused: "the fast path last started from an earlier COPY, and kiln keeps no image of its own steps below this one" },
-            starts: starts.filter(still),
-          };
+    const next = copy === base.copy ? {} : await laterStarts(input, base, copy, uppers);
     const pushed = await push(config, layers, newBlobs, uploads, next);
     return {
       ...pushed,
@@ -424,6 +416,35 @@ export function createFastPath(o: FastPathOptions) {
       made: all.length,
       ...(started ? { startedAt: started } : {}),
     };
+  }
+
+  /**
+   * Started from an earlier COPY: a later start with RUN steps after it stood on the image below
+   * it in podman's storage, which no longer is this image's. It now stands on that image's
+   * parent (the one this build's steps ran on) and this build's own upper directories up to it,
+   * kept as snapshots; its environment, user and working directory are the full build's (the
+   * Containerfile and build args are the same). A later start kiln cannot carry is dropped.
+   */
+  async function laterStarts(input: FastPathInput, base: FastPathBase, copy: CopyBase, uppers: readonly string[]): Promise<Partial<FastPathBase>> {
+    const after = copy.plan.after;
+    // c's COPY among the steps after this one: the steps after c are the last ones of those.
+    const at = (c: CopyBase) => {
+      const k = after.length - c.plan.after.length - 1;
+      return k >= 0 && isCopyStep(after[k]!) && JSON.stringify(after.slice(k + 1)) === JSON.stringify(c.plan.after) ? k : undefined;
+    };
+    const later = (c: CopyBase) => c.parent !== undefined && c.plan.copyStep > copy.plan.copyStep;
+    const all = ["refused" in base.copy ? undefined : base.copy, ...(base.starts ?? [])];
+    const wanted = all.filter((c): c is CopyBase => c !== undefined && later(c) && at(c) !== undefined && uppers.length > 0 && copy.parent !== undefined);
+    // The snapshots a later start needs: this COPY's upper and those of the steps before its COPY.
+    const needed = Math.max(0, ...wanted.map((c) => at(c)! + 1));
+    const kept = needed > 0 ? await o.bases.keepSnapshots(input.project, input.buildId, uppers.slice(0, needed)) : [];
+    const carry = (c: CopyBase): CopyBase | undefined => {
+      if (!later(c)) return c;
+      if (!wanted.includes(c)) return undefined;
+      return { ...c, parent: { ...c.parent!, id: copy.parent!.id, layers: [...(copy.parent!.layers ?? []), ...kept.slice(0, at(c)! + 1)] } };
+    };
+    const final = "refused" in base.copy ? base.copy : (carry(base.copy) ?? { refused: "the fast path last started from an earlier COPY, and kiln could not keep its own steps below this one" });
+    return { copy: final, starts: (base.starts ?? []).map(carry).filter((c): c is CopyBase => c !== undefined) };
   }
 
   /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */

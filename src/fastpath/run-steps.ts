@@ -19,8 +19,14 @@ import { checkCacheTarget, checkMountPoints, resolveUser, runEnv, runtimeSpec } 
 import { readUpper, writeEntries } from "./upper.js";
 
 export interface ParentImage {
-  /** The full image ID of the step before the final COPY. */
+  /** The full image ID of the step before the final COPY (or, with layers, of the one they stand on). */
   id: string;
+  /**
+   * Upper directories of steps kiln ran itself in an earlier build, bottom first, stacked on the
+   * image (base.ts keeps them): what the image below this COPY became when kiln last started
+   * from an earlier COPY. Their layers are the pushed image's below this COPY.
+   */
+  layers?: string[];
   env: string[];
   user: string;
   workdir: string;
@@ -59,19 +65,28 @@ export interface RunStepsInput {
   signal: AbortSignal;
 }
 
-export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
+export interface StepsRun {
+  /** The steps' layers, in order (none with layers: false). */
+  layers: Layer[];
+  /** The upper directories: the COPY's, then each step's; bottom first. Left in i.dir. */
+  uppers: string[];
+}
+
+export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
   const env = i.podman.env();
   const mounted: string[] = [];
+  const own = i.parent.layers ?? [];
+  if (own.some((d) => !lstatSync(d, { throwIfNoEntry: false })?.isDirectory())) throw new FastPathRefused("a snapshot of kiln's own steps below the COPY is gone");
   const m0 = Date.now();
   const lower = await i.podman.mountImage(i.parent.id);
-  i.say(`fast path: mounted the image below the COPY (${i.parent.id.slice(0, 12)}) in ${Date.now() - m0} ms`);
+  i.say(`fast path: mounted the image below the COPY (${i.parent.id.slice(0, 12)}${own.length ? `, with ${own.length} layer${own.length === 1 ? "" : "s"} of kiln's own steps on it` : ""}) in ${Date.now() - m0} ms`);
   const layers: Promise<Layer>[] = [];
   try {
     const u0 = join(i.dir, "u0");
     mkdirSync(u0, { recursive: true });
-    await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(lower, i.copyDir), ...i.copy] : i.copy);
     // Bottom first: overlay's lowerdir lists the top first (reversed below).
-    const below = [lower, u0];
+    const below = [lower, ...own, u0];
+    await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(below.slice(0, -1), i.copyDir), ...i.copy] : i.copy);
     for (const [n, step] of i.steps.entries()) {
       i.signal.throwIfAborted();
       const [upper, work, root, bundle] = ["u", "w", "m", "b"].map((x) => join(i.dir, `${x}${n + 1}`)) as [string, string, string, string];
@@ -141,7 +156,7 @@ export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
         if (await umount(root, env)) mounted.pop();
       }
     }
-    return await Promise.all(layers);
+    return { layers: await Promise.all(layers), uppers: below.slice(1 + own.length) };
   } finally {
     for (const m of [...mounted].reverse()) if (await umount(m, env)) mounted.splice(mounted.indexOf(m), 1);
     await i.podman.unmountImage(i.parent.id).catch(() => {});
@@ -152,14 +167,14 @@ export async function runSteps(i: RunStepsInput): Promise<Layer[]> {
 
 /**
  * The directories from the image's root to dir as the image below has them (their copies in the
- * COPY's layer); one it lacks is made as buildah makes it, 0755 and root's.
+ * COPY's layer); one it lacks is made as buildah makes it, 0755 and root's. lowers: bottom first.
  */
-function ancestorsIn(lower: string, dir: string): LayerEntry[] {
+function ancestorsIn(lowers: readonly string[], dir: string): LayerEntry[] {
   const parts = dir.split("/").filter(Boolean);
   const out: LayerEntry[] = [];
   for (let n = 1; n <= parts.length; n++) {
     const path = parts.slice(0, n).join("/");
-    const st = lstatSync(join(lower, path), { throwIfNoEntry: false });
+    const st = topmost(lowers, path);
     if (st && !st.isDirectory()) throw new FastPathRefused(`/${path} in the image below the stage's COPY is not a directory`);
     out.push({ header: { name: `${path}/`, type: "directory", mode: st ? st.mode & 0o7777 : 0o755, uid: st?.uid ?? 0, gid: st?.gid ?? 0, mtime: st?.mtime ?? new Date() } });
   }
@@ -183,6 +198,15 @@ function cacheSource(cacheDir: string, c: CacheMount): string {
     }
   }
   return path;
+}
+
+/** A path's stat in the topmost of the lower directories that has it (none: undefined, also when a whiteout hides it). */
+function topmost(lowers: readonly string[], path: string) {
+  for (const l of [...lowers].reverse()) {
+    const st = lstatSync(join(l, path), { throwIfNoEntry: false });
+    if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
+  }
+  return undefined;
 }
 
 function writeBundleFiles(bundle: string, hostname: string) {

@@ -7,13 +7,15 @@ import { cli } from "../podman/cli.js";
 import { errorSummary } from "../process/exec.js";
 import { placeContainerState, type StorageLayout } from "../podman/storage-config.js";
 
-export async function resetStorage(layout: StorageLayout, env: Record<string, string>, tmpRoot: string, keepTmp: ReadonlySet<string>): Promise<void> {
+export async function resetStorage(layout: StorageLayout, env: Record<string, string>, tmpRoot: string, keepTmp: ReadonlySet<string>, snapshotsDir: string): Promise<void> {
   const cacheMountDir = layout.cacheMountDir;
   const r = await cli.systemReset(env);
   if (r.exitCode !== 0) throw new Error(`podman system reset failed: ${errorSummary(r)}`);
   // kiln's cache mounts live in the storage root too; podman does not know them.
   await rm(cacheMountDir, { recursive: true, force: true });
   await mkdir(cacheMountDir, { recursive: true });
+  // The fast path's snapshots of its own steps stand on images the reset removed.
+  await rm(snapshotsDir, { recursive: true, force: true });
   // The reset removed the link to the containers' tmpfs directory, and what it held is stale.
   if (layout.containersDir) await rm(layout.containersDir, { recursive: true, force: true });
   await placeContainerState(layout);

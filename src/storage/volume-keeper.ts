@@ -12,6 +12,8 @@ import { resetStorage } from "./reset.js";
 export interface KeeperOptions {
   dataDir: string;
   tmpRoot: string;
+  /** kiln's snapshots of its own steps (they stand on images a reset removes): they go with it. */
+  snapshotsDir: string;
   layout: StorageLayout;
   env: () => Record<string, string>;
   keepBuilds: number;
@@ -133,7 +135,7 @@ export class VolumeKeeper {
     const before = await this.usage();
     this.o.logger.warn({ reason }, "resetting container storage");
     await this.o.releaseMounts().catch(() => {});
-    await resetStorage(this.o.layout, this.o.env(), this.o.tmpRoot, this.o.liveTmpDirs());
+    await resetStorage(this.o.layout, this.o.env(), this.o.tmpRoot, this.o.liveTmpDirs(), this.o.snapshotsDir);
     const after = await this.usage();
     const durationMs = Date.now() - t0;
     const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);

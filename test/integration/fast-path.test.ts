@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -24,8 +24,11 @@ interface App {
   name: string;
   files: (base: string) => Files;
   /** Each change, and whether the fast path may take it. */
-  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean; log?: RegExp }[];
+  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean; log?: RegExp; notLog?: RegExp }[];
 }
+
+const OWN_STEPS = /fast path: mounted the image below the COPY \([0-9a-f]{12}, with 2 layers of kiln's own steps on it\)/;
+const STARTED_EARLIER = /fast path: started from step \d+, the first COPY that reads a changed file/;
 
 const APPS: App[] = [
   {
@@ -235,10 +238,11 @@ const APPS: App[] = [
     name: "deps-cache",
     files: (base) => ({
       Containerfile:
-        `FROM ${base}\nWORKDIR /app\nENV NODE_ENV=production\nRUN mkdir -p /root && echo stale > package.json\n` +
+        `FROM ${base}\nWORKDIR /app\nENV NODE_ENV=production\nRUN mkdir -p /root && echo stale > package.json && echo old > old.txt\n` +
         `COPY package.json lock.txt ./\n` +
-        `RUN --mount=type=cache,target=/root/.npm,sharing=locked mkdir -p node_modules && cat package.json lock.txt > node_modules/installed.txt && cat package.json >> /root/.npm/seen && test -s /root/.npm/seen\n` +
-        `COPY src/ ./src/\nRUN cat node_modules/installed.txt src/*.txt > bundle.txt\nEXPOSE 8080\nUSER nobody\nCMD ["cat", "/app/bundle.txt"]\n`,
+        // It deletes a file of the image below: a whiteout in its layer (and in kiln's snapshot of it, which a later build stands on).
+        `RUN --mount=type=cache,target=/root/.npm,sharing=locked rm old.txt && mkdir -p node_modules && cat package.json lock.txt > node_modules/installed.txt && cat package.json >> /root/.npm/seen && test -s /root/.npm/seen\n` +
+        `COPY src/ ./src/\nRUN test ! -e old.txt && cat node_modules/installed.txt src/*.txt > bundle.txt\nEXPOSE 8080\nUSER nobody\nCMD ["cat", "/app/bundle.txt"]\n`,
       "package.json": '{"name":"d","v":1}\n',
       "lock.txt": "lock 1\n",
       "src/a.txt": "a\n",
@@ -247,7 +251,11 @@ const APPS: App[] = [
       { kind: "edit of a source", files: { "src/a.txt": "a, edited\n" }, fast: true },
       { kind: "the dependency file (kiln starts from its COPY)", files: { "package.json": '{"name":"d","v":2}\n' }, fast: true, log: /fast path: started from step 5, the first COPY that reads a changed file: made 2 COPY layers and ran 2 RUN steps/ },
       { kind: "a source and the lock file", files: { "src/b.txt": "b\n", "lock.txt": "lock 2\n" }, fast: true },
-      { kind: "a source after that", files: { "src/a.txt": "a, again\n" }, fast: true },
+      // kiln stands on its snapshots of the two steps it ran below the final COPY: npm ci does not run again.
+      { kind: "a source after that (on kiln's own steps below the final COPY)", files: { "src/a.txt": "a, again\n" }, fast: true, log: OWN_STEPS, notLog: STARTED_EARLIER },
+      { kind: "a source deleted after that", files: { "src/b.txt": null }, fast: true, log: OWN_STEPS, notLog: STARTED_EARLIER },
+      { kind: "the dependency file again", files: { "package.json": '{"name":"d","v":3}\n' }, fast: true, log: STARTED_EARLIER },
+      { kind: "a source after the second dependency change", files: { "src/c.txt": "c\n" }, fast: true, log: OWN_STEPS, notLog: STARTED_EARLIER },
     ],
   },
   {
@@ -312,6 +320,7 @@ describe("fast path", () => {
           assert.equal(f.fastPath, change.fast, await logText(fast, f.id));
           if (!change.fast) assert.match(await logText(fast, f.id), /fast path: not taken: /);
           if (change.log) assert.match(await logText(fast, f.id), change.log);
+          if (change.notLog) assert.doesNotMatch(await logText(fast, f.id), change.notLog);
         });
       }
     });
@@ -326,6 +335,21 @@ describe("fast path", () => {
       fsDifferences(a.files, b.files).map((d) => d.split(":")[0]),
       ["app/src/a.txt"],
     );
+  });
+
+  test("kiln keeps the snapshots of its own steps the project's base stands on, and no others", async () => {
+    // deps-cache started from its dependency COPY twice: only the second build's snapshots stay.
+    const root = join(dir, "fast", "fastpath", "snapshots", "deps-cache");
+    await waitFor(() => readdirSync(root).length === 1, 10_000, "the first dependency change's snapshots to be swept");
+    const kept = readdirSync(root);
+    const builds = (await fast.client.listBuilds({ project: "deps-cache", limit: 50 })).builds;
+    const started = [];
+    for (const b of builds) if (STARTED_EARLIER.test(await logText(fast, b.id))) started.push(b.id);
+    assert.equal(started.length, 3, "three builds started from the dependency COPY");
+    assert.deepEqual(kept, [started[0]], "the newest of them");
+    // The two steps below the final COPY: the dependency COPY's layer and the cache-mount RUN's.
+    assert.deepEqual(readdirSync(join(root, kept[0]!)).sort(), ["0", "1"]);
+    assert.ok(readdirSync(join(root, kept[0]!, "1", "app", "node_modules")).includes("installed.txt"));
   });
 
   test("the fast path's image runs", async () => {
