@@ -15,6 +15,8 @@ export interface FuzzStats {
   scenarios: number;
   builds: number;
   fast: number;
+  /** Fast builds that stood on kiln's snapshots of its own steps from an earlier build. */
+  onSnapshots: number;
   failedBoth: number;
 }
 
@@ -32,7 +34,7 @@ export interface FuzzOptions {
 /** Resolves with the stats, or rejects with fast-check's report (seed, path, counterexample). */
 export async function fuzzFastPath(o: FuzzOptions): Promise<FuzzStats> {
   const buildBoth = createDifferential(o.fast, o.full, o.reg);
-  const stats: FuzzStats = { scenarios: 0, builds: 0, fast: 0, failedBoth: 0 };
+  const stats: FuzzStats = { scenarios: 0, builds: 0, fast: 0, onSnapshots: 0, failedBoth: 0 };
   const run = async (s: Scenario): Promise<void> => {
     const n = stats.scenarios++;
     const project = `fz-${o.seed}-${n}`;
@@ -42,12 +44,14 @@ export async function fuzzFastPath(o: FuzzOptions): Promise<FuzzStats> {
       const r = await buildBoth(repo, project, commit, context ? { context } : {});
       stats.builds++;
       if (r.f.fastPath) stats.fast++;
+      const lines = await logLines(o.fast, r.f.id);
+      if (r.f.fastPath && lines.some((l) => /of kiln's own steps on it/.test(l))) stats.onSnapshots++;
       if (r.f.state !== 3 && r.g.state !== 3) stats.failedBoth++;
       if (r.differences.length > 0) {
         throw new Error(`${project}, commit ${i} (${commit.slice(0, 12)}): the fast path's image differs from the full build's:\n  ${r.differences.slice(0, 20).join("\n  ")}\nfast build log: kiln logs ${r.f.id}`);
       }
       if (o.log) {
-        const why = r.f.fastPath ? "" : ((await logLines(o.fast, r.f.id)).find((l) => l.startsWith("fast path: not")) ?? "");
+        const why = r.f.fastPath ? "" : (lines.find((l) => l.startsWith("fast path: not")) ?? "");
         o.log(`${project} commit ${i}: ${r.f.fastPath ? "fast" : "full"} ${r.f.state === 3 ? "ok" : `failed on both: ${r.g.error.slice(0, 80)}`} ${why}`);
       }
     }

@@ -21,7 +21,7 @@ const [fast, full] = await Promise.all([
 let code = 0;
 try {
   const stats = await fuzzFastPath({ fast, full, reg, base, dir: join(dir, "repos"), seed, runs, log: (l) => console.log(l) });
-  console.log(`fuzz: passed: ${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by the fast path, ${stats.failedBoth} failed on both sides`);
+  console.log(`fuzz: passed: ${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by the fast path (${stats.onSnapshots} on kiln's snapshots of its own steps), ${stats.failedBoth} failed on both sides`);
 } catch (e) {
   console.error(String((e as Error).message ?? e));
   console.error(`fuzz: FAILED with seed ${seed}: replay with KILN_FUZZ_SEED=${seed} KILN_FUZZ_RUNS=${runs} scripts/test.sh test/integration/fast-path-differential.test.ts`);

@@ -33,7 +33,7 @@ describe("fast path differential (generated cases)", () => {
 
   test(`${RUNS} generated scenarios (seed ${SEED}): the fast path's images equal the full builds'`, async (t) => {
     const stats = await fuzzFastPath({ fast, full, reg, base, dir: join(dir, "repos"), seed: SEED, runs: RUNS });
-    t.diagnostic(`${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by the fast path, ${stats.failedBoth} failed on both sides`);
+    t.diagnostic(`${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by the fast path (${stats.onSnapshots} on kiln's snapshots of its own steps), ${stats.failedBoth} failed on both sides`);
     assert.ok(stats.fast > 0, "some builds took the fast path (else the test compares nothing)");
   });
 });
