@@ -29,6 +29,8 @@ const MAX_LAYER_BYTES = 64 * 1024 * 1024;
 /** The most a RUN step kiln runs may write (it is held in memory to be compressed). */
 const MAX_RUN_LAYER_BYTES = 256 * 1024 * 1024;
 const IGNORE_FILES = [".containerignore", ".dockerignore"];
+/** A --chown of numbers: the same owner whatever the image's /etc/passwd and /etc/group say. */
+const NUMERIC_OWNER = /^\d+(:\d+)?$/;
 
 export interface FastPathInput extends BaseKeyInput {
   project: string;
@@ -212,7 +214,7 @@ export function createFastPath(o: FastPathOptions) {
     const target = await copyTarget(input.contextDir, plan, workdir, await read(copyIndex), from !== undefined);
     const copies: CopyTarget[] = [];
     for (const [k, step] of plan.after.entries()) {
-      if (isCopyStep(step)) copies.push(await copyTarget(input.contextDir, { ...step.copy, chown: false }, workdir, await read(copyIndex + 1 + k), false));
+      if (isCopyStep(step)) copies.push(await copyTarget(input.contextDir, { ...step.copy, chown: step.copy.chown !== undefined }, workdir, await read(copyIndex + 1 + k), false));
     }
     return { plan, ...target, copies, ...(parent ? { parent } : {}), ...(from ? { from } : {}) };
   }
@@ -382,7 +384,10 @@ export function createFastPath(o: FastPathOptions) {
     const layer = await made(copy, copy.plan.sources);
     let k = 0;
     const after: StepToRun[] = [];
-    for (const step of copy.plan.after) after.push(isCopyStep(step) ? { layer: await made(copy.copies[k++]!, step.copy.sources) } : step);
+    for (const step of copy.plan.after) {
+      if (!isCopyStep(step)) after.push(step);
+      else after.push({ layer: await made(copy.copies[k++]!, step.copy.sources), ...(step.copy.chown !== undefined && !NUMERIC_OWNER.test(step.copy.chown) ? { chownByName: step.copy.chown } : {}) });
+    }
     const runs = after.filter((step) => !("layer" in step)).length;
     let ran: Layer[] = [];
     let uppers: string[] = [];

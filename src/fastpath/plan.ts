@@ -41,7 +41,8 @@ export interface CacheMount {
 
 /** A plain COPY from the context after the one kiln starts from (kiln makes its layer too). */
 export interface CopyStep {
-  copy: { sources: string[]; dest: string };
+  /** chown: its --chown value as written (the owner is learned from the last full build's layer). */
+  copy: { sources: string[]; dest: string; chown?: string };
 }
 
 /** A step after the COPY kiln starts from that makes a layer: a RUN kiln runs, or a COPY kiln makes. */
@@ -160,10 +161,13 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
     } else if (kw === "COPY") {
       const f = flags(i);
       if (f.some(([k]) => k === "from")) return no(`COPY --from after ${where}`);
-      if (f.length > 0) return no(`a COPY after ${where} has --${f[0]![0]}`);
+      const other = f.find(([k]) => k !== "chown");
+      if (other) return no(`a COPY after ${where} has --${other[0]}`);
       const c = plainCopy(i, `a COPY after ${where}`);
       if (typeof c === "string") return no(c);
-      after.push({ copy: c });
+      const chown = f.find(([k]) => k === "chown")?.[1];
+      if (chown !== undefined && /[$\\]/.test(chown)) return no(`a COPY after ${where} has a --chown with a variable or an escape`);
+      after.push({ copy: { ...c, ...(chown !== undefined ? { chown } : {}) } });
     } else if (kw === "ADD") {
       return no(`ADD after ${where}`);
     } else if (runs && (kw === "SHELL" || kw === "ARG" || kw === "ONBUILD")) {

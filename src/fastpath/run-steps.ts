@@ -32,8 +32,21 @@ export interface ParentImage {
   workdir: string;
 }
 
-/** A step kiln runs: a RUN, or a later COPY whose layer kiln has made already. */
-export type StepToRun = RunStep | { layer: Layer };
+/**
+ * A step kiln runs: a RUN, or a later COPY whose layer kiln has made already (chownByName: its
+ * --chown names a user or group, resolved when the last full build made it: the owner holds
+ * only while no step kiln runs before it writes /etc/passwd or /etc/group).
+ */
+export type StepToRun = RunStep | { layer: Layer; chownByName?: string };
+
+/** A layer's entry that may change who a user or group name is (the files, their whiteouts, an opaque or replaced /etc), if any. */
+function accountsEntry(entries: readonly LayerEntry[]): string | undefined {
+  for (const { header: h } of entries) {
+    const name = h.name.replace(/\/+$/, "");
+    if (/^(etc\/(\.wh\.)?(passwd|group)|etc\/\.wh\.\.wh\.\.opq|\.wh\.etc)$/.test(name) || (name === "etc" && h.type !== "directory")) return `/${name}`;
+  }
+  return undefined;
+}
 
 /** The lock file buildah 1.28 holds in a cache mount's directory while a sharing=locked step runs. */
 const CACHE_LOCK_FILE = "buildah-cache-lockfile";
@@ -86,12 +99,15 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
     mkdirSync(u0, { recursive: true });
     // Bottom first: overlay's lowerdir lists the top first (reversed below).
     const below = [lower, ...own, u0];
+    /** The first entry of a RUN's layer that may change who a name is (ACCOUNT_FILES). */
+    let accounts: string | undefined;
     await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(below.slice(0, -1), i.copyDir), ...i.copy] : i.copy);
     for (const [n, step] of i.steps.entries()) {
       i.signal.throwIfAborted();
       const [upper, work, root, bundle] = ["u", "w", "m", "b"].map((x) => join(i.dir, `${x}${n + 1}`)) as [string, string, string, string];
       mkdirSync(upper, { recursive: true });
       if ("layer" in step) {
+        if (step.chownByName !== undefined && accounts) throw new FastPathRefused(`a COPY --chown=${step.chownByName} comes after a RUN that wrote ${accounts} (kiln learned the owner from the last full build)`);
         // A later COPY: its layer, made from the context, is the next upper directory.
         await writeEntries(upper, step.layer.entries);
         layers.push(Promise.resolve(step.layer));
@@ -136,6 +152,7 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
         const writer = createLayerWriter();
         const read = await readUpper(upper, env, i.maxBytes, i.signal, writer.add);
         i.say(`fast path: step ${n + 1}'s layer read in ${Date.now() - t0} ms (${read.entries.length} entries, ${read.bytes} bytes)`);
+        accounts ??= accountsEntry(read.entries);
         const made = writer.finish().then((c) => {
           i.say(`fast path: step ${n + 1}'s layer compressed ${Date.now() - t0} ms after its step (${c.gz.length} bytes)`);
           return { ...c, entries: read.entries, files: read.entries.length, bytes: read.bytes };

@@ -27,6 +27,8 @@ interface App {
   changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean; log?: RegExp; notLog?: RegExp }[];
 }
 
+/** A step that writes /etc/passwd and /etc/group (the test base has none): user app is 1001, its group 1002. */
+const ACCOUNTS = `RUN mkdir -p /etc && printf 'root:x:0:0::/root:/bin/sh\\napp:x:1001:1002::/app:/bin/sh\\n' > /etc/passwd && printf 'root:x:0:\\napp:x:1002:\\n' > /etc/group`;
 const OWN_STEPS = /fast path: mounted the image below the COPY \([0-9a-f]{12}, with 2 layers of kiln's own steps on it\)/;
 const STARTED_EARLIER = /fast path: started from step \d+, the first COPY that reads a changed file/;
 
@@ -259,6 +261,42 @@ const APPS: App[] = [
     ],
   },
   {
+    // Later COPYs with --chown, by number and by name: kiln learned their owners from the last
+    // full build's layers, and a name holds while no step kiln runs writes /etc/passwd or /etc/group.
+    name: "deps-chown",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base}\nWORKDIR /app\n${ACCOUNTS}\n` +
+        `COPY --chown=app:app package.json ./\nRUN mkdir -p node_modules && cat package.json > node_modules/installed.txt\n` +
+        `COPY --chown=1000:1000 conf/ ./conf/\nCOPY --chown=app src/ ./src/\nRUN cat node_modules/installed.txt conf/*.txt src/*.txt > bundle.txt\nUSER app\nCMD ["cat", "/app/bundle.txt"]\n`,
+      "package.json": '{"name":"c","v":1}\n',
+      "conf/c.txt": "c 1\n",
+      "src/a.txt": "a\n",
+    }),
+    changes: [
+      { kind: "edit of a source (its COPY has --chown=app)", files: { "src/a.txt": "a, edited\n" }, fast: true },
+      { kind: "the dependency file (the later COPYs have --chown by number and by name)", files: { "package.json": '{"name":"c","v":2}\n' }, fast: true, log: STARTED_EARLIER },
+      { kind: "a source after that", files: { "src/b.txt": "b\n" }, fast: true, log: /with 3 layers of kiln's own steps on it/, notLog: STARTED_EARLIER },
+      { kind: "a file the --chown=1000:1000 COPY copies", files: { "conf/c.txt": "c 2\n" }, fast: true, log: /fast path: started from step 6,/ },
+    ],
+  },
+  {
+    // A RUN kiln reruns adds a user that a later COPY --chown names: the owner kiln learned could be stale.
+    name: "deps-passwd",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base}\nWORKDIR /app\n${ACCOUNTS}\nCOPY package.json ./\n` +
+        `RUN cat package.json > installed.txt && echo "svc:x:1003:1003::/app:/bin/sh" >> /etc/passwd && echo "svc:x:1003:" >> /etc/group\n` +
+        `COPY --chown=svc:svc src/ ./src/\nCMD ["cat", "/app/src/a.txt"]\n`,
+      "package.json": '{"name":"p","v":1}\n',
+      "src/a.txt": "a\n",
+    }),
+    changes: [
+      { kind: "edit of a source (nothing below its COPY runs again)", files: { "src/a.txt": "a, edited\n" }, fast: true },
+      { kind: "the dependency file (refused: the RUN kiln would rerun writes /etc/passwd)", files: { "package.json": '{"name":"p","v":2}\n' }, fast: false, log: /fast path: not taken: a COPY --chown=svc:svc comes after a RUN that wrote \/etc\/(passwd|group) \(kiln learned the owner from the last full build\)/ },
+    ],
+  },
+  {
     name: "large",
     files: (base) => ({
       // Over 4 MiB: the fast path's layer is several gzip members, the random part stored as it is.
@@ -307,6 +345,7 @@ describe("fast path", () => {
         const next = {
           "run-after-copy": /fast path: the next build whose change no step reads reuses this image; a change a step reads takes the full build \(the final stage has no COPY from the context\)/,
           compile: /fast path: the next build of a source change can start from this one \(kiln runs the 2 RUN steps after the final COPY\); a change an earlier step reads starts from an earlier COPY$/m,
+          "deps-chown": /fast path: the next build of a source change can start from this one \(kiln runs the 1 RUN step after the final COPY\); a change an earlier step reads starts from one of 2 earlier COPYs$/m,
           "deps-cache": /fast path: the next build of a source change can start from this one \(kiln runs the 1 RUN step after the final COPY\); a change an earlier step reads starts from an earlier COPY$/m,
           "stage-file": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,
           "stage-compile": /fast path: the next build of a source change can start from this one \(kiln reruns stage 2's final COPY and its 1 RUN step, then makes the COPY --from's layer\)/,

@@ -144,7 +144,9 @@ describe("fast path plan", () => {
 
   test("a later COPY kiln cannot make, or a WORKDIR among the steps, keeps the earlier start from being taken", () => {
     for (const [text, why] of [
-      [`FROM a\nCOPY a /x/\nRUN make\nCOPY --chown=1 b /y/\n`, /a COPY after the COPY kiln starts from has --chown/],
+      [`FROM a\nCOPY a /x/\nRUN make\nCOPY --chmod=644 b /y/\n`, /a COPY after the COPY kiln starts from has --chmod/],
+      [`FROM a\nCOPY a /x/\nRUN make\nCOPY --chown=1 --chmod=644 b /y/\n`, /has --chmod/],
+      [`FROM a\nCOPY a /x/\nRUN make\nCOPY --chown=$APP b /y/\n`, /--chown with a variable/],
       [`FROM a\nCOPY a /x/\nRUN make\nCOPY src/*.js /y/\n`, /glob/],
       [`FROM a\nCOPY a /x/\nWORKDIR /w\nCOPY b /y/\n`, /WORKDIR among the steps/],
       [`FROM a\nCOPY a /x/\nVOLUME /v\nCOPY b /y/\n`, /VOLUME among the steps/],
@@ -153,6 +155,16 @@ describe("fast path plan", () => {
       const r = planFastPath(text, undefined, 0);
       assert.ok(!r.ok && why.test(r.reason), `${text}: ${r.ok ? "taken" : r.reason}`);
     }
+  });
+
+  test("a later COPY with --chown is kiln's to make, its value kept (a name is checked when kiln runs the steps)", () => {
+    const r = planFastPath(`FROM a\nWORKDIR /app\nCOPY --chown=node:node package.json ./\nRUN npm ci\nCOPY --chown=node:node . .\nCOPY --chown=1000 b /y/\n`, undefined, 0);
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    assert.equal(r.plan.chown, true);
+    assert.deepEqual(
+      r.plan.after.map((s) => ("copy" in s ? s.copy : s.command)),
+      ["npm ci", { sources: [""], dest: ".", chown: "node:node" }, { sources: ["b"], dest: "/y/", chown: "1000" }],
+    );
   });
 
   test("a target naming the one stage is fine", () => {
