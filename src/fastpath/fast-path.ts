@@ -442,10 +442,16 @@ export function createFastPath(o: FastPathOptions) {
     const wanted = all.filter((c): c is CopyBase => c !== undefined && later(c) && at(c) !== undefined && uppers.length > 0 && copy.parent !== undefined);
     // The snapshots a later start needs: this COPY's upper and those of the steps before its COPY.
     const needed = Math.max(0, ...wanted.map((c) => at(c)! + 1));
-    const kept = needed > 0 ? await o.bases.keepSnapshots(input.project, input.buildId, uppers.slice(0, needed)) : [];
+    let kept: string[] = [];
+    try {
+      if (needed > 0) kept = await o.bases.keepSnapshots(input.project, input.buildId, uppers.slice(0, needed));
+    } catch (e) {
+      // Not kept (the build's directory on another filesystem, say): the later starts go, as they did before snapshots.
+      input.say(`fast path: the steps' directories could not be kept as snapshots (${(e as Error).message}); the next source change starts from this COPY again`);
+    }
     const carry = (c: CopyBase): CopyBase | undefined => {
       if (!later(c)) return c;
-      if (!wanted.includes(c)) return undefined;
+      if (!wanted.includes(c) || kept.length < needed) return undefined;
       return { ...c, parent: { ...c.parent!, id: copy.parent!.id, layers: [...(copy.parent!.layers ?? []), ...kept.slice(0, at(c)! + 1)] } };
     };
     const final = "refused" in base.copy ? base.copy : (carry(base.copy) ?? { refused: "the fast path last started from an earlier COPY, and kiln could not keep its own steps below this one" });
