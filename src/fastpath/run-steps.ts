@@ -99,7 +99,7 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
     mkdirSync(u0, { recursive: true });
     // Bottom first: overlay's lowerdir lists the top first (reversed below).
     const below = [lower, ...own, u0];
-    /** The first entry of a RUN's layer that may change who a name is (ACCOUNT_FILES). */
+    /** The first entry of a RUN's layer (this build's) that may change who a name is (accountsEntry). */
     let accounts: string | undefined;
     await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(below.slice(0, -1), i.copyDir), ...i.copy] : i.copy);
     for (const [n, step] of i.steps.entries()) {

@@ -4,7 +4,7 @@
 // quoted, JSON), a RUN that reads what they copied, a final COPY, maybe a RUN after it, and metadata steps, a context
 // spelled several ways (".", "./", a directory, the same through a symlink), and a sequence of
 // commits: edits, additions, deletions, renames, mode changes, symlinks made and retargeted,
-// ignore-file and .gitattributes edits. Generated with fast-check, reproducible from a seed.
+// ignore-file and .gitattributes edits; now and then an earlier file's edit, then sources'. Generated with fast-check, reproducible from a seed.
 import fc from "fast-check";
 import type { Files } from "../helpers/git-repo.js";
 
@@ -86,6 +86,15 @@ const change: fc.Arbitrary<Files> = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom("*.txt text eol=crlf\n", "lib/* -text\n").map((t): Files => ({ ".gitattributes": t })) },
 );
 
+// A file an earlier COPY reads changes, then a source only: the fast path starts from the earlier
+// COPY, then from the final one on the snapshots of the steps it ran below it (a RUN after it).
+const EARLIER_EDIT = fc.constantFrom("deps.txt", "lib/a.txt", "libextra.txt", "conf.d/x.conf").map((p): Files => ({ [p]: `${p} edited\n` }));
+const SOURCE_EDIT = fc.constantFrom(...SOURCE_PATHS).map((p): Files => ({ [p]: `${p} edited after the earlier file\n` }));
+const commitsArb = fc.oneof(
+  { weight: 2, arbitrary: fc.array(change, { minLength: 2, maxLength: 4 }) },
+  { weight: 1, arbitrary: fc.tuple(EARLIER_EDIT, SOURCE_EDIT, fc.array(change, { maxLength: 2 }), SOURCE_EDIT).map(([e, s, more, last]) => [e, s, ...more, last]) },
+);
+
 export const scenarioArb = (base: string): fc.Arbitrary<Scenario> =>
   fc
     .record({
@@ -93,7 +102,7 @@ export const scenarioArb = (base: string): fc.Arbitrary<Scenario> =>
       containerfile: containerfileArb(base),
       links: fc.subarray(["deps-link", "conf-link", "src-file-link", "src-dir-link", "dangling", "outside"]),
       ignore: fc.constantFrom("", "*.md\n", "src/*.log\n"),
-      commits: fc.array(change, { minLength: 2, maxLength: 4 }),
+      commits: commitsArb,
     })
     .map((r) => {
       const dir = r.layout === "." || r.layout === "./" ? "" : "app";
