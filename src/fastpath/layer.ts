@@ -44,7 +44,7 @@ export interface LayerInput {
 
 export interface Layer {
   gz: Buffer;
-  /** What it holds, in order (bodies included): kiln writes them out to run the steps after it. */
+  /** What it holds, in order (a COPY's with their bodies: kiln writes them out to run the steps after it; a RUN's, headers only). */
   entries: LayerEntry[];
   diffId: string;
   digest: string;
