@@ -377,7 +377,7 @@ describe("fast path", () => {
   });
 
   test("kiln keeps the snapshots of its own steps the project's base stands on, and no others", async () => {
-    // deps-cache started from its dependency COPY twice: only the second build's snapshots stay.
+    // deps-cache started from its dependency COPY three times: only the newest build's snapshots stay.
     const root = join(dir, "fast", "fastpath", "snapshots", "deps-cache");
     await waitFor(() => readdirSync(root).length === 1, 10_000, "the first dependency change's snapshots to be swept");
     const kept = readdirSync(root);
