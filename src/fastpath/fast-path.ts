@@ -16,6 +16,7 @@ import type { RegistryCredentials } from "../registry/credentials.js";
 import type { ParentImage, StepToRun } from "./run-steps.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type CopyTarget, type FastPathBase, type ImageConfig } from "./base.js";
 import { isCopyStep, type CopyPlan, type RunStep, type StagePlan } from "./plan.js";
+import { laterStarts } from "./later-starts.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
 import type { LocalImage, Podman } from "../podman/podman.js";
@@ -409,7 +410,7 @@ export function createFastPath(o: FastPathOptions) {
     const newBlobs: [string, Buffer][] = all.slice(uploads.length).map((l) => [l.digest, l.gz]);
     const kinds = [copy.plan.dest, ...copy.plan.after.map((step) => (isCopyStep(step) ? step.copy.dest : undefined))];
     const config = nextConfig(base, all.map((l, n) => ({ diffId: l.diffId, ...(kinds[n] !== undefined ? { copyDest: kinds[n] } : {}) })), input.labels);
-    const next = copy === base.copy ? {} : await laterStarts(input, base, copy, uppers);
+    const next = copy === base.copy ? {} : await carryLaterStarts(input, base, copy, uppers);
     const pushed = await push(config, layers, newBlobs, uploads, next);
     return {
       ...pushed,
@@ -423,39 +424,17 @@ export function createFastPath(o: FastPathOptions) {
     };
   }
 
-  /**
-   * Started from an earlier COPY: a later start with RUN steps after it stood on the image below
-   * it in podman's storage, which no longer is this image's. It now stands on that image's
-   * parent (the one this build's steps ran on) and this build's own upper directories up to it,
-   * kept as snapshots; its environment, user and working directory are the full build's (the
-   * Containerfile and build args are the same). A later start kiln cannot carry is dropped.
-   */
-  async function laterStarts(input: FastPathInput, base: FastPathBase, copy: CopyBase, uppers: readonly string[]): Promise<Partial<FastPathBase>> {
-    const after = copy.plan.after;
-    // c's COPY among the steps after this one: the steps after c are the last ones of those.
-    const at = (c: CopyBase) => {
-      const k = after.length - c.plan.after.length - 1;
-      return k >= 0 && isCopyStep(after[k]!) && JSON.stringify(after.slice(k + 1)) === JSON.stringify(c.plan.after) ? k : undefined;
-    };
-    const later = (c: CopyBase) => c.parent !== undefined && c.plan.copyStep > copy.plan.copyStep;
-    const all = ["refused" in base.copy ? undefined : base.copy, ...(base.starts ?? [])];
-    const wanted = all.filter((c): c is CopyBase => c !== undefined && later(c) && at(c) !== undefined && uppers.length > 0 && copy.parent !== undefined);
-    // The snapshots a later start needs: this COPY's upper and those of the steps before its COPY.
-    const needed = Math.max(0, ...wanted.map((c) => at(c)! + 1));
+  /** After a start from an earlier COPY: the base's later starts carried onto this build's steps (later-starts.ts). */
+  async function carryLaterStarts(input: FastPathInput, base: FastPathBase, copy: CopyBase, uppers: readonly string[]): Promise<Partial<FastPathBase>> {
+    const plan = laterStarts({ copy: base.copy, starts: base.starts ?? [] }, copy);
     let kept: string[] = [];
     try {
-      if (needed > 0) kept = await o.bases.keepSnapshots(input.project, input.buildId, uppers.slice(0, needed));
+      if (plan.needed > 0) kept = await o.bases.keepSnapshots(input.project, input.buildId, uppers.slice(0, plan.needed));
     } catch (e) {
       // Not kept (the build's directory on another filesystem, say): the later starts go, as they did before snapshots.
       input.say(`fast path: the steps' directories could not be kept as snapshots (${(e as Error).message}); the next source change starts from this COPY again`);
     }
-    const carry = (c: CopyBase): CopyBase | undefined => {
-      if (!later(c)) return c;
-      if (!wanted.includes(c) || kept.length < needed) return undefined;
-      return { ...c, parent: { ...c.parent!, id: copy.parent!.id, layers: [...(copy.parent!.layers ?? []), ...kept.slice(0, at(c)! + 1)] } };
-    };
-    const final = "refused" in base.copy ? base.copy : (carry(base.copy) ?? { refused: "the fast path last started from an earlier COPY, and kiln could not keep its own steps below this one" });
-    return { copy: final, starts: (base.starts ?? []).map(carry).filter((c): c is CopyBase => c !== undefined) };
+    return plan.carry(kept);
   }
 
   /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */
