@@ -7,7 +7,7 @@ import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Logger } from "pino";
 import type { DaemonOptions } from "../config/options.js";
 import { BuildEngine } from "../builds/engine.js";
-import { createBaseStore, SNAPSHOTS } from "../fastpath/base.js";
+import { createBaseStore } from "../fastpath/base.js";
 import { createFastPath } from "../fastpath/fast-path.js";
 import { MessageStore } from "../store/message-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
@@ -80,10 +80,11 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   const metricsReady = new Promise<Metrics>((r) => (resolveMetrics = r));
   // The keeper and the engine refer to each other; the keeper only calls back after start.
   let engine: BuildEngine;
+  const bases = createBaseStore(dir("fastpath"));
   const keeper = new VolumeKeeper({
     dataDir: opts.dataDir,
     tmpRoot: dir("tmp"),
-    snapshotsDir: join(dir("fastpath"), SNAPSHOTS),
+    snapshotsDir: bases.snapshotsDir,
     layout,
     env: () => podman.env(),
     keepBuilds: opts.keepBuilds,
@@ -100,7 +101,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
     releaseMounts: () => podman.unmountIdleImages(),
   });
-  const fastPath = opts.fastPath ? createFastPath({ bases: createBaseStore(dir("fastpath")), insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork, cacheDir: podman.layout.cacheMountDir }) : undefined;
+  const fastPath = opts.fastPath ? createFastPath({ bases, insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork, cacheDir: podman.layout.cacheMountDir }) : undefined;
   const gitCache = createGitCache(dir("git"), dir("work"));
   engine = new BuildEngine({
     dataDir: opts.dataDir,

@@ -102,12 +102,10 @@ export const baseKey = (k: BaseKeyInput) =>
     .update(JSON.stringify([k.repository, k.containerfile, k.context, k.target, Object.entries(k.buildArgs).sort(([a], [b]) => (a < b ? -1 : 1)), k.secrets, k.engine]))
     .digest("hex");
 
-/** The directory under the bases' where snapshots of kiln's own steps live (a storage reset removes it). */
-export const SNAPSHOTS = "snapshots";
-
 export function createBaseStore(dir: string) {
   const fileOf = (project: string) => join(dir, `${project}.json`);
-  const snapshotsOf = (project: string) => join(dir, SNAPSHOTS, project);
+  const snapshotsDir = join(dir, "snapshots");
+  const snapshotsOf = (project: string) => join(snapshotsDir, project);
   /** A project's sweep under way: a build's snapshots are kept only once it is done. */
   const sweeping = new Map<string, Promise<void>>();
   /** The snapshot directories of a project no parent of its base (if any) names go, in the background. */
@@ -125,6 +123,8 @@ export function createBaseStore(dir: string) {
     void swept.then(() => sweeping.get(project) === swept && sweeping.delete(project));
   };
   return {
+    /** Where the snapshots of kiln's own steps live (a storage reset removes it: they stand on its images). */
+    snapshotsDir,
     async load(project: string): Promise<FastPathBase | undefined> {
       try {
         const b = JSON.parse(await readFile(fileOf(project), "utf8")) as FastPathBase & { refused?: string };
@@ -180,7 +180,7 @@ export function createBaseStore(dir: string) {
 /** Every snapshot directory the base's parents stand on. */
 function snapshotDirs(base: Pick<FastPathBase, "copy" | "starts">): string[] {
   const bases = [..."refused" in base.copy ? [] : [base.copy], ...base.starts];
-  return bases.flatMap((c) => [...(c.parent?.layers ?? []), ...(c.from?.parent.layers ?? [])]);
+  return bases.flatMap((c) => c.parent?.layers ?? []);
 }
 
 export type BaseStore = ReturnType<typeof createBaseStore>;

@@ -26,7 +26,12 @@ export function laterStarts(base: Starts, copy: CopyBase): LaterStarts {
   };
   const later = (c: CopyBase) => c.parent !== undefined && c.plan.copyStep > copy.plan.copyStep;
   const carried = new Map<CopyBase, number>();
-  if (copy.parent) for (const c of ["refused" in base.copy ? [] : [base.copy], base.starts].flat()) if (later(c) && at(c) !== undefined) carried.set(c, at(c)! + 1);
+  if (copy.parent) {
+    for (const c of ["refused" in base.copy ? [] : [base.copy], base.starts].flat()) {
+      const k = later(c) ? at(c) : undefined;
+      if (k !== undefined) carried.set(c, k + 1);
+    }
+  }
   const needed = Math.max(0, ...carried.values());
   return {
     needed,

@@ -101,7 +101,8 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
     const below = [lower, ...own, u0];
     /** The first entry of a RUN's layer (this build's) that may change who a name is (accountsEntry). */
     let accounts: string | undefined;
-    await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(below.slice(0, -1), i.copyDir), ...i.copy] : i.copy);
+    // copyDir is a rebuilt stage's, whose parent stands on no snapshots: the image alone is below it.
+    await writeEntries(u0, i.copyDir !== undefined ? [...ancestorsIn(lower, i.copyDir), ...i.copy] : i.copy);
     for (const [n, step] of i.steps.entries()) {
       i.signal.throwIfAborted();
       const [upper, work, root, bundle] = ["u", "w", "m", "b"].map((x) => join(i.dir, `${x}${n + 1}`)) as [string, string, string, string];
@@ -187,14 +188,14 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
 
 /**
  * The directories from the image's root to dir as the image below has them (their copies in the
- * COPY's layer); one it lacks is made as buildah makes it, 0755 and root's. lowers: bottom first.
+ * COPY's layer); one it lacks is made as buildah makes it, 0755 and root's.
  */
-function ancestorsIn(lowers: readonly string[], dir: string): LayerEntry[] {
+function ancestorsIn(lower: string, dir: string): LayerEntry[] {
   const parts = dir.split("/").filter(Boolean);
   const out: LayerEntry[] = [];
   for (let n = 1; n <= parts.length; n++) {
     const path = parts.slice(0, n).join("/");
-    const st = topmost(lowers, path);
+    const st = lstatSync(join(lower, path), { throwIfNoEntry: false });
     if (st && !st.isDirectory()) throw new FastPathRefused(`/${path} in the image below the stage's COPY is not a directory`);
     out.push({ header: { name: `${path}/`, type: "directory", mode: st ? st.mode & 0o7777 : 0o755, uid: st?.uid ?? 0, gid: st?.gid ?? 0, mtime: st?.mtime ?? new Date() } });
   }
@@ -218,15 +219,6 @@ function cacheSource(cacheDir: string, c: CacheMount): string {
     }
   }
   return path;
-}
-
-/** A path's stat in the topmost of the lower directories that has it (none: undefined, also when a whiteout hides it). */
-function topmost(lowers: readonly string[], path: string) {
-  for (const l of [...lowers].reverse()) {
-    const st = lstatSync(join(l, path), { throwIfNoEntry: false });
-    if (st) return st.isCharacterDevice() && st.rdev === 0 ? undefined : st;
-  }
-  return undefined;
 }
 
 function writeBundleFiles(bundle: string, hostname: string) {
