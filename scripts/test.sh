@@ -6,5 +6,20 @@ source "$(dirname "$0")/lib.sh"
 "$KILN_ROOT/scripts/setup.sh"
 "$KILN_ROOT/scripts/check.sh"
 cd "$KILN_ROOT"
-if [ $# -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name '*.test.ts' | sort); fi
-exec node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}"
+# Two test files at a time (each has its own kilnds, registry and directories), the longest
+# first so that the two runners finish together; the rest in name order.
+LONGEST=(
+  test/integration/fast-path-starts.test.ts
+  test/integration/fast-path.test.ts
+  test/integration/fast-path-differential.test.ts
+  test/integration/builder-image.test.ts
+  test/integration/volume.test.ts
+  test/integration/scheduler-replicas.test.ts
+)
+if [ $# -gt 0 ]; then
+  files=("$@")
+else
+  mapfile -t rest < <(find test -name '*.test.ts' | sort | grep -vxF -f <(printf '%s\n' "${LONGEST[@]}"))
+  files=("${LONGEST[@]}" "${rest[@]}")
+fi
+exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "${files[@]}"

@@ -5,8 +5,9 @@
 // final COPY reads them, every layer below it is the registry's: kiln makes the COPY's layer
 // itself, runs the plain RUN steps after it (run-steps.ts: runc on overlays of the image below
 // the COPY, which the last full build left in podman's storage), and pushes the new blobs.
-// Whenever it cannot be sure, it says why and the full build runs. test/integration/fast-path.test.ts holds it to a full build's filesystem and
-// config on several apps and kinds of change.
+// Whenever it cannot be sure, it says why and the full build runs. test/integration/fast-path.test.ts
+// and fast-path-starts.test.ts hold it to a full build's filesystem and config on several apps
+// and kinds of change.
 import { lstat, readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";

@@ -1,7 +1,7 @@
 // The fast path's differential test: generated repositories, Containerfiles and commit
 // sequences (test/fuzz/scenarios.ts), every commit built with and without the fast path, the
 // images compared. A fixed budget here (KILN_FUZZ_RUNS scenarios, seed KILN_FUZZ_SEED);
-// `npm run fuzz` runs a longer one. A case it finds becomes an example in fast-path.test.ts.
+// `npm run fuzz` runs a longer one. A case it finds becomes an example in fast-path.test.ts or fast-path-starts.test.ts.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
