@@ -1,7 +1,8 @@
 // The per-project git cache on the volume: a bare repository fetched incrementally (only the
 // requested commit and what it needs), and the commit's tree materialised as the build context.
-import { access, mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { access, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { constants as zlibConstants, inflateSync } from "node:zlib";
 import { KilnError } from "../errors/kiln-error.js";
 import { errorSummary } from "../process/exec.js";
 import type { RunResult } from "../process/run.js";
@@ -23,6 +24,11 @@ const STALE_LOCKS = ["index.lock", "shallow.lock", "packed-refs.lock", "HEAD.loc
 const LAST_REF = "refs/kiln/last";
 /** In the bare repository: the URL (credentials taken out) the cache was last fetched from. */
 const SOURCE_FILE = "kiln-source";
+/** In the bare repository: the commit the checkout holds; empty while a checkout is being written. */
+const CHECKOUT_FILE = "kiln-checkout";
+const FULL_SHA = /^[0-9a-f]{40}$/;
+/** git fetch starts `git maintenance run --auto` when it is done: kilnd owns maintenance. */
+const NO_MAINTENANCE = ["-c", "maintenance.auto=false"];
 
 export function createGitCache(root: string, workRoot: string) {
   const repoOf = (project: string) => join(root, `${project}.git`);
@@ -52,7 +58,28 @@ export function createGitCache(root: string, workRoot: string) {
     return repo;
   }
 
+  /**
+   * The commit is in the cache as a loose object (where a build's small fetch leaves it): read
+   * from its file, without starting git. False says nothing: it may be in a pack.
+   */
+  async function isLooseCommit(repo: string, commit: string): Promise<boolean> {
+    if (!FULL_SHA.test(commit)) return false;
+    const f = await open(join(repo, "objects", commit.slice(0, 2), commit.slice(2))).catch(() => undefined);
+    if (!f) return false;
+    try {
+      const { buffer, bytesRead } = await f.read({ buffer: Buffer.alloc(64), position: 0 });
+      // The object's header ("commit <size>\0") is the start of its zlib stream.
+      const head = inflateSync(buffer.subarray(0, bytesRead), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
+      return head.subarray(0, 7).toString("latin1") === "commit ";
+    } catch {
+      return false;
+    } finally {
+      await f.close();
+    }
+  }
+
   async function hasCommit(repo: string, commit: string, git: GitExec): Promise<boolean> {
+    if (await isLooseCommit(repo, commit)) return true;
     // A probe: its answer (or "not a valid object") is no line for the build's log.
     const r = await git(["--git-dir", repo, "cat-file", "-e", `${commit}^{commit}`], true);
     return r.exitCode === 0;
@@ -70,6 +97,16 @@ export function createGitCache(root: string, workRoot: string) {
     const sourceFile = join(repo, SOURCE_FILE);
     const source = await readFile(sourceFile, "utf8").catch(() => "");
     let outcome: FetchOutcome;
+    if (source === url.redacted && !(await isLooseCommit(repo, commit))) {
+      // Most likely a new commit: the fetch is the probe (no git started only to say "not here").
+      // One the cache holds in a pack is still built when the URL cannot give it.
+      try {
+        return await fetchCommit(repo, url, commit, git);
+      } catch (e) {
+        if (await hasCommit(repo, commit, git)) return { fetched: false };
+        throw e;
+      }
+    }
     if (!(await hasCommit(repo, commit, git))) outcome = await fetchCommit(repo, url, commit, git);
     else if (source === url.redacted) return { fetched: false };
     else {
@@ -83,7 +120,7 @@ export function createGitCache(root: string, workRoot: string) {
   }
 
   async function fetchBranches(repo: string, url: GitUrl, git: GitExec): Promise<void> {
-    const all = await git(["--git-dir", repo, "fetch", "--prune", "--no-tags", "--no-write-fetch-head", "--", url.raw, "+refs/heads/*:refs/kiln/heads/*"]);
+    const all = await git([...NO_MAINTENANCE, "--git-dir", repo, "fetch", "--prune", "--no-tags", "--no-write-fetch-head", "--", url.raw, "+refs/heads/*:refs/kiln/heads/*"]);
     if (all.exitCode !== 0) {
       throwIfUnreachable(all, url);
       throw new KilnError("failed_precondition", `git fetch from ${url.redacted} failed: ${errorSummary(all)}`);
@@ -104,7 +141,7 @@ export function createGitCache(root: string, workRoot: string) {
       }
     }
     // Ask for the one commit; servers that refuse unadvertised objects get a fetch of their branches.
-    const byId = await git(["--git-dir", repo, "fetch", "--no-tags", "--no-write-fetch-head", "--", url.raw, `+${commit}:${LAST_REF}`]);
+    const byId = await git([...NO_MAINTENANCE, "--git-dir", repo, "fetch", "--no-tags", "--no-write-fetch-head", "--", url.raw, `+${commit}:${LAST_REF}`]);
     if (byId.exitCode === 0) return { fetched: true };
     throwIfUnreachable(byId, url);
     await fetchBranches(repo, url, git);
@@ -125,33 +162,35 @@ export function createGitCache(root: string, workRoot: string) {
     const repo = repoOf(project);
     const dir = checkoutOf(project);
     const index = indexOf(project);
+    const heldFile = join(repo, CHECKOUT_FILE);
     const readTree = () => git(["--git-dir", repo, "--work-tree", dir, "read-tree", "--reset", "-u", commit]);
-    let fresh = false;
-    try {
-      await access(index);
-    } catch {
-      fresh = true;
-    }
-    // read-tree rewrites only the files whose blobs changed; a changed .gitattributes (line
-    // endings, filters) changes how unchanged blobs are written out: then every file is written anew.
-    if (!fresh) {
-      const attrs = await git(["--git-dir", repo, "diff-index", "--cached", "--name-only", commit, "--", ".gitattributes", ":(glob)**/.gitattributes"], true);
-      if (attrs.exitCode !== 0 || attrs.stdout.trim() !== "") {
-        await rm(index, { force: true });
-        fresh = true;
-      }
-    }
-    if (fresh) await rm(dir, { recursive: true, force: true });
-    await mkdir(dir, { recursive: true });
-    let r = await readTree();
-    if (r.exitCode !== 0 && !fresh) {
-      // A torn index or directory (a crash mid-checkout): start this checkout over.
+    const afresh = async () => {
       await rm(index, { force: true });
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
-      r = await readTree();
+      return readTree();
+    };
+    // What the checkout holds, if the last checkout finished. A cancelled or killed one may have
+    // written files and not the index: read-tree rewrites the ones the index has, but leaves the
+    // ones it added, which would be in this build's context.
+    const held = await readFile(heldFile, "utf8").catch(() => "");
+    const known = FULL_SHA.test(held) && (await access(index).then(() => true, () => false));
+    await writeFile(heldFile, "");
+    let r: RunResult;
+    if (!known) r = await afresh();
+    else {
+      // read-tree rewrites only the files whose blobs changed; a changed .gitattributes (line
+      // endings, filters) changes how unchanged blobs are written out: then every file is
+      // written anew. git compares the two commits while read-tree runs (it reads no index).
+      const [attrs, tree] = await Promise.all([
+        held === commit ? undefined : git(["--git-dir", repo, "diff-tree", "--name-only", "-r", held, commit, "--", ".gitattributes", ":(glob)**/.gitattributes"], true),
+        readTree(),
+      ]);
+      // A failed read-tree is a torn index or directory (a crash mid-checkout): start over.
+      r = tree.exitCode !== 0 || (attrs && (attrs.exitCode !== 0 || attrs.stdout.trim() !== "")) ? await afresh() : tree;
     }
     if (r.exitCode !== 0) throw new KilnError("internal", `checkout of ${commit} failed: ${errorSummary(r)}`);
+    await writeFile(heldFile, commit);
     return dir;
   }
 

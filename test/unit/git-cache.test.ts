@@ -1,0 +1,108 @@
+// The git cache against git itself: after every checkout the directory is the commit's tree as
+// `git archive` writes it (files, modes, symlinks, line endings a .gitattributes asks for), a
+// checkout that did not finish is not trusted, and a commit the cache holds in a pack is built
+// when its URL is gone. Real git repositories; no kilnd.
+import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
+import { KilnError } from "../../src/errors/kiln-error.js";
+import { createGitCache, type GitExec } from "../../src/git/cache.js";
+import { gitEnv } from "../../src/git/env.js";
+import { parseGitUrl } from "../../src/git/url.js";
+import { passThroughEnv } from "../../src/podman/podman.js";
+import { run } from "../../src/process/run.js";
+import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
+import { removeTree, tempDir } from "../helpers/tmp.js";
+
+const git: GitExec = async (args) => (await run("git", args, { env: gitEnv(passThroughEnv(process.env)) })).result;
+
+/** Every entry under dir: its type, the owner's execute bit, and its content or link target. */
+function tree(dir: string, at = ""): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of readdirSync(join(dir, at)).sort()) {
+    const rel = at ? `${at}/${name}` : name;
+    const st = lstatSync(join(dir, rel));
+    if (st.isDirectory()) Object.assign(out, tree(dir, rel));
+    else if (st.isSymbolicLink()) out[rel] = `link ${readlinkSync(join(dir, rel))}`;
+    else out[rel] = `file ${st.mode & 0o100 ? "x" : "-"} ${JSON.stringify(readFileSync(join(dir, rel), "latin1"))}`;
+  }
+  return out;
+}
+
+/** The commit's tree as git archive writes it (which applies the commit's .gitattributes). */
+function archived(repo: TestRepo, commit: string, into: string): Record<string, string> {
+  rmSync(into, { recursive: true, force: true });
+  execFileSync("mkdir", ["-p", into]);
+  execFileSync("sh", ["-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", repo.dir, commit, into]);
+  return tree(into);
+}
+
+describe("git cache", () => {
+  let dir: string;
+  before(() => {
+    dir = tempDir("git-cache");
+  });
+  after(() => removeTree(dir));
+
+  test("every checkout is the commit's tree as git archive writes it, a .gitattributes change included", async () => {
+    const repo = makeRepo(join(dir, "src-a"), { "a.txt": "one\ntwo\n", "lib/b.txt": "b\n", "run.sh": "#!/bin/sh\n" });
+    const cache = createGitCache(join(dir, "cache-a"), join(dir, "work-a"));
+    const url = parseGitUrl(repo.url);
+    const commits = [
+      repo.head(),
+      repo.commit({ "a.txt": "one\ntwo\nthree\n", "lib/c.txt": "c\n" }),
+      repo.commit({ "lib/b.txt": null, "link.txt": { symlink: "a.txt" }, "run.sh": { content: "#!/bin/sh\n", mode: 0o755 } }),
+      // Only the attributes change: every text file is written anew with CRLF line endings.
+      repo.commit({ ".gitattributes": "*.txt text eol=crlf\n" }),
+      repo.commit({ "lib/c.txt": "c, edited\n" }),
+      repo.commit({ ".gitattributes": null }),
+    ];
+    for (const [i, commit] of commits.entries()) {
+      await cache.ensureCommit("a", url, commit, git);
+      const out = await cache.checkout("a", commit, git);
+      assert.deepEqual(tree(out), archived(repo, commit, join(dir, `archive-a-${i}`)), `commit ${i}`);
+    }
+    assert.match(tree(join(dir, "work-a", "a"))["a.txt"] ?? "", /^file - "one\\ntwo\\nthree\\n"$/, "the last checkout has LF again");
+  });
+
+  test("a checkout that did not finish is written afresh (read-tree would leave the files it added)", async () => {
+    const repo = makeRepo(join(dir, "src-b"), { "a.txt": "a\n", "b.txt": "b\n" });
+    const cache = createGitCache(join(dir, "cache-b"), join(dir, "work-b"));
+    const url = parseGitUrl(repo.url);
+    const first = repo.head();
+    await cache.ensureCommit("b", url, first, git);
+    const out = await cache.checkout("b", first, git);
+    // A checkout of another commit was killed after writing its new file and b.txt, before the
+    // index: the marker says a checkout was under way. read-tree --reset rewrites a file whose
+    // stat the index does not match, but leaves a file the index never had.
+    writeFileSync(join(out, "new.txt"), "from a checkout that never finished\n");
+    writeFileSync(join(out, "b.txt"), "b, from a checkout that never finished\n");
+    writeFileSync(join(dir, "cache-b", "b.git", "kiln-checkout"), "");
+    const second = repo.commit({ "a.txt": "a, edited\n" });
+    await cache.ensureCommit("b", url, second, git);
+    await cache.checkout("b", second, git);
+    assert.deepEqual(tree(out), archived(repo, second, join(dir, "archive-b")));
+  });
+
+  test("a commit the cache holds in a pack is found when its URL is gone; a new one is not_found", async () => {
+    const repo = makeRepo(join(dir, "src-c"), { "a.txt": "a\n" });
+    const cache = createGitCache(join(dir, "cache-c"), join(dir, "work-c"));
+    const url = parseGitUrl(repo.url);
+    const first = repo.head();
+    const second = repo.commit({ "a.txt": "a, edited\n" });
+    assert.deepEqual(await cache.ensureCommit("c", url, first, git), { fetched: true });
+    // A loose commit of the same URL: in the cache, without a fetch.
+    assert.deepEqual(await cache.ensureCommit("c", url, first, git), { fetched: false });
+    assert.deepEqual(await cache.ensureCommit("c", url, second, git), { fetched: true });
+    execFileSync("git", ["--git-dir", join(dir, "cache-c", "c.git"), "repack", "-a", "-d", "-q"]);
+    execFileSync("git", ["--git-dir", join(dir, "cache-c", "c.git"), "prune-packed"]);
+    const third = repo.commit({ "a.txt": "a, third\n" });
+    removeTree(repo.dir);
+    assert.deepEqual(await cache.ensureCommit("c", url, first, git), { fetched: false });
+    const out = await cache.checkout("c", first, git);
+    assert.equal(readFileSync(join(out, "a.txt"), "utf8"), "a\n");
+    await assert.rejects(cache.ensureCommit("c", url, third, git), (e: unknown) => e instanceof KilnError && e.code === "not_found");
+  });
+});
