@@ -179,6 +179,7 @@ export function createGitCache(root: string, workRoot: string) {
     let r: RunResult;
     if (!known) r = await afresh();
     else {
+      await mkdir(dir, { recursive: true });
       // read-tree rewrites only the files whose blobs changed; a changed .gitattributes (line
       // endings, filters) changes how unchanged blobs are written out: then every file is
       // written anew. git compares the two commits while read-tree runs (it reads no index).
