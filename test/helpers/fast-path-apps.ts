@@ -1,8 +1,9 @@
-// The fast path's example tests, shared by the files that hold them (fast-path.test.ts: changes
-// of the final COPY; fast-path-starts.test.ts: builds that start below it). Each file has a world
-// of its own: a registry, the busybox base, a kilnd with the fast path (the bundle kilnd ships
-// as) and one without (src/ under tsx). Every commit of every app is built on both, and the two
-// pushed images must be the same (helpers/differential.ts).
+// The fast path's differential tests: their world and the example apps' harness. Shared by
+// fast-path.test.ts (changes of the final COPY), fast-path-starts.test.ts (builds that start below
+// it) and fast-path-differential.test.ts (generated cases). Each file has a world of its own: a
+// registry, the busybox base, a kilnd with the fast path (the bundle kilnd ships as) and one
+// without (src/ under tsx). Every commit is built on both, and the two pushed images must be the
+// same (helpers/differential.ts).
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
