@@ -96,8 +96,8 @@ export function createGitCache(root: string, workRoot: string) {
     // or the image would be labelled with a source it never came from.
     const sourceFile = join(repo, SOURCE_FILE);
     const source = await readFile(sourceFile, "utf8").catch(() => "");
-    let outcome: FetchOutcome;
-    if (source === url.redacted && !(await isLooseCommit(repo, commit))) {
+    if (source === url.redacted) {
+      if (await isLooseCommit(repo, commit)) return { fetched: false };
       // Most likely a new commit: the fetch is the probe (no git started only to say "not here").
       // One the cache holds in a pack is still built when the URL cannot give it.
       try {
@@ -107,8 +107,8 @@ export function createGitCache(root: string, workRoot: string) {
         throw e;
       }
     }
+    let outcome: FetchOutcome;
     if (!(await hasCommit(repo, commit, git))) outcome = await fetchCommit(repo, url, commit, git);
-    else if (source === url.redacted) return { fetched: false };
     else {
       // git does not ask the server for a commit it has: the URL's branches are fetched instead.
       await fetchBranches(repo, url, git);

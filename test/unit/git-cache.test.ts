@@ -4,7 +4,7 @@
 // when its URL is gone. Real git repositories; no kilnd.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { lstatSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { KilnError } from "../../src/errors/kiln-error.js";
@@ -34,7 +34,7 @@ function tree(dir: string, at = ""): Record<string, string> {
 /** The commit's tree as git archive writes it (which applies the commit's .gitattributes). */
 function archived(repo: TestRepo, commit: string, into: string): Record<string, string> {
   rmSync(into, { recursive: true, force: true });
-  execFileSync("mkdir", ["-p", into]);
+  mkdirSync(into, { recursive: true });
   execFileSync("sh", ["-c", `git -C "$1" archive "$2" | tar -x -C "$3"`, "sh", repo.dir, commit, into]);
   return tree(into);
 }
