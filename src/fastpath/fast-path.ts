@@ -18,6 +18,7 @@ import type { ParentImage, StepToRun } from "./run-steps.js";
 import { baseKey, type BaseKeyInput, type BaseStore, type CopyBase, type CopyTarget, type FastPathBase, type ImageConfig } from "./base.js";
 import { isCopyStep, type CopyPlan, type RunStep, type StagePlan } from "./plan.js";
 import { laterStarts } from "./later-starts.js";
+import { runHistory } from "./build-args.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
 import type { LocalImage, Podman } from "../podman/podman.js";
@@ -121,12 +122,12 @@ export function createFastPath(o: FastPathOptions) {
       if (triggers > reads.plan.onbuild) throw new FastPathRefused("the base image has ONBUILD triggers");
       let copy: FastPathBase["copy"];
       try {
-        const planned = planFastPath(text, input.target || undefined);
+        const planned = planFastPath(text, input.target || undefined, undefined, input.buildArgs);
         if (planned.ok) {
           copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer, images);
         } else {
           // The final COPY may be a COPY --from an earlier stage that kiln can rebuild.
-          const staged = planStageCopy(text, input.target || undefined);
+          const staged = planStageCopy(text, input.target || undefined, input.buildArgs);
           if (!staged.ok) throw new FastPathRefused(staged.reason === "one stage" || /is not a COPY --from a stage/.test(staged.reason) ? planned.reason : `${planned.reason}; ${staged.reason}`);
           copy = await copyBase(input, staged.plan.copy, manifest, config, registry, readLayer, images, staged.plan);
         }
@@ -138,7 +139,7 @@ export function createFastPath(o: FastPathOptions) {
       const starts: CopyBase[] = [];
       const notFrom: string[] = [];
       for (let k = contextCopies(text) - 2; k >= 0; k--) {
-        const planned = planFastPath(text, input.target || undefined, k);
+        const planned = planFastPath(text, input.target || undefined, k, input.buildArgs);
         try {
           if (!planned.ok) throw new FastPathRefused(planned.reason);
           starts.push(await copyBase(input, planned.plan, manifest, config, registry, readLayer, images));
@@ -196,16 +197,16 @@ export function createFastPath(o: FastPathOptions) {
     const n = plan.after.length;
     const withLayers = (config.history ?? []).filter((h) => !h.empty_layer);
     if (!/\bCOPY\b/.test(withLayers.at(-1 - n)?.created_by ?? "")) throw new FastPathRefused(n ? "the image's layer below its later steps is not the COPY's" : "the image's last layer is not the final COPY's");
-    plan.after.forEach((step, k) => {
-      // buildah's history names each RUN's command (and its flags): kiln must read it the same way.
-      const shown = withLayers.at(k - n)?.created_by ?? "";
-      if (isCopyStep(step) ? !/^\/bin\/sh -c #\(nop\) COPY /.test(shown) : shown !== step.history) {
-        throw new FastPathRefused(`the image's history does not show ${isCopyStep(step) ? "a COPY" : `RUN ${step.command.slice(0, 60)}`} as kiln reads it`);
-      }
-    });
     const copyIndex = manifest.layers.length - 1 - n;
     const runs = plan.after.some((step) => !isCopyStep(step));
     const parent = runs ? await parentImage(plan, config, input.buildArgs, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
+    plan.after.forEach((step, k) => {
+      // buildah's history names each RUN's command (its flags, the ARG values it saw): kiln must read it the same way.
+      const shown = withLayers.at(k - n)?.created_by ?? "";
+      if (isCopyStep(step) ? !/^\/bin\/sh -c #\(nop\) COPY /.test(shown) : shown !== shownRun(step, parent!.env)) {
+        throw new FastPathRefused(`the image's history does not show ${isCopyStep(step) ? "a COPY" : `RUN ${step.command.slice(0, 60)}`} as kiln reads it`);
+      }
+    });
     const from = staged ? { plan: staged.stage, parent: await stageParent(staged, config, input.buildArgs, images), stage: staged.stageIndex } : undefined;
     const read = async (at: number) => {
       const layer = manifest.layers[at]!;
@@ -255,13 +256,14 @@ export function createFastPath(o: FastPathOptions) {
     const last = images.stageStep(stage, lastStep);
     const lastImage = last ? await o.podman.inspectImage(last) : undefined;
     if (!lastImage) throw new FastPathRefused("the rebuilt stage's last image is not in storage");
-    // S's final COPY is its last from the context: every step after it is a RUN.
-    const runsInHistory = lastImage.history.filter((h) => !h.empty_layer).slice(-s.after.length).map((h) => h.created_by);
-    if (JSON.stringify(runsInHistory) !== JSON.stringify(s.after.map((r) => (isCopyStep(r) ? "COPY" : r.history)))) throw new FastPathRefused("the rebuilt stage's history does not show its RUN steps as kiln reads them");
-    return parentImage(s, config, buildArgs, images.stageStep(stage, s.copyStep - 1), (image) => {
+    const parent = await parentImage(s, config, buildArgs, images.stageStep(stage, s.copyStep - 1), (image) => {
       const n = image.layers.length;
       return lastImage.layers.length === n + 1 + s.after.length && JSON.stringify(lastImage.layers.slice(0, n)) === JSON.stringify(image.layers);
     });
+    // S's final COPY is its last from the context: every step after it is a RUN.
+    const runsInHistory = lastImage.history.filter((h) => !h.empty_layer).slice(-s.after.length).map((h) => h.created_by);
+    if (JSON.stringify(runsInHistory) !== JSON.stringify(s.after.map((r) => (isCopyStep(r) ? "COPY" : shownRun(r, parent.env))))) throw new FastPathRefused("the rebuilt stage's history does not show its RUN steps as kiln reads them");
+    return parent;
   }
 
   /** The image the final COPY was made on, as the full build left it in storage, checked against the pushed image's layers. */
@@ -455,6 +457,9 @@ export interface StepImages {
 }
 
 const NO_STEP_IMAGES: StepImages = { finalStageStep: () => undefined, stageStep: () => undefined };
+
+/** A RUN's line in buildah's history: its ARG values (an ENV's where the image at that step sets the name) before the step. */
+const shownRun = (step: RunStep, parentEnv: readonly string[]) => runHistory(step.history, step.args, [...parentEnv, ...step.env.map(([k, v]) => `${k}=${v}`)]);
 
 /** The image's history must line up with its layers, and end with kiln's label step (rewritten per build). */
 function checkLayers(manifest: OciManifest, config: ImageConfig): void {

@@ -4,10 +4,11 @@
 // as they are, so everything they read from the context is "earlier" (changes.ts checks no
 // changed file reaches it). Anything the fast path could get wrong (ADD, globs or variables in
 // the final COPY, context bind mounts in RUN, COPY --from an image rather than a stage, parser
-// directives, heredocs, a RUN with flags or in exec form, a SHELL, ARG, VOLUME or WORKDIR among
-// the steps kiln runs) makes it step aside.
+// directives, heredocs, a RUN with flags or in exec form, a SHELL, VOLUME or WORKDIR among the
+// steps kiln runs, an ARG it cannot follow: build-args.ts) makes it step aside.
 import { posix } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
+import { createArgScope } from "./build-args.js";
 import { copyWords } from "./words.js";
 
 /** A RUN after the COPY kiln starts from, as kiln runs it: shell form, with what the steps between set. */
@@ -18,9 +19,11 @@ export interface RunStep {
   env: [string, string][];
   /** USER set after that COPY and before this RUN (else the parent image's). */
   user?: string;
+  /** The ARG values this RUN sees (build-args.ts), by name; an ENV of the same name wins. */
+  args: [string, string][];
   /** Its --mount=type=cache mounts (buildah's: a directory of the shared cache-mount directory). */
   cache: CacheMount[];
-  /** The step as buildah writes it in the image's history. */
+  /** The step as buildah writes it in the image's history, without the ARG values it writes before it (runHistory). */
   history: string;
 }
 
@@ -107,7 +110,7 @@ export function contextCopies(text: string): number {
  * the last one when undefined): that COPY's layer, then every step after it with a layer (plain
  * or cache-mount RUN steps, plain context COPYs) made by kiln; every step before it is reused.
  */
-export function planFastPath(text: string, target: string | undefined, entry?: number): PlanResult {
+export function planFastPath(text: string, target: string | undefined, entry?: number, buildArgs: Record<string, string> = {}): PlanResult {
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
   const file = DockerfileParser.parse(text);
   const froms = file.getFROMs();
@@ -138,8 +141,16 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
   const writes = tail.some((i) => i.getKeyword() === "RUN" || i.getKeyword() === "COPY");
   const where = entry === undefined ? "the final COPY" : "the COPY kiln starts from";
   if (runs && steps.some((i) => i.getKeyword() === "SHELL")) return no(`the final stage sets a SHELL and has RUN steps after ${where}`);
-  // buildah gives a RUN step the values of the stage's ARGs as environment variables; kiln does not.
-  if (runs && steps.some((i) => i.getKeyword() === "ARG")) return no(`the final stage declares an ARG and has RUN steps after ${where}`);
+  // buildah gives a RUN step the values of the stage's ARGs as environment variables, and writes them in its history.
+  const args = createArgScope(
+    all.slice(0, all.indexOf(froms[0]!)).filter((i) => i.getKeyword() === "ARG"),
+    buildArgs,
+  );
+  if (runs && typeof args === "string") return no(args);
+  for (const i of steps.slice(0, last)) {
+    const why = runs && typeof args !== "string" && i.getKeyword() === "ARG" ? args.declare(i) : undefined;
+    if (why) return no(why);
+  }
   for (const i of tail) {
     const kw = i.getKeyword();
     const raw = i.getRawArgumentsContent?.() ?? i.getArgumentsContent() ?? "";
@@ -154,7 +165,7 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
       if (command.startsWith("[")) return no(`a RUN after ${where} is in exec form`);
       if (command === "") return no(`a RUN after ${where} has no command`);
       const history = `/bin/sh -c ${[...flags(i).map(([k, v]) => `--${k}=${v}`), command].join(" ")}`;
-      after.push({ command, env: [...env], ...(user !== undefined ? { user } : {}), cache, history });
+      after.push({ command, env: [...env], ...(user !== undefined ? { user } : {}), args: typeof args === "string" ? [] : args.active(), cache, history });
     } else if (kw === "WORKDIR") {
       if (writes) return no(`a WORKDIR among the steps after ${where}`);
       trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
@@ -170,7 +181,10 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
       after.push({ copy: { ...c, ...(chown !== undefined ? { chown } : {}) } });
     } else if (kw === "ADD") {
       return no(`ADD after ${where}`);
-    } else if (runs && (kw === "SHELL" || kw === "ARG" || kw === "ONBUILD")) {
+    } else if (kw === "ARG") {
+      const why = runs && typeof args !== "string" ? args.declare(i) : undefined;
+      if (why) return no(`${why} among the steps after ${where}`);
+    } else if (runs && (kw === "SHELL" || kw === "ONBUILD")) {
       return no(`${kw} among the RUN steps after ${where}`);
     } else if (writes && kw === "VOLUME") {
       return no(`VOLUME among the steps after ${where}`);
@@ -246,7 +260,7 @@ export interface StagePlan {
 
 export type StagePlanResult = { ok: true; plan: StagePlan } | { ok: false; reason: string };
 
-export function planStageCopy(text: string, target: string | undefined): StagePlanResult {
+export function planStageCopy(text: string, target: string | undefined, buildArgs: Record<string, string> = {}): StagePlanResult {
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
   const file = DockerfileParser.parse(text);
   const froms = file.getFROMs();
@@ -284,7 +298,7 @@ export function planStageCopy(text: string, target: string | undefined): StagePl
   const lines = text.split("\n");
   // S planned as the last stage of the Containerfile cut after it.
   const next = froms[stageIndex + 1]!.getRange().start.line;
-  const stage = planFastPath(lines.slice(0, next).join("\n"), undefined);
+  const stage = planFastPath(lines.slice(0, next).join("\n"), undefined, undefined, buildArgs);
   if (!stage.ok) return no(`stage ${from}: ${stage.reason}`);
   // Everything else every built stage reads: the whole Containerfile without S's final COPY.
   const sCopy = all.filter((i) => i.getKeyword() === "COPY" && i.getRange().start.line < next && !flags(i).some(([k]) => k === "from")).at(-1)!;
@@ -399,7 +413,8 @@ function cacheMount(value: string): CacheMount | string {
     const [k, v] = at < 0 ? [kv, undefined] : [kv.slice(0, at), kv.slice(at + 1)];
     if (k === "type" && v !== undefined) type = v;
     else if ((k === "target" || k === "dst" || k === "destination") && v) target = v;
-    else if (k === "id" && v) id = v;
+    // buildah expands variables in a --mount flag (the stage's ARGs and ENV): kiln does not.
+    else if (k === "id" && v && !/[$\\]/.test(v)) id = v;
     else if (k === "sharing" && (v === "locked" || v === "shared")) m.locked = v === "locked";
     else if (k === "mode" && v && /^[0-7]{1,4}$/.test(v)) m.mode = parseInt(v, 8);
     else if ((k === "uid" || k === "gid") && v && /^\d{1,9}$/.test(v)) m[k] = Number(v);

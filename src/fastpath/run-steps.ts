@@ -133,7 +133,7 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
         if (!lstatSync(join(root, cwd), { throwIfNoEntry: false })?.isDirectory()) throw new FastPathRefused(`the working directory ${cwd} is not a directory in the image`);
         const hostname = randomBytes(6).toString("hex");
         const files = writeBundleFiles(bundle, hostname);
-        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, user, hostname), user, hostname, ...files, caches });
+        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, step.args, user, hostname), user, hostname, ...files, caches });
         writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
         i.say(`fast path: RUN ${step.command}`);
         const locks = caches.filter((c) => c.locked).map((c) => join(c.source, CACHE_LOCK_FILE));

@@ -41,7 +41,7 @@ export async function fuzzFastPath(o: FuzzOptions): Promise<FuzzStats> {
     const repo = makeRepo(join(o.dir, project), s.files);
     const context = s.context === "." ? undefined : s.context;
     for (const [i, commit] of [repo.head(), ...s.commits.map((c, k) => repo.commit(c, `change ${k}`))].entries()) {
-      const r = await buildBoth(repo, project, commit, context ? { context } : {});
+      const r = await buildBoth(repo, project, commit, { ...(context ? { context } : {}), buildArgs: s.buildArgs });
       stats.builds++;
       if (r.f.fastPath) stats.fast++;
       const lines = await logLines(o.fast, r.f.id);

@@ -1,6 +1,6 @@
 // Scenarios for the fast path's differential test: a small repository (files, directories,
 // symlinks to files and directories, dangling and outside ones, an ignore file), a Containerfile
-// (one stage, or a dependency stage before it) with earlier COPYs of files, directories and globs in every spelling (plain,
+// (one stage, or a dependency stage before it; ARGs, global and of the stage, and build args) with earlier COPYs of files, directories and globs in every spelling (plain,
 // quoted, JSON), a RUN that reads what they copied, a final COPY, maybe a RUN after it, and metadata steps, a context
 // spelled several ways (".", "./", a directory, the same through a symlink), and a sequence of
 // commits: edits, additions, deletions, renames, mode changes, symlinks made and retargeted,
@@ -13,6 +13,8 @@ export interface Scenario {
   dir: string;
   context: string;
   containerfile: string;
+  /** The request's build args (every build of the scenario). */
+  buildArgs: Record<string, string>;
   files: Files;
   commits: Files[];
 }
@@ -39,7 +41,12 @@ const AFTER_RUNS = [
   "RUN (find /app /etc /opt -type f ! -name hosts ! -name hostname ! -name resolv.conf 2>/dev/null | sort | xargs cat) > /after.all 2>&1 || true",
   "RUN rm -rf /app/sub /app/src/sub /etc/motd.txt 2>/dev/null; mkdir -p /app/gen && (ls -la /app | wc -l) > /app/gen/count.txt; chmod -R go-w /app 2>/dev/null || true",
   "RUN rm -rf /opt/deps && mkdir -p /opt/deps && echo rebuilt > /opt/deps/again.txt && ln -sf again.txt /opt/deps/link",
+  // What a RUN sees of the ARGs (build-args.ts): declared or not, with a default, a build arg, a global ARG, an ENV of the same name.
+  "RUN (env | grep -E '^(FZ_[A-Z]+|MODE)=' | sort) > /app.args 2>&1 || true",
 ];
+// ARG lines of the final stage (before its first COPY, or among the steps after the final one) and a global one.
+const ARGS = ["ARG FZ_DEFAULT=d", "ARG FZ_GIVEN=default", "ARG FZ_BARE", "ARG FZ_GLOBAL", "ARG MODE=from-arg", "ARG FZ_A=1 FZ_B"];
+const BUILD_ARGS: Record<string, string>[] = [{}, { FZ_GIVEN: "given", FZ_BARE: "bare" }, { FZ_B: "b", FZ_UNDECLARED: "u", MODE: "given" }];
 const METADATA = ["ENV MODE=fuzz", "LABEL fuzz=1", "EXPOSE 8080", 'CMD ["cat", "/app/a.txt"]', "USER 1000", "WORKDIR /app"];
 
 const containerfileArb = (base: string) =>
@@ -51,6 +58,7 @@ const containerfileArb = (base: string) =>
       final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json"), to: fc.constantFrom<"dir" | "file" | "existing-dir">("dir", "dir", "file", "existing-dir") }),
       after: fc.option(fc.constantFrom(...AFTER_RUNS), { nil: undefined }),
       metadata: fc.subarray(METADATA),
+      args: fc.record({ global: fc.boolean(), before: fc.subarray(ARGS, { maxLength: 3 }), late: fc.option(fc.constantFrom(...ARGS), { nil: undefined }) }),
     })
     .map((c) => {
       const lines: string[] = [];
@@ -59,7 +67,9 @@ const containerfileArb = (base: string) =>
         lines.push(`FROM ${base} AS deps`, "WORKDIR /deps", `COPY ${spell([c.stage.source, "./"], c.stage.how)}`);
         lines.push("RUN (find . | sort; find . -type f | sort | xargs cat) > /deps.all 2>&1 || true");
       }
+      if (c.args.global) lines.unshift("ARG FZ_GLOBAL=global");
       lines.push(`FROM ${base}`);
+      lines.push(...c.args.before);
       if (c.workdir) lines.push("WORKDIR /app");
       if (c.stage) lines.push("COPY --from=deps /deps.all /opt/stage.all");
       for (const e of c.earlier) lines.push(`COPY ${spell([e.source, "/opt/deps/"], e.how)}`);
@@ -67,6 +77,7 @@ const containerfileArb = (base: string) =>
       // Into a directory ("/"), to a path of its own (a file, or a directory named so), into a directory of the base image.
       const dest = c.final.to === "file" ? "/app/copied.out" : c.final.to === "existing-dir" ? "/etc" : c.workdir ? "./" : "/app/";
       lines.push(`COPY ${spell([c.final.source, dest], c.final.how)}`);
+      if (c.args.late) lines.push(c.args.late);
       if (c.after) lines.push(c.after);
       lines.push(...c.metadata);
       return `${lines.join("\n")}\n`;
@@ -100,6 +111,7 @@ export const scenarioArb = (base: string): fc.Arbitrary<Scenario> =>
     .record({
       layout: fc.constantFrom(".", "./", "app", "./app/", "applink"),
       containerfile: containerfileArb(base),
+      buildArgs: fc.constantFrom(...BUILD_ARGS),
       links: fc.subarray(["deps-link", "conf-link", "src-file-link", "src-dir-link", "dangling", "outside"]),
       ignore: fc.constantFrom("", "*.md\n", "src/*.log\n"),
       commits: commitsArb,
@@ -136,5 +148,5 @@ export const scenarioArb = (base: string): fc.Arbitrary<Scenario> =>
       }
       // A change outside the context now and then, beside the app's own.
       const commits = r.commits.map((c, i) => (dir && i % 2 === 1 ? { ...prefix(c), "ROOT.md": `edit ${i}\n` } : prefix(c)));
-      return { dir, context: r.layout, containerfile: r.containerfile, files, commits };
+      return { dir, context: r.layout, containerfile: r.containerfile, buildArgs: r.buildArgs, files, commits };
     });

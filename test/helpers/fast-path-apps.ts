@@ -5,6 +5,7 @@
 // without (src/ under tsx). Every commit is built on both, and the two pushed images must be the
 // same (helpers/differential.ts).
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
@@ -12,6 +13,7 @@ import { pushBusyboxBase } from "./base-image.js";
 import { createDifferential } from "./differential.js";
 import { makeRepo, type Files, type TestRepo } from "./git-repo.js";
 import { startKilnd, type TestKilnd } from "./kilnd.js";
+import { viewImage } from "./image-fs.js";
 import { logText } from "./logs.js";
 import { startRegistry, type TestRegistry } from "./registry.js";
 import { removeTree, tempDir } from "./tmp.js";
@@ -19,10 +21,12 @@ import { removeTree, tempDir } from "./tmp.js";
 export interface App {
   name: string;
   files: (base: string) => Files;
+  /** The build args of every build of the app. */
+  buildArgs?: Record<string, string>;
   /** What the first (full) build's log says the next build can start from; the default: a source change starts from this one. */
   recorded?: RegExp;
   /** Each change, and whether the fast path may take it. */
-  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean; log?: RegExp; notLog?: RegExp }[];
+  changes: { kind: string; files: Files | ((base: string) => Files); fast: boolean; log?: RegExp; notLog?: RegExp; contents?: Record<string, string> }[];
 }
 
 export interface FastPathWorld {
@@ -39,6 +43,8 @@ export const ACCOUNTS = `RUN mkdir -p /etc && printf 'root:x:0:0::/root:/bin/sh\
 export const OWN_STEPS = /fast path: mounted the image below the COPY \([0-9a-f]{12}, with 2 layers of kiln's own steps on it\)/;
 export const STARTED_EARLIER = /fast path: started from step \d+, the first COPY that reads a changed file/;
 const SOURCE_CHANGE_STARTS = /fast path: the next build of a source change can start from this one(;|$)/m;
+
+const sha256 = (text: string) => `sha256:${createHash("sha256").update(text).digest("hex")}`;
 
 /**
  * Registers the world's set-up and tear-down in the calling describe, and returns it (its
@@ -66,8 +72,8 @@ export function fastPathWorld(name: string): FastPathWorld {
 /** One describe per app: its first commit (a full build that becomes the base), then each change, built both ways. */
 export function describeApps(w: FastPathWorld, apps: App[]): void {
   /** Builds the commit on both kilnds; when both succeed, their images must be the same. */
-  const buildBoth = async (repo: TestRepo, app: string, commit: string) => {
-    const r = await createDifferential(w.fast, w.full, w.reg)(repo, app, commit);
+  const buildBoth = async (repo: TestRepo, app: App, commit: string) => {
+    const r = await createDifferential(w.fast, w.full, w.reg)(repo, app.name, commit, app.buildArgs ? { buildArgs: app.buildArgs } : {});
     assert.deepEqual(r.differences, []);
     return r;
   };
@@ -76,7 +82,7 @@ export function describeApps(w: FastPathWorld, apps: App[]): void {
       let repo: TestRepo;
       test("the first build is a full one and becomes the base", async () => {
         repo = makeRepo(join(w.dir, `repo-${app.name}`), app.files(w.base));
-        const { f } = await buildBoth(repo, app.name, repo.head());
+        const { f } = await buildBoth(repo, app, repo.head());
         assert.equal(f.state, BuildState.SUCCEEDED, f.error);
         assert.equal(f.fastPath, false);
         assert.match(await logText(w.fast, f.id), /fast path: not taken: no full build of this project/);
@@ -85,11 +91,16 @@ export function describeApps(w: FastPathWorld, apps: App[]): void {
       for (const change of app.changes) {
         test(`${change.kind}: ${change.fast ? "fast, and equal to the full build" : "the full build runs"}`, async () => {
           const commit = repo.commit(typeof change.files === "function" ? change.files(w.base) : change.files, change.kind);
-          const { f } = await buildBoth(repo, app.name, commit);
+          const { f } = await buildBoth(repo, app, commit);
           assert.equal(f.fastPath, change.fast, await logText(w.fast, f.id));
           if (!change.fast) assert.match(await logText(w.fast, f.id), /fast path: not taken: /);
           if (change.log) assert.match(await logText(w.fast, f.id), change.log);
           if (change.notLog) assert.doesNotMatch(await logText(w.fast, f.id), change.notLog);
+          if (change.contents) {
+            // What the image's files hold (the full build's and so the fast one's): the test's own expectation of buildah.
+            const { files } = await viewImage(w.reg.host, `full/${app.name}`, commit);
+            for (const [path, text] of Object.entries(change.contents)) assert.equal(files.get(path)?.digest, sha256(text), `${path} does not hold ${JSON.stringify(text)}`);
+          }
         });
       }
     });

@@ -34,8 +34,8 @@ const APPS: App[] = [
     files: (base) => ({
       Containerfile:
         `FROM ${base} AS deps\nWORKDIR /app\nCOPY deps.txt ./\nRUN cp deps.txt deps.installed\n` +
-        `FROM deps AS build\nCOPY tool.txt ./\nCOPY src/ ./src/\n` +
-        `RUN mkdir -p dist/sub && cat src/*.txt > dist/all.txt && cp src/a.txt dist/sub/a.txt && chown -R 1000:1000 dist/sub && chmod 700 dist/sub && ln -s all.txt dist/link && rm deps.installed\n` +
+        `FROM deps AS build\nARG STAMP=built\nCOPY tool.txt ./\nCOPY src/ ./src/\n` +
+        `RUN mkdir -p dist/sub && cat src/*.txt > dist/all.txt && cp src/a.txt dist/sub/a.txt && chown -R 1000:1000 dist/sub && chmod 700 dist/sub && ln -s all.txt dist/link && rm deps.installed && echo "$STAMP" > dist/stamp\n` +
         `FROM ${base}\nWORKDIR /srv\nCOPY deps.txt ./\nRUN cp deps.txt runtime.txt\nCOPY --from=build /app/dist ./dist\nUSER 1000\nCMD ["cat", "/srv/dist/all.txt"]\n`,
       ".containerignore": "src/*.log\n",
       "README.md": "# stage-compile\n",
@@ -44,7 +44,8 @@ const APPS: App[] = [
       "src/a.txt": "a\n",
     }),
     changes: [
-      { kind: "edit of a source the build stage compiles", files: { "src/a.txt": "a, edited\n" }, fast: true },
+      // The stage's RUN sees its ARG (kiln reruns it with the value, and reads buildah's history line with it).
+      { kind: "edit of a source the build stage compiles", files: { "src/a.txt": "a, edited\n" }, fast: true, contents: { "srv/dist/stamp": "built\n" } },
       { kind: "a new source", files: { "src/b.txt": "b\n" }, fast: true },
       { kind: "a source deleted, an ignored file added", files: { "src/b.txt": null, "src/debug.log": "noise\n" }, fast: true },
       { kind: "a file the build stage copies before its final COPY (refused)", files: { "tool.txt": "tsc 6\n" }, fast: false },

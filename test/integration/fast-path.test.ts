@@ -47,6 +47,30 @@ const APPS: App[] = [
     ],
   },
   {
+    // A RUN sees the stage's ARGs (a build arg, a default, a global ARG; an ENV of the same name
+    // wins) and buildah writes their values in its history: kiln's RUN must see the same.
+    name: "build-args",
+    buildArgs: { MODE: "prod", FLAVOUR: "vanilla", UNDECLARED: "never seen" },
+    recorded: /can start from this one \(kiln runs the 1 RUN step after the final COPY\); a change an earlier step reads starts from an earlier COPY/,
+    files: (base) => ({
+      Containerfile:
+        `ARG GREETING=hello\nARG UNUSED=global\nFROM ${base}\nARG GREETING\nARG MODE=dev FLAVOUR\nARG EMPTY=\nWORKDIR /app\n` +
+        `COPY deps.txt ./\nRUN echo "$MODE $GREETING $FLAVOUR [$EMPTY] [$UNDECLARED] [$UNUSED]" > deps.args\n` +
+        `COPY src/ ./src/\nARG LATE=late\nENV MODE=from-env\nRUN env | grep -E '^(MODE|GREETING|FLAVOUR|EMPTY|LATE|UNDECLARED|UNUSED)=' | sort > src.args && cat src/a.txt >> src.args\nCMD ["cat", "/app/src.args"]\n`,
+      "deps.txt": "one\n",
+      "src/a.txt": "first\n",
+    }),
+    changes: [
+      {
+        kind: "edit (kiln runs the RUN after the COPY with the ARG values)",
+        files: { "src/a.txt": "second\n" },
+        fast: true,
+        contents: { "app/deps.args": "prod hello vanilla [] [] []\n", "app/src.args": "EMPTY=\nFLAVOUR=vanilla\nGREETING=hello\nLATE=late\nMODE=from-env\nsecond\n" },
+      },
+      { kind: "a file the earlier COPY copies (both RUN steps, with their ARG values)", files: { "deps.txt": "two\n" }, fast: true, log: /fast path: started from step/ },
+    ],
+  },
+  {
     name: "wholecontext",
     files: (base) => ({
       Containerfile: `FROM ${base}\nWORKDIR /srv\nSHELL ["/bin/sh", "-ec"]\nCOPY package.json ./\nRUN echo installed > installed.txt\nCOPY --chown=1000:1000 . .\nLABEL app=wholecontext\nHEALTHCHECK --interval=30s CMD ["true"]\nCMD ["ls", "-l", "/srv"]\n`,

@@ -36,8 +36,11 @@ describe("fast path plan", () => {
     ["a RUN with a bind mount after the final COPY", "FROM a\nCOPY . .\nRUN --mount=type=bind,target=/c make\n", /RUN after the final COPY has a --mount=type=bind/],
     ["an exec-form RUN after the final COPY", "FROM a\nCOPY . .\nRUN [\"make\"]\n", /exec form/],
     ["a SHELL in the final stage, with RUN steps after the COPY", "FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCOPY . .\nRUN make\n", /SHELL/],
-    ["an ARG among the RUN steps", "FROM a\nCOPY . .\nARG X=1\nRUN make\n", /declares an ARG/],
-    ["an ARG before the final COPY, with RUN steps after it (buildah passes its value to them)", "FROM a\nARG V=1\nCOPY . .\nRUN echo $V > v\n", /declares an ARG/],
+    ["an ARG whose default expands a variable, with RUN steps after the COPY", "FROM a\nARG V=$HOME\nCOPY . .\nRUN make\n", /ARG V=\$HOME has a variable/],
+    ["a quoted ARG default among the RUN steps", "FROM a\nCOPY . .\nARG V=\"a b\"\nRUN make\n", /a quote .* among the steps after the final COPY/],
+    ["a platform ARG (buildah fills it in)", "FROM a\nARG TARGETARCH\nCOPY . .\nRUN make\n", /TARGETARCH/],
+    ["a proxy ARG (buildah keeps it out of the history)", "FROM a\nARG HTTP_PROXY\nCOPY . .\nRUN make\n", /proxy/],
+    ["a global ARG kiln cannot follow, with RUN steps after the COPY", "ARG B=$X\nFROM a\nCOPY . .\nRUN make\n", /has a variable/],
     ["an ENV with a variable among the RUN steps", "FROM a\nCOPY . .\nENV P=$HOME/bin\nRUN make\n", /variable/],
     ["a VOLUME among the RUN steps", "FROM a\nCOPY . .\nVOLUME /data\nRUN make\n", /VOLUME/],
     ["WORKDIR after a COPY to a relative destination", "FROM a\nCOPY . .\nWORKDIR /x\n", /WORKDIR after the final COPY, whose destination is relative/],
@@ -59,6 +62,26 @@ describe("fast path plan", () => {
     ["a heredoc", "FROM a\nRUN <<EOF\necho\nEOF\nCOPY . .\n", /heredoc/],
     ["a target that is not the stage", "FROM a AS app\nCOPY . .\n", /target/],
   ];
+  test("ARG: a RUN sees the stage's declared names with values: build args first, then defaults, then global ARGs; later ARGs from their step on", () => {
+    const text = "ARG G=global\nARG H\nFROM a\nARG A=1 B\nARG G\nARG U=default\nCOPY . /app/\nRUN one\nARG C=3\nARG H\nRUN two\n";
+    const r = planFastPath(text, undefined, undefined, { U: "user", B: "b", H: "h", UNDECLARED: "x" });
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    const runs = r.plan.after.filter((s) => "command" in s);
+    assert.deepEqual(
+      runs.map((s) => ("args" in s ? s.args : [])),
+      [
+        [["A", "1"], ["B", "b"], ["G", "global"], ["U", "user"]],
+        [["A", "1"], ["B", "b"], ["C", "3"], ["G", "global"], ["H", "h"], ["U", "user"]],
+      ],
+    );
+    // Without a build arg, a declared name with no default and no global ARG has no value: not seen.
+    const bare = planFastPath("FROM a\nARG X\nCOPY . /app/\nRUN one\n", undefined);
+    assert.ok(bare.ok);
+    assert.deepEqual("args" in bare.plan.after[0]! ? bare.plan.after[0].args : undefined, []);
+    // Nothing to run: an ARG kiln cannot follow is no reason to refuse.
+    assert.ok(planFastPath("FROM a\nARG V=$HOME\nCOPY . /app/\n", undefined).ok);
+  });
+
   test("multi-stage: earlier stages' context reads are earlier sources; steps of all stages counted; --target an earlier stage refused", () => {
     const text = "FROM a AS deps\nWORKDIR /d\nCOPY deps.txt ./\nRUN install\nFROM b\nCOPY --from=deps /d /d\nCOPY --from=0 /d/x /x\nCOPY src/ /app/src/\nCMD x\n";
     const r = plan(text);
@@ -88,8 +111,8 @@ describe("fast path plan", () => {
     const r = plan(`FROM a\nWORKDIR /app\nCOPY package.json ./\nRUN npm ci\nCOPY src/ ./src/\nRUN npm run \\\n  build\nENV NODE_ENV=production A="b c"\nUSER node\nRUN npm prune\nEXPOSE 80\nCMD ["node"]\n`);
     assert.ok(r.ok, r.ok ? "" : r.reason);
     assert.deepEqual(r.plan.after, [
-      { command: "npm run   build", env: [], cache: [], history: "/bin/sh -c npm run   build" },
-      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node", cache: [], history: "/bin/sh -c npm prune" },
+      { command: "npm run   build", env: [], args: [], cache: [], history: "/bin/sh -c npm run   build" },
+      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node", args: [], cache: [], history: "/bin/sh -c npm prune" },
     ]);
     assert.equal(r.plan.copyStep, 5);
     assert.deepEqual(r.plan.steps, { total: 10, reused: 3 });
@@ -108,6 +131,7 @@ describe("fast path plan", () => {
       {
         command: "npm ci --omit=dev",
         env: [],
+        args: [],
         cache: [{ target: "/root/.npm", source: "root/.npm", locked: true, mode: 0o755, uid: 0, gid: 0 }],
         history: "/bin/sh -c --mount=type=cache,target=/root/.npm,sharing=locked npm ci --omit=dev",
       },
@@ -132,6 +156,7 @@ describe("fast path plan", () => {
       ["type=cache,target=/c,sharing=private", /option kiln does not take \(sharing\)/],
       ["type=cache,target=/c,ro", /option kiln does not take \(ro\)/],
       ["type=cache,id=../../etc,target=/c", /leads out/],
+      ["type=cache,id=npm-$NODE_MAJOR,target=/c", /option kiln does not take \(id\)/],
       ["type=cache,target=relative", /absolute plain path/],
       ["type=cache,target=/", /absolute plain path/],
     ] as const) {
@@ -180,7 +205,7 @@ describe("a stage kiln reruns for the final COPY --from", () => {
     assert.ok(r.ok, r.ok ? "" : r.reason);
     assert.equal(r.plan.stageIndex, 1);
     assert.deepEqual(r.plan.stage.sources, ["src"]);
-    assert.deepEqual(r.plan.stage.after, [{ command: "npx tsc", env: [], cache: [], history: "/bin/sh -c npx tsc" }]);
+    assert.deepEqual(r.plan.stage.after, [{ command: "npx tsc", env: [], args: [], cache: [], history: "/bin/sh -c npx tsc" }]);
     assert.equal(r.plan.stage.copyStep, 3);
     assert.deepEqual(r.plan.copy.sources, ["app/dist"]);
     assert.equal(r.plan.copy.dest, "./dist");

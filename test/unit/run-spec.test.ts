@@ -46,8 +46,8 @@ describe("a RUN step's user and environment", () => {
   });
   test("environment: the image's, the ENV steps' over it, PATH and HOME when missing, HOSTNAME", () => {
     const user = resolveUser(withUsers, "node");
-    assert.deepEqual(runEnv(["A=1", "B=x=y"], [["A", "2"]], user, "abc"), ["A=2", "B=x=y", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/home/node", "HOSTNAME=abc"]);
-    assert.deepEqual(runEnv(["PATH=/bin", "HOME=/h"], [], user, "abc"), ["PATH=/bin", "HOME=/h", "HOSTNAME=abc"]);
+    assert.deepEqual(runEnv(["A=1", "B=x=y"], [["A", "2"]], [], user, "abc"), ["A=2", "B=x=y", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/home/node", "HOSTNAME=abc"]);
+    assert.deepEqual(runEnv(["PATH=/bin", "HOME=/h"], [], [], user, "abc"), ["PATH=/bin", "HOME=/h", "HOSTNAME=abc"]);
   });
   test("mount points: an image without /etc/hosts (buildah would create it in the layer) is refused", () => {
     assert.throws(() => checkMountPoints(bare), /no plain \/proc/);
