@@ -4,7 +4,7 @@
 // "/", HOSTNAME, the default capabilities of containers.conf, the host's network (kilnd's
 // --build-network host), /etc/hosts, /etc/resolv.conf and /etc/hostname bound from the bundle,
 // /run/.containerenv. What differs: no seccomp filter (buildah applies its default profile).
-import { lstatSync, readFileSync } from "node:fs";
+import { lstatSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { FastPathRefused } from "./refused.js";
 
@@ -136,18 +136,31 @@ export function runtimeSpec(s: SpecInput): object {
 }
 
 /**
- * A cache mount's target in the image: its parent must be a plain directory (no symlink on the
- * way); the target may be missing (runc makes it, and kiln removes it after, as buildah does).
- * Returns whether it is there.
+ * A mount's target in the image (a cache mount's): every part of it there is must be a plain
+ * directory (no symlink on the way); what is missing runc makes, as it does for buildah.
  */
-export function checkCacheTarget(rootfs: string, target: string): boolean {
+export function checkMountTarget(rootfs: string, target: string): void {
   const parts = target.split("/").filter(Boolean);
   for (let n = 1; n <= parts.length; n++) {
     const st = lstatOrUndefined(join(rootfs, ...parts.slice(0, n)));
-    if (!st && n === parts.length) return false;
-    if (!st || st.isSymbolicLink() || !st.isDirectory()) throw new FastPathRefused(`the cache mount's target ${target} is not under plain directories in the image`);
+    if (!st) return;
+    if (st.isSymbolicLink() || !st.isDirectory()) throw new FastPathRefused(`the cache mount's target ${target} is not under plain directories in the image`);
   }
-  return true;
+}
+
+/**
+ * After the step, buildah removes each mount's target from the rootfs (copier.Remove, whatever
+ * the image had there): the directories runc made above it stay, and a target the image had
+ * becomes a whiteout in the step's layer. kiln removes it the same way, through the step's
+ * overlay. The step may have put a symlink on the way: then kiln cannot be sure, and refuses.
+ */
+export function removeMountTarget(rootfs: string, target: string): void {
+  const parts = target.split("/").filter(Boolean);
+  for (let n = 1; n < parts.length; n++) {
+    const st = lstatOrUndefined(join(rootfs, ...parts.slice(0, n)));
+    if (!st || st.isSymbolicLink() || !st.isDirectory()) throw new FastPathRefused(`after the RUN, the way to its mount's target ${target} is not plain directories`);
+  }
+  rmSync(join(rootfs, ...parts), { recursive: true, force: true });
 }
 
 /** A colon-separated table of the image's (missing: empty); a symlink could lead out of the image: refused. */

@@ -8,14 +8,14 @@
 // runs. Mount points the image lacks, a user it cannot resolve, a failing step: refusals, and the
 // full build runs (and says what really failed).
 import { randomBytes } from "node:crypto";
-import { chownSync, lstatSync, mkdirSync, readFileSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, posix } from "node:path";
 import { exec, errorSummary } from "../process/exec.js";
 import type { Podman } from "../podman/podman.js";
 import { createLayerWriter, type Layer, type LayerEntry } from "./layer.js";
 import type { CacheMount, RunStep } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
-import { checkCacheTarget, checkMountPoints, resolveUser, runEnv, runtimeSpec } from "./run-spec.js";
+import { checkMountPoints, checkMountTarget, removeMountTarget, resolveUser, runEnv, runtimeSpec } from "./run-spec.js";
 import { readUpper, writeEntries } from "./upper.js";
 
 export interface ParentImage {
@@ -120,12 +120,11 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
       await mount(["-t", "overlay", "overlay", "-o", `lowerdir=${lowerdir},upperdir=${upper},workdir=${work},redirect_dir=off,index=off,metacopy=off,xino=off`, root], env, i.signal);
       mounted.push(root);
       let hadContainerEnv: boolean;
-      const madeTargets: string[] = [];
       try {
         checkMountPoints(root);
         hadContainerEnv = exists(join(root, "run/.containerenv"));
         const caches = step.cache.map((c) => {
-          if (!checkCacheTarget(root, c.target)) madeTargets.push(c.target);
+          checkMountTarget(root, c.target);
           return { source: cacheSource(i.cacheDir, c), target: c.target, locked: c.locked };
         });
         const user = resolveUser(root, step.user ?? i.parent.user);
@@ -141,12 +140,12 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
         const r = await i.runc(["run", "--bundle", bundle, `kiln-${i.buildId}-${n + 1}`], locks);
         if (r.exitCode !== 0) throw new FastPathRefused(`RUN ${step.command.slice(0, 80)} exited with ${r.exitCode} (${errorSummary(r)}) when kiln ran it`);
         i.say(`fast path: step ${n + 1} ran in ${Date.now() - r0} ms`);
+        for (const c of caches) removeMountTarget(root, c.target);
       } finally {
         if (await umount(root, env)) mounted.pop();
       }
-      // runc made /run/.containerenv and missing cache targets as mount points; buildah leaves none in the layer.
+      // runc made /run/.containerenv as a mount point; buildah leaves none in the layer.
       if (!hadContainerEnv) rmSync(join(upper, "run/.containerenv"), { force: true });
-      for (const t of madeTargets) rmdirSync(join(upper, t));
       if (i.layers !== false) {
         // The layer's pieces compress while the upper directory is read and while later steps run.
         const t0 = Date.now();

@@ -78,10 +78,12 @@ const APPS: App[] = [
     recorded: /fast path: the next build of a source change can start from this one \(kiln runs the 1 RUN step after the final COPY\); a change an earlier step reads starts from an earlier COPY$/m,
     files: (base) => ({
       Containerfile:
-        `FROM ${base}\nWORKDIR /app\nENV NODE_ENV=production\nRUN mkdir -p /root && echo stale > package.json && echo old > old.txt\n` +
+        `FROM ${base}\nWORKDIR /app\nENV NODE_ENV=production\nRUN mkdir -p /root/.npm && echo image > /root/.npm/from-image && echo stale > package.json && echo old > old.txt\n` +
         `COPY package.json lock.txt ./\n` +
         // It deletes a file of the image below: a whiteout in its layer (and in kiln's snapshot of it, which a later build stands on).
-        `RUN --mount=type=cache,target=/root/.npm,sharing=locked rm old.txt && mkdir -p node_modules && cat package.json lock.txt > node_modules/installed.txt && cat package.json >> /root/.npm/seen && test -s /root/.npm/seen\n` +
+        // buildah removes a cache mount's target after the step: /root/.npm, which the image had, goes (a whiteout);
+        // /opt/tool/cache, which it had not, leaves the directories runc made for it (/opt/tool).
+        `RUN --mount=type=cache,target=/root/.npm,sharing=locked --mount=type=cache,target=/opt/tool/cache rm old.txt && mkdir -p node_modules && cat package.json lock.txt > node_modules/installed.txt && cat package.json >> /root/.npm/seen && test -s /root/.npm/seen && test ! -e /root/.npm/from-image\n` +
         `COPY src/ ./src/\nRUN test ! -e old.txt && cat node_modules/installed.txt src/*.txt > bundle.txt\nEXPOSE 8080\nUSER nobody\nCMD ["cat", "/app/bundle.txt"]\n`,
       "package.json": '{"name":"d","v":1}\n',
       "lock.txt": "lock 1\n",
