@@ -41,6 +41,9 @@ const AFTER_RUNS = [
   "RUN (find /app /etc /opt -type f ! -name hosts ! -name hostname ! -name resolv.conf 2>/dev/null | sort | xargs cat) > /after.all 2>&1 || true",
   "RUN rm -rf /app/sub /app/src/sub /etc/motd.txt 2>/dev/null; mkdir -p /app/gen && (ls -la /app | wc -l) > /app/gen/count.txt; chmod -R go-w /app 2>/dev/null || true",
   "RUN rm -rf /opt/deps && mkdir -p /opt/deps && echo rebuilt > /opt/deps/again.txt && ln -sf again.txt /opt/deps/link",
+  // Cache mounts: buildah removes the target after the step (/opt/deps, when earlier COPYs made it: a
+  // whiteout) and leaves the directories runc made above a missing one. The cache's content never reaches the image.
+  "RUN --mount=type=cache,target=/opt/deps,sharing=locked --mount=type=cache,target=/var/cache/fz/deeper touch /opt/deps/used /var/cache/fz/deeper/used && mkdir -p /app/cached",
   // What a RUN sees of the ARGs (build-args.ts): declared or not, with a default, a build arg, a global ARG, an ENV of the same name.
   "RUN (env | grep -E '^(FZ_[A-Z]+|MODE)=' | sort) > /app.args 2>&1 || true",
 ];
