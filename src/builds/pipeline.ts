@@ -238,6 +238,7 @@ function fastPathInput(
       const c = runcCommand(args, locks);
       return buildExec(a, "podman", c.file, c.args, deps.podman.env(a.tmpDir));
     },
+    secretFile: (id, mode, uid, gid) => secrets.runFile(id, mode, uid, gid),
     say: (line) => a.say(line),
   };
 }

@@ -59,6 +59,8 @@ export interface FastPathInput extends BaseKeyInput {
   tmpDir: string;
   /** Runs `runc <args>` as one of the build's processes (its output in the log, stopped by a cancel), holding the lock files' locks. */
   runc(args: string[], locks: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
+  /** A file on tmpfs holding the request's secret id for a RUN's secret mount, with its mode and owner. */
+  secretFile(id: string, mode: number, uid: number, gid: number): Promise<string>;
   say(line: string): void;
 }
 
@@ -112,6 +114,9 @@ export function createFastPath(o: FastPathOptions) {
       const [{ planFastPath, planReads, planStageCopy, contextCopies }, { readLayer }] = await Promise.all([import("./plan.js"), import("../image/tar-entries.js")]);
       const text = await readFile(input.containerfilePath, "utf8");
       const reads = planReads(text, input.target || undefined);
+      // The RUN steps as buildah ran them: with kiln's secret mounts keyed on the secrets' digests (secret-mounts.ts).
+      const { planSecretMounts } = await import("../secrets/secret-mounts.js");
+      const keyed = planSecretMounts(text, new Map(input.secrets)).text;
       if (!reads.ok) throw new FastPathRefused(reads.reason);
       const registry = clientFor(input);
       const { manifest } = await registry.getManifest(digest);
@@ -122,12 +127,12 @@ export function createFastPath(o: FastPathOptions) {
       if (triggers > reads.plan.onbuild) throw new FastPathRefused("the base image has ONBUILD triggers");
       let copy: FastPathBase["copy"];
       try {
-        const planned = planFastPath(text, input.target || undefined, undefined, input.buildArgs);
+        const planned = planFastPath(keyed, input.target || undefined, undefined, input.buildArgs);
         if (planned.ok) {
           copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer, images);
         } else {
           // The final COPY may be a COPY --from an earlier stage that kiln can rebuild.
-          const staged = planStageCopy(text, input.target || undefined, input.buildArgs);
+          const staged = planStageCopy(keyed, input.target || undefined, input.buildArgs);
           if (!staged.ok) throw new FastPathRefused(staged.reason === "one stage" || /is not a COPY --from a stage/.test(staged.reason) ? planned.reason : `${planned.reason}; ${staged.reason}`);
           copy = await copyBase(input, staged.plan.copy, manifest, config, registry, readLayer, images, staged.plan);
         }
@@ -139,7 +144,7 @@ export function createFastPath(o: FastPathOptions) {
       const starts: CopyBase[] = [];
       const notFrom: string[] = [];
       for (let k = contextCopies(text) - 2; k >= 0; k--) {
-        const planned = planFastPath(text, input.target || undefined, k, input.buildArgs);
+        const planned = planFastPath(keyed, input.target || undefined, k, input.buildArgs);
         try {
           if (!planned.ok) throw new FastPathRefused(planned.reason);
           starts.push(await copyBase(input, planned.plan, manifest, config, registry, readLayer, images));
@@ -338,7 +343,7 @@ export function createFastPath(o: FastPathOptions) {
     if ("refused" in base.copy && starts.length === 0) throw new FastPathRefused(`${read.path} changed, and a step reads it; kiln cannot make this Containerfile's last layer itself (${base.copy.refused})`);
     const { makeLayer } = await import("./layer.js");
     // What every run of steps by kiln shares: storage, the build's directory, runc and log, limits.
-    const stepsContext = { podman: o.podman, cacheDir: o.cacheDir, dir: join(input.tmpDir, "fastpath"), runc: input.runc, say: input.say, buildId: input.buildId, maxBytes: MAX_RUN_LAYER_BYTES, signal: input.signal };
+    const stepsContext = { podman: o.podman, cacheDir: o.cacheDir, dir: join(input.tmpDir, "fastpath"), runc: input.runc, secretFile: input.secretFile, say: input.say, buildId: input.buildId, maxBytes: MAX_RUN_LAYER_BYTES, signal: input.signal };
     if (!("refused" in base.copy) && base.copy.from) {
       // The final COPY --from copies out of an earlier stage S, whose final COPY reads the change:
       // S's COPY and RUN steps run again on the image below its COPY, and the COPY --from's layer is made from S's new filesystem.

@@ -23,6 +23,8 @@ export interface RunStep {
   args: [string, string][];
   /** Its --mount=type=cache mounts (buildah's: a directory of the shared cache-mount directory). */
   cache: CacheMount[];
+  /** Its --mount=type=secret mounts of the request's secrets (read from the Containerfile as kiln rewrote it: secrets/secret-mounts.ts). */
+  secrets: SecretMount[];
   /** The step as buildah writes it in the image's history, without the ARG values it writes before it (runHistory). */
   history: string;
 }
@@ -37,6 +39,20 @@ export interface CacheMount {
   /** Relative to the cache-mount directory (no ".."). */
   source: string;
   locked: boolean;
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/**
+ * RUN --mount=type=secret as buildah 1.28 makes it: the secret's value copied to a file with
+ * mode (0400 unless given), uid and gid, bound read-only at the target (/run/secrets/<id> unless
+ * given). kiln's rewrite names the secret `<id>.kiln-<digest>` and writes the target out.
+ */
+export interface SecretMount {
+  /** The request's secret id. */
+  id: string;
+  target: string;
   mode: number;
   uid: number;
   gid: number;
@@ -156,7 +172,15 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
     const raw = i.getRawArgumentsContent?.() ?? i.getArgumentsContent() ?? "";
     if (kw === "RUN") {
       const cache: CacheMount[] = [];
+      const secrets: SecretMount[] = [];
       for (const [k, v] of flags(i)) {
+        if (k === "mount" && /(^|,)type=secret(,|$)/.test(v)) {
+          const s = secretMount(v);
+          if (typeof s === "string") return no(`a RUN after ${where} has ${s}`);
+          // A secret the request does not give and the step does not require: buildah mounts nothing.
+          if (s) secrets.push(s);
+          continue;
+        }
         const m = k === "mount" ? cacheMount(v) : `--${k}`;
         if (typeof m === "string") return no(`a RUN after ${where} has ${m}`);
         cache.push(m);
@@ -165,7 +189,7 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
       if (command.startsWith("[")) return no(`a RUN after ${where} is in exec form`);
       if (command === "") return no(`a RUN after ${where} has no command`);
       const history = `/bin/sh -c ${[...flags(i).map(([k, v]) => `--${k}=${v}`), command].join(" ")}`;
-      after.push({ command, env: [...env], ...(user !== undefined ? { user } : {}), args: typeof args === "string" ? [] : args.active(), cache, history });
+      after.push({ command, env: [...env], ...(user !== undefined ? { user } : {}), args: typeof args === "string" ? [] : args.active(), cache, secrets, history });
     } else if (kw === "WORKDIR") {
       if (writes) return no(`a WORKDIR among the steps after ${where}`);
       trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
@@ -426,6 +450,29 @@ function cacheMount(value: string): CacheMount | string {
   const source = posix.normalize(`/${id ?? target}`).replace(/^\/+/, "").replace(/\/+$/, "");
   if (source === "" || (id !== undefined && posix.normalize(id).split("/").includes(".."))) return "a cache mount whose id leads out of the cache directory";
   return { target: posix.normalize(target).replace(/\/+$/, ""), source, ...m };
+}
+
+/** A secret mount as kiln's rewrite left it (id=<id>.kiln-<digest>, the target written out); undefined: buildah mounts nothing. */
+function secretMount(value: string): SecretMount | undefined | string {
+  const m = { mode: 0o400, uid: 0, gid: 0 };
+  let id: string | undefined;
+  let target: string | undefined;
+  let required = false;
+  for (const kv of value.split(",")) {
+    const at = kv.indexOf("=");
+    const [k, v] = at < 0 ? [kv, undefined] : [kv.slice(0, at), kv.slice(at + 1)];
+    if (k === "type") continue;
+    else if (k === "id" && v) id = v;
+    else if ((k === "target" || k === "dst" || k === "destination") && v) target = v;
+    else if (k === "required" && (v === "true" || v === "false")) required = v === "true";
+    else if (k === "mode" && v && /^[0-7]{1,4}$/.test(v)) m.mode = parseInt(v, 8);
+    else if ((k === "uid" || k === "gid") && v && /^\d{1,9}$/.test(v)) m[k] = Number(v);
+    else return `a secret --mount option kiln does not take (${k})`;
+  }
+  const renamed = id === undefined ? undefined : /^(.+)\.kiln-[0-9a-f]+$/.exec(id)?.[1];
+  if (renamed === undefined) return required ? "a required secret mount of a secret the request does not give" : undefined;
+  if (!target || !target.startsWith("/") || posix.normalize(target) === "/" || /[$\\]/.test(target)) return "a secret mount whose target is not an absolute plain path";
+  return { id: renamed, target: posix.normalize(target).replace(/\/+$/, ""), ...m };
 }
 
 function contextPath(source: string): string {

@@ -97,6 +97,8 @@ export interface SpecInput {
   containerEnv: string;
   /** RUN --mount=type=cache directories: bound read-write at their targets, as buildah binds them. */
   caches?: { source: string; target: string }[];
+  /** RUN --mount=type=secret files (on tmpfs): bound read-only at their targets, as buildah binds them. */
+  secrets?: { source: string; target: string }[];
 }
 
 export function runtimeSpec(s: SpecInput): object {
@@ -126,6 +128,7 @@ export function runtimeSpec(s: SpecInput): object {
       bind(s.hostnameFile, "/etc/hostname"),
       bind(s.containerEnv, "/run/.containerenv"),
       ...(s.caches ?? []).map((c) => ({ destination: c.target, type: "bind", source: c.source, options: ["bind", "rprivate", "rw"] })),
+      ...(s.secrets ?? []).map((c) => ({ destination: c.target, type: "bind", source: c.source, options: ["bind", "rprivate", "ro"] })),
     ],
     linux: {
       namespaces: [{ type: "pid" }, { type: "ipc" }, { type: "uts" }, { type: "mount" }, { type: "cgroup" }],
@@ -136,15 +139,17 @@ export function runtimeSpec(s: SpecInput): object {
 }
 
 /**
- * A mount's target in the image (a cache mount's): every part of it there is must be a plain
- * directory (no symlink on the way); what is missing runc makes, as it does for buildah.
+ * A mount's target in the image: every part of the way to it there is must be a plain directory
+ * (no symlink), and the target itself, if there, a directory (a cache mount's) or a regular file
+ * (a secret's); what is missing runc makes, as it does for buildah.
  */
-export function checkMountTarget(rootfs: string, target: string): void {
+export function checkMountTarget(rootfs: string, target: string, kind: "directory" | "file"): void {
   const parts = target.split("/").filter(Boolean);
   for (let n = 1; n <= parts.length; n++) {
     const st = lstatOrUndefined(join(rootfs, ...parts.slice(0, n)));
     if (!st) return;
-    if (st.isSymbolicLink() || !st.isDirectory()) throw new FastPathRefused(`the cache mount's target ${target} is not under plain directories in the image`);
+    const plain = n < parts.length || kind === "directory" ? st.isDirectory() : st.isFile();
+    if (st.isSymbolicLink() || !plain) throw new FastPathRefused(`the mount's target ${target} is not a plain ${kind} under plain directories in the image`);
   }
 }
 

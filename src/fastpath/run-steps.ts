@@ -72,6 +72,8 @@ export interface RunStepsInput {
   dir: string;
   /** Runs `runc <args>` as a process of the build (logged, stopped by a cancel), holding the lock files' locks. */
   runc(args: string[], locks: string[]): Promise<{ exitCode: number; stderrTail: string[] }>;
+  /** A file on tmpfs holding a secret for a RUN's secret mount, with the mount's mode and owner. */
+  secretFile(id: string, mode: number, uid: number, gid: number): Promise<string>;
   say(line: string): void;
   buildId: string;
   maxBytes: number;
@@ -124,15 +126,21 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
         checkMountPoints(root);
         hadContainerEnv = exists(join(root, "run/.containerenv"));
         const caches = step.cache.map((c) => {
-          checkMountTarget(root, c.target);
+          checkMountTarget(root, c.target, "directory");
           return { source: cacheSource(i.cacheDir, c), target: c.target, locked: c.locked };
         });
+        const secrets = await Promise.all(
+          step.secrets.map(async (s) => {
+            checkMountTarget(root, s.target, "file");
+            return { source: await i.secretFile(s.id, s.mode, s.uid, s.gid), target: s.target };
+          }),
+        );
         const user = resolveUser(root, step.user ?? i.parent.user);
         const cwd = i.parent.workdir || "/";
         if (!lstatSync(join(root, cwd), { throwIfNoEntry: false })?.isDirectory()) throw new FastPathRefused(`the working directory ${cwd} is not a directory in the image`);
         const hostname = randomBytes(6).toString("hex");
         const files = writeBundleFiles(bundle, hostname);
-        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, step.args, user, hostname), user, hostname, ...files, caches });
+        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, step.args, user, hostname), user, hostname, ...files, caches, secrets });
         writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
         i.say(`fast path: RUN ${step.command}`);
         const locks = caches.filter((c) => c.locked).map((c) => join(c.source, CACHE_LOCK_FILE));
@@ -140,7 +148,7 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
         const r = await i.runc(["run", "--bundle", bundle, `kiln-${i.buildId}-${n + 1}`], locks);
         if (r.exitCode !== 0) throw new FastPathRefused(`RUN ${step.command.slice(0, 80)} exited with ${r.exitCode} (${errorSummary(r)}) when kiln ran it`);
         i.say(`fast path: step ${n + 1} ran in ${Date.now() - r0} ms`);
-        for (const c of caches) removeMountTarget(root, c.target);
+        for (const m of [...caches, ...secrets]) removeMountTarget(root, m.target);
       } finally {
         if (await umount(root, env)) mounted.pop();
       }

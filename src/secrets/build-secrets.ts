@@ -3,6 +3,8 @@
 // as files for buildah's --secret, the Containerfile's secret mounts keyed on their values, and
 // every password and value added to the build's masker. Files go in the build's private tmpfs
 // directory, which remove() deletes.
+import { chmod, chown } from "node:fs/promises";
+import { KilnError } from "../errors/kiln-error.js";
 import type { BuildSpec } from "../validate/build-request.js";
 import { createRegistryCredentials, readAuthFile, type RegistryCredentials } from "../registry/credentials.js";
 import type { SecretDigester } from "./cache-key.js";
@@ -17,6 +19,8 @@ export interface BuildSecrets {
   digests: Map<string, string>;
   /** The Containerfile with its secret mounts keyed on their values, and buildah's --secret list. */
   mounts(text: string, file: string): Promise<{ text: string; secrets: { id: string; src: string }[]; used: string[] }>;
+  /** A file holding the secret for a RUN step kiln runs, with the mount's mode and owner (buildah's copy of it). */
+  runFile(id: string, mode: number, uid: number, gid: number): Promise<string>;
   remove(): Promise<void>;
 }
 
@@ -36,6 +40,7 @@ export async function prepareBuildSecrets(buildId: string, spec: BuildSpec, mask
   let dir: SecretDir | undefined;
   const openDir = async () => (dir ??= await d.root.open(buildId));
   const env: Record<string, string> = {};
+  let runFiles = 0;
   try {
     if (spec.registryCredentials.length > 0) {
       env.REGISTRY_AUTH_FILE = await (await openDir()).write("auth.json", JSON.stringify(credentials.authFile()));
@@ -61,6 +66,14 @@ export async function prepareBuildSecrets(buildId: string, spec: BuildSpec, mask
         secrets.push({ id: fileId, src });
       }
       return { text: plan.text, secrets, used: [...plan.used] };
+    },
+    async runFile(id, mode, uid, gid) {
+      const value = spec.secrets[id];
+      if (value === undefined) throw new KilnError("internal", `no secret ${JSON.stringify(id)} in the request`);
+      const file = await (await openDir()).write(`run-${runFiles++}`, value);
+      await chown(file, uid, gid);
+      await chmod(file, mode);
+      return file;
     },
     async remove() {
       await dir?.remove();

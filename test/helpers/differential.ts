@@ -18,11 +18,12 @@ export interface SideBySide {
 export interface BuildOptions {
   context?: string;
   buildArgs?: Record<string, string>;
+  secrets?: Record<string, string>;
 }
 
 export function createDifferential(fast: TestKilnd, full: TestKilnd, reg: TestRegistry) {
   const build = (k: TestKilnd, repo: TestRepo, project: string, image: string, commit: string, o: BuildOptions): Promise<Build> =>
-    k.buildCommit({ project, url: repo.url, commit, image: `${reg.host}/${image}`, ...(o.context ? { context: o.context } : {}), ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}) });
+    k.buildCommit({ project, url: repo.url, commit, image: `${reg.host}/${image}`, ...(o.context ? { context: o.context } : {}), ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}), ...(o.secrets ? { secrets: o.secrets } : {}) });
 
   /** Builds the commit on both kilnds; when both succeed, compares their images. */
   return async function buildBoth(repo: TestRepo, project: string, commit: string, o: BuildOptions = {}): Promise<SideBySide> {

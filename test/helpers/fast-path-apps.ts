@@ -21,8 +21,9 @@ import { removeTree, tempDir } from "./tmp.js";
 export interface App {
   name: string;
   files: (base: string) => Files;
-  /** The build args of every build of the app. */
+  /** The build args and the secrets of every build of the app. */
   buildArgs?: Record<string, string>;
+  secrets?: Record<string, string>;
   /** What the first (full) build's log says the next build can start from; the default: a source change starts from this one. */
   recorded?: RegExp;
   /** Each change, and whether the fast path may take it. */
@@ -73,7 +74,7 @@ export function fastPathWorld(name: string): FastPathWorld {
 export function describeApps(w: FastPathWorld, apps: App[]): void {
   /** Builds the commit on both kilnds; when both succeed, their images must be the same. */
   const buildBoth = async (repo: TestRepo, app: App, commit: string) => {
-    const r = await createDifferential(w.fast, w.full, w.reg)(repo, app.name, commit, app.buildArgs ? { buildArgs: app.buildArgs } : {});
+    const r = await createDifferential(w.fast, w.full, w.reg)(repo, app.name, commit, { ...(app.buildArgs ? { buildArgs: app.buildArgs } : {}), ...(app.secrets ? { secrets: app.secrets } : {}) });
     assert.deepEqual(r.differences, []);
     return r;
   };

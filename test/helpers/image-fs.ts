@@ -14,8 +14,8 @@ export interface ImageView {
   layers: number;
 }
 
-export async function viewImage(host: string, repo: string, tag: string): Promise<ImageView> {
-  const client = new RegistryClient(host, repo, true);
+export async function viewImage(host: string, repo: string, tag: string, credential?: { username: string; password: string }): Promise<ImageView> {
+  const client = new RegistryClient(host, repo, true, credential ? { credential: async () => credential } : {});
   const { manifest } = await client.getManifest(tag);
   const config = JSON.parse((await client.getBlob(manifest.config.digest)).toString("utf8")) as ImageConfig;
   const files = new Map<string, FsEntry>();
@@ -67,7 +67,8 @@ export function comparableConfig(c: ImageConfig): unknown {
     layers: c.rootfs.diff_ids.length,
     history: (c.history ?? []).map((h) => ({
       empty_layer: h.empty_layer ?? false,
-      step: /\bCOPY\b/.test(h.created_by ?? "") && !h.empty_layer ? "COPY" : h.created_by?.includes("#(nop) LABEL") ? "LABEL" : h.created_by,
+      // A secret mount's id is keyed on an HMAC under the volume's own key (secrets/cache-key.ts): each kilnd writes its own.
+      step: /\bCOPY\b/.test(h.created_by ?? "") && !h.empty_layer ? "COPY" : h.created_by?.includes("#(nop) LABEL") ? "LABEL" : h.created_by?.replace(/(id=[^,\s]+\.kiln-)[0-9a-f]{16}\b/g, "$1<digest>"),
     })),
   };
 }

@@ -23,7 +23,7 @@ export interface TestKilnd {
   /** Resolves once kilnd's own output (its JSON log) matches. */
   waitOutput(re: RegExp, timeoutMs?: number): Promise<void>;
   /** Builds one commit of a repository and waits for the build's end. */
-  buildCommit(o: { project: string; url: string; commit: string; image: string; context?: string; buildArgs?: Record<string, string> }): Promise<Build>;
+  buildCommit(o: { project: string; url: string; commit: string; image: string; context?: string; buildArgs?: Record<string, string>; secrets?: Record<string, string> }): Promise<Build>;
 }
 
 export interface KilndOptions {
@@ -117,6 +117,7 @@ export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
         image: o.image,
         ...(o.context ? { context: o.context } : {}),
         ...(o.buildArgs ? { buildArgs: o.buildArgs } : {}),
+        ...(o.secrets ? { secrets: o.secrets } : {}),
       });
       return k.waitDone(b!.id);
     },

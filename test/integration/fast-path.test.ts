@@ -71,6 +71,33 @@ const APPS: App[] = [
     ],
   },
   {
+    // RUN steps with secret mounts, which kiln runs itself: the default target (/run/secrets/<id>,
+    // a directory the image lacks: runc makes it and it stays, as in buildah's layer), a target the
+    // image has (a file: a whiteout after), mode and owner; one the request does not give is not mounted.
+    name: "secret-run",
+    secrets: { npmrc: "registry-token-for-the-test-0123", other: "another-secret-value-4567" },
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base}\nWORKDIR /app\nRUN mkdir -p /root && echo from-image > /root/.npmrc\nCOPY deps.txt ./\n` +
+        `RUN --mount=type=secret,id=npmrc wc -c < /run/secrets/npmrc > deps.secret && cat deps.txt >> deps.secret\n` +
+        `COPY src/ ./src/\n` +
+        `RUN --mount=type=secret,id=other,target=/root/.npmrc,mode=0440,uid=1000,gid=1000 --mount=type=secret,id=absent ` +
+        `stat -c '%a %u %g %s' /root/.npmrc > src.secret && test ! -e /run/secrets/absent && cat src/a.txt >> src.secret\nCMD ["cat", "/app/src.secret"]\n`,
+      "deps.txt": "one\n",
+      "src/a.txt": "first\n",
+    }),
+    recorded: /can start from this one \(kiln runs the 1 RUN step after the final COPY\); a change an earlier step reads starts from an earlier COPY/,
+    changes: [
+      {
+        kind: "edit (kiln runs the RUN with its secrets)",
+        files: { "src/a.txt": "second\n" },
+        fast: true,
+        contents: { "app/deps.secret": "32\none\n", "app/src.secret": "440 1000 1000 25\nsecond\n" },
+      },
+      { kind: "a file the earlier COPY copies (both secret RUN steps)", files: { "deps.txt": "two\n" }, fast: true, log: /fast path: started from step/, contents: { "app/deps.secret": "32\ntwo\n" } },
+    ],
+  },
+  {
     name: "wholecontext",
     files: (base) => ({
       Containerfile: `FROM ${base}\nWORKDIR /srv\nSHELL ["/bin/sh", "-ec"]\nCOPY package.json ./\nRUN echo installed > installed.txt\nCOPY --chown=1000:1000 . .\nLABEL app=wholecontext\nHEALTHCHECK --interval=30s CMD ["true"]\nCMD ["ls", "-l", "/srv"]\n`,

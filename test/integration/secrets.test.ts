@@ -4,7 +4,7 @@
 // read by RUN steps. Every test greps the whole volume, kilnd's output, the logs, the records,
 // the pushed layers and every process's command line for every secret it used.
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -19,6 +19,7 @@ import { pushBusyboxBase } from "../helpers/base-image.js";
 import { serveGitHttp, type GitHttpServer } from "../helpers/git-http.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
+import { viewImage } from "../helpers/image-fs.js";
 import { findLeaks, watchArgv } from "../helpers/leaks.js";
 import { logLines, waitForLine } from "../helpers/logs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
@@ -126,6 +127,21 @@ describe("credentials and secrets", () => {
     assert.equal(b.state, BuildState.SUCCEEDED, `${b.error}\n${log.join("\n")}`);
     assert.equal(b.fastPath, true, log.join("\n"));
     t.diagnostic(`fast path with Basic auth: ${msOf(b.durations?.total)} ms in kilnd, push ${msOf(b.durations?.push)} ms`);
+  });
+
+  test("a change the secret's RUN step reads: kiln runs that step itself, with the secret mounted and masked", async () => {
+    const commit = repo.commit({ "deps.txt": "left-pad 1.1\n" });
+    const { b, log } = await build(request(commit));
+    assert.equal(b.state, BuildState.SUCCEEDED, `${b.error}\n${log.join("\n")}`);
+    assert.equal(b.fastPath, true, log.join("\n"));
+    assert.ok(log.some((l) => /^fast path: started from step \d+/.test(l)), log.join("\n"));
+    assert.ok(log.includes("secret-step-ran v1"), "kiln ran the step that mounts the secret");
+    assert.ok(log.includes("token is ***"), "the echoed secret is masked");
+    assert.ok(log.some((l) => /^b64 \*\*\*/.test(l)), "its base64 is masked");
+    assert.ok(!log.some((l) => l.includes(secret1)));
+    const { files } = await viewImage(reg.host, "team/private", commit, regUser);
+    assert.equal(files.get("app/token-length")?.digest, `sha256:${createHash("sha256").update(`${secret1.length}\n`).digest("hex")}`, "the step read the secret");
+    assert.equal(files.get("run/secrets/npm_token"), undefined, "the mount's target is not in the image");
   });
 
   test("a changed secret runs its RUN step again; an unchanged one keeps it cached", async () => {

@@ -111,8 +111,8 @@ describe("fast path plan", () => {
     const r = plan(`FROM a\nWORKDIR /app\nCOPY package.json ./\nRUN npm ci\nCOPY src/ ./src/\nRUN npm run \\\n  build\nENV NODE_ENV=production A="b c"\nUSER node\nRUN npm prune\nEXPOSE 80\nCMD ["node"]\n`);
     assert.ok(r.ok, r.ok ? "" : r.reason);
     assert.deepEqual(r.plan.after, [
-      { command: "npm run   build", env: [], args: [], cache: [], history: "/bin/sh -c npm run   build" },
-      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node", args: [], cache: [], history: "/bin/sh -c npm prune" },
+      { command: "npm run   build", env: [], args: [], cache: [], secrets: [], history: "/bin/sh -c npm run   build" },
+      { command: "npm prune", env: [["NODE_ENV", "production"], ["A", "b c"]], user: "node", args: [], cache: [], secrets: [], history: "/bin/sh -c npm prune" },
     ]);
     assert.equal(r.plan.copyStep, 5);
     assert.deepEqual(r.plan.steps, { total: 10, reused: 3 });
@@ -133,6 +133,7 @@ describe("fast path plan", () => {
         env: [],
         args: [],
         cache: [{ target: "/root/.npm", source: "root/.npm", locked: true, mode: 0o755, uid: 0, gid: 0 }],
+        secrets: [],
         history: "/bin/sh -c --mount=type=cache,target=/root/.npm,sharing=locked npm ci --omit=dev",
       },
       { copy: { sources: ["src"], dest: "./src/" } },
@@ -144,6 +145,24 @@ describe("fast path plan", () => {
     assert.deepEqual(last.plan.earlier, ["package.json", "package-lock.json"]);
   });
 
+  test("secret mounts: read as kiln's rewrite leaves them; a secret the request does not give is not mounted unless required", () => {
+    const run = (m: string) => planFastPath(`FROM a\nWORKDIR /app\nCOPY . .\nRUN --mount=${m} make\n`, undefined);
+    const given = run("type=secret,id=npmrc.kiln-0123abcd,target=/root/.npmrc,mode=0440,uid=1000");
+    assert.ok(given.ok, given.ok ? "" : given.reason);
+    assert.deepEqual((given.plan.after[0] as { secrets: unknown }).secrets, [{ id: "npmrc", target: "/root/.npmrc", mode: 0o440, uid: 1000, gid: 0 }]);
+    const absent = run("type=secret,id=other,target=/run/secrets/other");
+    assert.ok(absent.ok);
+    assert.deepEqual((absent.plan.after[0] as { secrets: unknown }).secrets, []);
+    for (const [m, why] of [
+      ["type=secret,id=other,required=true", /required secret mount of a secret the request does not give/],
+      ["type=secret,id=a.kiln-00,target=relative", /absolute plain path/],
+      ["type=secret,id=a.kiln-00,target=/x,env=A", /option kiln does not take \(env\)/],
+    ] as const) {
+      const r = run(m);
+      assert.ok(!r.ok && why.test(r.reason), `${m}: ${r.ok ? "taken" : r.reason}`);
+    }
+  });
+
   test("cache mounts: an id names the directory; options buildah does not take here, and ids leading out, are refused", () => {
     const mount = (m: string) => planFastPath(`FROM a\nWORKDIR /app\nCOPY . .\nRUN --mount=${m} make\n`, undefined);
     const ok = mount("type=cache,id=npm/x,target=/c,mode=0700,uid=1000,gid=1000");
@@ -151,7 +170,6 @@ describe("fast path plan", () => {
     assert.deepEqual((ok.plan.after[0] as { cache: unknown }).cache, [{ target: "/c", source: "npm/x", locked: false, mode: 0o700, uid: 1000, gid: 1000 }]);
     for (const [m, why] of [
       ["type=bind,target=/c", /type=bind/],
-      ["type=secret,id=a", /type=secret/],
       ["type=cache,target=/c,from=build", /option kiln does not take \(from\)/],
       ["type=cache,target=/c,sharing=private", /option kiln does not take \(sharing\)/],
       ["type=cache,target=/c,ro", /option kiln does not take \(ro\)/],
@@ -205,7 +223,7 @@ describe("a stage kiln reruns for the final COPY --from", () => {
     assert.ok(r.ok, r.ok ? "" : r.reason);
     assert.equal(r.plan.stageIndex, 1);
     assert.deepEqual(r.plan.stage.sources, ["src"]);
-    assert.deepEqual(r.plan.stage.after, [{ command: "npx tsc", env: [], args: [], cache: [], history: "/bin/sh -c npx tsc" }]);
+    assert.deepEqual(r.plan.stage.after, [{ command: "npx tsc", env: [], args: [], cache: [], secrets: [], history: "/bin/sh -c npx tsc" }]);
     assert.equal(r.plan.stage.copyStep, 3);
     assert.deepEqual(r.plan.copy.sources, ["app/dist"]);
     assert.equal(r.plan.copy.dest, "./dist");
@@ -219,7 +237,7 @@ describe("a stage kiln reruns for the final COPY --from", () => {
     ["a glob in the COPY --from", ts.replace("/app/dist", "/app/dist/*.js"), /glob/],
     ["a relative COPY --from source", ts.replace("/app/dist", "dist"), /relative/],
     ["--chown on the COPY --from", ts.replace("COPY --from=build", "COPY --chown=1 --from=build"), /--chown/],
-    ["the stage's RUN has a secret mount", ts.replace("RUN npx tsc", "RUN --mount=type=secret,id=s npx tsc"), /stage build: a RUN after the final COPY has a --mount=type=secret/],
+    ["the stage's RUN requires a secret the request does not give", ts.replace("RUN npx tsc", "RUN --mount=type=secret,id=s,required=true npx tsc"), /stage build: a RUN after the final COPY has a required secret mount/],
     ["a context bind mount anywhere", ts.replace("RUN npm ci\n", "RUN --mount=type=bind,target=/s npm ci\n"), /bind-mounts/],
   ];
   for (const [name, text, why] of refusals) {

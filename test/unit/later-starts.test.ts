@@ -6,7 +6,7 @@ import type { CopyBase } from "../../src/fastpath/base.js";
 import { laterStarts } from "../../src/fastpath/later-starts.js";
 import type { AfterStep } from "../../src/fastpath/plan.js";
 
-const run = (command: string): AfterStep => ({ command, env: [], args: [], cache: [], history: `/bin/sh -c ${command}` });
+const run = (command: string): AfterStep => ({ command, env: [], args: [], cache: [], secrets: [], history: `/bin/sh -c ${command}` });
 const copyOf = (src: string): AfterStep => ({ copy: { sources: [src], dest: "./" } });
 const parent = (id: string, layers?: string[]) => ({ id, env: [`FROM_${id}=1`], user: "", workdir: "/app", ...(layers ? { layers } : {}) });
 const start = (copyStep: number, after: AfterStep[], p?: ReturnType<typeof parent>): CopyBase =>
