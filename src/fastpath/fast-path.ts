@@ -87,7 +87,7 @@ export interface FastPathOptions {
   bases: BaseStore;
   insecureRegistries: ReadonlySet<string>;
   /** The image below the final COPY is mounted from podman's storage to run the RUN steps after it. */
-  podman: Pick<Podman, "inspectImage" | "mountImage" | "unmountImage" | "env">;
+  podman: Pick<Podman, "inspectImage" | "dockerShell" | "mountImage" | "unmountImage" | "env">;
   /** kilnd's --build-network: kiln runs RUN steps itself only on the host's network, as buildah does then. */
   buildNetwork: string;
   /** The cache-mount directory every build's buildah uses ($TMPDIR/buildah-cache). */
@@ -117,6 +117,7 @@ export function createFastPath(o: FastPathOptions) {
       // The RUN steps as buildah ran them: with kiln's secret mounts keyed on the secrets' digests (secret-mounts.ts).
       const { planSecretMounts } = await import("../secrets/secret-mounts.js");
       const keyed = planSecretMounts(text, new Map(input.secrets)).text;
+      const planOptions = { buildArgs: input.buildArgs, docker: input.engine.endsWith(":docker") };
       if (!reads.ok) throw new FastPathRefused(reads.reason);
       const registry = clientFor(input);
       const { manifest } = await registry.getManifest(digest);
@@ -127,12 +128,12 @@ export function createFastPath(o: FastPathOptions) {
       if (triggers > reads.plan.onbuild) throw new FastPathRefused("the base image has ONBUILD triggers");
       let copy: FastPathBase["copy"];
       try {
-        const planned = planFastPath(keyed, input.target || undefined, undefined, input.buildArgs);
+        const planned = planFastPath(keyed, input.target || undefined, undefined, planOptions);
         if (planned.ok) {
           copy = await copyBase(input, planned.plan, manifest, config, registry, readLayer, images);
         } else {
           // The final COPY may be a COPY --from an earlier stage that kiln can rebuild.
-          const staged = planStageCopy(keyed, input.target || undefined, input.buildArgs);
+          const staged = planStageCopy(keyed, input.target || undefined, planOptions);
           if (!staged.ok) throw new FastPathRefused(staged.reason === "one stage" || /is not a COPY --from a stage/.test(staged.reason) ? planned.reason : `${planned.reason}; ${staged.reason}`);
           copy = await copyBase(input, staged.plan.copy, manifest, config, registry, readLayer, images, staged.plan);
         }
@@ -144,7 +145,7 @@ export function createFastPath(o: FastPathOptions) {
       const starts: CopyBase[] = [];
       const notFrom: string[] = [];
       for (let k = contextCopies(text) - 2; k >= 0; k--) {
-        const planned = planFastPath(keyed, input.target || undefined, k, input.buildArgs);
+        const planned = planFastPath(keyed, input.target || undefined, k, planOptions);
         try {
           if (!planned.ok) throw new FastPathRefused(planned.reason);
           starts.push(await copyBase(input, planned.plan, manifest, config, registry, readLayer, images));
@@ -204,7 +205,7 @@ export function createFastPath(o: FastPathOptions) {
     if (!/\bCOPY\b/.test(withLayers.at(-1 - n)?.created_by ?? "")) throw new FastPathRefused(n ? "the image's layer below its later steps is not the COPY's" : "the image's last layer is not the final COPY's");
     const copyIndex = manifest.layers.length - 1 - n;
     const runs = plan.after.some((step) => !isCopyStep(step));
-    const parent = runs ? await parentImage(plan, config, input.buildArgs, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
+    const parent = runs ? await parentImage(plan, config, input, images.finalStageStep(plan.copyStep - 1), (image) => JSON.stringify(image.layers) === JSON.stringify(config.rootfs.diff_ids.slice(0, copyIndex))) : undefined;
     plan.after.forEach((step, k) => {
       // buildah's history names each RUN's command (its flags, the ARG values it saw): kiln must read it the same way.
       const shown = withLayers.at(k - n)?.created_by ?? "";
@@ -212,7 +213,7 @@ export function createFastPath(o: FastPathOptions) {
         throw new FastPathRefused(`the image's history does not show ${isCopyStep(step) ? "a COPY" : `RUN ${step.command.slice(0, 60)}`} as kiln reads it`);
       }
     });
-    const from = staged ? { plan: staged.stage, parent: await stageParent(staged, config, input.buildArgs, images), stage: staged.stageIndex } : undefined;
+    const from = staged ? { plan: staged.stage, parent: await stageParent(staged, config, input, images), stage: staged.stageIndex } : undefined;
     const read = async (at: number) => {
       const layer = manifest.layers[at]!;
       if (layer.size > MAX_LAYER_BYTES) throw new FastPathRefused("a COPY's layer is over 64 MiB");
@@ -252,7 +253,7 @@ export function createFastPath(o: FastPathOptions) {
    * be it plus S's COPY and RUN layers, with S's RUN commands in its history: buildah's output
    * read wrong would fail this, not build on a wrong image.
    */
-  async function stageParent(staged: StagePlan, config: ImageConfig, buildArgs: Record<string, string>, images: StepImages): Promise<ParentImage> {
+  async function stageParent(staged: StagePlan, config: ImageConfig, input: FastPathInput, images: StepImages): Promise<ParentImage> {
     const s = staged.stage;
     if (s.chown) throw new FastPathRefused("the stage's final COPY has --chown");
     const stage = staged.stageIndex + 1;
@@ -261,7 +262,7 @@ export function createFastPath(o: FastPathOptions) {
     const last = images.stageStep(stage, lastStep);
     const lastImage = last ? await o.podman.inspectImage(last) : undefined;
     if (!lastImage) throw new FastPathRefused("the rebuilt stage's last image is not in storage");
-    const parent = await parentImage(s, config, buildArgs, images.stageStep(stage, s.copyStep - 1), (image) => {
+    const parent = await parentImage(s, config, input, images.stageStep(stage, s.copyStep - 1), (image) => {
       const n = image.layers.length;
       return lastImage.layers.length === n + 1 + s.after.length && JSON.stringify(lastImage.layers.slice(0, n)) === JSON.stringify(image.layers);
     });
@@ -272,18 +273,22 @@ export function createFastPath(o: FastPathOptions) {
   }
 
   /** The image the final COPY was made on, as the full build left it in storage, checked against the pushed image's layers. */
-  async function parentImage(plan: CopyPlan, config: ImageConfig, buildArgs: Record<string, string>, shown: string | undefined, fits: (image: LocalImage) => boolean): Promise<ParentImage> {
+  async function parentImage(plan: CopyPlan, config: ImageConfig, input: FastPathInput, shown: string | undefined, fits: (image: LocalImage) => boolean): Promise<ParentImage> {
     if (o.buildNetwork !== "host") throw new FastPathRefused(`kiln runs RUN steps itself only with --build-network host (this kilnd: ${o.buildNetwork})`);
-    if (config.config?.Shell) throw new FastPathRefused("the image sets a SHELL");
+    // buildah runs shell-form RUN steps with the image's SHELL in Docker-format builds only.
+    const docker = input.engine.endsWith(":docker");
+    if (config.config?.Shell && !docker) throw new FastPathRefused("the image sets a SHELL (an OCI-format build)");
     // buildah hands the proxy build args to every RUN step without an ARG.
-    const proxy = Object.keys(buildArgs).find((k) => /^(https?|ftp|no|all)_proxy$/i.test(k));
+    const proxy = Object.keys(input.buildArgs).find((k) => /^(https?|ftp|no|all)_proxy$/i.test(k));
     if (proxy) throw new FastPathRefused(`the build arg ${proxy} reaches RUN steps without an ARG`);
     if (plan.copyStep <= 2) throw new FastPathRefused("the COPY comes right after FROM");
     if (!shown) throw new FastPathRefused("buildah's output did not show the image below the COPY");
     const image = await o.podman.inspectImage(shown);
     if (!image) throw new FastPathRefused(`the image below the COPY (${shown.slice(0, 12)}) is not in storage`);
     if (!fits(image)) throw new FastPathRefused("the image below the COPY in storage does not have the layers the build made on it");
-    return { id: image.id, env: image.config.Env ?? [], user: image.config.User ?? "", workdir: image.config.WorkingDir ?? "" };
+    // podman's inspect leaves the SHELL out: buildah's shows the image's Docker-format config.
+    const shell = docker ? await o.podman.dockerShell(image.id) : undefined;
+    return { id: image.id, env: image.config.Env ?? [], user: image.config.User ?? "", workdir: image.config.WorkingDir ?? "", ...(shell ? { shell } : {}) };
   }
 
   /**

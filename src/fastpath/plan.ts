@@ -11,10 +11,14 @@ import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { createArgScope } from "./build-args.js";
 import { copyWords } from "./words.js";
 
-/** A RUN after the COPY kiln starts from, as kiln runs it: shell form, with what the steps between set. */
+/** A RUN after the COPY kiln starts from, as kiln runs it, with what the steps between set. */
 export interface RunStep {
-  /** The command for /bin/sh -c (line continuations joined, as buildah joins them). */
+  /** The command as written, for the shell (line continuations joined, as buildah joins them). */
   command: string;
+  /** Exec form (`RUN ["cmd", "arg"]`): the arguments, run without a shell. */
+  exec?: string[];
+  /** A SHELL set after the COPY kiln starts from and before this RUN (else the parent image's, else /bin/sh -c). */
+  shell?: string[];
   /** ENV set after the COPY kiln starts from and before this RUN, in order (the parent image has the rest). */
   env: [string, string][];
   /** USER set after that COPY and before this RUN (else the parent image's). */
@@ -126,7 +130,15 @@ export function contextCopies(text: string): number {
  * the last one when undefined): that COPY's layer, then every step after it with a layer (plain
  * or cache-mount RUN steps, plain context COPYs) made by kiln; every step before it is reused.
  */
-export function planFastPath(text: string, target: string | undefined, entry?: number, buildArgs: Record<string, string> = {}): PlanResult {
+export interface PlanOptions {
+  /** The request's build args. */
+  buildArgs?: Record<string, string>;
+  /** A Docker-format build (buildah honours SHELL only in those). */
+  docker?: boolean;
+}
+
+export function planFastPath(text: string, target: string | undefined, entry?: number, o: PlanOptions = {}): PlanResult {
+  const buildArgs = o.buildArgs ?? {};
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
   const file = DockerfileParser.parse(text);
   const froms = file.getFROMs();
@@ -152,11 +164,13 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
   const after: AfterStep[] = [];
   const env: [string, string][] = [];
   let user: string | undefined;
+  let shell: string[] | undefined;
   const tail = steps.slice(last + 1);
   const runs = tail.some((i) => i.getKeyword() === "RUN");
   const writes = tail.some((i) => i.getKeyword() === "RUN" || i.getKeyword() === "COPY");
   const where = entry === undefined ? "the final COPY" : "the COPY kiln starts from";
-  if (runs && steps.some((i) => i.getKeyword() === "SHELL")) return no(`the final stage sets a SHELL and has RUN steps after ${where}`);
+  // buildah runs a shell-form RUN with the stage's SHELL only in Docker-format builds; kiln takes a SHELL in those alone.
+  if (runs && !o.docker && steps.some((i) => i.getKeyword() === "SHELL")) return no(`the final stage sets a SHELL and has RUN steps after ${where} (an OCI-format build)`);
   // buildah gives a RUN step the values of the stage's ARGs as environment variables, and writes them in its history.
   const args = createArgScope(
     all.slice(0, all.indexOf(froms[0]!)).filter((i) => i.getKeyword() === "ARG"),
@@ -186,10 +200,14 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
         cache.push(m);
       }
       const command = (i.getArgumentsContent() ?? "").trim();
-      if (command.startsWith("[")) return no(`a RUN after ${where} is in exec form`);
+      let exec: string[] | undefined;
+      if (command.startsWith("[")) {
+        exec = jsonWords(command);
+        if (!exec) return no(`a RUN after ${where} starts with [ but is not a JSON array of strings`);
+      }
       if (command === "") return no(`a RUN after ${where} has no command`);
       const history = `/bin/sh -c ${[...flags(i).map(([k, v]) => `--${k}=${v}`), command].join(" ")}`;
-      after.push({ command, env: [...env], ...(user !== undefined ? { user } : {}), args: typeof args === "string" ? [] : args.active(), cache, secrets, history });
+      after.push({ command, ...(exec ? { exec } : {}), ...(shell && !exec ? { shell } : {}), env: [...env], ...(user !== undefined ? { user } : {}), args: typeof args === "string" ? [] : args.active(), cache, secrets, history });
     } else if (kw === "WORKDIR") {
       if (writes) return no(`a WORKDIR among the steps after ${where}`);
       trailingWorkdirs.push((i.getArgumentsContent() ?? "").trim());
@@ -208,7 +226,10 @@ export function planFastPath(text: string, target: string | undefined, entry?: n
     } else if (kw === "ARG") {
       const why = runs && typeof args !== "string" ? args.declare(i) : undefined;
       if (why) return no(`${why} among the steps after ${where}`);
-    } else if (runs && (kw === "SHELL" || kw === "ONBUILD")) {
+    } else if (kw === "SHELL" && runs) {
+      shell = jsonWords((i.getArgumentsContent() ?? "").trim());
+      if (!shell) return no(`a SHELL after ${where} is not a JSON array of strings`);
+    } else if (runs && kw === "ONBUILD") {
       return no(`${kw} among the RUN steps after ${where}`);
     } else if (writes && kw === "VOLUME") {
       return no(`VOLUME among the steps after ${where}`);
@@ -284,7 +305,7 @@ export interface StagePlan {
 
 export type StagePlanResult = { ok: true; plan: StagePlan } | { ok: false; reason: string };
 
-export function planStageCopy(text: string, target: string | undefined, buildArgs: Record<string, string> = {}): StagePlanResult {
+export function planStageCopy(text: string, target: string | undefined, o: PlanOptions = {}): StagePlanResult {
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");
   const file = DockerfileParser.parse(text);
   const froms = file.getFROMs();
@@ -322,7 +343,7 @@ export function planStageCopy(text: string, target: string | undefined, buildArg
   const lines = text.split("\n");
   // S planned as the last stage of the Containerfile cut after it.
   const next = froms[stageIndex + 1]!.getRange().start.line;
-  const stage = planFastPath(lines.slice(0, next).join("\n"), undefined, undefined, buildArgs);
+  const stage = planFastPath(lines.slice(0, next).join("\n"), undefined, undefined, o);
   if (!stage.ok) return no(`stage ${from}: ${stage.reason}`);
   // Everything else every built stage reads: the whole Containerfile without S's final COPY.
   const sCopy = all.filter((i) => i.getKeyword() === "COPY" && i.getRange().start.line < next && !flags(i).some(([k]) => k === "from")).at(-1)!;
@@ -473,6 +494,16 @@ function secretMount(value: string): SecretMount | undefined | string {
   if (renamed === undefined) return required ? "a required secret mount of a secret the request does not give" : undefined;
   if (!target || !target.startsWith("/") || posix.normalize(target) === "/" || /[$\\]/.test(target)) return "a secret mount whose target is not an absolute plain path";
   return { id: renamed, target: posix.normalize(target).replace(/\/+$/, ""), ...m };
+}
+
+/** A JSON array of strings, as Docker's parser reads the exec form (else undefined: kiln does not guess). */
+function jsonWords(text: string): string[] | undefined {
+  try {
+    const v: unknown = JSON.parse(text);
+    return Array.isArray(v) && v.length > 0 && v.every((w) => typeof w === "string") ? (v as string[]) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function contextPath(source: string): string {

@@ -85,7 +85,8 @@ export function runEnv(imageEnv: readonly string[], set: readonly [string, strin
 
 export interface SpecInput {
   rootfs: string;
-  command: string;
+  /** The process: the shell and the command, or an exec-form RUN's words. */
+  args: string[];
   cwd: string;
   env: string[];
   user: RunUser;
@@ -109,7 +110,7 @@ export function runtimeSpec(s: SpecInput): object {
     hostname: s.hostname,
     process: {
       terminal: false,
-      args: ["/bin/sh", "-c", s.command],
+      args: s.args,
       cwd: s.cwd,
       env: s.env,
       user: { uid: s.user.uid, gid: s.user.gid, additionalGids: s.user.additionalGids },

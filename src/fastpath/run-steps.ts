@@ -30,6 +30,8 @@ export interface ParentImage {
   env: string[];
   user: string;
   workdir: string;
+  /** The image's SHELL (Docker-format builds: buildah runs shell-form RUN steps with it). */
+  shell?: string[];
 }
 
 /**
@@ -140,7 +142,8 @@ export async function runSteps(i: RunStepsInput): Promise<StepsRun> {
         if (!lstatSync(join(root, cwd), { throwIfNoEntry: false })?.isDirectory()) throw new FastPathRefused(`the working directory ${cwd} is not a directory in the image`);
         const hostname = randomBytes(6).toString("hex");
         const files = writeBundleFiles(bundle, hostname);
-        const spec = runtimeSpec({ rootfs: root, command: step.command, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, step.args, user, hostname), user, hostname, ...files, caches, secrets });
+        const args = step.exec ?? [...(step.shell ?? i.parent.shell ?? ["/bin/sh", "-c"]), step.command];
+        const spec = runtimeSpec({ rootfs: root, args, cwd: posix.normalize(cwd), env: runEnv(i.parent.env, step.env, step.args, user, hostname), user, hostname, ...files, caches, secrets });
         writeFileSync(join(bundle, "config.json"), JSON.stringify(spec));
         i.say(`fast path: RUN ${step.command}`);
         const locks = caches.filter((c) => c.locked).map((c) => join(c.source, CACHE_LOCK_FILE));

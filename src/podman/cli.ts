@@ -51,6 +51,8 @@ export const cli = {
 
   /** Removes buildah working containers that interrupted builds left in storage. */
   buildahRmAll: (env: Env) => exec("buildah", ["rm", "--all"], { env, timeoutMs: SHORT_MS }),
+  /** buildah inspect of an image, as JSON: its Docker-format config too (the SHELL, which podman's inspect leaves out). */
+  buildahImageInspect: (env: Env, image: string) => exec("buildah", ["inspect", "--type", "image", "--", image], { env, timeoutMs: SHORT_MS }),
   /** buildah tag: lighter than podman's. */
   buildahTag: (env: Env, image: string, names: string[]) => exec("buildah", ["tag", image, ...names], { env, timeoutMs: SHORT_MS }),
 

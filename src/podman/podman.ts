@@ -59,6 +59,13 @@ export function createPodman(opts: PodmanOptions) {
       const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"]; History?: LocalImage["history"] }[];
       return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {}, history: i.History ?? [] } : undefined;
     },
+    /** The SHELL of the image's Docker-format config (buildah runs shell-form RUN steps with it); undefined when it sets none. */
+    async dockerShell(image: string): Promise<string[] | undefined> {
+      const r = await cli.buildahImageInspect(env(), image);
+      if (r.exitCode !== 0) throw new Error(`buildah inspect failed: ${errorSummary(r)}`);
+      const shell = (JSON.parse(r.stdout) as { Docker?: { config?: { Shell?: string[] | null } } }).Docker?.config?.Shell;
+      return shell && shell.length > 0 ? shell : undefined;
+    },
     /**
      * Mounts the image read-only and says where. The mount is kept after unmountImage (the next
      * fast build of the project mounts the same image: 100-150 ms saved), until

@@ -98,6 +98,30 @@ const APPS: App[] = [
     ],
   },
   {
+    // A Docker-format build runs shell-form RUN steps with the stage's SHELL (the parent image's,
+    // or one set after the COPY), and exec-form ones without a shell.
+    name: "shell-exec",
+    files: (base) => ({
+      Containerfile:
+        `FROM ${base}\nWORKDIR /app\nSHELL ["/bin/busybox", "env", "SHELLED=before", "/bin/sh", "-c"]\nCOPY deps.txt ./\n` +
+        `RUN echo "[$SHELLED]" > deps.shell && cat deps.txt >> deps.shell\nCOPY src/ ./src/\n` +
+        `RUN ["/bin/sh", "-c", "echo exec-form-$SHELLED > /app/exec.txt"]\n` +
+        `SHELL ["/bin/busybox", "env", "SHELLED=after", "/bin/sh", "-c"]\nRUN echo "[$SHELLED]" > src.shell && cat src/a.txt >> src.shell\nCMD ["cat", "/app/src.shell"]\n`,
+      "deps.txt": "one\n",
+      "src/a.txt": "first\n",
+    }),
+    recorded: /can start from this one \(kiln runs the 2 RUN steps after the final COPY\); a change an earlier step reads starts from an earlier COPY/,
+    changes: [
+      {
+        kind: "edit (an exec-form RUN, and a RUN with the SHELL set after the COPY)",
+        files: { "src/a.txt": "second\n" },
+        fast: true,
+        contents: { "app/deps.shell": "[before]\none\n", "app/exec.txt": "exec-form-\n", "app/src.shell": "[after]\nsecond\n" },
+      },
+      { kind: "a file the earlier COPY copies (a RUN with the parent image's SHELL)", files: { "deps.txt": "two\n" }, fast: true, log: /fast path: started from step/, contents: { "app/deps.shell": "[before]\ntwo\n" } },
+    ],
+  },
+  {
     name: "wholecontext",
     files: (base) => ({
       Containerfile: `FROM ${base}\nWORKDIR /srv\nSHELL ["/bin/sh", "-ec"]\nCOPY package.json ./\nRUN echo installed > installed.txt\nCOPY --chown=1000:1000 . .\nLABEL app=wholecontext\nHEALTHCHECK --interval=30s CMD ["true"]\nCMD ["ls", "-l", "/srv"]\n`,
@@ -115,7 +139,8 @@ const APPS: App[] = [
       { kind: "mode change", files: { "bin/start": { content: "#!/bin/sh\n", mode: 0o755 } }, fast: true },
       { kind: "ignored directory", files: { "logs/out.txt": "log\n" }, fast: true },
       { kind: "ignored file", files: { "CHANGES.md": "ignored too\n" }, fast: true },
-      { kind: "package.json, which an earlier COPY copies (refused)", files: { "package.json": '{"name":"w2"}\n' }, fast: false },
+      // kiln starts from that COPY and runs the RUN after it with the stage's SHELL (the image's, in this Docker-format build).
+      { kind: "package.json, which an earlier COPY copies", files: { "package.json": '{"name":"w2"}\n' }, fast: true, log: /fast path: started from step/ },
     ],
   },
   {

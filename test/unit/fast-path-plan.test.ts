@@ -34,8 +34,8 @@ describe("fast path plan", () => {
     ["a COPY --from after the final COPY", "FROM a AS build\nCOPY . .\nFROM b\nCOPY . /app/\nCOPY --from=build /x /x\n", /COPY --from after the final COPY/],
     ["COPY --from an image, not a stage", "FROM a AS deps\nRUN x\nFROM b\nCOPY --from=r.example/img:1 /x /x\nCOPY . /app/\n", /names an image/],
     ["a RUN with a bind mount after the final COPY", "FROM a\nCOPY . .\nRUN --mount=type=bind,target=/c make\n", /RUN after the final COPY has a --mount=type=bind/],
-    ["an exec-form RUN after the final COPY", "FROM a\nCOPY . .\nRUN [\"make\"]\n", /exec form/],
-    ["a SHELL in the final stage, with RUN steps after the COPY", "FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCOPY . .\nRUN make\n", /SHELL/],
+    ["a RUN after the final COPY that starts with [ but is no JSON array", "FROM a\nCOPY . .\nRUN ['make']\n", /not a JSON array of strings/],
+    ["a SHELL in the final stage of an OCI-format build, with RUN steps after the COPY", "FROM a\nSHELL [\"/bin/bash\", \"-c\"]\nCOPY . .\nRUN make\n", /SHELL .*OCI-format/],
     ["an ARG whose default expands a variable, with RUN steps after the COPY", "FROM a\nARG V=$HOME\nCOPY . .\nRUN make\n", /ARG V=\$HOME has a variable/],
     ["a quoted ARG default among the RUN steps", "FROM a\nCOPY . .\nARG V=\"a b\"\nRUN make\n", /a quote .* among the steps after the final COPY/],
     ["a platform ARG (buildah fills it in)", "FROM a\nARG TARGETARCH\nCOPY . .\nRUN make\n", /TARGETARCH/],
@@ -62,9 +62,23 @@ describe("fast path plan", () => {
     ["a heredoc", "FROM a\nRUN <<EOF\necho\nEOF\nCOPY . .\n", /heredoc/],
     ["a target that is not the stage", "FROM a AS app\nCOPY . .\n", /target/],
   ];
+  test("exec-form RUN and SHELL (Docker-format builds): the words run without a shell; a SHELL after the COPY is the RUN's", () => {
+    const text = 'FROM a\nSHELL ["/bin/sh", "-ec"]\nCOPY . /app/\nRUN ["touch", "/app/x"]\nRUN one\nSHELL ["/bin/busybox", "sh", "-c"]\nRUN two\n';
+    const r = planFastPath(text, undefined, undefined, { docker: true });
+    assert.ok(r.ok, r.ok ? "" : r.reason);
+    const [exec, one, two] = r.plan.after as { exec?: string[]; shell?: string[]; history: string }[];
+    assert.deepEqual(exec!.exec, ["touch", "/app/x"]);
+    assert.equal(exec!.history, '/bin/sh -c ["touch", "/app/x"]');
+    // The SHELL before the COPY is the parent image's: the RUN carries none of its own.
+    assert.equal(one!.shell, undefined);
+    assert.deepEqual(two!.shell, ["/bin/busybox", "sh", "-c"]);
+    const bad = planFastPath("FROM a\nCOPY . /app/\nSHELL /bin/bash -c\nRUN two\n", undefined, undefined, { docker: true });
+    assert.ok(!bad.ok && /SHELL after the final COPY is not a JSON array/.test(bad.reason));
+  });
+
   test("ARG: a RUN sees the stage's declared names with values: build args first, then defaults, then global ARGs; later ARGs from their step on", () => {
     const text = "ARG G=global\nARG H\nFROM a\nARG A=1 B\nARG G\nARG U=default\nCOPY . /app/\nRUN one\nARG C=3\nARG H\nRUN two\n";
-    const r = planFastPath(text, undefined, undefined, { U: "user", B: "b", H: "h", UNDECLARED: "x" });
+    const r = planFastPath(text, undefined, undefined, { buildArgs: { U: "user", B: "b", H: "h", UNDECLARED: "x" } });
     assert.ok(r.ok, r.ok ? "" : r.reason);
     const runs = r.plan.after.filter((s) => "command" in s);
     assert.deepEqual(
