@@ -23,6 +23,8 @@ export function createPodman(opts: PodmanOptions) {
 
   let versionCache: Promise<string> | undefined;
   const mounts = new Map<string, { path: Promise<string>; users: number }>();
+  /** Image ID → its Docker-format SHELL (dockerShell). */
+  const shells = new Map<string, Promise<string[] | undefined>>();
   const versionFile = join(opts.layout.confDir, "podman-version.json");
 
   /** `podman version`, remembered on the volume for as long as the podman binary is the same file. */
@@ -59,12 +61,22 @@ export function createPodman(opts: PodmanOptions) {
       const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"]; History?: LocalImage["history"] }[];
       return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {}, history: i.History ?? [] } : undefined;
     },
-    /** The SHELL of the image's Docker-format config (buildah runs shell-form RUN steps with it); undefined when it sets none. */
-    async dockerShell(image: string): Promise<string[] | undefined> {
-      const r = await cli.buildahImageInspect(env(), image);
-      if (r.exitCode !== 0) throw new Error(`buildah inspect failed: ${errorSummary(r)}`);
-      const shell = (JSON.parse(r.stdout) as { Docker?: { config?: { Shell?: string[] | null } } }).Docker?.config?.Shell;
-      return shell && shell.length > 0 ? shell : undefined;
+    /**
+     * The SHELL of the image's Docker-format config (buildah runs shell-form RUN steps with it);
+     * undefined when it sets none. An image ID names its config, so the answer is kept.
+     */
+    dockerShell(imageId: string): Promise<string[] | undefined> {
+      let known = shells.get(imageId);
+      if (!known) {
+        known = cli.buildahImageInspect(env(), imageId).then((r) => {
+          if (r.exitCode !== 0) throw new Error(`buildah inspect failed: ${errorSummary(r)}`);
+          const shell = (JSON.parse(r.stdout) as { Docker?: { config?: { Shell?: string[] | null } } }).Docker?.config?.Shell;
+          return shell && shell.length > 0 ? shell : undefined;
+        });
+        shells.set(imageId, known);
+        known.catch(() => shells.delete(imageId));
+      }
+      return known;
     },
     /**
      * Mounts the image read-only and says where. The mount is kept after unmountImage (the next

@@ -1,6 +1,6 @@
 // Scenarios for the fast path's differential test: a small repository (files, directories,
 // symlinks to files and directories, dangling and outside ones, an ignore file), a Containerfile
-// (one stage, or a dependency stage before it; ARGs, global and of the stage, and build args) with earlier COPYs of files, directories and globs in every spelling (plain,
+// (one stage, or a dependency stage before it; ARGs, global and of the stage, and build args; a SHELL) with earlier COPYs of files, directories and globs in every spelling (plain,
 // quoted, JSON), a RUN that reads what they copied, a final COPY, maybe a RUN after it, and metadata steps, a context
 // spelled several ways (".", "./", a directory, the same through a symlink), and a sequence of
 // commits: edits, additions, deletions, renames, mode changes, symlinks made and retargeted,
@@ -46,7 +46,11 @@ const AFTER_RUNS = [
   "RUN --mount=type=cache,target=/opt/deps,sharing=locked --mount=type=cache,target=/var/cache/fz/deeper touch /opt/deps/used /var/cache/fz/deeper/used && mkdir -p /app/cached",
   // What a RUN sees of the ARGs (build-args.ts): declared or not, with a default, a build arg, a global ARG, an ENV of the same name.
   "RUN (env | grep -E '^(FZ_[A-Z]+|MODE)=' | sort) > /app.args 2>&1 || true",
+  // Exec form: no shell (and so no SHELL's variable).
+  'RUN ["/bin/sh", "-c", "(ls -la /app; env | grep -c FZ_SHELL) > /app.exec 2>&1 || true"]',
 ];
+// A SHELL in the final stage (Docker-format builds run shell-form RUN steps with it): before the earlier COPYs, or after the final one.
+const SHELLS = ['SHELL ["/bin/busybox", "env", "FZ_SHELL=1", "/bin/sh", "-c"]', 'SHELL ["/bin/sh", "-ec"]'];
 // ARG lines of the final stage (before its first COPY, or among the steps after the final one) and a global one.
 const ARGS = ["ARG FZ_DEFAULT=d", "ARG FZ_GIVEN=default", "ARG FZ_BARE", "ARG FZ_GLOBAL", "ARG MODE=from-arg", "ARG FZ_A=1 FZ_B"];
 const BUILD_ARGS: Record<string, string>[] = [{}, { FZ_GIVEN: "given", FZ_BARE: "bare" }, { FZ_B: "b", FZ_UNDECLARED: "u", MODE: "given" }];
@@ -62,6 +66,7 @@ const containerfileArb = (base: string) =>
       after: fc.option(fc.constantFrom(...AFTER_RUNS), { nil: undefined }),
       metadata: fc.subarray(METADATA),
       args: fc.record({ global: fc.boolean(), before: fc.subarray(ARGS, { maxLength: 3 }), late: fc.option(fc.constantFrom(...ARGS), { nil: undefined }) }),
+      shell: fc.option(fc.record({ line: fc.constantFrom(...SHELLS), late: fc.boolean() }), { nil: undefined }),
     })
     .map((c) => {
       const lines: string[] = [];
@@ -73,6 +78,7 @@ const containerfileArb = (base: string) =>
       if (c.args.global) lines.unshift("ARG FZ_GLOBAL=global");
       lines.push(`FROM ${base}`);
       lines.push(...c.args.before);
+      if (c.shell && !c.shell.late) lines.push(c.shell.line);
       if (c.workdir) lines.push("WORKDIR /app");
       if (c.stage) lines.push("COPY --from=deps /deps.all /opt/stage.all");
       for (const e of c.earlier) lines.push(`COPY ${spell([e.source, "/opt/deps/"], e.how)}`);
@@ -81,6 +87,7 @@ const containerfileArb = (base: string) =>
       const dest = c.final.to === "file" ? "/app/copied.out" : c.final.to === "existing-dir" ? "/etc" : c.workdir ? "./" : "/app/";
       lines.push(`COPY ${spell([c.final.source, dest], c.final.how)}`);
       if (c.args.late) lines.push(c.args.late);
+      if (c.shell?.late) lines.push(c.shell.line);
       if (c.after) lines.push(c.after);
       lines.push(...c.metadata);
       return `${lines.join("\n")}\n`;
