@@ -4,8 +4,9 @@
 // as they are, so everything they read from the context is "earlier" (changes.ts checks no
 // changed file reaches it). Anything the fast path could get wrong (ADD, globs or variables in
 // the final COPY, context bind mounts in RUN, COPY --from an image rather than a stage, parser
-// directives, heredocs, a RUN with flags or in exec form, a SHELL, VOLUME or WORKDIR among the
-// steps kiln runs, an ARG it cannot follow: build-args.ts) makes it step aside.
+// directives, heredocs, a RUN with flags other than cache and secret mounts, a SHELL in an
+// OCI-format build, VOLUME or WORKDIR among the steps kiln runs, an ARG it cannot follow:
+// build-args.ts) makes it step aside.
 import { posix } from "node:path";
 import { DockerfileParser, type Instruction } from "dockerfile-ast";
 import { createArgScope } from "./build-args.js";
@@ -125,11 +126,6 @@ export function contextCopies(text: string): number {
   return all.slice(all.indexOf(finalFrom) + 1).filter((i) => i.getKeyword() === "COPY" && !flags(i).some(([k]) => k === "from")).length;
 }
 
-/**
- * The plan that starts from the final stage's COPY from the context number `entry` (0-based;
- * the last one when undefined): that COPY's layer, then every step after it with a layer (plain
- * or cache-mount RUN steps, plain context COPYs) made by kiln; every step before it is reused.
- */
 export interface PlanOptions {
   /** The request's build args. */
   buildArgs?: Record<string, string>;
@@ -137,6 +133,11 @@ export interface PlanOptions {
   docker?: boolean;
 }
 
+/**
+ * The plan that starts from the final stage's COPY from the context number `entry` (0-based;
+ * the last one when undefined): that COPY's layer, then every step after it with a layer (plain
+ * or cache-mount RUN steps, plain context COPYs) made by kiln; every step before it is reused.
+ */
 export function planFastPath(text: string, target: string | undefined, entry?: number, o: PlanOptions = {}): PlanResult {
   const buildArgs = o.buildArgs ?? {};
   if (/^\s*#\s*escape\s*=/im.test(text)) return no("the Containerfile sets an escape directive");

@@ -1,10 +1,10 @@
 // A RUN step kiln runs itself gets the user, groups, HOME and environment buildah would give it:
 // the cases below are what buildah printed for `id` and `echo $HOME` on this machine.
 import assert from "node:assert/strict";
-import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
-import { checkMountPoints, resolveUser, runEnv } from "../../src/fastpath/run-spec.js";
+import { checkMountPoints, checkMountTarget, removeMountTarget, resolveUser, runEnv } from "../../src/fastpath/run-spec.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
 describe("a RUN step's user and environment", () => {
@@ -48,6 +48,24 @@ describe("a RUN step's user and environment", () => {
     const user = resolveUser(withUsers, "node");
     assert.deepEqual(runEnv(["A=1", "B=x=y"], [["A", "2"]], [], user, "abc"), ["A=2", "B=x=y", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/home/node", "HOSTNAME=abc"]);
     assert.deepEqual(runEnv(["PATH=/bin", "HOME=/h"], [], [], user, "abc"), ["PATH=/bin", "HOME=/h", "HOSTNAME=abc"]);
+  });
+  test("mount targets: missing parts are runc's to make; a symlink on the way is refused, before the step and after it (nothing outside the rootfs goes)", () => {
+    const root = rootfs("targets", {});
+    mkdirSync(join(root, "root/.npm"), { recursive: true });
+    writeFileSync(join(root, "root/.npmrc"), "x");
+    checkMountTarget(root, "/root/.npm", "directory");
+    checkMountTarget(root, "/opt/missing/cache", "directory");
+    checkMountTarget(root, "/root/.npmrc", "file");
+    assert.throws(() => checkMountTarget(root, "/root/.npmrc", "directory"), /not a plain directory/);
+    const outside = join(dir, "outside");
+    mkdirSync(join(outside, "cache"), { recursive: true });
+    writeFileSync(join(outside, "cache", "keep"), "keep");
+    symlinkSync(outside, join(root, "link"));
+    assert.throws(() => checkMountTarget(root, "/link/cache", "directory"), /not a plain directory/);
+    assert.throws(() => removeMountTarget(root, "/link/cache"), /not plain directories/);
+    assert.ok(existsSync(join(outside, "cache", "keep")));
+    removeMountTarget(root, "/root/.npm");
+    assert.ok(!existsSync(join(root, "root/.npm")));
   });
   test("mount points: an image without /etc/hosts (buildah would create it in the layer) is refused", () => {
     assert.throws(() => checkMountPoints(bare), /no plain \/proc/);
