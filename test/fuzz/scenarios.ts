@@ -46,8 +46,8 @@ const AFTER_RUNS = [
   "RUN --mount=type=cache,target=/opt/deps,sharing=locked --mount=type=cache,target=/var/cache/fz/deeper touch /opt/deps/used /var/cache/fz/deeper/used && mkdir -p /app/cached",
   // What a RUN sees of the ARGs (build-args.ts): declared or not, with a default, a build arg, a global ARG, an ENV of the same name.
   "RUN (env | grep -E '^(FZ_[A-Z]+|MODE)=' | sort) > /app.args 2>&1 || true",
-  // Exec form: no shell (and so no SHELL's variable).
-  'RUN ["/bin/sh", "-c", "(ls -la /app; env | grep -c FZ_SHELL) > /app.exec 2>&1 || true"]',
+  // Exec form: no shell (and so no SHELL's variable). Names only: each kilnd's checkout gives the files its own mtimes.
+  'RUN ["/bin/sh", "-c", "(ls -a /app; env | grep -c FZ_SHELL) > /app.exec 2>&1 || true"]',
 ];
 // A SHELL in the final stage (Docker-format builds run shell-form RUN steps with it): before the earlier COPYs, or after the final one.
 const SHELLS = ['SHELL ["/bin/busybox", "env", "FZ_SHELL=1", "/bin/sh", "-c"]', 'SHELL ["/bin/sh", "-ec"]'];
