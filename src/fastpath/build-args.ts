@@ -9,6 +9,7 @@
 // expansions and quotes in an ARG, the platform names buildah fills in itself, and the proxy
 // names buildah allows without an ARG and keeps out of the history.
 import type { Instruction } from "dockerfile-ast";
+import { envMap } from "./run-spec.js";
 
 /** The names buildah gives a value of its own when an ARG declares them without one. */
 const PLATFORM = new Set(["TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDOS", "BUILDARCH", "BUILDVARIANT"]);
@@ -73,8 +74,6 @@ export function createArgScope(heading: readonly Instruction[], user: Record<str
     },
   };
 }
-
-const envMap = (env: readonly string[]) => new Map(env.flatMap((kv) => (kv.indexOf("=") > 0 ? [[kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)] as const] : [])));
 
 /**
  * A RUN's history line as buildah writes it: `history` (`/bin/sh -c <the step as written>`),

@@ -68,13 +68,19 @@ export function resolveUser(rootfs: string, spec: string): RunUser {
   return { uid, gid, additionalGids: [...new Set([gid, ...extra])].filter((g) => Number.isInteger(g)), home };
 }
 
+/** An image's environment ("K=V" entries) by name, in order. */
+export function envMap(env: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const kv of env) {
+    const eq = kv.indexOf("=");
+    if (eq > 0) out.set(kv.slice(0, eq), kv.slice(eq + 1));
+  }
+  return out;
+}
+
 /** A RUN step's environment: the image's and the ENV steps', the ARG values no ENV sets, PATH and HOME when missing, HOSTNAME. */
 export function runEnv(imageEnv: readonly string[], set: readonly [string, string][], args: readonly [string, string][], user: RunUser, hostname: string): string[] {
-  const env = new Map<string, string>();
-  for (const kv of imageEnv) {
-    const eq = kv.indexOf("=");
-    if (eq > 0) env.set(kv.slice(0, eq), kv.slice(eq + 1));
-  }
+  const env = envMap(imageEnv);
   for (const [k, v] of set) env.set(k, v);
   for (const [k, v] of args) if (!env.has(k)) env.set(k, v);
   if (!env.has("PATH")) env.set("PATH", DEFAULT_PATH);
