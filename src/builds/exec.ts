@@ -9,6 +9,8 @@ export interface BuildExecOptions {
   onLine?: (line: string) => void;
   /** Not logged (probes whose failure is an answer, not an error). */
   quiet?: boolean;
+  /** Lines not logged: a known notice that says nothing about the build. */
+  hide?: RegExp;
   /**
    * Stops the process (its whole group) after ms; timedOut says so. When ms pass, extend() may
    * grant more time, once (the push learns its image's size only if it runs that long).
@@ -24,7 +26,7 @@ export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string,
     env,
     redact: (line, cut) => (cut ? a.masker.maskCut(line) : a.masker.mask(line)),
     onLine: (text, stream) => {
-      if (!o.quiet) a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
+      if (!o.quiet && !o.hide?.test(text)) a.log.append(text, stream === "stdout" ? LogStream.STDOUT : LogStream.STDERR, a.phase);
       o.onLine?.(text);
     },
   });

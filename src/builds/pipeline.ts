@@ -16,6 +16,7 @@ import { planLabels } from "../podman/labels.js";
 import { createStepCounter } from "../podman/step-counter.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
 import { runcCommand } from "../podman/runc.js";
+import { LAYER_STORE_NOTICE } from "../images/layer-store.js";
 import { durationFromMs, msFromDuration } from "../util/time.js";
 import { resolveInside } from "../validate/repo-path.js";
 import { prepareBuildSecrets, type BuildSecrets, type BuildSecretsDeps } from "../secrets/build-secrets.js";
@@ -152,6 +153,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       stagesOf = createStageTracker();
       a.say(`build: ${cmd.shown}`);
       const r = await buildExec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, {
+        hide: LAYER_STORE_NOTICE,
         onLine(line) {
           counter.line(line);
           stagesOf.line(line);
@@ -164,11 +166,23 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       rec.stepsCached = counter.counts.cached;
       return r;
     };
-    let built = await podmanBuild();
-    if (built.exitCode !== 0 && built.stderrTail.some((l) => /no space left on device/i.test(l)) && (await deps.onNoSpace())) {
-      // A build never fails for a full disk that kiln could have freed.
-      a.say("build: out of space; container storage was reset, building again from cold");
+    // The FROM images' layers storage lacks, unpacked by kiln side by side; buildah's pull links them.
+    const unpacked = await deps.podman.baseLayers
+      .ensure(bases.images, { credentials: secrets.credentials, insecure: deps.insecureRegistries, signal: a.abort.signal, env: deps.podman.env() })
+      .catch((e: unknown) => {
+        throw a.abort.signal.aborted ? new StopSignal() : e;
+      });
+    for (const line of unpacked.lines) a.say(`base: ${line}`);
+    let built: Awaited<ReturnType<typeof podmanBuild>>;
+    try {
       built = await podmanBuild();
+      if (built.exitCode !== 0 && built.stderrTail.some((l) => /no space left on device/i.test(l)) && (await deps.onNoSpace())) {
+        // A build never fails for a full disk that kiln could have freed.
+        a.say("build: out of space; container storage was reset, building again from cold");
+        built = await podmanBuild();
+      }
+    } finally {
+      unpacked.release();
     }
     durations.build = durationFromMs(Date.now() - b0);
     if (built.exitCode !== 0) {

@@ -7,6 +7,7 @@ import { cli } from "./cli.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import { mountPoints } from "../util/mounts.js";
 import type { StorageLayout } from "./storage-config.js";
+import { createBaseLayerStore } from "../images/layer-store.js";
 
 export interface PodmanOptions {
   layout: StorageLayout;
@@ -45,6 +46,8 @@ export function createPodman(opts: PodmanOptions) {
 
   return {
     layout: opts.layout,
+    /** The FROM images' layers as kiln unpacks them for buildah's pull. */
+    baseLayers: createBaseLayerStore(opts.layout.baseLayerDir, opts.layout.graphRoot),
     env,
     /** Removes buildah working containers that interrupted builds left in storage. */
     async removeWorkingContainers(): Promise<void> {

@@ -8,6 +8,8 @@ import { writeFileAtomic } from "../util/fs-atomic.js";
 
 export interface StorageLayout {
   graphRoot: string;
+  /** kiln's base layer store (images/layer-store.ts): storage's additional layer store, on the volume. */
+  baseLayerDir: string;
   /** Where RUN --mount=type=cache directories live: in container storage, shared by all builds. */
   cacheMountDir: string;
   runRoot: string;
@@ -49,11 +51,12 @@ async function tmpfsDir(): Promise<string | undefined> {
 export async function writeStorageConfig(opts: StorageConfigOptions): Promise<StorageLayout> {
   const confDir = join(opts.dataDir, "conf");
   const graphRoot = join(opts.dataDir, "storage");
+  const baseLayerDir = join(opts.dataDir, "base-layers");
   // One runroot per data directory, short enough for the unix socket paths podman puts under it.
   const tag = createHash("sha256").update(opts.dataDir).digest("hex").slice(0, 12);
   const tmpfs = await tmpfsDir();
   const runRoot = tmpfs ? join(tmpfs, `kiln-${tag}`) : join(opts.dataDir, "run");
-  await Promise.all([mkdir(confDir, { recursive: true }), mkdir(graphRoot, { recursive: true }), mkdir(runRoot, { recursive: true, mode: 0o700 })]);
+  await Promise.all([mkdir(confDir, { recursive: true }), mkdir(graphRoot, { recursive: true }), mkdir(baseLayerDir, { recursive: true }), mkdir(runRoot, { recursive: true, mode: 0o700 })]);
 
   const storage = [
     "# Written by kilnd at start; edits are overwritten.",
@@ -61,6 +64,10 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
     'driver = "overlay"',
     `graphroot = ${toml(graphRoot)}`,
     `runroot = ${toml(runRoot)}`,
+    "",
+    "[storage.options]",
+    // The FROM images' layers as kiln unpacks them, side by side, before buildah pulls.
+    `additionallayerstores = [${toml(baseLayerDir)}]`,
     "",
     "[storage.options.overlay]",
     // metacopy makes builds several times slower (measured); keep it off.
@@ -99,6 +106,7 @@ export async function writeStorageConfig(opts: StorageConfigOptions): Promise<St
   ]);
   return {
     graphRoot,
+    baseLayerDir,
     cacheMountDir: join(graphRoot, "kiln-cache-mounts"),
     runRoot,
     secretsRoot: tmpfs ? join(tmpfs, `kiln-${tag}-secrets`) : undefined,

@@ -1,6 +1,8 @@
 // Short commands kiln runs for an answer (podman images, runc list, git diff, a credential
 // helper): no shell, no inherited environment, a deadline, stopped with a signal, the whole output
 // collected. A build's long-running processes go through run.ts instead (streamed line by line).
+import type { Readable } from "node:stream";
+import { pipeline } from "node:stream/promises";
 import { loadExeca } from "./execa.js";
 
 export interface ExecOptions {
@@ -9,6 +11,8 @@ export interface ExecOptions {
   signal?: AbortSignal;
   /** Written to stdin. */
   input?: string;
+  /** Piped to stdin (a layer's tar into tar -x); its error fails the command. */
+  stdin?: Readable;
 }
 
 export interface ExecResult {
@@ -21,14 +25,19 @@ export interface ExecResult {
 
 export async function exec(file: string, args: readonly string[], o: ExecOptions): Promise<ExecResult> {
   const execa = await loadExeca();
-  const r = await execa(file, args, {
+  const child = execa(file, args, {
     env: o.env,
     extendEnv: false,
     reject: false,
     timeout: o.timeoutMs,
     ...(o.signal ? { cancelSignal: o.signal } : {}),
-    ...(o.input !== undefined ? { input: o.input } : { stdin: "ignore" as const }),
+    ...(o.input !== undefined ? { input: o.input } : { stdin: o.stdin ? ("pipe" as const) : ("ignore" as const) }),
   });
+  // A source that fails (a download cut off) ends the command too: its error is the answer.
+  const feeding = o.stdin && child.stdin ? pipeline(o.stdin, child.stdin).catch((e: unknown) => (child.kill("SIGKILL"), e as Error)) : undefined;
+  const r = await child;
+  const fed = await feeding;
+  if (fed instanceof Error) return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: `${String(r.stderr ?? "")}\n${fed.message}`.trim(), timedOut: r.timedOut === true };
   const stderr = String(r.stderr ?? "");
   // A command that never started (no such file) has its reason in execa's message.
   const why = r.failed && r.exitCode === undefined && !r.timedOut && !r.isCanceled ? String(r.originalMessage ?? r.shortMessage ?? "") : "";

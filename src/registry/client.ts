@@ -4,6 +4,8 @@
 // HTTP for the registries kilnd was told are insecure, HTTPS otherwise. Every call stops when
 // the build's signal aborts.
 import { createHash } from "node:crypto";
+import { Readable } from "node:stream";
+import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import { createRegistryAuth, RegistryAuthError, type RegistryAuth } from "./auth.js";
 import type { Credential } from "./credentials.js";
 
@@ -47,6 +49,8 @@ export interface OciManifest {
 export const sha256 = (data: Uint8Array | string) => `sha256:${createHash("sha256").update(data).digest("hex")}`;
 
 const TIMEOUT_MS = 30_000;
+/** A base layer's download (tens of MB, maybe from far away). */
+const BLOB_STREAM_TIMEOUT_MS = 10 * 60_000;
 const MAX_AUTH_RETRIES = 2;
 
 export class RegistryClient {
@@ -74,6 +78,23 @@ export class RegistryClient {
     if (!IMAGE_MANIFESTS.has(type)) throw new RegistryError(`${this.repo}@${reference} is a ${type || "manifest of no type"}, not an image manifest`);
     manifest.mediaType = type;
     return { manifest, bytes, digest: sha256(bytes) };
+  }
+
+  /** A manifest or an index, whichever the reference names, as JSON with its media type. */
+  async getAnyManifest(reference: string): Promise<{ mediaType: string; json: unknown; digest: string }> {
+    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept: MANIFEST_TYPES } }, [200]);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    const digest = sha256(bytes);
+    if (reference.startsWith("sha256:") && digest !== reference) throw new RegistryError(`${this.repo}@${reference}: the manifest does not match its digest`);
+    const json = JSON.parse(bytes.toString("utf8")) as { mediaType?: string };
+    return { mediaType: json.mediaType ?? res.headers.get("content-type") ?? "", json, digest };
+  }
+
+  /** A blob as a stream, not checked here: the reader hashes what it reads. */
+  async blobStream(digest: string): Promise<Readable> {
+    const res = await this.call("GET", `/blobs/${digest}`, { timeoutMs: BLOB_STREAM_TIMEOUT_MS }, [200]);
+    if (!res.body) throw new RegistryError(`GET blob ${digest}: no body`);
+    return Readable.fromWeb(res.body as WebReadableStream<Uint8Array>);
   }
 
   /** The digest a tag points to now (one HEAD), or undefined when the registry has no such tag. */
@@ -122,7 +143,7 @@ export class RegistryClient {
     return ours;
   }
 
-  private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string>; uncancellable?: boolean }, ok: number[]): Promise<Response> {
+  private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string>; uncancellable?: boolean; timeoutMs?: number }, ok: number[]): Promise<Response> {
     const signal = init.uncancellable ? undefined : this.signal;
     const url = typeof path === "string" ? `${this.base}${path}` : path;
     // At most three times: after a 401, with the credentials or token it asked for, and once
@@ -133,7 +154,7 @@ export class RegistryClient {
       if (authorization) headers.authorization = authorization;
       let res: Response;
       try {
-        const timeout = AbortSignal.timeout(TIMEOUT_MS);
+        const timeout = AbortSignal.timeout(init.timeoutMs ?? TIMEOUT_MS);
         res = await fetch(url, { method, body: init.body, headers, signal: signal ? AbortSignal.any([signal, timeout]) : timeout, redirect: "follow" });
       } catch (e) {
         this.fail(method, url, e);

@@ -14,6 +14,10 @@ export async function resetStorage(layout: StorageLayout, env: Record<string, st
   // kiln's cache mounts live in the storage root too; podman does not know them.
   await rm(cacheMountDir, { recursive: true, force: true });
   await mkdir(cacheMountDir, { recursive: true });
+  // kiln's base layers: storage's images that used them are gone (the directory stays, storage
+  // needs it to start).
+  await rm(layout.baseLayerDir, { recursive: true, force: true });
+  await mkdir(layout.baseLayerDir, { recursive: true });
   // The fast path's snapshots of its own steps stand on images the reset removed.
   await rm(snapshotsDir, { recursive: true, force: true });
   // The reset removed the link to the containers' tmpfs directory, and what it held is stale.

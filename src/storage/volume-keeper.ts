@@ -28,6 +28,8 @@ export interface KeeperOptions {
   onPrune(images: number, bytesFreed: number): void;
   /** Before images are removed or storage is reset: nothing kiln keeps mounted may stand in the way. */
   releaseMounts(): Promise<void>;
+  /** Removes the base layers no image in storage uses (images/layer-store.ts); how many went. */
+  collectBaseLayers(): Promise<number>;
 }
 
 export interface PruneOutcome {
@@ -86,6 +88,8 @@ export class VolumeKeeper {
       const after = await this.usage();
       const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
       if (failed.length) this.o.logger.warn({ failed }, "some images could not be removed");
+      const layers = await this.o.collectBaseLayers().catch((err: unknown) => (this.o.logger.warn({ err }, "cannot collect unused base layers"), 0));
+      if (layers > 0) this.o.logger.info({ layers }, "removed base layers no image uses");
       if (doomed.length) {
         this.o.logger.info({ project: project ?? "*", removed: doomed.map((i) => `${i.project}:${i.buildId}`), bytesFreed }, "pruned superseded images");
         this.o.onPrune(doomed.length, bytesFreed);

@@ -1,0 +1,234 @@
+// kiln's base layer store: the FROM images' layers, downloaded and unpacked by kiln side by side
+// before buildah starts, where containers/storage's overlay driver finds them (its "additional
+// layer store": <dir>/<compressed digest>/{diff,info,blob}, named in storage.conf). buildah's
+// pull then takes each layer from here by reference (a symlink to diff) instead of applying it
+// itself, one layer after the other. A cold pull of the node base went from podman's 3-4 s to
+// about 1 s (README, Performance, session 15).
+//
+// Only what kiln is sure of comes from here: gzip layers whose blob matches its digest and whose
+// tar matches the config's diff_id, unpacked as unpack-layer.ts says. Anything else (another
+// compression, an index with no single match for this machine, an unusual layer, any error) is
+// left to buildah's own pull, and the build log says so. A layer directory is complete when its
+// info file is there: it is made under another name and renamed into place.
+//
+// The store is on the volume. Layers no image in storage uses any more are removed after the
+// prune (collect), never while a build holds them; a reset empties it with container storage.
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
+import { arch } from "node:os";
+import { join } from "node:path";
+import { RegistryClient, type Descriptor } from "../registry/client.js";
+import type { RegistryCredentials } from "../registry/credentials.js";
+import { parseImageName } from "./base-images.js";
+import { writeFileAtomic } from "../util/fs-atomic.js";
+import { unpackLayer, UnusualLayer } from "./unpack-layer.js";
+
+const GZIP_LAYERS = new Set(["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"]);
+const INDEXES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
+const INCOMING = ".incoming-";
+/** Notes of the images' layers, by manifest digest. */
+const MANIFESTS = ".manifests";
+/** At most this many layers download and unpack at once (each is a gunzip and a tar). */
+const PARALLEL = 4;
+/** containers/storage's archive.Gzip, for the info file. */
+const STORAGE_GZIP = 2;
+/**
+ * What buildah prints when it lets go of a layer from the store: storage asks the store to clean
+ * up by removing the layer's directory, which a plain directory store refuses. Not an error.
+ */
+export const LAYER_STORE_NOTICE = /level=warning msg="Unexpected error by Additional Layer Store .* during release; GC doesn't seem to be supported"/;
+
+export interface BaseImage {
+  reference: string;
+  digest: string;
+}
+
+export interface EnsureOptions {
+  credentials: RegistryCredentials;
+  insecure: ReadonlySet<string>;
+  signal: AbortSignal;
+  env: Record<string, string>;
+}
+
+export interface EnsureReport {
+  /** Per image: what kiln did, for the build log. */
+  lines: string[];
+  /** Lets the collector have this build's layers again (after buildah's pull). */
+  release(): void;
+}
+
+export interface BaseLayerStore {
+  readonly dir: string;
+  /** Makes every layer of these images that storage lacks available in the store. */
+  ensure(images: readonly BaseImage[], o: EnsureOptions): Promise<EnsureReport>;
+  /** Removes the layers no image in storage refers to, and unfinished ones; returns how many. */
+  collect(): Promise<number>;
+  /** Empties the store (a reset of container storage). */
+  clear(): Promise<void>;
+}
+
+interface ImageLayers {
+  layers: Descriptor[];
+  diffIds: string[];
+}
+
+export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerStore {
+  /** Layers a build is unpacking or about to let buildah pull: the collector leaves them. */
+  const held = new Map<string, number>();
+  /** One unpacking per layer, whichever builds want it. */
+  const unpacking = new Map<string, Promise<void>>();
+  const hold = (digests: string[]) => {
+    for (const d of digests) held.set(d, (held.get(d) ?? 0) + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const d of digests) {
+        const n = (held.get(d) ?? 1) - 1;
+        if (n > 0) held.set(d, n);
+        else held.delete(d);
+      }
+    };
+  };
+  const present = (digest: string) => stat(join(dir, digest, "info")).then(() => true, () => false);
+
+  /** The compressed digests of the layers storage has applied itself (its layers.json). */
+  async function storageLayers(): Promise<Set<string>> {
+    const text = await readFile(join(graphRoot, "overlay-layers", "layers.json"), "utf8").catch(() => "[]");
+    try {
+      return new Set((JSON.parse(text) as { "compressed-diff-digest"?: string }[]).flatMap((l) => (l["compressed-diff-digest"] ? [l["compressed-diff-digest"]] : [])));
+    } catch {
+      return new Set();
+    }
+  }
+
+  async function unpackOne(client: () => RegistryClient, layer: Descriptor, diffId: string, o: EnsureOptions): Promise<void> {
+    const target = join(dir, layer.digest);
+    const incoming = join(dir, `${INCOMING}${layer.digest.replace(/^sha256:/, "")}-${randomBytes(4).toString("hex")}`);
+    try {
+      await mkdir(join(incoming, "diff"), { recursive: true });
+      const got = await unpackLayer(await client().blobStream(layer.digest), incoming, { env: o.env, signal: o.signal });
+      if (got.digest !== layer.digest) throw new UnusualLayer(`layer ${layer.digest} arrived as ${got.digest}`);
+      if (got.diffId !== diffId) throw new UnusualLayer(`layer ${layer.digest} unpacks to ${got.diffId}, its config says ${diffId}`);
+      const info = { "compressed-diff-digest": got.digest, "compressed-size": got.compressedSize, "diff-digest": got.diffId, "diff-size": got.diffSize, compression: STORAGE_GZIP };
+      // Storage announces each use by creating "use" in the layer's directory and warns unless
+      // that fails with ENOENT: a link to nowhere says "no garbage collector here" quietly.
+      await symlink(join(dir, ".none", "use"), join(incoming, "use"));
+      await writeFile(join(incoming, "info"), JSON.stringify(info));
+      await rename(incoming, target);
+    } catch (e) {
+      await rm(incoming, { recursive: true, force: true });
+      throw e;
+    }
+  }
+
+  /**
+   * The image's layers and diff_ids: from the store's note of the manifest (a digest names one
+   * manifest for good), else from the registry, noted for the next build.
+   */
+  async function layersOf(reference: string, digest: string, o: EnsureOptions): Promise<{ client: () => RegistryClient; image: ImageLayers } | string> {
+    const name = parseImageName(reference);
+    if (!name) return "not in a registry";
+    let made: RegistryClient | undefined;
+    const client = () =>
+      (made ??= new RegistryClient(name.registry, name.repository, o.insecure.has(name.registry), {
+        credential: () => o.credentials.lookup(name.registry, name.repository),
+        signal: o.signal,
+      }));
+    const note = join(dir, MANIFESTS, `${digest.replace(/^sha256:/, "")}.json`);
+    const noted = await readFile(note, "utf8").then((t) => JSON.parse(t) as ImageLayers, () => undefined);
+    if (noted) return { client, image: noted };
+    let m = await client().getAnyManifest(digest);
+    if (INDEXES.has(m.mediaType)) {
+      const goArch = ({ x64: "amd64", arm64: "arm64", arm: "arm" } as Record<string, string>)[arch()] ?? arch();
+      const entries = ((m.json as { manifests?: { digest: string; platform?: { os?: string; architecture?: string } }[] }).manifests ?? []).filter(
+        (e) => e.platform?.os === "linux" && e.platform.architecture === goArch,
+      );
+      if (entries.length !== 1) return `an index with ${entries.length} linux/${goArch} images`;
+      m = await client().getAnyManifest(entries[0]!.digest);
+    }
+    const manifest = m.json as { config?: Descriptor; layers?: Descriptor[] };
+    if (!manifest.config || !manifest.layers) return `a ${m.mediaType || "manifest of no type"}`;
+    const config = JSON.parse((await client().getBlob(manifest.config.digest)).toString("utf8")) as { rootfs?: { diff_ids?: string[] } };
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== manifest.layers.length) return "a config whose diff_ids do not match its layers";
+    const other = manifest.layers.find((l) => !GZIP_LAYERS.has(l.mediaType));
+    if (other) return `a ${other.mediaType} layer`;
+    const image = { layers: manifest.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })), diffIds };
+    await mkdir(join(dir, MANIFESTS), { recursive: true });
+    await writeFileAtomic(note, JSON.stringify(image));
+    return { client, image };
+  }
+
+  return {
+    dir,
+    async ensure(images, o) {
+      const lines: string[] = [];
+      const holds: (() => void)[] = [];
+      const release = () => holds.forEach((r) => r());
+      const inStorage = await storageLayers();
+      for (const img of images) {
+        const t0 = Date.now();
+        try {
+          const found = await layersOf(img.reference, img.digest, o);
+          if (typeof found === "string") {
+            lines.push(`${img.reference}: ${found}; buildah pulls it`);
+            continue;
+          }
+          const { client, image } = found;
+          const wanted: { layer: Descriptor; diffId: string }[] = [];
+          for (const [i, layer] of image.layers.entries()) {
+            if (inStorage.has(layer.digest) || (await present(layer.digest))) continue;
+            wanted.push({ layer, diffId: image.diffIds[i]! });
+          }
+          if (wanted.length === 0) continue;
+          holds.push(hold(wanted.map((w) => w.layer.digest)));
+          let next = 0;
+          const worker = async () => {
+            while (next < wanted.length) {
+              const w = wanted[next++]!;
+              let p = unpacking.get(w.layer.digest);
+              if (!p) {
+                p = unpackOne(client, w.layer, w.diffId, o).finally(() => unpacking.delete(w.layer.digest));
+                unpacking.set(w.layer.digest, p);
+              }
+              await p;
+            }
+          };
+          await Promise.all(Array.from({ length: Math.min(PARALLEL, wanted.length) }, worker));
+          const mb = wanted.reduce((n, w) => n + w.layer.size, 0) / 1e6;
+          lines.push(`${img.reference}: ${wanted.length} of ${image.layers.length} layers (${mb.toFixed(1)} MB) unpacked by kiln side by side in ${Date.now() - t0} ms; buildah takes them from kiln's layer store`);
+        } catch (e) {
+          if (o.signal.aborted) {
+            release();
+            throw e;
+          }
+          const why = e instanceof UnusualLayer ? e.message : `could not unpack its layers (${(e as Error).message})`;
+          lines.push(`${img.reference}: ${why}; buildah pulls it`);
+        }
+      }
+      return { lines, release };
+    },
+    async collect() {
+      const used = new Set<string>();
+      const overlay = join(graphRoot, "overlay");
+      for (const id of await readdir(overlay).catch(() => [] as string[])) {
+        const path = await readFile(join(overlay, id, "additionallayer"), "utf8").catch(() => undefined);
+        if (path) used.add(path.trim());
+      }
+      let removed = 0;
+      for (const name of await readdir(dir).catch(() => [] as string[])) {
+        if (name === MANIFESTS) continue;
+        const digest = name.startsWith(INCOMING) ? `sha256:${name.slice(INCOMING.length).split("-")[0]}` : name;
+        if (held.has(digest) || used.has(join(dir, name))) continue;
+        await rm(join(dir, name), { recursive: true, force: true });
+        removed++;
+      }
+      return removed;
+    },
+    async clear() {
+      await rm(dir, { recursive: true, force: true });
+      await mkdir(dir, { recursive: true });
+    },
+  };
+}
