@@ -168,11 +168,10 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     };
     // The FROM images' layers storage lacks, unpacked by kiln side by side; buildah's pull links them.
     const unpacked = await deps.podman.baseLayers
-      .ensure(bases.images, { credentials: secrets.credentials, insecure: deps.insecureRegistries, signal: a.abort.signal, env: deps.podman.env() })
+      .ensure(bases.images, { credentials: secrets.credentials, insecure: deps.insecureRegistries, signal: a.abort.signal, env: deps.podman.env(), say: (l) => a.say(`base: ${l}`) })
       .catch((e: unknown) => {
         throw a.abort.signal.aborted ? new StopSignal() : e;
       });
-    for (const line of unpacked.lines) a.say(`base: ${line}`);
     let built: Awaited<ReturnType<typeof podmanBuild>>;
     try {
       built = await podmanBuild();

@@ -9,6 +9,7 @@ import { registryRefusal } from "../registry/refusal.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
 import { errorSummary } from "../process/exec.js";
 import { buildExec } from "./exec.js";
+import { LAYER_STORE_NOTICE } from "../images/layer-store.js";
 
 export interface PushOptions {
   podman: Podman;
@@ -48,7 +49,8 @@ export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string>
   args.push("--", o.tag);
   for (let attempt = 1; ; attempt++) {
     a.say(`push: podman ${args.join(" ")}${attempt > 1 ? ` (attempt ${attempt} of ${ATTEMPTS})` : ""}`);
-    const r = await buildExec(a, "podman", "podman", args, o.env, { deadline });
+    // A base layer from kiln's store, uploaded to a registry that lacks it, ends with the store's notice.
+    const r = await buildExec(a, "podman", "podman", args, o.env, { deadline, hide: LAYER_STORE_NOTICE });
     if (r.timedOut) {
       const mb = (size / 1024 / 1024).toFixed(1);
       throw new KilnError("unavailable", `push to ${o.registry} did not finish within ${Math.round(deadlineMs() / 1000)} s (${o.timeoutSec} s and a second per MiB of the ${mb} MiB image): the registry stopped answering`);

@@ -48,11 +48,11 @@ export interface EnsureOptions {
   insecure: ReadonlySet<string>;
   signal: AbortSignal;
   env: Record<string, string>;
+  /** What kiln does for each image, for the build log: before it unpacks, and after. */
+  say(line: string): void;
 }
 
 export interface EnsureReport {
-  /** Per image: what kiln did, for the build log. */
-  lines: string[];
   /** Lets the collector have this build's layers again (after buildah's pull). */
   release(): void;
 }
@@ -163,7 +163,6 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
   return {
     dir,
     async ensure(images, o) {
-      const lines: string[] = [];
       const holds: (() => void)[] = [];
       const release = () => holds.forEach((r) => r());
       const inStorage = await storageLayers();
@@ -172,7 +171,7 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
         try {
           const found = await layersOf(img.reference, img.digest, o);
           if (typeof found === "string") {
-            lines.push(`${img.reference}: ${found}; buildah pulls it`);
+            o.say(`${img.reference}: ${found}; buildah pulls it`);
             continue;
           }
           const { client, image } = found;
@@ -183,6 +182,11 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
           }
           if (wanted.length === 0) continue;
           holds.push(hold(wanted.map((w) => w.layer.digest)));
+          const mb = (wanted.reduce((n, w) => n + w.layer.size, 0) / 1e6).toFixed(1);
+          o.say(`${img.reference}: unpacking ${wanted.length} of ${image.layers.length} layers (${mb} MB) side by side`);
+          // Each layer on its own: one kiln cannot unpack is downloaded by buildah, the rest linked.
+          const failed: string[] = [];
+          let bytes = 0;
           let next = 0;
           const worker = async () => {
             while (next < wanted.length) {
@@ -192,22 +196,26 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
                 p = unpackOne(client, w.layer, w.diffId, o).finally(() => unpacking.delete(w.layer.digest));
                 unpacking.set(w.layer.digest, p);
               }
-              await p;
+              await p.then(() => void (bytes += w.layer.size)).catch((e: unknown) => {
+                if (o.signal.aborted) throw e;
+                failed.push(`layer ${w.layer.digest.slice(0, 19)}: ${e instanceof UnusualLayer ? e.message : `could not unpack it (${(e as Error).message})`}`);
+              });
             }
           };
           await Promise.all(Array.from({ length: Math.min(PARALLEL, wanted.length) }, worker));
-          const mb = wanted.reduce((n, w) => n + w.layer.size, 0) / 1e6;
-          lines.push(`${img.reference}: ${wanted.length} of ${image.layers.length} layers (${mb.toFixed(1)} MB) unpacked by kiln side by side in ${Date.now() - t0} ms; buildah takes them from kiln's layer store`);
+          const done = wanted.length - failed.length;
+          if (done > 0) o.say(`${img.reference}: ${done} of ${image.layers.length} layers (${(bytes / 1e6).toFixed(1)} MB) unpacked by kiln in ${Date.now() - t0} ms; buildah takes them from kiln's layer store`);
+          for (const f of failed) o.say(`${img.reference}: ${f}; buildah pulls it`);
         } catch (e) {
           if (o.signal.aborted) {
             release();
             throw e;
           }
           const why = e instanceof UnusualLayer ? e.message : `could not unpack its layers (${(e as Error).message})`;
-          lines.push(`${img.reference}: ${why}; buildah pulls it`);
+          o.say(`${img.reference}: ${why}; buildah pulls it`);
         }
       }
-      return { lines, release };
+      return { release };
     },
     async collect() {
       const used = new Set<string>();

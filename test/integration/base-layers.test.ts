@@ -17,6 +17,7 @@ import { OCI_CONFIG, OCI_LAYER_GZIP, RegistryClient, sha256 } from "../../src/re
 import { makeRepo } from "../helpers/git-repo.js";
 import { startKilnd } from "../helpers/kilnd.js";
 import { logText } from "../helpers/logs.js";
+import { startRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
@@ -158,7 +159,12 @@ touch -d '2002-03-04 05:06:07.5' opaque
 }
 
 describe("kiln's base layer store", () => {
-  let dir: string, store: BaseLayerStore, ensureOptions: EnsureOptions;
+  let dir: string, store: BaseLayerStore;
+  const said: string[] = [];
+  const ensureOptions = (): EnsureOptions => {
+    said.length = 0;
+    return { credentials: { authFile: () => undefined, lookup: async () => undefined, passwords: [] }, insecure: new Set([REGISTRY]), signal: new AbortController().signal, env: PATH_ENV, say: (l) => said.push(l) };
+  };
   let oddRef: string, oddDigest: string, nodeDigest: string;
 
   before(async () => {
@@ -169,7 +175,6 @@ describe("kiln's base layer store", () => {
     oddRef = `${REGISTRY}/test/odd-layers:${tag}`;
     oddDigest = await pushImage("test/odd-layers", tag, oddLayers(join(dir, "stage")));
     nodeDigest = (await new RegistryClient(REGISTRY, "kiln/node", true).headManifest("20-slim"))!;
-    ensureOptions = { credentials: { authFile: () => undefined, lookup: async () => undefined, passwords: [] }, insecure: new Set([REGISTRY]), signal: new AbortController().signal, env: PATH_ENV };
   });
   after(() => {
     if (dir) removeTree(dir);
@@ -181,9 +186,9 @@ describe("kiln's base layer store", () => {
     mkdirSync(join(dir, "kiln", "layers"), { recursive: true });
     store = createBaseLayerStore(join(dir, "kiln", "layers"), ours.graph);
     for (const [ref, digest] of [[oddRef, oddDigest], [`${REGISTRY}/kiln/node:20-slim`, nodeDigest]] as const) {
-      const report = await store.ensure([{ reference: ref, digest }], ensureOptions);
+      const report = await store.ensure([{ reference: ref, digest }], ensureOptions());
       report.release();
-      assert.match(report.lines.join("\n"), /unpacked by kiln/, report.lines.join("\n"));
+      assert.match(said.join("\n"), /unpacking \d+ of \d+ layers[^]*unpacked by kiln/, said.join("\n"));
       podman(theirs.env, ["pull", "-q", "--tls-verify=false", `${ref}@${digest}`]);
       const notices = podman(ours.env, ["pull", "-q", "--tls-verify=false", `${ref}@${digest}`]);
       // Taken from the store, not downloaded: storage links each layer to kiln's directory.
@@ -235,26 +240,40 @@ describe("kiln's base layer store", () => {
     const tar = execFileSync("tar", ["--create", "--file=-", "--format=pax", "x", ".wh.x"], { cwd: clash });
     const tag = `clash${Date.now()}`;
     const digest = await pushImage("test/odd-layers", tag, [tar]);
-    const report = await store.ensure([{ reference: `${REGISTRY}/test/odd-layers:${tag}`, digest }], ensureOptions);
+    const report = await store.ensure([{ reference: `${REGISTRY}/test/odd-layers:${tag}`, digest }], ensureOptions());
     report.release();
-    assert.match(report.lines.join("\n"), /both in the layer and whited out; buildah pulls it/);
+    assert.match(said.join("\n"), /both in the layer and whited out; buildah pulls it/);
     assert.deepEqual(readdirSync(join(dir, "kiln", "layers")).filter((n) => n.startsWith(".incoming-") || n === sha256(gzipSync(tar))), []);
     // A tag the store was never given (not in a registry kiln knows): said, nothing done.
-    const local = await store.ensure([{ reference: "localhost/some/image:1", digest }], ensureOptions);
-    assert.match(local.lines.join("\n"), /not in a registry; buildah pulls it/);
+    (await store.ensure([{ reference: "localhost/some/image:1", digest }], ensureOptions())).release();
+    assert.match(said.join("\n"), /not in a registry; buildah pulls it/);
   });
 
-  test("kilnd: a cold build unpacks its base itself and logs no store notices", async () => {
+  test("kilnd: a cold build unpacks its base itself, pushes it to another registry whole, and logs no store notices", async () => {
     const repo = makeRepo(join(dir, "app"), { Containerfile: `FROM ${oddRef}\nCOPY hello /hello\n`, hello: "hello\n" });
-    const k = await startKilnd({ data: join(dir, "data"), registry: REGISTRY });
+    // Another registry: the push uploads the base's layers from kiln's store (storage's blob of them).
+    const other = await startRegistry(join(dir, "other-registry"));
+    const k = await startKilnd({ data: join(dir, "data"), registry: REGISTRY, args: ["--insecure-registry", other.host] });
     try {
-      const b = await k.buildCommit({ project: "odd", url: repo.url, commit: repo.head(), image: `${REGISTRY}/test/odd-app` });
+      const b = await k.buildCommit({ project: "odd", url: repo.url, commit: repo.head(), image: `${other.host}/test/odd-app` });
       assert.equal(b.state, BuildState.SUCCEEDED, b.error);
       const log = await logText(k, b.id);
       assert.match(log, /base: .*odd-layers.* 2 of 2 layers .* unpacked by kiln/);
       assert.doesNotMatch(log, /Additional Layer Store/);
+      // podman compresses the layers again for a registry that lacks them: the digests are new,
+      // the tars (the diff_ids) are the base's.
+      const diffIds = async (client: RegistryClient, ref: string) => {
+        const m = await client.getManifest(ref);
+        for (const l of m.manifest.layers) await client.getBlob(l.digest);
+        return (JSON.parse((await client.getBlob(m.manifest.config.digest)).toString("utf8")) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids;
+      };
+      const pushed = await diffIds(new RegistryClient(other.host, "test/odd-app", true), repo.head());
+      const base = await diffIds(new RegistryClient(REGISTRY, "test/odd-layers", true), oddDigest);
+      assert.equal(pushed.length, 3);
+      assert.deepEqual(pushed.slice(0, 2), base);
     } finally {
       await k.stop();
+      await other.stop();
     }
   });
 });
