@@ -11,8 +11,8 @@
 // left to buildah's own pull, and the build log says so. A layer directory is complete when its
 // info file is there: it is made under another name and renamed into place.
 //
-// The store is on the volume. Layers no image in storage uses any more are removed after the
-// prune (collect), never while a build holds them; a reset empties it with container storage.
+// The store is on the volume. Layers no image in storage uses any more are removed after a
+// prune that removed images (collect), never while a build holds them; a reset empties it with container storage.
 import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { arch } from "node:os";
@@ -165,7 +165,8 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
     async ensure(images, o) {
       const holds: (() => void)[] = [];
       const release = () => holds.forEach((r) => r());
-      const inStorage = await storageLayers();
+      // Read only when a layer is not in the store (a base podman pulled itself, before the store).
+      let inStorage: Promise<Set<string>> | undefined;
       for (const img of images) {
         const t0 = Date.now();
         try {
@@ -177,7 +178,7 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
           const { client, image } = found;
           const wanted: { layer: Descriptor; diffId: string }[] = [];
           for (const [i, layer] of image.layers.entries()) {
-            if (inStorage.has(layer.digest) || (await present(layer.digest))) continue;
+            if ((await present(layer.digest)) || (await (inStorage ??= storageLayers())).has(layer.digest)) continue;
             wanted.push({ layer, diffId: image.diffIds[i]! });
           }
           if (wanted.length === 0) continue;

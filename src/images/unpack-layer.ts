@@ -92,14 +92,8 @@ async function overlayWhiteouts(diff: string, env: Record<string, string>): Prom
   const paths = found.stdout.split("\0").filter(Boolean);
   if (paths.length === 0) return;
   // Each touched directory gets back the mtime tar restored (storage sets it after its entries).
-  const times = new Map<string, { atime: Date; mtimeNs: bigint }>();
-  for (const p of paths) {
-    const dir = dirname(p);
-    if (!times.has(dir)) {
-      const st = await lstat(dir, { bigint: true });
-      times.set(dir, { atime: st.atime, mtimeNs: st.mtimeNs });
-    }
-  }
+  const mtimes = new Map<string, bigint>();
+  for (const dir of new Set(paths.map((p) => dirname(p)))) mtimes.set(dir, (await lstat(dir, { bigint: true })).mtimeNs);
   for (const p of paths) {
     const dir = dirname(p);
     const name = basename(p);
@@ -117,9 +111,9 @@ async function overlayWhiteouts(diff: string, env: Record<string, string>): Prom
     await tool("mknod", ["--mode=0", "--", target, "c", "0", "0"], env);
     await lchown(target, st.uid, st.gid);
   }
-  for (const [dir, t] of times) {
-    const seconds = t.mtimeNs / 1_000_000_000n;
-    const nanos = (t.mtimeNs % 1_000_000_000n).toString().padStart(9, "0");
+  for (const [dir, mtimeNs] of mtimes) {
+    const seconds = mtimeNs / 1_000_000_000n;
+    const nanos = (mtimeNs % 1_000_000_000n).toString().padStart(9, "0");
     // touch keeps nanoseconds; Node's utimes takes a double and does not.
     await tool("touch", ["--no-dereference", `--date=@${seconds}.${nanos}`, "--", dir], env);
   }

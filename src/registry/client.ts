@@ -71,23 +71,18 @@ export class RegistryClient {
   }
 
   async getManifest(reference: string): Promise<{ manifest: OciManifest; bytes: Buffer; digest: string }> {
-    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept: [...IMAGE_MANIFESTS].join(", ") } }, [200]);
-    const bytes = Buffer.from(await res.arrayBuffer());
-    const manifest = JSON.parse(bytes.toString("utf8")) as OciManifest;
-    const type = manifest.mediaType ?? res.headers.get("content-type") ?? "";
-    if (!IMAGE_MANIFESTS.has(type)) throw new RegistryError(`${this.repo}@${reference} is a ${type || "manifest of no type"}, not an image manifest`);
-    manifest.mediaType = type;
-    return { manifest, bytes, digest: sha256(bytes) };
+    const got = await this.readManifest(reference, [...IMAGE_MANIFESTS].join(", "));
+    const manifest = got.json as OciManifest;
+    if (!IMAGE_MANIFESTS.has(got.mediaType)) throw new RegistryError(`${this.repo}@${reference} is a ${got.mediaType || "manifest of no type"}, not an image manifest`);
+    manifest.mediaType = got.mediaType;
+    return { manifest, bytes: got.bytes, digest: got.digest };
   }
 
   /** A manifest or an index, whichever the reference names, as JSON with its media type. */
   async getAnyManifest(reference: string): Promise<{ mediaType: string; json: unknown; digest: string }> {
-    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept: MANIFEST_TYPES } }, [200]);
-    const bytes = Buffer.from(await res.arrayBuffer());
-    const digest = sha256(bytes);
-    if (reference.startsWith("sha256:") && digest !== reference) throw new RegistryError(`${this.repo}@${reference}: the manifest does not match its digest`);
-    const json = JSON.parse(bytes.toString("utf8")) as { mediaType?: string };
-    return { mediaType: json.mediaType ?? res.headers.get("content-type") ?? "", json, digest };
+    const got = await this.readManifest(reference, MANIFEST_TYPES);
+    if (reference.startsWith("sha256:") && got.digest !== reference) throw new RegistryError(`${this.repo}@${reference}: the manifest does not match its digest`);
+    return got;
   }
 
   /** A blob as a stream, not checked here: the reader hashes what it reads. */
@@ -141,6 +136,14 @@ export class RegistryClient {
     const theirs = res.headers.get("docker-content-digest");
     if (theirs && theirs !== ours) throw new RegistryError(`the registry stored the manifest as ${theirs}, kiln computed ${ours}`);
     return ours;
+  }
+
+  /** GET of a manifest of the kinds accept names: its bytes, JSON, media type and digest. */
+  private async readManifest(reference: string, accept: string): Promise<{ bytes: Buffer; json: unknown; mediaType: string; digest: string }> {
+    const res = await this.call("GET", `/manifests/${reference}`, { headers: { accept } }, [200]);
+    const bytes = Buffer.from(await res.arrayBuffer());
+    const json = JSON.parse(bytes.toString("utf8")) as { mediaType?: string };
+    return { bytes, json, mediaType: json.mediaType ?? res.headers.get("content-type") ?? "", digest: sha256(bytes) };
   }
 
   private async call(method: string, path: string | URL, init: { body?: Uint8Array; headers?: Record<string, string>; uncancellable?: boolean; timeoutMs?: number }, ok: number[]): Promise<Response> {

@@ -88,7 +88,8 @@ export class VolumeKeeper {
       const after = await this.usage();
       const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
       if (failed.length) this.o.logger.warn({ failed }, "some images could not be removed");
-      const layers = await this.o.collectBaseLayers().catch((err: unknown) => (this.o.logger.warn({ err }, "cannot collect unused base layers"), 0));
+      // Only after a removal: a layer left unlinked (a cancelled build's) waits for the next one.
+      const layers = doomed.length || stageTags.length ? await this.o.collectBaseLayers().catch((err: unknown) => (this.o.logger.warn({ err }, "cannot collect unused base layers"), 0)) : 0;
       if (layers > 0) this.o.logger.info({ layers }, "removed base layers no image uses");
       if (doomed.length) {
         this.o.logger.info({ project: project ?? "*", removed: doomed.map((i) => `${i.project}:${i.buildId}`), bytesFreed }, "pruned superseded images");
