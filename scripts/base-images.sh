@@ -11,6 +11,10 @@ source "$(dirname "$0")/lib.sh"
 use_script_podman
 work="$KILN_STATE/base"
 mkdir -p "$work"
+# One maker at a time (tests run side by side and share $work): the second waits, then finds the
+# images in the registry.
+exec 9>"$work/.lock"
+flock 9
 
 busybox_base() {
   registry_has kiln/busybox 1 && return 0

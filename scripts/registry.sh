@@ -3,6 +3,11 @@
 # with its data under $KILN_STATE/registry, unless one already answers there.
 source "$(dirname "$0")/lib.sh"
 if curl -sf -o /dev/null "http://$KILN_REGISTRY/v2/"; then exit 0; fi
+# One starter at a time (tests run side by side): the second finds the first's registry answering.
+mkdir -p "$KILN_STATE"
+exec 9>"$KILN_STATE/registry.lock"
+flock 9
+if curl -sf -o /dev/null "http://$KILN_REGISTRY/v2/"; then exit 0; fi
 dir="$KILN_STATE/registry"
 mkdir -p "$dir/data"
 cat > "$dir/config.yml" <<CONF
@@ -18,7 +23,7 @@ http:
   addr: $KILN_REGISTRY
 CONF
 say "starting the registry on $KILN_REGISTRY (data: $dir/data)"
-nohup docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 &
+nohup docker-registry serve "$dir/config.yml" > "$dir/registry.log" 2>&1 9>&- &
 echo $! > "$dir/pid"
 for _ in $(seq 100); do
   curl -sf -o /dev/null "http://$KILN_REGISTRY/v2/" && exit 0
