@@ -20,7 +20,7 @@ import type { BuildSecretsDeps } from "../secrets/build-secrets.js";
 import { runPipeline } from "./pipeline.js";
 import { killBuildProcesses, recoverInterrupted } from "./stop.js";
 import type { MessageStore } from "../store/message-store.js";
-import { createSlots } from "./slots.js";
+import { createSlots } from "../util/slots.js";
 
 export interface EngineOptions {
   dataDir: string;

@@ -27,7 +27,7 @@ import { StopSignal, type ActiveBuild } from "./active-build.js";
 import { errorSummary } from "../process/exec.js";
 import { buildExec } from "./exec.js";
 import { pushImage } from "./push.js";
-import type { Slots } from "./slots.js";
+import type { Slots } from "../util/slots.js";
 
 export interface PipelineDeps {
   git: GitCache;

@@ -13,6 +13,7 @@ import { constants as zlibConstants, deflateRawSync, gzip as gzipCb, type ZlibOp
 import tar from "tar-stream";
 import type { TarEntry } from "../image/tar-entries.js";
 import { sha256 } from "../registry/client.js";
+import { createSlots } from "../util/slots.js";
 import { FastPathRefused } from "./refused.js";
 
 const gzip = promisify(gzipCb) as (data: Buffer, options?: ZlibOptions) => Promise<Buffer>;
@@ -156,21 +157,11 @@ export function createLayerWriter(): LayerWriter {
   const pieces: Promise<Buffer>[] = [];
   // Not more pieces in flight than there are cores: the thread pool is shared with file reads.
   const width = Math.max(1, availableParallelism());
-  const waiting: (() => void)[] = [];
-  let inFlight = 0;
+  const inFlight = createSlots(width);
   let held: Buffer[] = [];
   let heldBytes = 0;
   let total = 0;
-  const compressPiece = (piece: Buffer, level: number): Promise<Buffer> =>
-    new Promise<void>((go) => (inFlight < width ? go() : waiting.push(go)))
-      .then(() => {
-        inFlight++;
-        return gzip(piece, { level });
-      })
-      .finally(() => {
-        inFlight--;
-        waiting.shift()?.();
-      });
+  const compressPiece = (piece: Buffer, level: number): Promise<Buffer> => inFlight.run(() => gzip(piece, { level }));
   const cut = (): void => {
     const all = held.length === 1 ? held[0]! : Buffer.concat(held);
     let at = 0;

@@ -21,6 +21,7 @@ import { RegistryClient, type Descriptor } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
 import { parseImageName } from "./base-images.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
+import { createSlots } from "../util/slots.js";
 import { unpackLayer, UnusualLayer } from "./unpack-layer.js";
 
 const GZIP_LAYERS = new Set(["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"]);
@@ -28,7 +29,7 @@ const INDEXES = new Set(["application/vnd.oci.image.index.v1+json", "application
 const INCOMING = ".incoming-";
 /** Notes of the images' layers, by manifest digest. */
 const MANIFESTS = ".manifests";
-/** At most this many layers download and unpack at once (each is a gunzip and a tar). */
+/** At most this many layers download and unpack at once, on the whole machine (each is a gunzip and a tar). */
 const PARALLEL = 4;
 /** containers/storage's archive.Gzip, for the info file. */
 const STORAGE_GZIP = 2;
@@ -90,6 +91,8 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
       }
     };
   };
+  /** Downloads and unpacks at once, across every build's images. */
+  const slots = createSlots(PARALLEL);
   const present = (digest: string) => stat(join(dir, digest, "info")).then(() => true, () => false);
 
   /** The compressed digests of the layers storage has applied itself (its layers.json). */
@@ -167,13 +170,13 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
       const release = () => holds.forEach((r) => r());
       // Read only when a layer is not in the store (a base podman pulled itself, before the store).
       let inStorage: Promise<Set<string>> | undefined;
-      for (const img of images) {
+      const ensureImage = async (img: BaseImage) => {
         const t0 = Date.now();
         try {
           const found = await layersOf(img.reference, img.digest, o);
           if (typeof found === "string") {
             o.say(`${img.reference}: ${found}; buildah pulls it`);
-            continue;
+            return;
           }
           const { client, image } = found;
           const wanted: { layer: Descriptor; diffId: string }[] = [];
@@ -181,40 +184,41 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
             if ((await present(layer.digest)) || (await (inStorage ??= storageLayers())).has(layer.digest)) continue;
             wanted.push({ layer, diffId: image.diffIds[i]! });
           }
-          if (wanted.length === 0) continue;
+          if (wanted.length === 0) return;
           holds.push(hold(wanted.map((w) => w.layer.digest)));
           const mb = (wanted.reduce((n, w) => n + w.layer.size, 0) / 1e6).toFixed(1);
           o.say(`${img.reference}: unpacking ${wanted.length} of ${image.layers.length} layers (${mb} MB) side by side`);
           // Each layer on its own: one kiln cannot unpack is downloaded by buildah, the rest linked.
           const failed: string[] = [];
           let bytes = 0;
-          let next = 0;
-          const worker = async () => {
-            while (next < wanted.length) {
-              const w = wanted[next++]!;
+          await Promise.all(
+            wanted.map(async (w) => {
               let p = unpacking.get(w.layer.digest);
               if (!p) {
-                p = unpackOne(client, w.layer, w.diffId, o).finally(() => unpacking.delete(w.layer.digest));
+                p = slots.run(() => unpackOne(client, w.layer, w.diffId, o), o.signal).finally(() => unpacking.delete(w.layer.digest));
                 unpacking.set(w.layer.digest, p);
               }
               await p.then(() => void (bytes += w.layer.size)).catch((e: unknown) => {
                 if (o.signal.aborted) throw e;
                 failed.push(`layer ${w.layer.digest.slice(0, 19)}: ${e instanceof UnusualLayer ? e.message : `could not unpack it (${(e as Error).message})`}`);
               });
-            }
-          };
-          await Promise.all(Array.from({ length: Math.min(PARALLEL, wanted.length) }, worker));
+            }),
+          );
           const done = wanted.length - failed.length;
           if (done > 0) o.say(`${img.reference}: ${done} of ${image.layers.length} layers (${(bytes / 1e6).toFixed(1)} MB) unpacked by kiln in ${Date.now() - t0} ms; buildah takes them from kiln's layer store`);
           for (const f of failed) o.say(`${img.reference}: ${f}; buildah pulls it`);
         } catch (e) {
-          if (o.signal.aborted) {
-            release();
-            throw e;
-          }
+          if (o.signal.aborted) throw e;
           const why = e instanceof UnusualLayer ? e.message : `could not unpack its layers (${(e as Error).message})`;
           o.say(`${img.reference}: ${why}; buildah pulls it`);
         }
+      };
+      // Every FROM image at once (a multi-stage build's bases overlap), sharing the store's slots.
+      const all = await Promise.allSettled(images.map(ensureImage));
+      const stopped = all.find((r) => r.status === "rejected");
+      if (stopped) {
+        release();
+        throw stopped.reason;
       }
       return { release };
     },

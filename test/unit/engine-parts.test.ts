@@ -1,11 +1,11 @@
-// Build slots and daemon options.
+// Slots and daemon options.
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { createSlots } from "../../src/builds/slots.js";
+import { createSlots } from "../../src/util/slots.js";
 import { isLoopback, parseDaemonOptions } from "../../src/config/options.js";
 import { KilnError } from "../../src/errors/kiln-error.js";
 
-describe("build slots", () => {
+describe("slots", () => {
   test("at most max run; waiters run in order; a cancelled wait leaves the queue", async () => {
     const slots = createSlots(1);
     const order: string[] = [];
@@ -24,6 +24,37 @@ describe("build slots", () => {
     assert.equal(slots.running, 1);
     releaseC();
     assert.equal(slots.running, 0);
+  });
+
+  test("run: at most max functions at once, each slot given back when its function settles, failures too", async () => {
+    const slots = createSlots(2);
+    let now = 0;
+    let most = 0;
+    const gates = Array.from({ length: 5 }, () => {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      return { promise, resolve };
+    });
+    const runs = gates.map((g, i) =>
+      slots.run(async () => {
+        most = Math.max(most, ++now);
+        await g.promise;
+        now--;
+        if (i === 1) throw new Error("layer 1 failed");
+        return i;
+      }),
+    );
+    await new Promise((r) => setImmediate(r));
+    assert.equal(slots.running, 2);
+    assert.equal(slots.waiting, 3);
+    gates.forEach((g) => g.resolve());
+    const settled = await Promise.allSettled(runs);
+    assert.deepEqual(settled.map((s) => s.status), ["fulfilled", "rejected", "fulfilled", "fulfilled", "fulfilled"]);
+    assert.equal(most, 2);
+    assert.equal(slots.running, 0);
+    const ac = new AbortController();
+    ac.abort(new Error("cancelled"));
+    await assert.rejects(slots.run(async () => 1, ac.signal), /cancelled/);
   });
 });
 

@@ -1,7 +1,10 @@
-// Build slots: at most max builds run podman at once; the rest wait in order, and a wait ends
-// early when its build is cancelled.
+// Slots: at most max holders at once; the rest wait in order, and a wait ends early when its
+// signal aborts. Build slots (at most max builds run podman at once), the base layer store's
+// unpackers, the fast path's gzip pieces.
 export interface Slots {
-  acquire(signal: AbortSignal): Promise<() => void>;
+  acquire(signal?: AbortSignal): Promise<() => void>;
+  /** Runs fn in a slot, released when it settles. */
+  run<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
   readonly running: number;
   readonly waiting: number;
 }
@@ -16,7 +19,15 @@ export function createSlots(max: number): Slots {
     if (next) next.grant();
   };
 
-  return {
+  const slots: Slots = {
+    async run(fn, signal) {
+      const done = await slots.acquire(signal);
+      try {
+        return await fn();
+      } finally {
+        done();
+      }
+    },
     get running() {
       return running;
     },
@@ -25,7 +36,7 @@ export function createSlots(max: number): Slots {
     },
     acquire(signal) {
       return new Promise((resolve, reject) => {
-        if (signal.aborted) return reject(signal.reason);
+        if (signal?.aborted) return reject(signal.reason);
         let released = false;
         const once = () => {
           if (released) return;
@@ -38,7 +49,7 @@ export function createSlots(max: number): Slots {
         }
         const entry = {
           grant: () => {
-            signal.removeEventListener("abort", onAbort);
+            signal?.removeEventListener("abort", onAbort);
             running++;
             resolve(once);
           },
@@ -46,11 +57,12 @@ export function createSlots(max: number): Slots {
         const onAbort = () => {
           const i = queue.indexOf(entry);
           if (i >= 0) queue.splice(i, 1);
-          reject(signal.reason);
+          reject(signal!.reason);
         };
-        signal.addEventListener("abort", onAbort, { once: true });
+        signal?.addEventListener("abort", onAbort, { once: true });
         queue.push(entry);
       });
     },
   };
+  return slots;
 }
