@@ -27,6 +27,13 @@ export class ActiveBuild {
   /** Settles once a stop has ended the build's processes and removed their containers. */
   killed: Promise<void> | undefined;
   proc: { kind: ProcessKind; run: RunningProcess } | undefined;
+  /**
+   * Work that follows a successful build's result, set by the pipeline (the fast path's record of
+   * the pushed image as the project's next base). It runs after the log closes and before the
+   * build is done: the project's next build, the prune and idle exit wait for it. What it says
+   * goes to kilnd's log.
+   */
+  afterward: (() => Promise<string>) | undefined;
 
   constructor(
     readonly record: Build,

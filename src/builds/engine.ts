@@ -182,7 +182,8 @@ export class BuildEngine {
     await this.o.records.save(record);
     this.o.logger.info({ build: a.id, project: spec.project, commit: spec.commit }, "build accepted");
     a.say(`accepted: ${spec.project} ${spec.commit} -> ${record.image}`);
-    if (previous) void this.stop(previous, { reason: `superseded by ${a.id}`, asFailure: false });
+    // A previous build past its result is not stopped: this one waits for what follows it.
+    if (previous && !isTerminal(previous.record.state)) void this.stop(previous, { reason: `superseded by ${a.id}`, asFailure: false });
     void this.drive(a, previous);
     await a.accepted.promise;
     return snapshot(a);
@@ -198,7 +199,7 @@ export class BuildEngine {
   async cancel(id: string, reason = "cancelled by request"): Promise<Build> {
     await this.start();
     const a = this.active.get(id);
-    if (!a) return this.get(id);
+    if (!a || isTerminal(a.record.state)) return this.get(id);
     await this.stop(a, { reason, asFailure: false });
     return this.get(id);
   }
@@ -213,7 +214,9 @@ export class BuildEngine {
   }
 
   private async stop(a: ActiveBuild, req: StopRequest): Promise<void> {
-    if (!a.stop) {
+    // Past its result (shutdown during the work after it): that work is cut short, the build stays as it ended.
+    if (isTerminal(a.record.state)) a.abort.abort(new StopSignal(req.reason));
+    else if (!a.stop) {
       a.stop = req;
       a.abort.abort(new StopSignal(req.reason));
       a.say(`stopping: ${req.reason}`);
@@ -277,6 +280,11 @@ export class BuildEngine {
       await this.sweepIfIdle(0);
       await this.o.records.save(rec).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot save build record"));
       await this.o.logs.finish(a.id);
+      // The result is out (the log's followers have the final record); what follows it runs now.
+      if (a.afterward && rec.state === BuildState.SUCCEEDED) {
+        const said = await a.afterward().catch((err: unknown) => void this.o.logger.error({ err, build: a.id }, "the work after the build failed"));
+        if (said) this.o.logger.info({ build: a.id, project: rec.project }, a.masker.mask(said));
+      }
       await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
       this.active.delete(a.id);
       await this.trimRecords(rec.project);

@@ -205,8 +205,11 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       durations.push = durationFromMs(Date.now() - p0);
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
+      // Off the critical path: the fast path reads the pushed image back after the result (engine.ts).
       if (fast && deps.fastPath) {
-        a.say(`fast path: ${await deps.fastPath.record(fast, rec.imageDigest, Object.keys(plan.flagLabels).length > 0, stagesOf)}`);
+        const { fastPath } = deps;
+        const [digest, asFlags, stages] = [rec.imageDigest, Object.keys(plan.flagLabels).length > 0, stagesOf];
+        a.afterward = async () => `fast path: ${await fastPath.record(fast, digest, asFlags, stages)}`;
       }
     }
     if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");

@@ -87,7 +87,9 @@ export function describeApps(w: FastPathWorld, apps: App[]): void {
         assert.equal(f.state, BuildState.SUCCEEDED, f.error);
         assert.equal(f.fastPath, false);
         assert.match(await logText(w.fast, f.id), /fast path: not taken: no full build of this project/);
-        assert.match(await logText(w.fast, f.id), app.recorded ?? SOURCE_CHANGE_STARTS);
+        // Recorded after the build's result, in kilnd's log.
+        assert.match(await w.fast.fastPathRecord(f.id), app.recorded ?? SOURCE_CHANGE_STARTS);
+        assert.doesNotMatch(await logText(w.fast, f.id), /fast path: the next build/, "the build's log closed before the record");
       });
       for (const change of app.changes) {
         test(`${change.kind}: ${change.fast ? "fast, and equal to the full build" : "the full build runs"}`, async () => {

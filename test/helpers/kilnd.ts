@@ -22,6 +22,11 @@ export interface TestKilnd {
   waitDone(id: string, timeoutMs?: number): Promise<Build>;
   /** Resolves once kilnd's own output (its JSON log) matches. */
   waitOutput(re: RegExp, timeoutMs?: number): Promise<void>;
+  /**
+   * What the fast path recorded after a full build (the next build's base): kilnd's log line,
+   * written after the build's result. Waits for it.
+   */
+  fastPathRecord(buildId: string, timeoutMs?: number): Promise<string>;
   /** Builds one commit of a repository and waits for the build's end. */
   buildCommit(o: { project: string; url: string; commit: string; image: string; context?: string; buildArgs?: Record<string, string>; secrets?: Record<string, string> }): Promise<Build>;
 }
@@ -87,6 +92,19 @@ export async function startKilnd(o: KilndOptions): Promise<TestKilnd> {
         if (m.event.case === "build" && m.event.value.state !== BuildState.QUEUED && m.event.value.state !== BuildState.RUNNING) return m.event.value;
       }
       throw new Error(`build ${id}: its log stream ended without a final record`);
+    },
+    async fastPathRecord(buildId, timeoutMs = 120_000) {
+      const find = () =>
+        out.split("\n").flatMap((line) => {
+          try {
+            const j = JSON.parse(line) as { build?: string; msg?: unknown };
+            return j.build === buildId && typeof j.msg === "string" && j.msg.startsWith("fast path: ") ? [j.msg] : [];
+          } catch {
+            return [];
+          }
+        })[0];
+      await this.waitOutput(new RegExp(`"build":"${buildId}"[^\n]*"msg":"fast path: `), timeoutMs);
+      return find()!;
     },
     waitOutput(re, timeoutMs = 120_000) {
       if (re.test(out)) return Promise.resolve();

@@ -316,6 +316,7 @@ describe("credentials and secrets", () => {
     assert.ok(!log.some((l) => l.includes(argValue)), "the value is in no log line");
     // The image's own config records build args in its history (Docker's semantics: they are not
     // secret), and the base keeps a copy of that config; everything else in it holds no value.
+    await k.fastPathRecord(b.id);
     const stored = JSON.parse(readFileSync(join(dir, "data", "fastpath", "private.json"), "utf8")) as Record<string, unknown>;
     assert.ok(stored.key, "a base was written");
     delete stored.config;

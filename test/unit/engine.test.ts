@@ -22,7 +22,7 @@ import { join } from "node:path";
 const sha = (n: number) => n.toString(16).padStart(40, "0");
 
 /** An engine whose pipeline holds each build, once it has a slot, until release(commit). */
-function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Promise<void> } = {}) {
+function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Promise<void>; afterward?: (commit: string, signal: AbortSignal) => Promise<string> } = {}) {
   for (const d of ["builds", "logs", "tmp"]) mkdirSync(join(dir, d), { recursive: true });
   const running = new Map<string, Deferred<void>>();
   const started = new Map<string, Deferred<void>>();
@@ -32,6 +32,7 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
     return d;
   };
   const killed: string[] = [];
+  const logs = new LogStore(join(dir, "logs"));
   const seams: EngineSeams = {
     async pipeline(a, deps) {
       a.accepted.resolve(); // "fetched"
@@ -46,6 +47,7 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
       } finally {
         release();
       }
+      if (o.afterward) a.afterward = () => o.afterward!(a.spec.commit, a.abort.signal);
     },
     recover: o.recover ?? (async () => undefined),
     async kill(a: ActiveBuild) {
@@ -63,7 +65,7 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
     pushTimeoutSec: 60,
     keepRecords: 100,
     records: new MessageStore(BuildSchema, join(dir, "builds")),
-    logs: new LogStore(join(dir, "logs")),
+    logs,
     git: {} as never,
     // Only for the sweep of working containers; the seams do the rest.
     podman: { env: () => ({}), removeWorkingContainers: async () => undefined } as unknown as Podman,
@@ -75,6 +77,7 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
     engine.submit(validateBuildRequest(create(BuildRequestSchema, { project, source: { kind: { case: "git", value: { url: "https://example.com/r.git", commit: sha(n) } } }, image: "registry.example.com/r" })));
   return {
     engine,
+    logs,
     submit,
     release: (n: number) => gate(running, sha(n)).resolve(),
     started: (n: number) => gate(started, sha(n)).promise,
@@ -141,6 +144,48 @@ describe("build engine (seams)", () => {
     await stopping;
     await assert.rejects(submitted, (err: Error) => /shutting down/.test(err.message));
     await assert.rejects(e.submit("p", 2), (err: Error) => /shutting down/.test(err.message));
+  });
+
+  test("what follows a build's result runs once its log has closed; a cancel or the next build of the project does not cut it short, the next build waits for it; shutdown does", async () => {
+    const events: string[] = [];
+    const gates = new Map<string, { end: Deferred<string>; started: Deferred<AbortSignal> }>();
+    const gate = (commit: string) => gates.get(commit) ?? (gates.set(commit, { end: createDeferred<string>(), started: createDeferred<AbortSignal>() }), gates.get(commit)!);
+    const e = engineWith(dir(), {
+      afterward: async (commit, signal) => {
+        events.push(`after ${commit.slice(-1)} starts`);
+        gate(commit).started.resolve(signal);
+        // As the fast path's registry calls do: an abort ends it.
+        const said = await Promise.race([gate(commit).end.promise, new Promise<never>((_, rej) => signal.addEventListener("abort", () => rej(signal.reason), { once: true }))]);
+        events.push(`after ${commit.slice(-1)} ends`);
+        return said;
+      },
+    });
+    const b1 = await e.submit("p", 1);
+    e.release(1);
+    const signal1 = await gate(sha(1)).started.promise;
+    // The result is out: the record says SUCCEEDED and a follower's stream has ended with it.
+    const lines: string[] = [];
+    for await (const entry of e.logs.read(b1.id, 0, true)) lines.push(entry.text);
+    assert.match(lines.at(-1) ?? "", /^succeeded in \d+ ms$/);
+    assert.equal((await e.engine.get(b1.id)).state, BuildState.SUCCEEDED);
+    assert.equal((await e.engine.cancel(b1.id)).state, BuildState.SUCCEEDED, "a cancel of a build past its result changes nothing");
+    void e.started(2).then(() => events.push("build 2 starts"));
+    const b2 = e.submit("p", 2);
+    // Build 2 accepted: its log says so, and a superseded build would have been told to stop by then.
+    while (e.engine.liveTmpDirs().size < 2) await new Promise((r) => setImmediate(r));
+    const id2 = [...e.engine.liveTmpDirs()].find((id) => id !== b1.id)!;
+    for await (const entry of e.logs.read(id2, 0, true)) if (entry.text.startsWith("accepted: ")) break;
+    assert.equal(signal1.aborted, false, "neither the cancel nor the next build cut it short");
+    gate(sha(1)).end.resolve("fast path: the next build can start from this one");
+    await b2;
+    await e.started(2);
+    assert.deepEqual(events, ["after 1 starts", "after 1 ends", "build 2 starts"]);
+    assert.equal((await e.engine.get(b1.id)).state, BuildState.SUCCEEDED);
+    e.release(2);
+    const signal2 = await gate(sha(2)).started.promise;
+    await e.engine.shutdown("kilnd went to sleep");
+    assert.equal(signal2.aborted, true, "shutdown cuts it short");
+    assert.equal((await e.engine.get((await b2).id)).state, BuildState.SUCCEEDED, "the build stays as it ended");
   });
 
   test("shutdown ends a running build FAILED interrupted (not CANCELLED)", async () => {
