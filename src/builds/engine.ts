@@ -214,9 +214,9 @@ export class BuildEngine {
   }
 
   private async stop(a: ActiveBuild, req: StopRequest): Promise<void> {
-    // Past its result (shutdown during the work after it): that work is cut short, the build stays as it ended.
-    if (isTerminal(a.record.state)) a.abort.abort(new StopSignal(req.reason));
-    else if (!a.stop) {
+    // Past its result, a build has nothing left to stop: a shutdown (the Sleep RPC right after a
+    // build's result included) waits for the work after it, or the next build would find no base.
+    if (!a.stop && !isTerminal(a.record.state)) {
       a.stop = req;
       a.abort.abort(new StopSignal(req.reason));
       a.say(`stopping: ${req.reason}`);
