@@ -107,6 +107,13 @@ describe("scheduler with the local driver", () => {
     assert.ok(d.times?.machineAsleep, "the machine went to sleep");
     assert.ok(!kilndAlive());
     assert.match(kilndLog(), /"msg":"kilnd exiting: sleep"/);
+    // The scheduler asked for sleep right after the result: kilnd finished the fast path's record first.
+    const said = kilndLog()
+      .split("\n")
+      .flatMap((l) => (l.startsWith("{") ? [JSON.parse(l) as { build?: string; msg?: string }] : []));
+    const recorded = said.findIndex((l) => l.build === d.buildId && l.msg?.startsWith("fast path: "));
+    assert.match(said[recorded]?.msg ?? "", /^fast path: the next build of a source change can start from this one/);
+    assert.ok(recorded < said.findIndex((l) => l.msg === "kilnd exiting: sleep"), "before kilnd went to sleep");
     t.diagnostic(`cold: ${ms(d)}`);
   });
 
@@ -115,6 +122,8 @@ describe("scheduler with the local driver", () => {
     const d = await waitFinal(await deployed(await push(sha)));
     assert.equal(d.state, DeploymentState.SUCCEEDED, d.error);
     assert.equal(d.stepsCached, 3, "WORKDIR, COPY static/, RUN echo from cache");
+    const build = JSON.parse(readFileSync(join(machineData(), "builds", `${d.buildId}.json`), "utf8")) as { fastPath?: boolean };
+    assert.equal(build.fastPath, true, "the fast path, on the base recorded before the machine slept");
     assert.equal(d.imageDigest, await reg.digest("test/sched", sha));
     assert.equal(kilndLog().match(/"msg":"kilnd serving"/g)?.length, 2, "woken twice");
     assert.ok(!kilndAlive());
