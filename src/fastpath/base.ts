@@ -20,7 +20,8 @@ import type { ParentImage } from "./run-steps.js";
 // 6: cache-mount RUN steps and context COPYs after the COPY kiln starts from; earlier COPYs to start from (starts).
 // 7: a parent may stand on snapshots of kiln's own steps (ParentImage.layers).
 // 8: RUN steps carry the ARG values they see (a base from before ran them without).
-const VERSION = 8;
+// 9: kiln's label step may come before the final stage's trailing metadata steps (podman/labels.ts).
+const VERSION = 9;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {

@@ -11,6 +11,7 @@
 import { lstat, readFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import dockerignore from "@balena/dockerignore";
+import { KILN_LABEL_STEP } from "../podman/kiln-labels.js";
 import { labelLine } from "../podman/labels.js";
 import { OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, RegistryClient, sha256, type OciManifest } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
@@ -471,14 +472,26 @@ const NO_STEP_IMAGES: StepImages = { finalStageStep: () => undefined, stageStep:
 /** A RUN's line in buildah's history: its ARG values (an ENV's where the image at that step sets the name) before the step. */
 const shownRun = (step: RunStep, parentEnv: readonly string[]) => runHistory(step.history, step.args, [...parentEnv, ...step.env.map(([k, v]) => `${k}=${v}`)]);
 
-/** The image's history must line up with its layers, and end with kiln's label step (rewritten per build). */
+/** The image's history must line up with its layers, and have kiln's label step (rewritten per build) after the last. */
 function checkLayers(manifest: OciManifest, config: ImageConfig): void {
   const history = config.history ?? [];
   const withLayers = history.filter((h) => !h.empty_layer);
   if (manifest.layers.length === 0 || withLayers.length !== manifest.layers.length || config.rootfs.diff_ids.length !== manifest.layers.length) {
     throw new FastPathRefused("the image's history does not line up with its layers");
   }
-  if (!/#\(nop\) LABEL /.test(history.at(-1)?.created_by ?? "") || !history.at(-1)?.empty_layer) throw new FastPathRefused("the image's last step is not kiln's label step");
+  labelStep(history);
+}
+
+/**
+ * Where kiln's label step is in the image's history (podman/labels.ts puts it before the final
+ * stage's trailing metadata steps): the last LABEL of kiln's, with only steps without layers after it.
+ */
+function labelStep(history: NonNullable<ImageConfig["history"]>): number {
+  const at = history.findLastIndex((h) => KILN_LABEL_STEP.test(h.created_by ?? ""));
+  if (at < 0 || !history[at]!.empty_layer || history.slice(at + 1).some((h) => !h.empty_layer)) {
+    throw new FastPathRefused("the image's history has no label step of kiln's after its last layer");
+  }
+  return at;
 }
 
 /**
@@ -525,8 +538,10 @@ function nextConfig(base: FastPathBase, made: { diffId: string; copyDest?: strin
           : { ...history[at], created: now, comment: "kiln fast path: run by kiln on the layers below" };
     });
   }
-  // kiln's label step is the last (checkLayers).
-  history[history.length - 1] = { ...history.at(-1), created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };
+  // kiln's label step (checkLayers), and the metadata steps after it: a full build commits them anew.
+  const at = labelStep(history);
+  history[at] = { ...history[at], created: now, created_by: `/bin/sh -c #(nop) ${labelLine(labels)}` };
+  for (let i = at + 1; i < history.length; i++) history[i] = { ...history[i], created: now };
   return config;
 }
 

@@ -10,6 +10,9 @@ export const LABEL = {
   created: "org.opencontainers.image.created",
 } as const;
 
+/** kiln's label step in an image's history (buildah's created_by): kiln.managed is its first label. */
+export const KILN_LABEL_STEP = /#\(nop\) LABEL "kiln\.managed"="true"/;
+
 export interface KilnLabelInput {
   project: string;
   /** The git URL, credentials taken out. */

@@ -1,10 +1,16 @@
 // kiln's image labels in one Containerfile step. podman build turns every --label into a step
 // of its own, each an image commit (six labels cost over a second on a warm build); one LABEL
-// line appended to a copy of the Containerfile costs one. When that cannot be done safely (a
-// --target that is not the last stage, a value the parser would expand, a trailing line
-// continuation), the labels go as --label flags instead.
+// line in a copy of the Containerfile costs one. The line goes before the final stage's trailing
+// metadata steps (CMD, USER, EXPOSE, ENV, ...), right after its last step that writes files or
+// labels: buildah spends most of a metadata step resolving the USER and WORKDIR it runs with
+// (USER nobody made a LABEL step after it cost ~250 ms against ~70 ms before it, session 17),
+// and those steps can set no label, so the image's config is the same either way; only the
+// history's order differs. When that cannot be done safely (a --target that is not the last
+// stage, a value the parser would expand, a line continuation where the line would go), the
+// labels go as --label flags instead.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DockerfileParser } from "dockerfile-ast";
 
 export interface LabelPlan {
   /** The Containerfile to build: the original, or kiln's copy with the LABEL line. */
@@ -14,10 +20,13 @@ export interface LabelPlan {
 }
 
 const SAFE_VALUE = /^[^"\\$`\r\n]*$/;
-const FROM = /^\s*FROM\s/i;
 
-/** Names the stage a FROM line declares ("FROM x AS name"), if any. */
-const stageName = (line: string) => /\sAS\s+(\S+)\s*$/i.exec(line)?.[1]?.toLowerCase();
+/**
+ * Instructions kiln's LABEL may go before: they change the config but neither the filesystem
+ * nor the labels, and a LABEL with plain values reads nothing they set. WORKDIR (buildah creates
+ * the directory), VOLUME, ONBUILD, LABEL and the steps that write files stay after it.
+ */
+const METADATA_ONLY = new Set(["CMD", "ENTRYPOINT", "USER", "EXPOSE", "ENV", "ARG", "STOPSIGNAL", "HEALTHCHECK", "SHELL"]);
 
 /**
  * edit, when given, rewrites the Containerfile's text first (the secret mounts); the copy is
@@ -39,17 +48,40 @@ export async function planLabels(
     return { containerfile: copy, flagLabels: labels };
   };
   if (!Object.values(labels).every((v) => SAFE_VALUE.test(v))) return fallback();
-  const lines = text.split(/\r?\n/);
-  const lastCode = [...lines].reverse().find((l) => l.trim() !== "" && !l.trim().startsWith("#"));
-  if (lastCode === undefined || /[\\`]\s*$/.test(lastCode)) return fallback();
-  if (target) {
-    const froms = lines.filter((l) => FROM.test(l));
-    if (stageName(froms.at(-1) ?? "") !== target.toLowerCase()) return fallback();
-  }
-  const line = labelLine(labels);
-  await writeFile(copy, `${text}${text.endsWith("\n") ? "" : "\n"}${line}\n`);
+  const at = labelPlace(text, target);
+  if (at === undefined) return fallback();
+  const line = `${labelLine(labels)}\n`;
+  const before = text.slice(0, at);
+  await writeFile(copy, `${before}${before === "" || before.endsWith("\n") ? "" : "\n"}${line}${text.slice(at)}`);
   return { containerfile: copy, flagLabels: {} };
 }
 
-/** The LABEL step kiln appends (the fast path writes the same text into the image's history). */
+/**
+ * Where kiln's LABEL line goes in text: the offset of the line after the final stage's last
+ * instruction that is not METADATA_ONLY (the end of the text when that is the last one), or
+ * undefined when it cannot go in (the target is not the last stage, a line continuation there).
+ */
+export function labelPlace(text: string, target: string | undefined): number | undefined {
+  const file = DockerfileParser.parse(text);
+  const froms = file.getFROMs();
+  const finalFrom = froms.at(-1);
+  if (!finalFrom) return undefined;
+  if (target && finalFrom.getBuildStage()?.toLowerCase() !== target.toLowerCase()) return undefined;
+  const all = file.getInstructions();
+  const stage = all.slice(all.indexOf(finalFrom));
+  let last = stage.length - 1;
+  // A heredoc's body is lines of text a parser may read as instructions: the LABEL goes last.
+  const heredoc = stage.some((i) => i.getArgumentsContent()?.includes("<<"));
+  while (!heredoc && last > 0 && METADATA_ONLY.has(stage[last]!.getKeyword())) last--;
+  const lines = text.split("\n");
+  if (last === stage.length - 1) {
+    const lastCode = [...lines].reverse().find((l) => l.trim() !== "" && !l.trim().startsWith("#"));
+    return lastCode === undefined || /[\\`]\s*$/.test(lastCode) ? undefined : text.length;
+  }
+  const endLine = stage[last]!.getRange().end.line;
+  if (/[\\`]\s*$/.test(lines[endLine] ?? "\\")) return undefined;
+  return lines.slice(0, endLine + 1).reduce((n, l) => n + l.length + 1, 0);
+}
+
+/** The LABEL step kiln writes (the fast path writes the same text into the image's history). */
 export const labelLine = (labels: Record<string, string>) => `LABEL ${Object.entries(labels).map(([k, v]) => `"${k}"="${v}"`).join(" ")}`;

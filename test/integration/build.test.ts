@@ -88,6 +88,24 @@ describe("builds", () => {
     repo.commit(helloApp(base));
   });
 
+  test("kiln's LABEL step comes before the final stage's trailing metadata steps, and the config is the Containerfile's", async () => {
+    const sha = repo.commit({ Containerfile: `FROM ${base}\nCOPY src/ /src/\nLABEL team=infra\nENV A=1\nUSER 1000\nCMD ["cat", "/src/a.txt"]\n` });
+    const b = await build(sha);
+    assert.equal(b.state, BuildState.SUCCEEDED, b.error);
+    const { config } = await viewImage(reg.host, "test/hello", sha);
+    const steps = (config.history ?? []).map((h) => (h.created_by ?? "").replace(/^.*#\(nop\) /, "").split(" ")[0]).slice(-5);
+    assert.deepEqual(steps, ["LABEL", "LABEL", "ENV", "USER", "CMD"]);
+    assert.match(config.history?.at(-4)?.created_by ?? "", /LABEL "kiln\.managed"="true"/, "kiln's, after the user's own LABEL");
+    const c = config.config as { Labels?: Record<string, string>; User?: string; Env?: string[]; Cmd?: string[] };
+    assert.equal(c.Labels?.team, "infra");
+    assert.equal(c.Labels?.["org.opencontainers.image.revision"], sha);
+    assert.equal(c.User, "1000");
+    assert.ok(c.Env?.includes("A=1"));
+    assert.deepEqual(c.Cmd, ["cat", "/src/a.txt"]);
+    assert.equal(b.stepsTotal, 5, "kiln's label step is not counted");
+    repo.commit(helloApp(base));
+  });
+
   test("the pushed image runs and holds the commit's content", () => {
     const out = execFileSync("podman", ["run", "--rm", `${reg.host}/test/hello:${first}`], { env: podmanEnv(), encoding: "utf8" });
     assert.equal(out, "hello from kiln's tests\n");

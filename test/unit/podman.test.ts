@@ -108,4 +108,27 @@ describe("label plan", () => {
     writeFileSync(cf, "FROM base\nRUN true \\\n");
     assert.deepEqual((await planLabels(cf, undefined, labels, tmp)).flagLabels, labels);
   });
+  test("the LABEL goes before the final stage's trailing metadata steps, after its last step that writes files or labels", async () => {
+    const cf = join(dir, "cf3");
+    const line = 'LABEL "kiln.managed"="true" "kiln.project"="p"\n';
+    const labelled = async (text: string, target?: string) => {
+      writeFileSync(cf, text);
+      const plan = await planLabels(cf, target, labels, tmp);
+      assert.deepEqual(plan.flagLabels, {});
+      return readFileSync(plan.containerfile, "utf8");
+    };
+    const tail = 'EXPOSE 8080\nENV A=1 \\\n  B=2\n# the user\nUSER nobody\nCMD ["node", \\\n  "server.js"]\n';
+    assert.equal(await labelled(`FROM base\nWORKDIR /app\nCOPY src/ ./src/\n${tail}`), `FROM base\nWORKDIR /app\nCOPY src/ ./src/\n${line}${tail}`);
+    // A RUN with a continuation ends on its last line; CRLF line ends stay as they are.
+    assert.equal(await labelled("FROM base\r\nRUN a \\\r\n  b\r\nCMD x\r\n"), `FROM base\r\nRUN a \\\r\n  b\r\n${line}CMD x\r\n`);
+    // The user's own LABEL (it may set one of kiln's keys: kiln's wins), WORKDIR, VOLUME and ONBUILD stay before it.
+    for (const step of ["LABEL a=b", "WORKDIR /x", "VOLUME /data", "ONBUILD RUN true"]) {
+      assert.equal(await labelled(`FROM base\nCOPY . .\n${step}\nUSER 1000\n`), `FROM base\nCOPY . .\n${step}\n${line}USER 1000\n`);
+    }
+    // Only metadata after FROM: right after the FROM of the final stage, the earlier stages untouched.
+    assert.equal(await labelled("FROM base AS b\nRUN x\nFROM base AS app\nCMD x\n", "app"), `FROM base AS b\nRUN x\nFROM base AS app\n${line}CMD x\n`);
+    // A heredoc anywhere in the final stage: the LABEL goes last, as it always did.
+    assert.equal(await labelled("FROM base\nRUN <<EOF\nCMD x\nEOF\nUSER 1\n"), `FROM base\nRUN <<EOF\nCMD x\nEOF\nUSER 1\n${line}`);
+    assert.equal(await labelled("FROM base\nRUN true"), `FROM base\nRUN true\n${line}`);
+  });
 });
