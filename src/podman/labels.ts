@@ -10,7 +10,7 @@
 // labels go as --label flags instead.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { DockerfileParser } from "dockerfile-ast";
+import type { Dockerfile } from "dockerfile-ast";
 
 export interface LabelPlan {
   /** The Containerfile to build: the original, or kiln's copy with the LABEL line. */
@@ -48,7 +48,9 @@ export async function planLabels(
     return { containerfile: copy, flagLabels: labels };
   };
   if (!Object.values(labels).every((v) => SAFE_VALUE.test(v))) return fallback();
-  const at = labelPlace(text, target);
+  // Loaded on first use, as the fast path's parser is: it is not part of kilnd's start-up.
+  const { DockerfileParser } = await import("dockerfile-ast");
+  const at = labelPlace(DockerfileParser.parse(text), text, target);
   if (at === undefined) return fallback();
   const line = `${labelLine(labels)}\n`;
   const before = text.slice(0, at);
@@ -57,12 +59,11 @@ export async function planLabels(
 }
 
 /**
- * Where kiln's LABEL line goes in text: the offset of the line after the final stage's last
+ * Where kiln's LABEL line goes in text (file: text parsed): the offset of the line after the final stage's last
  * instruction that is not METADATA_ONLY (the end of the text when that is the last one), or
  * undefined when it cannot go in (the target is not the last stage, a line continuation there).
  */
-export function labelPlace(text: string, target: string | undefined): number | undefined {
-  const file = DockerfileParser.parse(text);
+function labelPlace(file: Dockerfile, text: string, target: string | undefined): number | undefined {
   const froms = file.getFROMs();
   const finalFrom = froms.at(-1);
   if (!finalFrom) return undefined;
