@@ -10,7 +10,6 @@
 // labels go as --label flags instead.
 import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import type { Dockerfile } from "dockerfile-ast";
 
 export interface LabelPlan {
   /** The Containerfile to build: the original, or kiln's copy with the LABEL line. */
@@ -20,13 +19,6 @@ export interface LabelPlan {
 }
 
 const SAFE_VALUE = /^[^"\\$`\r\n]*$/;
-
-/**
- * Instructions kiln's LABEL may go before: they change the config but neither the filesystem
- * nor the labels, and a LABEL with plain values reads nothing they set. WORKDIR (buildah creates
- * the directory), VOLUME, ONBUILD, LABEL and the steps that write files stay after it.
- */
-const METADATA_ONLY = new Set(["CMD", "ENTRYPOINT", "USER", "EXPOSE", "ENV", "ARG", "STOPSIGNAL", "HEALTHCHECK", "SHELL"]);
 
 /**
  * edit, when given, rewrites the Containerfile's text first (the secret mounts); the copy is
@@ -48,40 +40,16 @@ export async function planLabels(
     return { containerfile: copy, flagLabels: labels };
   };
   if (!Object.values(labels).every((v) => SAFE_VALUE.test(v))) return fallback();
-  // Loaded on first use, as the fast path's parser is: it is not part of kilnd's start-up.
-  const { DockerfileParser } = await import("dockerfile-ast");
-  const at = labelPlace(DockerfileParser.parse(text), text, target);
+  // Loaded on first use, as the fast path's parser is: it is not part of kilnd's start-up. A
+  // module of ours, not dockerfile-ast itself: a CommonJS package imported dynamically from the
+  // bundle has no named exports.
+  const { labelPlace } = await import("./label-place.js");
+  const at = labelPlace(text, target);
   if (at === undefined) return fallback();
   const line = `${labelLine(labels)}\n`;
   const before = text.slice(0, at);
   await writeFile(copy, `${before}${before === "" || before.endsWith("\n") ? "" : "\n"}${line}${text.slice(at)}`);
   return { containerfile: copy, flagLabels: {} };
-}
-
-/**
- * Where kiln's LABEL line goes in text (file: text parsed): the offset of the line after the final stage's last
- * instruction that is not METADATA_ONLY (the end of the text when that is the last one), or
- * undefined when it cannot go in (the target is not the last stage, a line continuation there).
- */
-function labelPlace(file: Dockerfile, text: string, target: string | undefined): number | undefined {
-  const froms = file.getFROMs();
-  const finalFrom = froms.at(-1);
-  if (!finalFrom) return undefined;
-  if (target && finalFrom.getBuildStage()?.toLowerCase() !== target.toLowerCase()) return undefined;
-  const all = file.getInstructions();
-  const stage = all.slice(all.indexOf(finalFrom));
-  let last = stage.length - 1;
-  // A heredoc's body is lines of text a parser may read as instructions: the LABEL goes last.
-  const heredoc = stage.some((i) => i.getArgumentsContent()?.includes("<<"));
-  while (!heredoc && last > 0 && METADATA_ONLY.has(stage[last]!.getKeyword())) last--;
-  const lines = text.split("\n");
-  if (last === stage.length - 1) {
-    const lastCode = [...lines].reverse().find((l) => l.trim() !== "" && !l.trim().startsWith("#"));
-    return lastCode === undefined || /[\\`]\s*$/.test(lastCode) ? undefined : text.length;
-  }
-  const endLine = stage[last]!.getRange().end.line;
-  if (/[\\`]\s*$/.test(lines[endLine] ?? "\\")) return undefined;
-  return lines.slice(0, endLine + 1).reduce((n, l) => n + l.length + 1, 0);
 }
 
 /** The LABEL step kiln writes (the fast path writes the same text into the image's history). */
