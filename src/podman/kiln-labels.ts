@@ -10,8 +10,8 @@ export const LABEL = {
   created: "org.opencontainers.image.created",
 } as const;
 
-/** kiln's label step in an image's history (buildah's created_by): kiln.managed is its first label. */
-export const KILN_LABEL_STEP = /#\(nop\) LABEL "kiln\.managed"="true"/;
+/** kiln's label step in an image's history (buildah's created_by): LABEL.managed is its first label (kilnLabels). */
+export const KILN_LABEL_STEP = new RegExp(`#\\(nop\\) LABEL "${LABEL.managed.replaceAll(".", "\\.")}"="true"`);
 
 export interface KilnLabelInput {
   project: string;

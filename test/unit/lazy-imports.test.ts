@@ -12,9 +12,7 @@ import { test } from "node:test";
 const ROOT = new URL("../..", import.meta.url).pathname;
 
 /** Every file under dir ending in .ts. */
-function sources(dir: string): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? sources(join(dir, e.name)) : e.name.endsWith(".ts") ? [join(dir, e.name)] : []));
-}
+const sources = (dir: string) => readdirSync(dir, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".ts")).map((f) => join(dir, f));
 
 /** The packages a source loads at run time with import() (`await import("x")`, `import("x").then`), not types (`import("x").Name`). */
 function lazyPackages(text: string): string[] {
