@@ -7,7 +7,8 @@ import { BaseImageSchema, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/bui
 import { KilnError } from "../errors/kiln-error.js";
 import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
-import type { GitCache } from "../git/cache.js";
+import type { Checkout, GitCache } from "../git/cache.js";
+import { changedFiles } from "../git/diff.js";
 import { gitEnv } from "../git/env.js";
 import { buildCommand, IMAGE_ID_LINE, SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
 import type { Podman } from "../podman/podman.js";
@@ -79,7 +80,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
   const git = (args: string[], quiet?: boolean) => buildExec(a, "git", "git", args, gitEnv(deps.podman.env(), a.spec.git), { quiet: quiet ?? false });
   const f0 = Date.now();
   const outcome = await deps.git.ensureCommit(a.spec.project, a.spec.git, a.spec.commit, git);
-  const checkout = await deps.git.checkout(a.spec.project, a.spec.commit, git);
+  const diff = changedFiles(deps.git.repoOf(a.spec.project), { env: gitEnv(deps.podman.env()), signal: a.abort.signal });
+  const { dir: checkout, changed } = await deps.git.checkout(a.spec.project, a.spec.commit, git, diff);
   const contextDir = await resolveInside(checkout, a.spec.context, "context");
   if (!(await stat(contextDir)).isDirectory()) throw new KilnError("failed_precondition", `context: ${JSON.stringify(a.spec.context)} is not a directory in the commit`);
   const containerfile = await findContainerfile(checkout, a);
@@ -109,7 +111,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     for (const b of bases.images) a.say(`base: ${b.reference} is ${b.digest}`);
     for (const u of bases.unresolved) a.say(`base: ${u} not looked up${bases.pullIfNewer ? "; buildah pulls what the registry has newer" : ""}`);
     const registry = a.spec.image.registry;
-    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, bases, { checkout, contextDir, containerfile, labels }) : undefined;
+    const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, bases, { checkout, changed, contextDir, containerfile, labels }) : undefined;
     if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
       return;
     }
@@ -224,7 +226,7 @@ function fastPathInput(
   registry: string,
   secrets: BuildSecrets,
   bases: ResolvedBases,
-  at: { checkout: string; contextDir: string; containerfile: string; labels: Record<string, string> },
+  at: { checkout: string; changed: Checkout["changed"]; contextDir: string; containerfile: string; labels: Record<string, string> },
 ): FastPathInput {
   return {
     project: a.spec.project,
@@ -242,6 +244,7 @@ function fastPathInput(
     baseImages: bases.unresolved.length > 0 ? undefined : bases.images,
     gitDir: deps.git.repoOf(a.spec.project),
     checkout: at.checkout,
+    ...(at.changed ? { changed: at.changed } : {}),
     contextDir: at.contextDir,
     containerfilePath: at.containerfile,
     labels: at.labels,

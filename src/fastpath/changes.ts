@@ -6,7 +6,8 @@
 // show (.gitattributes: line endings, filters) counts as reaching everything.
 import { realpath } from "node:fs/promises";
 import { posix, relative, sep } from "node:path";
-import { errorSummary, exec } from "../process/exec.js";
+import { changedFiles } from "../git/diff.js";
+import type { Checkout } from "../git/cache.js";
 import { readsOf, reaches } from "./reach.js";
 import { FastPathRefused } from "./refused.js";
 
@@ -15,6 +16,8 @@ export interface ChangeInput {
   checkout: string;
   contextDir: string;
   commit: string;
+  /** What the checkout found changed since the commit it held before. */
+  changed?: Checkout["changed"];
   env: Record<string, string>;
   signal: AbortSignal;
 }
@@ -64,10 +67,16 @@ async function where(input: ChangeInput): Promise<{ root: string; context: strin
   return { root, context: relative(root, input.contextDir).split(sep).join("/") };
 }
 
-/** Files that differ between the base commit and this one, relative to the repository root. */
+/**
+ * Files that differ between the base commit and this one, relative to the repository root: the
+ * checkout's list when it compared the same two commits, else git's.
+ */
 export async function changedPaths(input: ChangeInput, baseCommit: string): Promise<string[]> {
-  const r = await exec("git", ["--git-dir", input.gitDir, "diff", "--no-renames", "--name-only", "-z", baseCommit, input.commit], { env: input.env, timeoutMs: 30_000, signal: input.signal });
-  input.signal.throwIfAborted();
-  if (r.exitCode !== 0) throw new FastPathRefused(`git diff against the last full build's commit failed: ${errorSummary(r)}`);
-  return r.stdout.split("\0").filter(Boolean);
+  if (input.changed?.since === baseCommit) return input.changed.paths;
+  try {
+    return await changedFiles(input.gitDir, input)(baseCommit, input.commit);
+  } catch (e) {
+    input.signal.throwIfAborted();
+    throw new FastPathRefused(`the change since the last full build's commit could not be listed: ${(e as Error).message}`);
+  }
 }

@@ -22,6 +22,7 @@ import { laterStarts } from "./later-starts.js";
 import { runHistory } from "./build-args.js";
 import { FastPathRefused } from "./refused.js";
 import type { TarEntry } from "../image/tar-entries.js";
+import type { Checkout } from "../git/cache.js";
 import type { LocalImage, Podman } from "../podman/podman.js";
 import type { Layer } from "./layer.js";
 
@@ -44,6 +45,8 @@ export interface FastPathInput extends BaseKeyInput {
   gitDir: string;
   /** The checkout, the context in it and the Containerfile's absolute path. */
   checkout: string;
+  /** The files the checkout found changed since the commit it held before (changes.ts uses them when that is the base's). */
+  changed?: Checkout["changed"];
   contextDir: string;
   containerfilePath: string;
   /** kiln's labels for this build, in the order the full build writes them. */

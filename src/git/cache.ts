@@ -1,12 +1,13 @@
 // The per-project git cache on the volume: a bare repository fetched incrementally (only the
 // requested commit and what it needs), and the commit's tree materialised as the build context.
 import { access, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { join, posix } from "node:path";
 import { constants as zlibConstants, inflateSync } from "node:zlib";
 import { KilnError } from "../errors/kiln-error.js";
 import { errorSummary } from "../process/exec.js";
 import type { RunResult } from "../process/run.js";
 import { createKeyedLock } from "../util/keyed-lock.js";
+import type { ChangedFiles } from "./diff.js";
 import type { GitUrl } from "./url.js";
 
 /** Runs git with the given arguments under the caller's logging (none when quiet) and cancellation. */
@@ -14,6 +15,12 @@ export type GitExec = (args: string[], quiet?: boolean) => Promise<RunResult>;
 
 /** How a head commit stands to a base commit (CompareCommits). */
 export type CommitRelation = "identical" | "ahead" | "behind" | "diverged";
+
+export interface Checkout {
+  dir: string;
+  /** The files that differ from the commit the checkout held before (repository paths), when git compared the two. */
+  changed?: { since: string; paths: string[] };
+}
 
 export interface FetchOutcome {
   /** False when the commit was in the cache already. */
@@ -154,11 +161,11 @@ export function createGitCache(root: string, workRoot: string) {
    * Puts the commit's tree in the project's checkout directory. Incremental: git rewrites only
    * the files that differ from the last checkout and removes the ones that are gone.
    */
-  function checkout(project: string, commit: string, git: GitExec): Promise<string> {
-    return withRepo(project, () => checkoutHeld(project, commit, git));
+  function checkout(project: string, commit: string, git: GitExec, diff: ChangedFiles): Promise<Checkout> {
+    return withRepo(project, () => checkoutHeld(project, commit, git, diff));
   }
 
-  async function checkoutHeld(project: string, commit: string, git: GitExec): Promise<string> {
+  async function checkoutHeld(project: string, commit: string, git: GitExec, diff: ChangedFiles): Promise<Checkout> {
     const repo = repoOf(project);
     const dir = checkoutOf(project);
     const index = indexOf(project);
@@ -177,22 +184,21 @@ export function createGitCache(root: string, workRoot: string) {
     const known = FULL_SHA.test(held) && (await access(index).then(() => true, () => false));
     await writeFile(heldFile, "");
     let r: RunResult;
+    let changed: Checkout["changed"];
     if (!known) r = await afresh();
     else {
       await mkdir(dir, { recursive: true });
       // read-tree rewrites only the files whose blobs changed; a changed .gitattributes (line
       // endings, filters) changes how unchanged blobs are written out: then every file is
       // written anew. git compares the two commits while read-tree runs (it reads no index).
-      const [attrs, tree] = await Promise.all([
-        held === commit ? undefined : git(["--git-dir", repo, "diff-tree", "--name-only", "-r", held, commit, "--", ".gitattributes", ":(glob)**/.gitattributes"], true),
-        readTree(),
-      ]);
+      const [paths, tree] = await Promise.all([held === commit ? [] : diff(held, commit).catch(() => undefined), readTree()]);
+      if (paths) changed = { since: held, paths };
       // A failed read-tree is a torn index or directory (a crash mid-checkout): start over.
-      r = tree.exitCode !== 0 || (attrs && (attrs.exitCode !== 0 || attrs.stdout.trim() !== "")) ? await afresh() : tree;
+      r = tree.exitCode !== 0 || !paths || paths.some((p) => posix.basename(p) === ".gitattributes") ? await afresh() : tree;
     }
     if (r.exitCode !== 0) throw new KilnError("internal", `checkout of ${commit} failed: ${errorSummary(r)}`);
     await writeFile(heldFile, commit);
-    return dir;
+    return { dir, ...(changed ? { changed } : {}) };
   }
 
   /** Fetches both commits (as a build would) and asks git which one is the other's ancestor. */

@@ -9,14 +9,16 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { KilnError } from "../../src/errors/kiln-error.js";
 import { createGitCache, type GitExec } from "../../src/git/cache.js";
+import { changedFiles } from "../../src/git/diff.js";
 import { gitEnv } from "../../src/git/env.js";
 import { parseGitUrl } from "../../src/git/url.js";
 import { passThroughEnv } from "../../src/podman/podman.js";
 import { run } from "../../src/process/run.js";
-import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
+import { makeRepo, type Files, type TestRepo } from "../helpers/git-repo.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
 const git: GitExec = async (args) => (await run("git", args, { env: gitEnv(passThroughEnv(process.env)) })).result;
+const diffIn = (cacheDir: string, project: string) => changedFiles(join(cacheDir, `${project}.git`), { env: gitEnv(passThroughEnv(process.env)) });
 
 /** Every entry under dir: its type, the owner's execute bit, and its content or link target. */
 function tree(dir: string, at = ""): Record<string, string> {
@@ -50,19 +52,21 @@ describe("git cache", () => {
     const repo = makeRepo(join(dir, "src-a"), { "a.txt": "one\ntwo\n", "lib/b.txt": "b\n", "run.sh": "#!/bin/sh\n" });
     const cache = createGitCache(join(dir, "cache-a"), join(dir, "work-a"));
     const url = parseGitUrl(repo.url);
-    const commits = [
-      repo.head(),
-      repo.commit({ "a.txt": "one\ntwo\nthree\n", "lib/c.txt": "c\n" }),
-      repo.commit({ "lib/b.txt": null, "link.txt": { symlink: "a.txt" }, "run.sh": { content: "#!/bin/sh\n", mode: 0o755 } }),
+    const changes: Files[] = [
+      { "a.txt": "one\ntwo\nthree\n", "lib/c.txt": "c\n" },
+      { "lib/b.txt": null, "link.txt": { symlink: "a.txt" }, "run.sh": { content: "#!/bin/sh\n", mode: 0o755 } },
       // Only the attributes change: every text file is written anew with CRLF line endings.
-      repo.commit({ ".gitattributes": "*.txt text eol=crlf\n" }),
-      repo.commit({ "lib/c.txt": "c, edited\n" }),
-      repo.commit({ ".gitattributes": null }),
+      { ".gitattributes": "*.txt text eol=crlf\n" },
+      { "lib/c.txt": "c, edited\n" },
+      { ".gitattributes": null },
     ];
+    const commits = [repo.head(), ...changes.map((c) => repo.commit(c))];
     for (const [i, commit] of commits.entries()) {
       await cache.ensureCommit("a", url, commit, git);
-      const out = await cache.checkout("a", commit, git);
-      assert.deepEqual(tree(out), archived(repo, commit, join(dir, `archive-a-${i}`)), `commit ${i}`);
+      const out = await cache.checkout("a", commit, git, diffIn(join(dir, "cache-a"), "a"));
+      assert.deepEqual(tree(out.dir), archived(repo, commit, join(dir, `archive-a-${i}`)), `commit ${i}`);
+      // What the fast path is handed: the files this commit wrote, deleted or changed the mode of, since the one checked out before.
+      assert.deepEqual(out.changed, i === 0 ? undefined : { since: commits[i - 1], paths: Object.keys(changes[i - 1]!).sort() }, `commit ${i}'s changes`);
     }
     assert.match(tree(join(dir, "work-a", "a"))["a.txt"] ?? "", /^file - "one\\ntwo\\nthree\\n"$/, "the last checkout has LF again");
   });
@@ -73,7 +77,7 @@ describe("git cache", () => {
     const url = parseGitUrl(repo.url);
     const first = repo.head();
     await cache.ensureCommit("b", url, first, git);
-    const out = await cache.checkout("b", first, git);
+    const out = (await cache.checkout("b", first, git, diffIn(join(dir, "cache-b"), "b"))).dir;
     // A checkout of another commit was killed after writing its new file and b.txt, before the
     // index: the marker says a checkout was under way. read-tree --reset rewrites a file whose
     // stat the index does not match, but leaves a file the index never had.
@@ -82,7 +86,7 @@ describe("git cache", () => {
     writeFileSync(join(dir, "cache-b", "b.git", "kiln-checkout"), "");
     const second = repo.commit({ "a.txt": "a, edited\n" });
     await cache.ensureCommit("b", url, second, git);
-    await cache.checkout("b", second, git);
+    await cache.checkout("b", second, git, diffIn(join(dir, "cache-b"), "b"));
     assert.deepEqual(tree(out), archived(repo, second, join(dir, "archive-b")));
   });
 
@@ -101,7 +105,7 @@ describe("git cache", () => {
     const third = repo.commit({ "a.txt": "a, third\n" });
     removeTree(repo.dir);
     assert.deepEqual(await cache.ensureCommit("c", url, first, git), { fetched: false });
-    const out = await cache.checkout("c", first, git);
+    const out = (await cache.checkout("c", first, git, diffIn(join(dir, "cache-c"), "c"))).dir;
     assert.equal(readFileSync(join(out, "a.txt"), "utf8"), "a\n");
     await assert.rejects(cache.ensureCommit("c", url, third, git), (e: unknown) => e instanceof KilnError && e.code === "not_found");
   });
