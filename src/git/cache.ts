@@ -1,6 +1,6 @@
 // The per-project git cache on the volume: a bare repository fetched incrementally (only the
 // requested commit and what it needs), and the commit's tree materialised as the build context.
-import { access, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
+import { access, appendFile, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
 import { constants as zlibConstants, inflateSync } from "node:zlib";
 import { KilnError } from "../errors/kiln-error.js";
@@ -48,21 +48,25 @@ export function createGitCache(root: string, workRoot: string) {
   // a lock file found when one starts is then stale, and is removed.
   const withRepo = createKeyedLock();
 
-  async function ensureRepo(project: string, git: GitExec): Promise<string> {
+  /** The project's bare repository, made when it is not there yet (created: it holds no commit). */
+  async function ensureRepo(project: string, git: GitExec): Promise<{ repo: string; created: boolean }> {
     const repo = repoOf(project);
+    let created = false;
     try {
       await access(join(repo, "HEAD"));
     } catch {
       await mkdir(root, { recursive: true });
       const r = await git(["init", "--bare", "--quiet", "--", repo]);
       if (r.exitCode !== 0) throw new KilnError("internal", `git init failed: ${r.stderrTail.at(-1) ?? ""}`);
-      // kilnd owns maintenance; an automatic gc must never run in the middle of a build.
-      await git(["--git-dir", repo, "config", "gc.auto", "0"]);
+      // kilnd owns maintenance; an automatic gc must never run in the middle of a build. Written
+      // into the new repository's config as `git config gc.auto 0` would (a process fewer on a first build).
+      await appendFile(join(repo, "config"), "[gc]\n\tauto = 0\n");
+      created = true;
     }
     // A cancelled or killed git leaves its lock files: only one git runs per project, so any
     // lock found here is stale.
     await Promise.all(STALE_LOCKS.map((l) => rm(join(repo, l), { force: true })));
-    return repo;
+    return { repo, created };
   }
 
   /**
@@ -97,7 +101,7 @@ export function createGitCache(root: string, workRoot: string) {
   }
 
   async function ensureCommitHeld(project: string, url: GitUrl, commit: string, git: GitExec): Promise<FetchOutcome> {
-    const repo = await ensureRepo(project, git);
+    const { repo, created } = await ensureRepo(project, git);
     // The cache answers for the URL it was fetched from. A request naming another URL fetches
     // from it (a quick negotiation when the objects are here): that URL must have the commit,
     // or the image would be labelled with a source it never came from.
@@ -115,7 +119,7 @@ export function createGitCache(root: string, workRoot: string) {
       }
     }
     let outcome: FetchOutcome;
-    if (!(await hasCommit(repo, commit, git))) outcome = await fetchCommit(repo, url, commit, git);
+    if (created || !(await hasCommit(repo, commit, git))) outcome = await fetchCommit(repo, url, commit, git);
     else {
       // git does not ask the server for a commit it has: the URL's branches are fetched instead.
       await fetchBranches(repo, url, git);

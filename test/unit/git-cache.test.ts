@@ -71,6 +71,19 @@ describe("git cache", () => {
     assert.match(tree(join(dir, "work-a", "a"))["a.txt"] ?? "", /^file - "one\\ntwo\\nthree\\n"$/, "the last checkout has LF again");
   });
 
+  test("a new cache repository is fetched into at once and has git's automatic gc off", async () => {
+    const repo = makeRepo(join(dir, "src-d"), { "a.txt": "a\n" });
+    const cache = createGitCache(join(dir, "cache-d"), join(dir, "work-d"));
+    const ran: string[][] = [];
+    const logged: GitExec = (args, quiet) => (ran.push(args), git(args, quiet));
+    assert.deepEqual(await cache.ensureCommit("d", parseGitUrl(repo.url), repo.head(), logged), { fetched: true });
+    assert.deepEqual(
+      ran.map((args) => args.find((a) => ["init", "fetch", "cat-file", "config"].includes(a))),
+      ["init", "fetch"],
+    );
+    assert.equal(execFileSync("git", ["--git-dir", join(dir, "cache-d", "d.git"), "config", "--get", "gc.auto"], { encoding: "utf8" }).trim(), "0");
+  });
+
   test("a checkout that did not finish is written afresh (read-tree would leave the files it added)", async () => {
     const repo = makeRepo(join(dir, "src-b"), { "a.txt": "a\n", "b.txt": "b\n" });
     const cache = createGitCache(join(dir, "cache-b"), join(dir, "work-b"));
