@@ -68,15 +68,24 @@ async function where(input: ChangeInput): Promise<{ root: string; context: strin
 }
 
 /**
- * Files that differ between the base commit and this one, relative to the repository root: the
- * checkout's list when it compared the same two commits, else git's.
+ * Files that differ between the base commit and this one, relative to the repository root, and
+ * who listed them: the checkout, when it compared the same two commits, else git now.
  */
-export async function changedPaths(input: ChangeInput, baseCommit: string): Promise<string[]> {
-  if (input.changed?.since === baseCommit) return input.changed.paths;
+export async function changedPaths(input: ChangeInput, baseCommit: string): Promise<{ paths: string[]; listedBy: "checkout" | "git" }> {
+  if (input.changed?.since === baseCommit) return { paths: input.changed.paths, listedBy: "checkout" };
   try {
-    return await changedFiles(input.gitDir, input)(baseCommit, input.commit);
+    return { paths: await changedFiles(input.gitDir, input)(baseCommit, input.commit), listedBy: "git" };
   } catch (e) {
     input.signal.throwIfAborted();
     throw new FastPathRefused(`the change since the last full build's commit could not be listed: ${(e as Error).message}`);
   }
+}
+
+/** The build log's line for a change: how many files, since which commit, who listed them, the first few. */
+export function changeLine(baseCommit: string, c: { paths: readonly string[]; listedBy: "checkout" | "git" }, shown = 5): string {
+  const n = c.paths.length;
+  const by = c.listedBy === "checkout" ? "the checkout's list" : "git diff-tree";
+  if (n === 0) return `fast path: no file changed since ${baseCommit.slice(0, 12)} (${by})`;
+  const names = c.paths.slice(0, shown).join(", ") + (n > shown ? `, and ${n - shown} more` : "");
+  return `fast path: ${n} file${n === 1 ? "" : "s"} changed since ${baseCommit.slice(0, 12)} (${by}): ${names}`;
 }

@@ -317,10 +317,12 @@ export function createFastPath(o: FastPathOptions) {
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
     if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
-    const { changedPaths, checkChanges, firstRead } = await import("./changes.js");
+    const { changedPaths, changeLine, checkChanges, firstRead } = await import("./changes.js");
     const ig = ignore().add(ignoreText.split(/\r?\n/));
     const ignored = (p: string) => ig.ignores(p);
-    const changed = await changedPaths(input, base.commit);
+    const listed = await changedPaths(input, base.commit);
+    input.say(changeLine(base.commit, listed));
+    const changed = listed.paths;
     const registry = clientFor(input);
     const push = async (config: ImageConfig, layers: OciManifest["layers"], newBlobs: [string, Buffer][], started: Promise<unknown>[] = [], next: Partial<FastPathBase> = {}) => {
       const configBytes = Buffer.from(JSON.stringify(config));

@@ -93,9 +93,17 @@ export function describeApps(w: FastPathWorld, apps: App[]): void {
       });
       for (const change of app.changes) {
         test(`${change.kind}: ${change.fast ? "fast, and equal to the full build" : "the full build runs"}`, async () => {
-          const commit = repo.commit(typeof change.files === "function" ? change.files(w.base) : change.files, change.kind);
+          const files = typeof change.files === "function" ? change.files(w.base) : change.files;
+          const before = repo.head();
+          const commit = repo.commit(files, change.kind);
           const { f } = await buildBoth(repo, app, commit);
           assert.equal(f.fastPath, change.fast, await logText(w.fast, f.id));
+          if (change.fast) {
+            // The change as the fast path took it: git's list from the checkout, which held the last build's commit.
+            const paths = Object.keys(files).sort();
+            const line = `fast path: ${paths.length} file${paths.length === 1 ? "" : "s"} changed since ${before.slice(0, 12)} (the checkout's list): ${paths.slice(0, 5).join(", ")}`;
+            assert.ok((await logText(w.fast, f.id)).includes(line), `the log has no line ${JSON.stringify(line)}`);
+          }
           if (!change.fast) assert.match(await logText(w.fast, f.id), /fast path: not taken: /);
           if (change.log) assert.match(await logText(w.fast, f.id), change.log);
           if (change.notLog) assert.doesNotMatch(await logText(w.fast, f.id), change.notLog);
