@@ -16,6 +16,15 @@ export interface PodmanImage {
   Labels?: Record<string, string> | null;
 }
 
+/**
+ * podman's answer that storage holds no such image ("image not known": exit code 125 from image
+ * inspect, 1 from rmi), told apart from every other failure: a podman killed mid-answer has not
+ * said the image is gone.
+ */
+export function imageUnknown(r: ExecResult): boolean {
+  return r.exitCode !== 0 && !r.signal && /image not known|no such image/i.test(r.stderr);
+}
+
 export interface RuncContainer {
   id: string;
   bundle: string;

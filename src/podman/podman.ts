@@ -3,7 +3,7 @@
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { errorSummary } from "../process/exec.js";
-import { cli } from "./cli.js";
+import { cli, imageUnknown } from "./cli.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import { mountPoints } from "../util/mounts.js";
 import type { StorageLayout } from "./storage-config.js";
@@ -57,10 +57,15 @@ export function createPodman(opts: PodmanOptions) {
     async tag(image: string, names: string[]): Promise<boolean> {
       return (await cli.buildahTag(env(), image, names)).exitCode === 0;
     },
-    /** The image's full ID, layers (diff IDs) and config, or undefined when storage has no such image. */
+    /**
+     * The image's full ID, layers (diff IDs) and config, or undefined when storage has no such
+     * image. Any other failure throws: a podman killed mid-answer (a signal to kilnd's process
+     * group) has not said the image is gone.
+     */
     async inspectImage(image: string): Promise<LocalImage | undefined> {
       const r = await cli.imageInspect(env(), image);
-      if (r.exitCode !== 0) return undefined;
+      if (imageUnknown(r)) return undefined;
+      if (r.exitCode !== 0) throw new Error(`podman image inspect ${image.slice(0, 19)} failed: ${errorSummary(r)}`);
       const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"]; History?: LocalImage["history"] }[];
       return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {}, history: i.History ?? [] } : undefined;
     },

@@ -21,6 +21,8 @@ export interface ExecResult {
   stderr: string;
   /** Ended by the deadline. */
   timedOut: boolean;
+  /** The signal that ended it (a deadline's, a cancel's, or one sent from outside kilnd). */
+  signal?: string;
 }
 
 export async function exec(file: string, args: readonly string[], o: ExecOptions): Promise<ExecResult> {
@@ -37,20 +39,23 @@ export async function exec(file: string, args: readonly string[], o: ExecOptions
   const feeding = o.stdin && child.stdin ? pipeline(o.stdin, child.stdin).catch((e: unknown) => (child.kill("SIGKILL"), e as Error)) : undefined;
   const r = await child;
   const fed = await feeding;
-  if (fed instanceof Error) return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: `${String(r.stderr ?? "")}\n${fed.message}`.trim(), timedOut: r.timedOut === true };
+  const signal = r.signal ? { signal: r.signal } : {};
+  if (fed instanceof Error) return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: `${String(r.stderr ?? "")}\n${fed.message}`.trim(), timedOut: r.timedOut === true, ...signal };
   const stderr = String(r.stderr ?? "");
   // A command that never started (no such file) has its reason in execa's message.
   const why = r.failed && r.exitCode === undefined && !r.timedOut && !r.isCanceled ? String(r.originalMessage ?? r.shortMessage ?? "") : "";
-  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: stderr || why, timedOut: r.timedOut === true };
+  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: stderr || why, timedOut: r.timedOut === true, ...signal };
 }
 
 /**
  * What went wrong, in one line, for exec's results and run's alike: the last line of stderr that
  * says "error" (podman and buildah print warnings after it), else the last that says anything,
- * else the exit code.
+ * else the exit code; a process a signal ended says so first.
  */
-export function errorSummary(r: { exitCode: number; stderr?: string; stderrTail?: readonly string[]; timedOut?: boolean }): string {
+export function errorSummary(r: { exitCode: number; stderr?: string; stderrTail?: readonly string[]; timedOut?: boolean; signal?: string }): string {
   if (r.timedOut) return "timed out";
   const lines = (r.stderrTail ?? r.stderr?.split("\n") ?? []).map((l) => l.trim()).filter(Boolean);
-  return lines.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? lines.at(-1) ?? `exit code ${r.exitCode}`;
+  const said = lines.filter((l) => /^Error:|error/i.test(l)).at(-1) ?? lines.at(-1);
+  if (r.signal) return `killed by ${r.signal}${said ? `: ${said}` : ""}`;
+  return said ?? `exit code ${r.exitCode}`;
 }

@@ -2,7 +2,7 @@
 // kiln.project), keep the newest N for a fast rollback and remove the rest. Base images carry
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
-import { cli, type PodmanImage } from "../podman/cli.js";
+import { cli, imageUnknown, type PodmanImage } from "../podman/cli.js";
 import { readKilnLabels } from "../podman/kiln-labels.js";
 import { parseStageTag } from "../podman/stage-images.js";
 import { errorSummary } from "../process/exec.js";
@@ -60,7 +60,7 @@ export async function removeImages(env: Record<string, string>, ids: readonly st
   const failed: string[] = [];
   for (const id of ids) {
     const r = await cli.rmi(env, id);
-    if (r.exitCode !== 0 && !/image not known|no such image/i.test(r.stderr)) failed.push(`${id.slice(0, 12)}: ${errorSummary(r)}`);
+    if (r.exitCode !== 0 && !imageUnknown(r)) failed.push(`${id.slice(0, 12)}: ${errorSummary(r)}`);
   }
   // Layers nothing refers to any more: intermediates of cancelled builds and the like.
   await cli.imagePrune(env);

@@ -60,8 +60,12 @@ describe("builder machine image", () => {
   const build = async (client: ReturnType<typeof clientFor>, commit: string) => {
     const { build: b } = await client.build({ project: "app", source: { kind: { case: "git", value: { url: repo.url, commit } } }, image: `${reg.host}/test/image-app` });
     let final;
-    for await (const m of client.streamLogs({ buildId: b!.id, follow: true, afterSeq: 1n << 40n })) if (m.event.case === "build") final = m.event.value;
-    return final!;
+    const lines: string[] = [];
+    for await (const m of client.streamLogs({ buildId: b!.id, follow: true })) {
+      if (m.event.case === "build") final = m.event.value;
+      else if (m.event.case === "line") lines.push(m.event.value.text);
+    }
+    return { ...final!, log: lines.join("\n") };
   };
 
   test("with a volume at the storage root: native overlay, a real build, exit 0 on SIGTERM, the cache kept across a restart", async (t) => {
@@ -83,7 +87,7 @@ describe("builder machine image", () => {
     const sha = repo.commit({ "src/a.txt": "after a restart\n" });
     const warm = await build(second.client, sha);
     assert.equal(warm.state, BuildState.SUCCEEDED, warm.error);
-    assert.equal(warm.stepsCached, 3, "the volume kept the layer cache");
+    assert.equal(warm.stepsCached, 3, `the volume kept the layer cache; the build's log:\n${warm.log}\nthe first container's log:\n${podman("logs", `${volume}-a`)}`);
     assert.equal(warm.imageDigest, await reg.digest("test/image-app", sha));
     t.diagnostic(`warm build in the container: ${Number(warm.durations!.total!.seconds) * 1000 + warm.durations!.total!.nanos / 1e6} ms`);
     podman("stop", "-t", "10", `${volume}-b`);

@@ -4,6 +4,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
 import { buildCommand } from "../../src/podman/build-command.js";
+import { imageUnknown } from "../../src/podman/cli.js";
 import { planLabels } from "../../src/podman/labels.js";
 import { createStepCounter } from "../../src/podman/step-counter.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
@@ -130,5 +131,16 @@ describe("label plan", () => {
     // A heredoc anywhere in the final stage: the LABEL goes last, as it always did.
     assert.equal(await labelled("FROM base\nRUN <<EOF\nCMD x\nEOF\nUSER 1\n"), `FROM base\nRUN <<EOF\nCMD x\nEOF\nUSER 1\n${line}`);
     assert.equal(await labelled("FROM base\nRUN true"), `FROM base\nRUN true\n${line}`);
+  });
+});
+
+describe("an image storage does not hold", () => {
+  const result = (exitCode: number, stderr: string, signal?: string) => ({ exitCode, stdout: "", stderr, timedOut: false, ...(signal ? { signal } : {}) });
+  test("podman's own answer, from image inspect (125) and rmi (1), is told apart from a failure", () => {
+    assert.equal(imageUnknown(result(125, "Error: inspecting object: 0a1b: image not known")), true);
+    assert.equal(imageUnknown(result(1, "Error: sha256:0a1b: image not known")), true);
+    assert.equal(imageUnknown(result(125, "Error: database is locked")), false);
+    assert.equal(imageUnknown(result(-1, "", "SIGTERM")), false, "a podman killed mid-answer has not said the image is gone");
+    assert.equal(imageUnknown(result(0, "")), false);
   });
 });
