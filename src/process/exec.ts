@@ -39,12 +39,12 @@ export async function exec(file: string, args: readonly string[], o: ExecOptions
   const feeding = o.stdin && child.stdin ? pipeline(o.stdin, child.stdin).catch((e: unknown) => (child.kill("SIGKILL"), e as Error)) : undefined;
   const r = await child;
   const fed = await feeding;
-  const signal = r.signal ? { signal: r.signal } : {};
-  if (fed instanceof Error) return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: `${String(r.stderr ?? "")}\n${fed.message}`.trim(), timedOut: r.timedOut === true, ...signal };
+  const ended = { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), timedOut: r.timedOut === true, ...(r.signal ? { signal: r.signal } : {}) };
   const stderr = String(r.stderr ?? "");
+  if (fed instanceof Error) return { ...ended, stderr: `${stderr}\n${fed.message}`.trim() };
   // A command that never started (no such file) has its reason in execa's message.
   const why = r.failed && r.exitCode === undefined && !r.timedOut && !r.isCanceled ? String(r.originalMessage ?? r.shortMessage ?? "") : "";
-  return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ""), stderr: stderr || why, timedOut: r.timedOut === true, ...signal };
+  return { ...ended, stderr: stderr || why };
 }
 
 /**
