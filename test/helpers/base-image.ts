@@ -1,21 +1,41 @@
 // The tiny busybox base image that test apps build FROM, made without any outside registry and
 // pushed to the test's registry, as a real user's base image would be. Its podman storage is
-// shared by all test files (only the push is per registry).
+// shared by all test files, which run two at a time, so each build and push holds a lock (flock,
+// let go when the process dies) and the shared config files are replaced by rename. Without
+// them, podman read files another process was rewriting and lost tags another build had just
+// set (all happened: a truncated busybox, "runroot must be set", "image not known").
 import { execFileSync } from "node:child_process";
-import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
 const ROOT = join(tmpdir(), "kiln-test-base");
 const CONTAINERFILE = new URL("../../containerfiles/busybox.Containerfile", import.meta.url).pathname;
 
+const CTX = join(ROOT, "ctx");
+const TAG = "localhost/kiln-test/busybox:1";
+
+/** Runs commands one after the other under the lock; their error output is in the thrown error. */
+function underLock(env: NodeJS.ProcessEnv, ...commands: string[][]): void {
+  const quote = (arg: string) => `'${arg.replaceAll("'", `'\\''`)}'`;
+  const script = commands.map((argv) => argv.map(quote).join(" ")).join(" && ");
+  execFileSync("flock", [join(ROOT, "lock"), "sh", "-c", script], { env, stdio: ["ignore", "ignore", "pipe"] });
+}
+
+/** Writes a config file other processes' podman may be reading: by rename, and only when it changed. */
+function writeShared(file: string, text: string): void {
+  if (existsSync(file) && readFileSync(file, "utf8") === text) return;
+  writeFileSync(`${file}.${process.pid}`, text);
+  renameSync(`${file}.${process.pid}`, file);
+}
+
 function env(registry: string): NodeJS.ProcessEnv {
-  mkdirSync(join(ROOT, "ctx"), { recursive: true });
-  writeFileSync(join(ROOT, "containers.conf"), '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\nevents_logger = "none"\n');
-  writeFileSync(join(ROOT, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${ROOT}/storage"\nrunroot = "/run/kiln-test-base"\n`);
+  mkdirSync(ROOT, { recursive: true });
+  writeShared(join(ROOT, "containers.conf"), '[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\nevents_logger = "none"\n');
+  writeShared(join(ROOT, "storage.conf"), `[storage]\ndriver = "overlay"\ngraphroot = "${ROOT}/storage"\nrunroot = "/run/kiln-test-base"\n`);
   // One file per registry: test processes running at once (two clones' suites) share the storage, not this.
   const registries = join(ROOT, `registries-${registry.replace(/[^0-9A-Za-z]/g, "_")}.conf`);
-  writeFileSync(registries, `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
+  writeShared(registries, `unqualified-search-registries = []\n[[registry]]\nlocation = "${registry}"\ninsecure = true\n`);
   return {
     ...process.env,
     CONTAINERS_CONF: join(ROOT, "containers.conf"),
@@ -34,20 +54,24 @@ export function writeAuthFile(file: string, registry: string, creds: { username:
 export function pushBusyboxBase(registry: string, creds?: { username: string; password: string }, tag = "1"): string {
   const e = env(registry);
   const ref = `${registry}/base/busybox:${tag}`;
-  copyFileSync(execFileSync("sh", ["-c", "command -v busybox"], { encoding: "utf8" }).trim(), join(ROOT, "ctx", "busybox"));
-  copyFileSync(CONTAINERFILE, join(ROOT, "ctx", "Containerfile"));
-  execFileSync("podman", ["build", "-q", "--layers", "-t", "localhost/kiln-test/busybox:1", join(ROOT, "ctx")], { env: e, stdio: "ignore" });
   const auth = creds ? ["--authfile", writeAuthFile(join(ROOT, `auth-${registry.replace(/[^0-9A-Za-z]/g, "_")}.json`), registry, creds)] : [];
-  execFileSync("podman", ["push", "-q", ...auth, "localhost/kiln-test/busybox:1", `docker://${ref}`], { env: e, stdio: "ignore" });
+  const busybox = execFileSync("sh", ["-c", "command -v busybox"], { encoding: "utf8" }).trim();
+  mkdirSync(CTX, { recursive: true });
+  underLock(
+    e,
+    ["cp", busybox, join(CTX, "busybox")],
+    ["cp", CONTAINERFILE, join(CTX, "Containerfile")],
+    ["podman", "build", "-q", "--layers", "-t", TAG, CTX],
+    ["podman", "push", "-q", ...auth, TAG, `docker://${ref}`],
+  );
   return ref;
 }
 
 /** Pushes, under the same tag, a patched version of the base (a file /patched added): a base tag that moved. */
 export function pushPatchedBase(ref: string, registry: string, note: string): void {
   const e = env(registry);
-  const ctx = join(ROOT, "patched");
+  const ctx = join(ROOT, `patched-${process.pid}`);
   mkdirSync(ctx, { recursive: true });
   writeFileSync(join(ctx, "Containerfile"), `FROM ${ref}\nRUN echo ${JSON.stringify(note)} > /patched\n`);
-  execFileSync("podman", ["build", "-q", "--pull=always", "--layers=false", "-t", `${ref}`, ctx], { env: e, stdio: "ignore" });
-  execFileSync("podman", ["push", "-q", ref], { env: e, stdio: "ignore" });
+  underLock(e, ["podman", "build", "-q", "--pull=always", "--layers=false", "-t", ref, ctx], ["podman", "push", "-q", ref]);
 }
