@@ -3,7 +3,7 @@
 // shared by all test files, which run two at a time, so each build and push holds a lock (flock,
 // let go when the process dies) and the shared config files are replaced by rename. Without
 // them, podman read files another process was rewriting and lost tags another build had just
-// set (all happened: a truncated busybox, "runroot must be set", "image not known").
+// set (all happened: a COPY of a half-written busybox, "runroot must be set", "image not known").
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
