@@ -5,7 +5,7 @@
 // them, podman read files another process was rewriting and lost tags another build had just
 // set (all happened: a COPY of a half-written busybox, "runroot must be set", "image not known").
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -22,9 +22,8 @@ function underLock(env: NodeJS.ProcessEnv, ...commands: string[][]): void {
   execFileSync("flock", [join(ROOT, "lock"), "sh", "-c", script], { env, stdio: ["ignore", "ignore", "pipe"] });
 }
 
-/** Writes a config file other processes' podman may be reading: by rename, and only when it changed. */
+/** Writes a config file other processes' podman may be reading: by rename, so it is never seen half-written. */
 function writeShared(file: string, text: string): void {
-  if (existsSync(file) && readFileSync(file, "utf8") === text) return;
   writeFileSync(`${file}.${process.pid}`, text);
   renameSync(`${file}.${process.pid}`, file);
 }
