@@ -62,8 +62,11 @@ export interface EngineSeams {
 export interface Housekeeping {
   /** Before podman starts (the build holds its slot): true if storage was reset. */
   beforeBuild(): Promise<boolean>;
-  /** After a successful build of the project: prune what the keep policy drops. */
-  afterBuild(project: string): Promise<void>;
+  /**
+   * After a successful build of the project: prune what the keep policy drops. A fast-path build
+   * added no image to storage, so there is nothing new to prune: only the volume's use is checked.
+   */
+  afterBuild(project: string, build: { fastPath: boolean }): Promise<void>;
   /** podman ran out of space: true if storage was reset and the build may try again. */
   onNoSpace(): Promise<boolean>;
 }
@@ -293,7 +296,7 @@ export class BuildEngine {
       this.o.onFinished?.(rec);
       // Housekeeping belongs to the build's time awake: kilnd does not idle out before it ends.
       if (rec.state === BuildState.SUCCEEDED && this.o.housekeeping) {
-        await this.o.housekeeping.afterBuild(rec.project).catch((err) => this.o.logger.error({ err, project: rec.project }, "pruning after the build failed"));
+        await this.o.housekeeping.afterBuild(rec.project, { fastPath: rec.fastPath }).catch((err) => this.o.logger.error({ err, project: rec.project }, "pruning after the build failed"));
       }
       // The chain stays whole: done means this build and all it superseded are gone.
       if (previous) await previous.done.promise;

@@ -123,7 +123,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     onFinished: (b) => void metricsReady.then((m) => m.buildFinished(b)),
     housekeeping: {
       beforeBuild: () => keeper.beforeBuild(),
-      afterBuild: async (project) => void (await keeper.prune(project, false)),
+      afterBuild: async (project, build) => void (await (build.fastPath ? keeper.afterFastBuild() : keeper.prune(project, false))),
       onNoSpace: () => keeper.onNoSpace(),
     },
   });

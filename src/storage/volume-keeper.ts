@@ -1,7 +1,7 @@
-// Keeps the volume healthy for months on one disk: prunes superseded images after every
-// successful build, resets container storage when the volume passes the threshold (before a
-// build and after a prune), and knows whether overlay is native. Its operations run one at a
-// time; a reset waits until no build is running.
+// Keeps the volume healthy for months on one disk: prunes superseded images after every full
+// build (a fast-path build adds none), resets container storage when the volume passes the
+// threshold (before a build and after a build's housekeeping), and knows whether overlay is
+// native. Its operations run one at a time; a reset waits until no build is running.
 import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
@@ -98,6 +98,15 @@ export class VolumeKeeper {
       const reset = await this.resetIfFull("after prune", after);
       return { images: doomed, bytesFreed, reset };
     });
+  }
+
+  /**
+   * After a fast-path build: it added no image to podman's storage, so the keep policy drops
+   * nothing new, and a podman listing is not run (the project's next build waits for this). The
+   * volume is still checked: the fast path's snapshots and the logs grow it.
+   */
+  afterFastBuild(): Promise<boolean> {
+    return this.serial(() => this.resetIfFull("after a fast build"));
   }
 
   /**

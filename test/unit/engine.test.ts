@@ -22,7 +22,10 @@ import { join } from "node:path";
 const sha = (n: number) => n.toString(16).padStart(40, "0");
 
 /** An engine whose pipeline holds each build, once it has a slot, until release(commit). */
-function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Promise<void>; afterward?: (commit: string, signal: AbortSignal) => Promise<string> } = {}) {
+function engineWith(
+  dir: string,
+  o: { maxConcurrent?: number; recover?: () => Promise<void>; afterward?: (commit: string, signal: AbortSignal) => Promise<string>; fastPath?: (commit: string) => boolean } = {},
+) {
   for (const d of ["builds", "logs", "tmp"]) mkdirSync(join(dir, d), { recursive: true });
   const running = new Map<string, Deferred<void>>();
   const started = new Map<string, Deferred<void>>();
@@ -32,6 +35,8 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
     return d;
   };
   const killed: string[] = [];
+  /** What the housekeeping was asked after each successful build: "<project> fast" or "<project> full". */
+  const housekept: string[] = [];
   const logs = new LogStore(join(dir, "logs"));
   const seams: EngineSeams = {
     async pipeline(a, deps) {
@@ -48,6 +53,7 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
         release();
       }
       if (o.afterward) a.afterward = () => o.afterward!(a.spec.commit, a.abort.signal);
+      a.record.fastPath = o.fastPath?.(a.spec.commit) ?? false;
     },
     recover: o.recover ?? (async () => undefined),
     async kill(a: ActiveBuild) {
@@ -71,6 +77,11 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
     podman: { env: () => ({}), removeWorkingContainers: async () => undefined } as unknown as Podman,
     secrets: { root: createSecretRoot(join(dir, "secrets")), authFile: undefined, digest: () => "", env: {} } as never,
     logger: createLogger("silent"),
+    housekeeping: {
+      beforeBuild: async () => false,
+      afterBuild: async (project, build) => void housekept.push(`${project} ${build.fastPath ? "fast" : "full"}`),
+      onNoSpace: async () => false,
+    },
     seams,
   });
   const submit = (project: string, n: number) =>
@@ -82,6 +93,7 @@ function engineWith(dir: string, o: { maxConcurrent?: number; recover?: () => Pr
     release: (n: number) => gate(running, sha(n)).resolve(),
     started: (n: number) => gate(started, sha(n)).promise,
     killed,
+    housekept,
     final: async (b: Build) => {
       await engine.settled();
       return engine.get(b.id);
@@ -191,6 +203,20 @@ describe("build engine (seams)", () => {
     assert.equal(signal2.aborted, false, "shutdown does not cut it short");
     assert.deepEqual(events.slice(-2), ["after 2 ends", "shut down"]);
     assert.equal((await e.engine.get((await b2).id)).state, BuildState.SUCCEEDED, "the build stays as it ended");
+  });
+
+  test("the housekeeping after a successful build is told whether it took the fast path (which adds no image to prune); a cancelled build gets none", async () => {
+    const e = engineWith(dir(), { fastPath: (commit) => commit === sha(2) });
+    for (const n of [1, 2]) {
+      const b = await e.submit("p", n);
+      e.release(n);
+      assert.equal((await e.final(b)).state, BuildState.SUCCEEDED);
+    }
+    const cancelled = await e.submit("p", 3);
+    await e.started(3);
+    assert.equal((await e.engine.cancel(cancelled.id)).state, BuildState.CANCELLED);
+    await e.engine.settled();
+    assert.deepEqual(e.housekept, ["p full", "p fast"]);
   });
 
   test("shutdown ends a running build FAILED interrupted (not CANCELLED)", async () => {
