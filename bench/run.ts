@@ -11,6 +11,7 @@ import { byHandEngine } from "./engines/by-hand.js";
 import { cleanRunnerEngine } from "./engines/clean.js";
 import { DIGEST, removeTree, type BenchEnv, type Engine, type TimedLine } from "./engines/engine.js";
 import { kilnEngine } from "./engines/kiln.js";
+import { fileCreateMicros } from "./lib/fs-probe.js";
 import { buildWithStalled, rssMiB, rssWithSubscribers } from "./memory.js";
 import { profileOf, type Segment } from "./lib/timeline.js";
 import { markdown, profileMarkdown, ratioTable, summarize, svgChart, type Series } from "./report.js";
@@ -166,12 +167,18 @@ async function main() {
       if ("skipped" in b) throw new Error(`the cold BuildKit daemon did not start: ${b.skipped}`);
       cold.push(track(b));
     }
+    const probes: number[] = [];
     for (let i = 0; i < REPS; i++) {
       const commit = hello.change();
       await Promise.all(cold.map((e) => e.reset())); // untimed, side by side
+      probes.push(fileCreateMicros(work));
+      say(`  file creation on the bench's volume before run ${i + 1}: ${probes.at(-1)!.toFixed(0)} µs per file`);
       for (const e of rotated(cold, i)) await timed("cold", hello, e, commit);
     }
     for (const e of cold) await e.close();
+    notes.push(
+      `Cold runs: creating an empty file on the bench's volume took ${probes.map((p) => p.toFixed(0)).join(", ")} µs before runs 1–${REPS} (bench/lib/fs-probe.ts). A cold build creates thousands of files, kiln's and podman's more than BuildKit's (buildah's commit writes each step's files again), so the cold row moves with this.`,
+    );
   }
 
   say("memory and log subscribers (kiln-full: every build runs podman and writes its whole log)");
