@@ -296,7 +296,7 @@ export class BuildEngine {
       this.o.onFinished?.(rec);
       // Housekeeping belongs to the build's time awake: kilnd does not idle out before it ends.
       if (rec.state === BuildState.SUCCEEDED && this.o.housekeeping) {
-        await this.o.housekeeping.afterBuild(rec.project, { fastPath: rec.fastPath }).catch((err) => this.o.logger.error({ err, project: rec.project }, "pruning after the build failed"));
+        await this.o.housekeeping.afterBuild(rec.project, { fastPath: rec.fastPath }).catch((err) => this.o.logger.error({ err, project: rec.project }, "the housekeeping after the build failed"));
       }
       // The chain stays whole: done means this build and all it superseded are gone.
       if (previous) await previous.done.promise;

@@ -1,7 +1,7 @@
 // Keeps the volume healthy for months on one disk: prunes superseded images after every full
 // build (a fast-path build adds none), resets container storage when the volume passes the
-// threshold (before a build and after a build's housekeeping), and knows whether overlay is
-// native. Its operations run one at a time; a reset waits until no build is running.
+// threshold (before a full build, after a prune and after a fast-path build), and knows whether
+// overlay is native. Its operations run one at a time; a reset waits until no build is running.
 import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
