@@ -2,7 +2,7 @@
 // native-overlay check, and the metrics that report them.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
@@ -205,6 +205,43 @@ describe("volume care", () => {
       assert.equal(first.state, BuildState.SUCCEEDED);
       assert.ok((await logOf(first.id)).includes("filled"));
       assert.match(await (await fetch(`${kilnd.addr}/metrics`)).text(), /^kiln_storage_resets_total 1$/m);
+      await kilnd.stop();
+    } finally {
+      vol.unmount();
+    }
+  });
+
+  test("a fast-path build adds no image and gets no prune, but the volume is still checked after it: over 75%, storage is reset", async (t) => {
+    const vol = mountLoopVolume(join(dir, "loopfast"), 2048);
+    if (typeof vol === "string") return t.skip(vol);
+    try {
+      const data = join(vol.mountPoint, "data");
+      mkdirSync(data);
+      let kilnd = await start({ data, registry: reg.host });
+      const repo = makeRepo(join(dir, "fastfill-repo"), helloApp(base));
+      const build = (commit: string) => kilnd.buildCommit({ project: "fastfill", url: repo.url, commit, image: `${reg.host}/test/fastfill` });
+      const first = await build(repo.head());
+      assert.equal(first.state, BuildState.SUCCEEDED, first.error);
+      assert.equal(first.fastPath, false);
+      // The full build's own housekeeping (its prune and check) is over once kilnd has stopped.
+      await kilnd.stop();
+      // Someone else's data takes the volume to 80% (as df counts it); kiln's next build adds little.
+      const st = statfsSync(vol.mountPoint);
+      const used = (st.blocks - st.bfree) * st.bsize;
+      const usable = used + st.bavail * st.bsize;
+      execFileSync("fallocate", ["-l", String(Math.round(0.8 * usable - used)), join(vol.mountPoint, "other-data")]);
+      kilnd = await start({ data, registry: reg.host });
+      const fast = await build(repo.commit({ "src/a.txt": "changed\n" }));
+      assert.equal(fast.state, BuildState.SUCCEEDED, fast.error);
+      assert.equal(fast.fastPath, true, (await logLines(kilnd, fast.id)).join("\n"));
+      // The check is housekeeping that follows the build's result.
+      await waitFor(async () => (await kilnd.client.getStorage({})).resets === 1, 60_000, "the reset after the fast-path build");
+      assert.match(resetReport(kilnd).reason, /^volume \d+\.\d% used \(threshold 75%\) after a fast build$/);
+      rmSync(join(vol.mountPoint, "other-data"));
+      // Storage is empty: the next build of the project succeeds (its fast path has no image to stand on).
+      const next = await build(repo.commit({ "src/a.txt": "again\n" }));
+      assert.equal(next.state, BuildState.SUCCEEDED, next.error);
+      assert.equal((await kilnd.client.getStorage({})).resets, 1);
       await kilnd.stop();
     } finally {
       vol.unmount();
