@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readdirSync, rmSync, statfsSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, test } from "node:test";
+import { after, before, describe, test, type TestContext } from "node:test";
 import parsePrometheusTextFormat from "parse-prometheus-text-format";
 import { BuildState, type Build } from "../../src/gen/kiln/v1/builder_pb.js";
 import { helloApp } from "../helpers/apps.js";
@@ -152,6 +152,19 @@ describe("volume care", () => {
     return JSON.parse(line) as { durationMs: number; bytesFreed: number; reason: string };
   };
 
+  /** Runs fn with an empty data directory on a real volume of sizeMiB, loop-mounted for it (skipped where loop mounts are not possible). */
+  const onLoopVolume = async (t: TestContext, name: string, sizeMiB: number, fn: (mountPoint: string, data: string) => Promise<void>) => {
+    const vol = mountLoopVolume(join(dir, name), sizeMiB);
+    if (typeof vol === "string") return t.skip(vol);
+    try {
+      const data = join(vol.mountPoint, "data");
+      mkdirSync(data);
+      await fn(vol.mountPoint, data);
+    } finally {
+      vol.unmount();
+    }
+  };
+
   test("build records and logs are bounded: the newest N finished per project stay, older ones go with their logs", async () => {
     const data = join(dir, "records");
     const repo = makeRepo(join(dir, "records-repo"), helloApp(base));
@@ -176,13 +189,9 @@ describe("volume care", () => {
   });
 
   test("the 75% reset on a real 2 GiB volume: after the prune that leaves it over 75%, storage is reset; the next build succeeds cold; records and logs survive", async (t) => {
-    const vol = mountLoopVolume(join(dir, "loop75"), 2048);
-    if (typeof vol === "string") return t.skip(vol);
-    try {
+    await onLoopVolume(t, "loop75", 2048, async (mountPoint, data) => {
       // Someone else's data takes 62% of the volume; kiln's builds take it over 75%.
-      execFileSync("fallocate", ["-l", `${Math.round(2048 * 0.62)}M`, join(vol.mountPoint, "other-data")]);
-      const data = join(vol.mountPoint, "data");
-      mkdirSync(data);
+      execFileSync("fallocate", ["-l", `${Math.round(2048 * 0.62)}M`, join(mountPoint, "other-data")]);
       const kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "50"] });
       const logOf = (id: string) => logLines(kilnd, id);
       const pulledBase = async (b: Build) => (await logOf(b.id)).some((l) => l.startsWith("Trying to pull "));
@@ -206,17 +215,11 @@ describe("volume care", () => {
       assert.ok((await logOf(first.id)).includes("filled"));
       assert.match(await (await fetch(`${kilnd.addr}/metrics`)).text(), /^kiln_storage_resets_total 1$/m);
       await kilnd.stop();
-    } finally {
-      vol.unmount();
-    }
+    });
   });
 
   test("a fast-path build adds no image and gets no prune, but the volume is still checked after it: over 75%, storage is reset", async (t) => {
-    const vol = mountLoopVolume(join(dir, "loopfast"), 2048);
-    if (typeof vol === "string") return t.skip(vol);
-    try {
-      const data = join(vol.mountPoint, "data");
-      mkdirSync(data);
+    await onLoopVolume(t, "loopfast", 2048, async (mountPoint, data) => {
       let kilnd = await start({ data, registry: reg.host });
       const repo = makeRepo(join(dir, "fastfill-repo"), helloApp(base));
       const build = (commit: string) => kilnd.buildCommit({ project: "fastfill", url: repo.url, commit, image: `${reg.host}/test/fastfill` });
@@ -226,10 +229,10 @@ describe("volume care", () => {
       // The full build's own housekeeping (its prune and check) is over once kilnd has stopped.
       await kilnd.stop();
       // Someone else's data takes the volume to 80% (as df counts it); kiln's next build adds little.
-      const st = statfsSync(vol.mountPoint);
+      const st = statfsSync(mountPoint);
       const used = (st.blocks - st.bfree) * st.bsize;
       const usable = used + st.bavail * st.bsize;
-      execFileSync("fallocate", ["-l", String(Math.round(0.8 * usable - used)), join(vol.mountPoint, "other-data")]);
+      execFileSync("fallocate", ["-l", String(Math.round(0.8 * usable - used)), join(mountPoint, "other-data")]);
       kilnd = await start({ data, registry: reg.host });
       const fast = await build(repo.commit({ "src/a.txt": "changed\n" }));
       assert.equal(fast.state, BuildState.SUCCEEDED, fast.error);
@@ -237,23 +240,17 @@ describe("volume care", () => {
       // The check is housekeeping that follows the build's result.
       await waitFor(async () => (await kilnd.client.getStorage({})).resets === 1, 60_000, "the reset after the fast-path build");
       assert.match(resetReport(kilnd).reason, /^volume \d+\.\d% used \(threshold 75%\) after a fast build$/);
-      rmSync(join(vol.mountPoint, "other-data"));
+      rmSync(join(mountPoint, "other-data"));
       // Storage is empty: the next build of the project succeeds (its fast path has no image to stand on).
       const next = await build(repo.commit({ "src/a.txt": "again\n" }));
       assert.equal(next.state, BuildState.SUCCEEDED, next.error);
       assert.equal((await kilnd.client.getStorage({})).resets, 1);
       await kilnd.stop();
-    } finally {
-      vol.unmount();
-    }
+    });
   });
 
   test("a build that runs out of space on a real 1 GiB volume resets storage and is built again, cold, instead of failing", async (t) => {
-    const vol = mountLoopVolume(join(dir, "loopfull"), 1024);
-    if (typeof vol === "string") return t.skip(vol);
-    try {
-      const data = join(vol.mountPoint, "data");
-      mkdirSync(data);
+    await onLoopVolume(t, "loopfull", 1024, async (_mountPoint, data) => {
       // A threshold the volume never passes between builds: only running out of space can reset it.
       const kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "50", "--reset-threshold", "95"] });
       let resetAt = 0;
@@ -272,9 +269,7 @@ describe("volume care", () => {
       assert.ok(lines.some((l) => /no space left on device/i.test(l)));
       assert.ok(lines.includes("build: out of space; container storage was reset, building again from cold"));
       await kilnd.stop();
-    } finally {
-      vol.unmount();
-    }
+    });
   });
 
   test("the overlay check: native on a real disk, not native through fuse-overlayfs, said loudly", async () => {
