@@ -14,7 +14,7 @@
 // Not part of kiln: a measurement.
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { cpSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
@@ -102,7 +102,7 @@ for (const c of cases) {
   try {
     cpSync(join(ROOT, "examples", c.example), ctx, { recursive: true });
     if (c.containerfile) writeFileSync(join(ctx, "Containerfile"), c.containerfile);
-    const text = execFileSync("cat", [join(ctx, "Containerfile")], { encoding: "utf8" });
+    const text = readFileSync(join(ctx, "Containerfile"), "utf8");
     const key = `kiln.skeleton.${randomBytes(6).toString("hex")}`;
     writeFileSync(join(ctx, "Containerfile.skeleton"), skeleton(text, key));
     const common = ["bud", "--pull=false", "--layers", "--no-cache", "--format", "docker", "--network=host"];
