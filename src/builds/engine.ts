@@ -12,7 +12,7 @@ import type { LogStore } from "../logs/log-store.js";
 import { SECRET_LIKE_ARG, type BuildEngineName } from "../podman/build-command.js";
 import type { Podman } from "../podman/podman.js";
 import { newId } from "../util/ids.js";
-import { msFromDuration, timestampFromMs } from "../util/time.js";
+import { msFromDuration, msFromTimestamp, timestampFromMs } from "../util/time.js";
 import type { BuildSpec } from "../validate/build-request.js";
 import { ActiveBuild, StopSignal, type StopRequest } from "./active-build.js";
 import { createMasker } from "../secrets/masker.js";
@@ -147,6 +147,19 @@ export class BuildEngine {
       const live = this.active.get(b.id);
       return live ? snapshot(live) : b;
     });
+  }
+
+  /**
+   * The newest successful build that gave each image (by full image ID), and when it ended: a
+   * commit built again gives the image it gave before, and the prune keeps what was built last.
+   */
+  imageBuilds(): Map<string, { id: string; ms: number }> {
+    const out = new Map<string, { id: string; ms: number }>();
+    for (const b of this.o.records.list()) {
+      if (b.state !== BuildState.SUCCEEDED || !b.imageId || out.has(b.imageId)) continue;
+      out.set(b.imageId, { id: b.id, ms: msFromTimestamp(b.finishTime) ?? msFromTimestamp(b.createTime) ?? 0 });
+    }
+    return out;
   }
 
   /** Accepts a build; resolves once its commit is in the cache (or rejects, the build FAILED). */

@@ -81,7 +81,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
   const f0 = Date.now();
   const outcome = await deps.git.ensureCommit(a.spec.project, a.spec.git, a.spec.commit, git);
   const diff = changedFiles(deps.git.repoOf(a.spec.project), { env: gitEnv(deps.podman.env()), signal: a.abort.signal });
-  const { dir: checkout, changed } = await deps.git.checkout(a.spec.project, a.spec.commit, git, diff);
+  const { dir: checkout, changed, committed } = await deps.git.checkout(a.spec.project, a.spec.commit, git, diff);
   const contextDir = await resolveInside(checkout, a.spec.context, "context");
   if (!(await stat(contextDir)).isDirectory()) throw new KilnError("failed_precondition", `context: ${JSON.stringify(a.spec.context)} is not a directory in the commit`);
   const containerfile = await findContainerfile(checkout, a);
@@ -99,7 +99,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
 
     const tag = `${a.spec.image.repository}:${a.spec.commit}`;
     rec.image = tag;
-    const labels = kilnLabels({ project: a.spec.project, source: a.spec.git.redacted, commit: a.spec.commit, buildId: rec.id, created: new Date() });
+    const labels = kilnLabels({ project: a.spec.project, source: a.spec.git.redacted, commit: a.spec.commit, committed });
     for (const name of Object.keys(a.spec.buildArgs)) {
       if (SECRET_LIKE_ARG.test(name)) a.say(`warning: build arg ${name} looks like a secret; build args are kept in the image's history: pass it in the request's secrets and read it with RUN --mount=type=secret,id=${name}`);
     }
@@ -195,7 +195,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
     // The earlier stages' images are this build's too: tagged, the prune keeps them while it keeps the build (beside the push).
     const stages = stagesOf.earlierStages();
-    const tagged = Promise.all(stages.map((s) => deps.podman.tag(s.image, [stageTag(a.spec.project, rec.id, s.stage)])));
+    const tagged = Promise.all(stages.map((s) => deps.podman.tag(s.image, [stageTag(a.spec.project, a.spec.commit, s.stage)])));
 
     // push
     if (registry) {
@@ -290,7 +290,9 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     rec.stepsTotal = r.steps.total;
     rec.stepsCached = r.steps.reused;
     a.say(
-      r.reused
+      r.same
+        ? `fast path: this commit was the last build's, with this request: the image is that build's own, as its tag has it (${r.steps.total} steps from cache, nothing to push)`
+        : r.reused
         ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
         : r.startedAt !== undefined
           ? `fast path: started from step ${r.startedAt}, the first COPY that reads a changed file: made ${r.made - r.ran} COPY layer${r.made - r.ran === 1 ? "" : "s"} and ran ${r.ran} RUN step${r.ran === 1 ? "" : "s"} (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; every layer below is the last build's`

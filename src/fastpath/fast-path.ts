@@ -72,6 +72,8 @@ export interface FastPathResult {
   digest: string;
   /** No step read a changed file: every layer is the last full build's. */
   reused: boolean;
+  /** The commit the last build was: the image is that build's, as the tag has it (nothing pushed). */
+  same?: boolean;
   /** RUN steps kiln ran after the COPY it started from (or after the final COPY of stage, when there is one). */
   ran: number;
   /** Layers kiln made (its COPYs' and RUN steps'). */
@@ -344,9 +346,20 @@ export function createFastPath(o: FastPathOptions) {
 
     const read = (await firstRead(input, changed, base.reads.reads, ignored, "a COPY")) ?? (await firstRead(input, changed, base.reads.mounts, () => false, "a RUN's bind mount"));
     if (!read) {
-      // No step reads a changed file: buildah would take every step from its cache but kiln's
-      // label step, so the image is the last full build's with the new labels.
       onMade?.(Date.now() - t0);
+      // The commit the last build was (the request is too, baseKey): buildah would take every
+      // step from its cache, kiln's label step included, and give that build's image. It is
+      // still the tag's: nothing to push.
+      const same = base.commit === input.commit && Object.entries(input.labels).every(([k, v]) => base.config.config?.Labels?.[k] === v);
+      const tagged = same ? await registry.getManifest(input.commit).catch(() => undefined) : undefined;
+      if (tagged && tagged.manifest.config.digest === base.manifest.config.digest) {
+        input.signal.throwIfAborted();
+        onCommit?.();
+        const steps = { total: base.reads.steps, reused: base.reads.steps };
+        return { digest: tagged.digest, imageId: base.manifest.config.digest, files: 0, bytes: 0, steps, reused: true, same: true, ran: 0, made: 0 };
+      }
+      // No step reads a changed file: buildah would take every step from its cache but kiln's
+      // label step (a new commit's labels), so the image is the last full build's with the new labels.
       const pushed = await push(nextConfig(base, [], input.labels), base.manifest.layers, []);
       return { ...pushed, files: 0, bytes: 0, steps: { total: base.reads.steps, reused: base.reads.steps }, reused: true, ran: 0, made: 0 };
     }

@@ -18,6 +18,8 @@ export type CommitRelation = "identical" | "ahead" | "behind" | "diverged";
 
 export interface Checkout {
   dir: string;
+  /** The commit's committer time: kiln's `created` label (podman/kiln-labels.ts). */
+  committed: Date;
   /** The files that differ from the commit the checkout held before (repository paths), when git compared the two. */
   changed?: { since: string; paths: string[] };
 }
@@ -175,6 +177,9 @@ export function createGitCache(root: string, workRoot: string) {
     const index = indexOf(project);
     const heldFile = join(repo, CHECKOUT_FILE);
     const readTree = () => git(["--git-dir", repo, "--work-tree", dir, "read-tree", "--reset", "-u", commit]);
+    // Read while the tree is written (git reads the commit object; the index is not touched).
+    const committed = commitTime(repo, commit, git);
+    committed.catch(() => {});
     const afresh = async () => {
       await rm(index, { force: true });
       await rm(dir, { recursive: true, force: true });
@@ -202,7 +207,14 @@ export function createGitCache(root: string, workRoot: string) {
     }
     if (r.exitCode !== 0) throw new KilnError("internal", `checkout of ${commit} failed: ${errorSummary(r)}`);
     await writeFile(heldFile, commit);
-    return { dir, ...(changed ? { changed } : {}) };
+    return { dir, committed: await committed, ...(changed ? { changed } : {}) };
+  }
+
+  async function commitTime(repo: string, commit: string, git: GitExec): Promise<Date> {
+    const r = await git(["--git-dir", repo, "show", "--no-patch", "--format=%ct", commit], true);
+    const seconds = Number(r.stdout.trim());
+    if (r.exitCode !== 0 || !Number.isSafeInteger(seconds) || r.stdout.trim() === "") throw new KilnError("internal", `cannot read the time of commit ${commit}: ${errorSummary(r)}`);
+    return new Date(seconds * 1000);
   }
 
   /** Fetches both commits (as a build would) and asks git which one is the other's ancestor. */

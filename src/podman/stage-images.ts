@@ -2,8 +2,9 @@
 // ("[1/3] STEP 4/4: RUN …", then "--> Using cache <id>" or "--> <id>"): the last image of each
 // stage but the final one. Nothing refers to them once the build is done (the final image is
 // built FROM another base), so a prune would take them and the next build would run those
-// stages again. kiln tags them as the build's own (localhost/kiln-stage/<project>:<build>-<n>),
-// and the prune removes the tags together with the build they belong to.
+// stages again. kiln tags them with the final image's commit
+// (localhost/kiln-stage/<project>:<commit>-<n>), and the prune removes the tags together with
+// the image of that commit. A commit built again moves its tags, as it moves the image's.
 export const STAGE_REPO = "localhost/kiln-stage";
 
 // A single-stage build's lines have no "[n/m] " prefix.
@@ -56,10 +57,13 @@ export function createStageTracker() {
   };
 }
 
-export const stageTag = (project: string, buildId: string, stage: number) => `${STAGE_REPO}/${project}:${buildId}-${stage}`;
+export const stageTag = (project: string, commit: string, stage: number) => `${STAGE_REPO}/${project}:${commit}-${stage}`;
 
-/** "localhost/kiln-stage/<project>:<build>-<n>" -> its project and build, or undefined. */
-export function parseStageTag(name: string): { project: string; buildId: string } | undefined {
+/**
+ * "localhost/kiln-stage/<project>:<commit>-<n>" -> its project and commit, or undefined. (A tag
+ * of an older kilnd names a build instead: it matches no kept image's commit and goes.)
+ */
+export function parseStageTag(name: string): { project: string; commit: string } | undefined {
   const m = /^localhost\/kiln-stage\/([a-z0-9][a-z0-9._-]*):([a-z0-9-]+)-(\d+)$/.exec(name);
-  return m ? { project: m[1]!, buildId: m[2]! } : undefined;
+  return m ? { project: m[1]!, commit: m[2]! } : undefined;
 }

@@ -110,7 +110,7 @@ export function createBuilderService(d: BuilderServiceDeps): ServiceImpl<typeof 
         images: out.images.map((i) => ({
           id: i.id,
           project: i.project,
-          buildId: i.buildId,
+          buildId: i.build?.id ?? "",
           names: i.names,
           sizeBytes: BigInt(i.sizeBytes),
           createTime: timestampFromMs(i.created * 1000),

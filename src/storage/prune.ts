@@ -1,5 +1,5 @@
 // Label-based pruning: of the images kiln built for a project (labels kiln.managed and
-// kiln.project), keep the newest N for a fast rollback and remove the rest. Base images carry
+// kiln.project), keep the N built most recently for a fast rollback and remove the rest. Base images carry
 // no kiln label and are never touched; the layer cache a kept image uses stays, because its
 // layers are the kept image's own parents; cache mounts are not images at all.
 import { cli, imageUnknown, type PodmanImage } from "../podman/cli.js";
@@ -10,10 +10,19 @@ import { errorSummary } from "../process/exec.js";
 export interface KilnImage {
   id: string;
   project: string;
-  buildId: string;
+  /** The commit it was built from (its revision label). */
+  commit: string;
+  /** The newest build that gave this image, while kilnd keeps its record. */
+  build?: ImageBuild;
   names: string[];
   sizeBytes: number;
   created: number; // seconds since the epoch
+}
+
+/** A build that gave an image: its id, and when it ended (ms since the epoch). */
+export interface ImageBuild {
+  id: string;
+  ms: number;
 }
 
 export type { PodmanImage };
@@ -21,17 +30,26 @@ export type { PodmanImage };
 /** What container storage holds, in one podman call: kiln's builds and its stage tags among it. */
 export const listImages = (env: Record<string, string>): Promise<PodmanImage[]> => cli.images(env);
 
-/** The final images of kiln's builds (not the label steps' intermediates), newest first. */
-export function kilnImagesOf(rows: readonly PodmanImage[], project?: string): KilnImage[] {
+/**
+ * The final images of kiln's builds, built most recently first. A commit built again gives the
+ * image it gave before (its `created` is the first build's), so the order is the newest build's
+ * that gave each image (builds: by full image ID, from kilnd's records), the image's own time
+ * when no record is left.
+ */
+export function kilnImagesOf(rows: readonly PodmanImage[], project?: string, builds?: ReadonlyMap<string, ImageBuild>): KilnImage[] {
+  const when = (i: KilnImage) => i.build?.ms ?? i.created * 1000;
   return rows
     .map((i) => ({ i, kiln: readKilnLabels(i.Labels) }))
     .filter(({ kiln }) => kiln !== undefined && (!project || kiln.project === project))
-    .map(({ i, kiln }) => ({ id: i.Id, project: kiln!.project, buildId: kiln!.buildId, names: i.Names ?? [], sizeBytes: i.Size, created: i.Created }))
-    .sort((a, b) => b.created - a.created || (a.buildId < b.buildId ? 1 : -1));
+    .map(({ i, kiln }) => {
+      const build = builds?.get(i.Id.startsWith("sha256:") ? i.Id : `sha256:${i.Id}`);
+      return { id: i.Id, project: kiln!.project, commit: kiln!.commit, ...(build ? { build } : {}), names: i.Names ?? [], sizeBytes: i.Size, created: i.Created };
+    })
+    .sort((a, b) => when(b) - when(a) || (a.id < b.id ? 1 : -1));
 }
 
 /** The tags kiln gave the earlier stages' images of its builds (podman/stage-images.ts). */
-export function stageTagsOf(rows: readonly PodmanImage[]): { name: string; project: string; buildId: string }[] {
+export function stageTagsOf(rows: readonly PodmanImage[]): { name: string; project: string; commit: string }[] {
   return rows.flatMap((i) =>
     (i.Names ?? []).flatMap((name) => {
       const t = parseStageTag(name);

@@ -6,7 +6,7 @@ import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
 import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
-import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type KilnImage } from "./prune.js";
+import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type ImageBuild, type KilnImage } from "./prune.js";
 import { resetStorage } from "./reset.js";
 
 export interface KeeperOptions {
@@ -19,6 +19,8 @@ export interface KeeperOptions {
   keepBuilds: number;
   resetThresholdPercent: number;
   logger: Logger;
+  /** The newest successful build that gave each image, by full image ID (kilnd's records). */
+  imageBuilds(): ReadonlyMap<string, ImageBuild>;
   /** Builds holding a slot (running podman) right now. */
   runningBuilds(): number;
   /** Temp dirs of live builds, which a reset must leave alone. */
@@ -69,19 +71,20 @@ export class VolumeKeeper {
 
   /** The images kiln built, read between housekeeping passes (never in the middle of a removal). */
   listImages(project?: string): Promise<KilnImage[]> {
-    return this.serial(async () => kilnImagesOf(await listImages(this.o.env()), project));
+    return this.serial(async () => kilnImagesOf(await listImages(this.o.env()), project, this.o.imageBuilds()));
   }
 
   /** Removes (or with dryRun lists) what the keep policy drops; then resets if still over the threshold. */
   prune(project: string | undefined, dryRun: boolean): Promise<PruneOutcome> {
     return this.serial(async () => {
       const rows = await listImages(this.o.env());
-      const all = kilnImagesOf(rows, project);
+      const all = kilnImagesOf(rows, project, this.o.imageBuilds());
       const doomed = selectForPrune(all, this.o.keepBuilds);
       if (dryRun) return { images: doomed, bytesFreed: 0, reset: false };
-      // Earlier stages' images stay as long as a kept build of theirs does (their tags go with it).
-      const kept = new Set(all.filter((i) => !doomed.includes(i)).map((i) => i.buildId));
-      const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(t.buildId)).map((t) => t.name);
+      // Earlier stages' images stay as long as a kept image of their commit does (their tags go with it).
+      const key = (project: string, commit: string) => `${project}/${commit}`;
+      const kept = new Set(all.filter((i) => !doomed.includes(i)).map((i) => key(i.project, i.commit)));
+      const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(key(t.project, t.commit))).map((t) => t.name);
       const before = await this.usage();
       if (doomed.length || stageTags.length) await this.o.releaseMounts().catch(() => {});
       const failed = doomed.length || stageTags.length ? await removeImages(this.o.env(), [...doomed.map((i) => i.id), ...stageTags]) : [];
@@ -92,7 +95,7 @@ export class VolumeKeeper {
       const layers = doomed.length || stageTags.length ? await this.o.collectBaseLayers().catch((err: unknown) => (this.o.logger.warn({ err }, "cannot collect unused base layers"), 0)) : 0;
       if (layers > 0) this.o.logger.info({ layers }, "removed base layers no image uses");
       if (doomed.length) {
-        this.o.logger.info({ project: project ?? "*", removed: doomed.map((i) => `${i.project}:${i.buildId}`), bytesFreed }, "pruned superseded images");
+        this.o.logger.info({ project: project ?? "*", removed: doomed.map((i) => `${i.project}:${i.commit.slice(0, 12)}`), bytesFreed }, "pruned superseded images");
         this.o.onPrune(doomed.length, bytesFreed);
       }
       const reset = await this.resetIfFull("after prune", after);

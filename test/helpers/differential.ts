@@ -38,7 +38,7 @@ export function createDifferential(fast: TestKilnd, full: TestKilnd, reg: TestRe
     const [ca, cb] = [JSON.stringify(comparableConfig(a.config)), JSON.stringify(comparableConfig(b.config))];
     if (ca !== cb) differences.push(`config: ${ca} vs ${cb}`);
     if (a.config.config?.Labels?.["org.opencontainers.image.revision"] !== commit) differences.push("the revision label is not the commit");
-    if (a.config.config?.Labels?.["kiln.build"] !== f.id) differences.push("the kiln.build label is not the build's id");
+    if (a.config.config?.Labels?.["org.opencontainers.image.created"] !== repo.committed(commit)) differences.push("the created label is not the commit's time");
     if (f.imageId !== a.configDigest) differences.push("the image id is not the config's digest");
     if (f.stepsTotal !== g.stepsTotal) differences.push(`steps: ${f.stepsTotal} vs ${g.stepsTotal}`);
     return { f, g, differences };

@@ -11,6 +11,8 @@ export interface TestRepo {
   /** Writes (or, with null, deletes) files and commits them; returns the new commit SHA. */
   commit(files: Files, message?: string): string;
   head(): string;
+  /** The commit's committer time, as kiln writes it in the created label (ISO 8601, UTC). */
+  committed(sha: string): string;
 }
 
 const git = (dir: string, ...args: string[]) =>
@@ -43,6 +45,7 @@ export function makeRepo(dir: string, files: Files): TestRepo {
       return repo.head();
     },
     head: () => git(dir, "rev-parse", "HEAD"),
+    committed: (sha) => new Date(Number(git(dir, "show", "--no-patch", "--format=%ct", sha)) * 1000).toISOString(),
   };
   repo.commit(files, "init");
   return repo;

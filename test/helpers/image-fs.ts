@@ -53,11 +53,9 @@ export function fsDifferences(a: Map<string, FsEntry>, b: Map<string, FsEntry>):
   return out.sort();
 }
 
-/** A config without what differs between any two builds (times, the build's id and time, the build container's hostname). */
+/** A config without what differs between any two builds (times, the build container's hostname); kiln's labels are the commit's, and compared. */
 export function comparableConfig(c: ImageConfig): unknown {
   const labels = { ...c.config?.Labels };
-  delete labels["kiln.build"];
-  delete labels["org.opencontainers.image.created"];
   // Docker-format configs carry the build container's id as Hostname: a new one every build.
   const { Hostname: _hostname, ...config } = c.config ?? {};
   return {

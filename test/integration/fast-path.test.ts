@@ -282,6 +282,25 @@ describe("fast path", () => {
     assert.match(wc, /^\d+ \/data\/blob\.bin\n$/);
   });
 
+  test("a commit built again is the image it was, after a full build or a fast one: nothing is pushed", async () => {
+    // srcdir's last build was a full one (the ignore file changed), large's a fast one.
+    for (const project of ["srcdir", "large"]) {
+      const [last] = (await w.fast.client.listBuilds({ project, limit: 1 })).builds;
+      assert.ok(last && last.state === BuildState.SUCCEEDED, `${project}: a last build`);
+      const source = (await w.fast.client.getBuild({ buildId: last.id })).build!;
+      const again = await w.fast.buildCommit({ project, url: `file://${join(w.dir, `repo-${project}`)}`, commit: last.commit, image: `${w.reg.host}/fast/${project}` });
+      assert.equal(again.state, BuildState.SUCCEEDED, again.error);
+      assert.equal(again.fastPath, true, project);
+      assert.deepEqual([again.imageDigest, again.imageId], [source.imageDigest, source.imageId], `${project}: the same image`);
+      assert.equal(await w.reg.digest(`fast/${project}`, last.commit), source.imageDigest);
+      assert.match(await logText(w.fast, again.id), /fast path: this commit was the last build's, with this request: the image is that build's own, as its tag has it \(\d+ steps from cache, nothing to push\)/);
+    }
+    // The full path gives the same image too: every step comes from the cache, kiln's label step included.
+    const [last] = (await w.full.client.listBuilds({ project: "srcdir", limit: 1 })).builds;
+    const again = await w.full.buildCommit({ project: "srcdir", url: `file://${join(w.dir, "repo-srcdir")}`, commit: last!.commit, image: `${w.reg.host}/full/srcdir` });
+    assert.deepEqual([again.imageDigest, again.imageId, again.stepsCached], [last!.imageDigest, last!.imageId, again.stepsTotal]);
+  });
+
   test("a cancel while kiln runs a RUN step stops it and leaves nothing mounted or running", async () => {
     const SLEEP = 47;
     const repo = makeRepo(join(w.dir, "repo-slow-run"), {
