@@ -151,7 +151,7 @@ export async function storage(client: KilndClient, args: string[], io: Io): Prom
 export async function prune(client: KilndClient, args: string[], io: Io): Promise<number> {
   const { values: v } = parse(args, { project: { type: "string" }, "dry-run": { type: "boolean" } });
   const r = await client.prune({ project: (v.project as string) ?? "", dryRun: Boolean(v["dry-run"]) });
-  for (const i of r.images) io.out(`${v["dry-run"] ? "would remove" : "removed"}  ${i.project}  ${i.buildId}  ${i.names[0] ?? i.id.slice(0, 12)}`);
+  for (const i of r.images) io.out(`${v["dry-run"] ? "would remove" : "removed"}  ${i.project}  ${i.buildId || "-"}  ${i.names[0] ?? i.id.slice(0, 12)}`);
   io.out(v["dry-run"] ? `${r.images.length} images would be removed` : `${r.images.length} images removed, ${mib(r.bytesFreed)} freed${r.reset ? "; the volume was still over the threshold and storage was reset" : ""}`);
   return 0;
 }

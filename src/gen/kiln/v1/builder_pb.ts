@@ -891,6 +891,9 @@ export type PrunedImage = Message<"kiln.v1.PrunedImage"> & {
   project: string;
 
   /**
+   * The newest build that gave this image, while kilnd keeps its record (empty after that). A
+   * commit built again gives the image it gave before: kiln's labels are the commit's.
+   *
    * @generated from field: string build_id = 3;
    */
   buildId: string;
