@@ -193,7 +193,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     if (!lastImageId) throw new KilnError("internal", `${cmd.file} ${cmd.args[0]} succeeded without printing the image's ID`);
     rec.imageId = `sha256:${lastImageId}`;
     a.say(`build: ${rec.imageId} in ${Date.now() - b0} ms, ${rec.stepsCached}/${rec.stepsTotal} steps from cache`);
-    // The earlier stages' images are this build's too: tagged, the prune keeps them while it keeps the build (beside the push).
+    // The earlier stages' images are this build's too: tagged, the prune keeps them while it keeps the commit's image (beside the push).
     const stages = stagesOf.earlierStages();
     const tagged = Promise.all(stages.map((s) => deps.podman.tag(s.image, [stageTag(a.spec.project, a.spec.commit, s.stage)])));
 

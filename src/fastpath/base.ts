@@ -21,7 +21,9 @@ import type { ParentImage } from "./run-steps.js";
 // 7: a parent may stand on snapshots of kiln's own steps (ParentImage.layers).
 // 8: RUN steps carry the ARG values they see (a base from before ran them without).
 // 9: kiln's label step may come before the final stage's trailing metadata steps (podman/labels.ts).
-const VERSION = 9;
+// 10: kiln's labels are the commit's (podman/kiln-labels.ts): a base from before carries a
+//     kiln.build label that the new labels would not replace.
+const VERSION = 10;
 
 /** An OCI image config, kept as the registry has it; only the fields kiln edits are typed. */
 export interface ImageConfig {
