@@ -210,11 +210,13 @@ export function createGitCache(root: string, workRoot: string) {
     return { dir, committed: await committed, ...(changed ? { changed } : {}) };
   }
 
+  /** The committer line's time, read with plumbing (no user config such as log.showSignature applies). */
   async function commitTime(repo: string, commit: string, git: GitExec): Promise<Date> {
-    const r = await git(["--git-dir", repo, "show", "--no-patch", "--format=%ct", commit], true);
-    const seconds = Number(r.stdout.trim());
-    if (r.exitCode !== 0 || !Number.isSafeInteger(seconds) || r.stdout.trim() === "") throw new KilnError("internal", `cannot read the time of commit ${commit}: ${errorSummary(r)}`);
-    return new Date(seconds * 1000);
+    const r = await git(["--git-dir", repo, "cat-file", "commit", commit], true);
+    const header = r.stdout.split("\n\n", 1)[0] ?? "";
+    const m = /^committer .* (-?\d+) [+-]\d{4}$/m.exec(header);
+    if (r.exitCode !== 0 || !m) throw new KilnError("internal", `cannot read the time of commit ${commit}: ${r.exitCode !== 0 ? errorSummary(r) : "no committer line"}`);
+    return new Date(Number(m[1]) * 1000);
   }
 
   /** Fetches both commits (as a build would) and asks git which one is the other's ancestor. */

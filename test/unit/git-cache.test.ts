@@ -71,6 +71,19 @@ describe("git cache", () => {
     assert.match(tree(join(dir, "work-a", "a"))["a.txt"] ?? "", /^file - "one\\ntwo\\nthree\\n"$/, "the last checkout has LF again");
   });
 
+  test("a checkout gives the commit's committer time (kiln's created label), not its author's or now", async () => {
+    const repo = makeRepo(join(dir, "src-time"), { "a.txt": "a\n" });
+    writeFileSync(join(repo.dir, "a.txt"), "b\n");
+    execFileSync("git", ["-C", repo.dir, "-c", "user.name=t", "-c", "user.email=t@kiln.invalid", "commit", "-qam", "dated"], {
+      env: { ...process.env, GIT_AUTHOR_DATE: "1999-12-31T23:59:59+0000", GIT_COMMITTER_DATE: "2001-02-03T04:05:06+0200" },
+    });
+    const cache = createGitCache(join(dir, "cache-time"), join(dir, "work-time"));
+    await cache.ensureCommit("t", parseGitUrl(repo.url), repo.head(), git);
+    const out = await cache.checkout("t", repo.head(), git, diffIn(join(dir, "cache-time"), "t"));
+    assert.equal(out.committed.toISOString(), "2001-02-03T02:05:06.000Z");
+    assert.equal(out.committed.toISOString(), repo.committed(repo.head()));
+  });
+
   test("a new cache repository is fetched into at once and has git's automatic gc off", async () => {
     const repo = makeRepo(join(dir, "src-d"), { "a.txt": "a\n" });
     const cache = createGitCache(join(dir, "cache-d"), join(dir, "work-d"));
