@@ -169,6 +169,30 @@ describe("volume care", () => {
     }
   };
 
+  test("the keep policy keeps the images built most recently: a commit built again ranks by that build, not by its image's first one", async () => {
+    const data = join(dir, "order");
+    const repo = makeRepo(join(dir, "order-repo"), helloApp(base));
+    const kilnd = await start({ data, registry: reg.host, args: ["--keep-builds", "2", "--fast-path", "off"] });
+    const build = async (commit: string) => {
+      const done = await kilnd.buildCommit({ project: "order", url: repo.url, commit, image: `${reg.host}/test/order` });
+      assert.equal(done.state, BuildState.SUCCEEDED, done.error);
+      // The Prune call waits for the prune that follows the build.
+      await kilnd.client.prune({ project: "order" });
+      return done;
+    };
+    const [a, b] = [repo.commit({ "src/a.txt": "a\n" }), repo.commit({ "src/a.txt": "b\n" })];
+    const first = await build(a);
+    await build(b);
+    const again = await build(a);
+    assert.equal(again.imageId, first.imageId, "a's image, from the cache");
+    const c = repo.commit({ "src/a.txt": "c\n" });
+    await build(c);
+    // By the images' own times a (built first) would go; by their builds, b goes.
+    const tag = (s: string) => `${reg.host}/test/order:${s}`;
+    assert.deepEqual(kilnTags(data, "order"), [tag(a), tag(c)].sort());
+    await kilnd.stop();
+  });
+
   test("build records and logs are bounded: the newest N finished per project stay, older ones go with their logs", async () => {
     const data = join(dir, "records");
     const repo = makeRepo(join(dir, "records-repo"), helloApp(base));
