@@ -64,10 +64,12 @@ describe("volume care", () => {
     };
     const shas: string[] = [];
     const images: { id: string; digest: string }[] = [];
+    const buildIds: string[] = [];
     for (let i = 0; i < 5; i++) {
       shas.push(repo.commit({ "src/a.txt": `version ${i}\n` }));
       const b = await build("app", shas[i]!);
       images.push({ id: b.imageId, digest: b.imageDigest });
+      buildIds.push(b.id);
     }
     await build("other", shas[0]!);
     const tag = (p: string, s: string) => `${reg.host}/test/${p}:${s}`;
@@ -84,6 +86,8 @@ describe("volume care", () => {
     const dry = await kilnd.client.prune({ project: "app", dryRun: true });
     assert.equal(dry.bytesFreed, 0n);
     assert.deepEqual(dry.images.map((i) => i.names[0]).sort(), [tag("app", shas[2]!), tag("app", shas[3]!)].sort());
+    // The build that gave each image, from the records this kilnd read from the volume.
+    assert.deepEqual(dry.images.map((i) => `${i.names[0]} ${i.buildId}`).sort(), [`${tag("app", shas[2]!)} ${buildIds[2]}`, `${tag("app", shas[3]!)} ${buildIds[3]}`].sort());
     assert.deepEqual(kilnTags(data, "app").length, 3, "a dry run removes nothing");
     const real = await kilnd.client.prune({ project: "app" });
     assert.deepEqual(real.images.map((i) => i.id).sort(), dry.images.map((i) => i.id).sort());
