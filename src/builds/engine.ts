@@ -153,9 +153,9 @@ export class BuildEngine {
    * The newest successful build that gave each image (by full image ID), and when it ended: a
    * commit built again gives the image it gave before, and the prune keeps what was built last.
    */
-  imageBuilds(): Map<string, { id: string; ms: number }> {
+  imageBuilds(project?: string): Map<string, { id: string; ms: number }> {
     const out = new Map<string, { id: string; ms: number }>();
-    for (const b of this.o.records.list()) {
+    for (const b of this.o.records.list(project)) {
       if (b.state !== BuildState.SUCCEEDED || !b.imageId || out.has(b.imageId)) continue;
       out.set(b.imageId, { id: b.id, ms: msFromTimestamp(b.finishTime) ?? msFromTimestamp(b.createTime) ?? 0 });
     }

@@ -90,7 +90,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     keepBuilds: opts.keepBuilds,
     resetThresholdPercent: opts.resetThresholdPercent,
     logger,
-    imageBuilds: () => engine.imageBuilds(),
+    imageBuilds: (project) => engine.imageBuilds(project),
     runningBuilds: () => engine.runningCount,
     liveTmpDirs: () => engine.liveTmpDirs(),
     onReset(durationMs, bytes) {

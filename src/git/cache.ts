@@ -1,8 +1,8 @@
 // The per-project git cache on the volume: a bare repository fetched incrementally (only the
 // requested commit and what it needs), and the commit's tree materialised as the build context.
-import { access, appendFile, mkdir, open, readFile, rm, writeFile } from "node:fs/promises";
+import { access, appendFile, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
-import { constants as zlibConstants, inflateSync } from "node:zlib";
+import { inflateSync } from "node:zlib";
 import { KilnError } from "../errors/kiln-error.js";
 import { errorSummary } from "../process/exec.js";
 import type { RunResult } from "../process/run.js";
@@ -72,24 +72,23 @@ export function createGitCache(root: string, workRoot: string) {
   }
 
   /**
-   * The commit is in the cache as a loose object (where a build's small fetch leaves it): read
-   * from its file, without starting git. False says nothing: it may be in a pack.
+   * The commit object, when the cache holds it loose (where a build's small fetch leaves it):
+   * read from its file, without starting git ("commit <size>\0" and the commit's text).
+   * Undefined says nothing: it may be in a pack.
    */
-  async function isLooseCommit(repo: string, commit: string): Promise<boolean> {
-    if (!FULL_SHA.test(commit)) return false;
-    const f = await open(join(repo, "objects", commit.slice(0, 2), commit.slice(2))).catch(() => undefined);
-    if (!f) return false;
+  async function looseCommit(repo: string, commit: string): Promise<Buffer | undefined> {
+    if (!FULL_SHA.test(commit)) return undefined;
+    const file = await readFile(join(repo, "objects", commit.slice(0, 2), commit.slice(2))).catch(() => undefined);
+    if (!file) return undefined;
     try {
-      const { buffer, bytesRead } = await f.read({ buffer: Buffer.alloc(64), position: 0 });
-      // The object's header ("commit <size>\0") is the start of its zlib stream.
-      const head = inflateSync(buffer.subarray(0, bytesRead), { finishFlush: zlibConstants.Z_SYNC_FLUSH });
-      return head.subarray(0, 7).toString("latin1") === "commit ";
+      const object = inflateSync(file);
+      return object.subarray(0, 7).toString("latin1") === "commit " ? object : undefined;
     } catch {
-      return false;
-    } finally {
-      await f.close();
+      return undefined;
     }
   }
+
+  const isLooseCommit = async (repo: string, commit: string) => (await looseCommit(repo, commit)) !== undefined;
 
   async function hasCommit(repo: string, commit: string, git: GitExec): Promise<boolean> {
     if (await isLooseCommit(repo, commit)) return true;
@@ -210,12 +209,21 @@ export function createGitCache(root: string, workRoot: string) {
     return { dir, committed: await committed, ...(changed ? { changed } : {}) };
   }
 
-  /** The committer line's time, read with plumbing (no user config such as log.showSignature applies). */
+  /**
+   * The committer line's time: from the loose object when there is one (no process on a warm
+   * build), else from `git cat-file` (plumbing: no user config such as log.showSignature applies).
+   */
   async function commitTime(repo: string, commit: string, git: GitExec): Promise<Date> {
-    const r = await git(["--git-dir", repo, "cat-file", "commit", commit], true);
-    const header = r.stdout.split("\n\n", 1)[0] ?? "";
-    const m = /^committer .* (-?\d+) [+-]\d{4}$/m.exec(header);
-    if (r.exitCode !== 0 || !m) throw new KilnError("internal", `cannot read the time of commit ${commit}: ${r.exitCode !== 0 ? errorSummary(r) : "no committer line"}`);
+    const loose = await looseCommit(repo, commit);
+    let text: string;
+    if (loose) text = loose.subarray(loose.indexOf(0) + 1).toString("utf8");
+    else {
+      const r = await git(["--git-dir", repo, "cat-file", "commit", commit], true);
+      if (r.exitCode !== 0) throw new KilnError("internal", `cannot read the time of commit ${commit}: ${errorSummary(r)}`);
+      text = r.stdout;
+    }
+    const m = /^committer .* (-?\d+) [+-]\d{4}$/m.exec(text.split("\n\n", 1)[0] ?? "");
+    if (!m) throw new KilnError("internal", `cannot read the time of commit ${commit}: no committer line`);
     return new Date(Number(m[1]) * 1000);
   }
 

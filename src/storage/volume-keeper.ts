@@ -19,8 +19,8 @@ export interface KeeperOptions {
   keepBuilds: number;
   resetThresholdPercent: number;
   logger: Logger;
-  /** The newest successful build that gave each image, by full image ID (kilnd's records). */
-  imageBuilds(): ReadonlyMap<string, ImageBuild>;
+  /** The newest successful build that gave each image of the project (all when undefined), by full image ID (kilnd's records). */
+  imageBuilds(project?: string): ReadonlyMap<string, ImageBuild>;
   /** Builds holding a slot (running podman) right now. */
   runningBuilds(): number;
   /** Temp dirs of live builds, which a reset must leave alone. */
@@ -69,20 +69,20 @@ export class VolumeKeeper {
     return this.overlay;
   }
 
-  /** The images kiln built, read between housekeeping passes (never in the middle of a removal). */
+  /** The images kiln built, read between housekeeping passes (never in the middle of a removal). GetStorage only counts them: no records are read. */
   listImages(project?: string): Promise<KilnImage[]> {
-    return this.serial(async () => kilnImagesOf(await listImages(this.o.env()), project, this.o.imageBuilds()));
+    return this.serial(async () => kilnImagesOf(await listImages(this.o.env()), project));
   }
 
   /** Removes (or with dryRun lists) what the keep policy drops; then resets if still over the threshold. */
   prune(project: string | undefined, dryRun: boolean): Promise<PruneOutcome> {
     return this.serial(async () => {
       const rows = await listImages(this.o.env());
-      const all = kilnImagesOf(rows, project, this.o.imageBuilds());
+      const all = kilnImagesOf(rows, project, this.o.imageBuilds(project));
       const doomed = selectForPrune(all, this.o.keepBuilds);
       if (dryRun) return { images: doomed, bytesFreed: 0, reset: false };
       // Earlier stages' images stay as long as a kept image of their commit does (their tags go with it).
-      const key = (project: string, commit: string) => `${project}/${commit}`;
+      const key = (p: string, commit: string) => `${p}/${commit}`;
       const kept = new Set(all.filter((i) => !doomed.includes(i)).map((i) => key(i.project, i.commit)));
       const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(key(t.project, t.commit))).map((t) => t.name);
       const before = await this.usage();

@@ -82,6 +82,14 @@ describe("git cache", () => {
     const out = await cache.checkout("t", repo.head(), git, diffIn(join(dir, "cache-time"), "t"));
     assert.equal(out.committed.toISOString(), "2001-02-03T02:05:06.000Z");
     assert.equal(out.committed.toISOString(), repo.committed(repo.head()));
+    // Read from the loose object above; from git once the commit is in a pack.
+    const cacheRepo = join(dir, "cache-time", "t.git");
+    assert.ok(readdirSync(join(cacheRepo, "objects")).some((d) => /^[0-9a-f]{2}$/.test(d)), "the fetch left loose objects");
+    execFileSync("git", ["--git-dir", cacheRepo, "repack", "-a", "-d", "-q"]);
+    execFileSync("git", ["--git-dir", cacheRepo, "prune-packed"]);
+    assert.ok(!readdirSync(join(cacheRepo, "objects")).some((d) => /^[0-9a-f]{2}$/.test(d)), "every object packed");
+    const packed = await cache.checkout("t", repo.head(), git, diffIn(join(dir, "cache-time"), "t"));
+    assert.equal(packed.committed.toISOString(), "2001-02-03T02:05:06.000Z");
   });
 
   test("a new cache repository is fetched into at once and has git's automatic gc off", async () => {
