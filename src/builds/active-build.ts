@@ -26,7 +26,8 @@ export class ActiveBuild {
   stop: StopRequest | undefined;
   /** Settles once a stop has ended the build's processes and removed their containers. */
   killed: Promise<void> | undefined;
-  proc: { kind: ProcessKind; run: RunningProcess } | undefined;
+  /** The processes the build runs now: one at a time, but a first build's skeleton runs beside kiln's RUN steps. */
+  readonly procs = new Set<{ kind: ProcessKind; run: RunningProcess }>();
   /**
    * Work that follows a successful build's result, set by the pipeline (the fast path's record of
    * the pushed image as the project's next base). It runs after the log closes and before the

@@ -30,7 +30,8 @@ export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string,
       o.onLine?.(text);
     },
   });
-  a.proc = { kind, run: proc };
+  const mine = { kind, run: proc };
+  a.procs.add(mine);
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
   let ended = false;
@@ -55,7 +56,7 @@ export async function buildExec(a: ActiveBuild, kind: ProcessKind, file: string,
   } finally {
     ended = true;
     clearTimeout(timer);
-    a.proc = undefined;
+    a.procs.delete(mine);
   }
 }
 

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { BaseImageSchema, Phase, PhaseDurationsSchema } from "../gen/kiln/v1/builder_pb.js";
 import { KilnError } from "../errors/kiln-error.js";
-import type { FastPath, FastPathInput } from "../fastpath/fast-path.js";
+import type { FastPath, FastPathInput, FastPathResult } from "../fastpath/fast-path.js";
 import { FastPathRefused } from "../fastpath/refused.js";
 import type { Checkout, GitCache } from "../git/cache.js";
 import { changedFiles } from "../git/diff.js";
@@ -112,7 +112,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     for (const u of bases.unresolved) a.say(`base: ${u} not looked up${bases.pullIfNewer ? "; buildah pulls what the registry has newer" : ""}`);
     const registry = a.spec.image.registry;
     const fast = deps.fastPath && registry ? fastPathInput(a, deps, registry, secrets, bases, { checkout, changed, contextDir, containerfile, labels }) : undefined;
-    if (fast && deps.fastPath && (await tryFastPath(a, deps.fastPath, fast))) {
+    const fastPath = deps.fastPath;
+    if (fast && fastPath && (await tryKilnBuild(a, "fast path", (onMade, onCommit) => fastPath.build(fast, onMade, onCommit)))) {
       return;
     }
     await deps.beforeBuild();
@@ -176,6 +177,28 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       });
     let built: Awaited<ReturnType<typeof podmanBuild>>;
     try {
+      // A FROM image new to storage: no step can come from buildah's cache, so kiln runs what it can itself.
+      const [fresh] = unpacked.fresh;
+      if (fast && fastPath && fresh && bases.images.length === 1 && Object.keys(plan.flagLabels).length === 0) {
+        const labelled = await readFile(plan.containerfile, "utf8");
+        const bud = async (file: string, tag: string, onLine: (line: string) => void, quiet: boolean) => {
+          const c = buildCommand(deps.buildEngine, { containerfile: file, contextDir, tag, network: deps.buildNetwork, buildArgs: a.spec.buildArgs, ...(a.spec.target ? { target: a.spec.target } : {}), labels: {}, format: deps.imageFormat });
+          let id = "";
+          const r = await buildExec(a, "podman", c.file, c.args, { ...podmanEnv, ...BUILD_GO_ENV }, { quiet, hide: LAYER_STORE_NOTICE, onLine: (line) => ((id = IMAGE_ID_LINE.test(line) ? line : id), onLine(line)) });
+          if (r.exitCode !== 0 || !id) throw new FastPathRefused(`${c.file} ${c.args[0]} of ${file.slice(a.tmpDir.length + 1)} failed: ${errorSummary(r)}`);
+          return id;
+        };
+        let after: (() => Promise<string>) | undefined;
+        const firstBuilt = await tryKilnBuild(a, "first build", async (onMade, onCommit) => {
+          const b = await fastPath.first({ fast, labelled, from: fresh, docker: deps.imageFormat === "docker", bud }, onMade, onCommit);
+          after = b.afterward;
+          return b.result;
+        });
+        if (firstBuilt) {
+          if (after) a.afterward = async () => `fast path: ${await after!()}`;
+          return;
+        }
+      }
       built = await podmanBuild();
       if (built.exitCode !== 0 && built.stderrTail.some((l) => /no space left on device/i.test(l)) && (await deps.onNoSpace())) {
         // A build never fails for a full disk that kiln could have freed.
@@ -262,19 +285,21 @@ function fastPathInput(
   };
 }
 
-/** The fast path, if it can be sure of this build: true once the image is pushed. */
-async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathInput): Promise<boolean> {
+/**
+ * A build by kiln itself (the fast path, or a first build), if it can be sure of it: true once
+ * the image is pushed; false when it stepped aside, and the full build runs.
+ */
+async function tryKilnBuild(a: ActiveBuild, what: "fast path" | "first build", run: (onMade: (ms: number) => void, onCommit: () => void) => Promise<FastPathResult & { prefixSteps?: number }>): Promise<boolean> {
   const rec = a.record;
   const durations = rec.durations!;
   const f0 = Date.now();
   try {
     let committed = false;
-    const building = fastPath.build(
-      input,
+    const building = run(
       (madeMs) => {
         durations.build = durationFromMs(madeMs);
         a.enter(Phase.PUSH);
-        a.say(`fast path: layers made in ${madeMs} ms; pushing`);
+        a.say(`${what}: layers made in ${madeMs} ms; pushing`);
       },
       () => (committed = true),
     );
@@ -290,7 +315,9 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     rec.stepsTotal = r.steps.total;
     rec.stepsCached = r.steps.reused;
     a.say(
-      r.same
+      r.prefixSteps !== undefined
+        ? `first build: buildah built the ${r.prefixSteps} step${r.prefixSteps === 1 ? "" : "s"} before the first COPY; kiln made ${r.made - r.ran} COPY layer${r.made - r.ran === 1 ? "" : "s"} and ran ${r.ran} RUN step${r.ran === 1 ? "" : "s"} (${r.files} entries, ${r.bytes} bytes) in ${msFromDuration(durations.build)} ms; buildah wrote the config beside them`
+        : r.same
         ? `fast path: this commit was the last build's, with this request: the image is that build's own, as its tag has it (${r.steps.total} steps from cache, nothing to push)`
         : r.reused
         ? `fast path: no step reads a file that changed since the last full build: every layer is its own (${r.steps.total} steps from cache), with this build's labels`
@@ -310,7 +337,7 @@ async function tryFastPath(a: ActiveBuild, fastPath: FastPath, input: FastPathIn
     if (e instanceof StopSignal) throw e;
     // A registry that refuses these credentials refuses podman's push as well: no second try.
     if (e instanceof RegistryAuthError) throw authRefusal(e);
-    a.say(`fast path: ${e instanceof FastPathRefused ? "not taken" : "failed"}: ${(e as Error).message}; full build`);
+    a.say(`${what}: ${e instanceof FastPathRefused ? "not taken" : "failed"}: ${(e as Error).message}; full build`);
     return false;
   }
 }

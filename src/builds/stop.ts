@@ -24,19 +24,23 @@ const GIT_GRACE_MS = 300;
  * running: its working containers may be left, for a sweep once no build runs.
  */
 export async function killBuildProcesses(a: ActiveBuild, podman: Podman): Promise<boolean> {
-  const p = a.proc;
-  if (!p) return false;
-  if (p.kind === "git") {
-    await p.run.stop(GIT_GRACE_MS);
-    return false;
-  }
+  const procs = [...a.procs];
+  if (procs.length === 0) return false;
+  const git = procs.filter((p) => p.kind === "git");
+  await Promise.all(git.map((p) => p.run.stop(GIT_GRACE_MS)));
+  const others = procs.filter((p) => p.kind !== "git");
+  if (others.length === 0) return false;
   // RUN steps run outside podman's process tree: end them first, so podman exits and removes
   // its working containers itself; signal it only if it does not, and then make sure of
   // anything left.
   const env = podman.env();
   await killContainersUnder(a.tmpDir, env, false);
-  const exitedAlone = await Promise.race([p.run.result.then(() => true), delay(PODMAN_EXIT_MS, false)]);
-  if (!exitedAlone) await p.run.stop(PODMAN_GRACE_MS);
+  await Promise.all(
+    others.map(async (p) => {
+      const exitedAlone = await Promise.race([p.run.result.then(() => true), delay(PODMAN_EXIT_MS, false)]);
+      if (!exitedAlone) await p.run.stop(PODMAN_GRACE_MS);
+    }),
+  );
   await killContainersUnder(a.tmpDir, env, true);
   return true;
 }

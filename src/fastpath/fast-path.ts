@@ -25,14 +25,16 @@ import type { TarEntry } from "../image/tar-entries.js";
 import type { Checkout } from "../git/cache.js";
 import type { LocalImage, Podman } from "../podman/podman.js";
 import type { Layer } from "./layer.js";
+import type { FirstBuild, FirstBuildInput } from "./first-build.js";
+import { parseImageName } from "../images/base-images.js";
 
 // The package is CommonJS (module.exports = factory) while its types declare an ES default export.
 const ignore = dockerignore as unknown as typeof dockerignore.default;
 
 /** The largest final layer the fast path reads back or makes (bigger ones take the full build). */
-const MAX_LAYER_BYTES = 64 * 1024 * 1024;
+export const MAX_LAYER_BYTES = 64 * 1024 * 1024;
 /** The most a RUN step kiln runs may write (it is held in memory to be compressed). */
-const MAX_RUN_LAYER_BYTES = 256 * 1024 * 1024;
+export const MAX_RUN_LAYER_BYTES = 256 * 1024 * 1024;
 const IGNORE_FILES = [".containerignore", ".dockerignore"];
 /** A --chown of numbers: the same owner whatever the image's /etc/passwd and /etc/group say. */
 const NUMERIC_OWNER = /^\d+(:\d+)?$/;
@@ -93,7 +95,7 @@ export interface FastPathOptions {
   bases: BaseStore;
   insecureRegistries: ReadonlySet<string>;
   /** The image below the final COPY is mounted from podman's storage to run the RUN steps after it. */
-  podman: Pick<Podman, "inspectImage" | "dockerShell" | "mountImage" | "unmountImage" | "env">;
+  podman: Pick<Podman, "inspectImage" | "dockerShell" | "mountImage" | "unmountImage" | "env" | "storedConfig" | "baseLayers">;
   /** kilnd's --build-network: kiln runs RUN steps itself only on the host's network, as buildah does then. */
   buildNetwork: string;
   /** The cache-mount directory every build's buildah uses ($TMPDIR/buildah-cache). */
@@ -101,11 +103,12 @@ export interface FastPathOptions {
 }
 
 export function createFastPath(o: FastPathOptions) {
-  const clientFor = (input: FastPathInput) => {
+  const clientFor = (input: FastPathInput, mountFrom: string[] = []) => {
     const repo = input.repository.slice(input.registry.length + 1);
     return new RegistryClient(input.registry, repo, o.insecureRegistries.has(input.registry), {
       credential: () => input.credentials.lookup(input.registry, repo),
       signal: input.signal,
+      mountFrom,
     });
   };
 
@@ -469,12 +472,41 @@ export function createFastPath(o: FastPathOptions) {
     return plan.carry(kept);
   }
 
+  /**
+   * kiln's first build on a FROM image new to storage (first-build.ts), or throws
+   * FastPathRefused saying why not; its afterward records the base for the next build.
+   */
+  async function first(input: FirstBuildInput, onMade?: (ms: number) => void, onCommit?: () => void): Promise<FirstBuild> {
+    const { firstBuild } = await import("./first-build.js");
+    const { removeImages } = await import("../storage/prune.js");
+    return firstBuild(
+      {
+        bases: o.bases,
+        podman: o.podman,
+        buildNetwork: o.buildNetwork,
+        cacheDir: o.cacheDir,
+        blobPath: (digest) => o.podman.baseLayers.blobPath(digest),
+        fromBlob: (input, reference, digest) => {
+          const name = parseImageName(reference);
+          if (!name) throw new FastPathRefused(`${reference} is not in a registry`);
+          const from = new RegistryClient(name.registry, name.repository, o.insecureRegistries.has(name.registry), { credential: () => input.credentials.lookup(name.registry, name.repository), signal: input.signal });
+          return from.getBlob(digest);
+        },
+        client: clientFor,
+        removeImages: (ids) => removeImages(o.podman.env(), ids),
+      },
+      input,
+      onMade,
+      onCommit,
+    );
+  }
+
   /** Loads the parser and the tar writer (kilnd calls it once it answers, off the wake path). */
   async function preload(): Promise<void> {
     await Promise.all([import("./plan.js"), import("./layer.js"), import("../image/tar-entries.js")]);
   }
 
-  return { record, build, preload };
+  return { record, build, first, preload };
 }
 
 export type FastPath = ReturnType<typeof createFastPath>;
@@ -488,7 +520,7 @@ export interface StepImages {
 const NO_STEP_IMAGES: StepImages = { finalStageStep: () => undefined, stageStep: () => undefined };
 
 /** A RUN's line in buildah's history: its ARG values (an ENV's where the image at that step sets the name) before the step. */
-const shownRun = (step: RunStep, parentEnv: readonly string[]) => runHistory(step.history, step.args, [...parentEnv, ...step.env.map(([k, v]) => `${k}=${v}`)]);
+export const shownRun = (step: RunStep, parentEnv: readonly string[]) => runHistory(step.history, step.args, [...parentEnv, ...step.env.map(([k, v]) => `${k}=${v}`)]);
 
 /** The image's history must line up with its layers, and have kiln's label step (rewritten per build) after the last. */
 function checkLayers(manifest: OciManifest, config: ImageConfig): void {
@@ -527,7 +559,7 @@ async function fileDestOf(contextDir: string, plan: Pick<CopyPlan, "sources" | "
   throw new FastPathRefused("the last full build's COPY layer does not show where the file went");
 }
 
-function resolveDest(workdir: string | undefined, dest: string): string {
+export function resolveDest(workdir: string | undefined, dest: string): string {
   const abs = posix.resolve(workdir || "/", dest);
   return dest.endsWith("/") && abs !== "/" ? `${abs}/` : abs;
 }
@@ -563,7 +595,7 @@ function nextConfig(base: FastPathBase, made: { diffId: string; copyDest?: strin
   return config;
 }
 
-async function readIgnore(contextDir: string): Promise<string> {
+export async function readIgnore(contextDir: string): Promise<string> {
   for (const name of IGNORE_FILES) {
     try {
       return await readFile(join(contextDir, name), "utf8");
@@ -574,4 +606,4 @@ async function readIgnore(contextDir: string): Promise<string> {
   return "";
 }
 
-const ignoreDigest = async (contextDir: string) => sha256(await readIgnore(contextDir));
+export const ignoreDigest = async (contextDir: string) => sha256(await readIgnore(contextDir));

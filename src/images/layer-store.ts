@@ -56,6 +56,11 @@ export interface EnsureOptions {
 export interface EnsureReport {
   /** Lets the collector have this build's layers again (after buildah's pull). */
   release(): void;
+  /**
+   * The images storage does not have (every layer of them unpacked by kiln or in storage): no
+   * step of buildah's layer cache stands on them (the first build, fastpath/first-build.ts).
+   */
+  fresh: { reference: string; digest: string; layers: Descriptor[]; diffIds: string[] }[];
 }
 
 export interface BaseLayerStore {
@@ -66,11 +71,15 @@ export interface BaseLayerStore {
   collect(): Promise<number>;
   /** Empties the store (a reset of container storage). */
   clear(): Promise<void>;
+  /** Where a layer's blob is, when kiln downloaded it (a layer storage pulled itself has none). */
+  blobPath(digest: string): string;
 }
 
 interface ImageLayers {
   layers: Descriptor[];
   diffIds: string[];
+  /** The config's digest: the image's ID in storage (absent in notes of kilnds before it was kept). */
+  config?: string;
 }
 
 export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerStore {
@@ -157,7 +166,7 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
     if (diffIds.length !== manifest.layers.length) return "a config whose diff_ids do not match its layers";
     const other = manifest.layers.find((l) => !GZIP_LAYERS.has(l.mediaType));
     if (other) return `a ${other.mediaType} layer`;
-    const image = { layers: manifest.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })), diffIds };
+    const image = { layers: manifest.layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })), diffIds, config: manifest.config.digest };
     await mkdir(join(dir, MANIFESTS), { recursive: true });
     await writeFileAtomic(note, JSON.stringify(image));
     return { client, image };
@@ -168,6 +177,7 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
     async ensure(images, o) {
       const holds: (() => void)[] = [];
       const release = () => holds.forEach((r) => r());
+      const news: EnsureReport["fresh"] = [];
       // Read only when a layer is not in the store (a base podman pulled itself, before the store).
       let inStorage: Promise<Set<string>> | undefined;
       const ensureImage = async (img: BaseImage) => {
@@ -179,12 +189,18 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
             return;
           }
           const { client, image } = found;
+          // Not in storage: buildah's cache holds no step on it (a step's cache entry names the image it stood on).
+          const isNew = image.config !== undefined && !(await stat(join(graphRoot, "overlay-images", image.config.replace(/^sha256:/, ""))).then(() => true, () => false));
           const wanted: { layer: Descriptor; diffId: string }[] = [];
           for (const [i, layer] of image.layers.entries()) {
             if ((await present(layer.digest)) || (await (inStorage ??= storageLayers())).has(layer.digest)) continue;
             wanted.push({ layer, diffId: image.diffIds[i]! });
           }
-          if (wanted.length === 0) return;
+          const fresh = () => ({ reference: img.reference, digest: img.digest, layers: image.layers, diffIds: image.diffIds });
+          if (wanted.length === 0) {
+            if (isNew) news.push(fresh());
+            return;
+          }
           holds.push(hold(wanted.map((w) => w.layer.digest)));
           const mb = (wanted.reduce((n, w) => n + w.layer.size, 0) / 1e6).toFixed(1);
           o.say(`${img.reference}: unpacking ${wanted.length} of ${image.layers.length} layers (${mb} MB) side by side`);
@@ -206,6 +222,7 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
           );
           const done = wanted.length - failed.length;
           if (done > 0) o.say(`${img.reference}: ${done} of ${image.layers.length} layers (${(bytes / 1e6).toFixed(1)} MB) unpacked by kiln in ${Date.now() - t0} ms; buildah takes them from kiln's layer store`);
+          if (isNew && failed.length === 0) news.push(fresh());
           for (const f of failed) o.say(`${img.reference}: ${f}; buildah pulls it`);
         } catch (e) {
           if (o.signal.aborted) throw e;
@@ -220,7 +237,7 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
         release();
         throw stopped.reason;
       }
-      return { release };
+      return { release, fresh: news };
     },
     async collect() {
       const used = new Set<string>();
@@ -243,5 +260,6 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
       await rm(dir, { recursive: true, force: true });
       await mkdir(dir, { recursive: true });
     },
+    blobPath: (digest) => join(dir, digest, "blob"),
   };
 }

@@ -1,5 +1,6 @@
 // The podman side of kilnd: the environment every podman, buildah and runc call runs in, and
 // the housekeeping calls that are not part of one build.
+import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { errorSummary } from "../process/exec.js";
@@ -68,6 +69,16 @@ export function createPodman(opts: PodmanOptions) {
       if (r.exitCode !== 0) throw new Error(`podman image inspect ${image.slice(0, 19)} failed: ${errorSummary(r)}`);
       const [i] = JSON.parse(r.stdout || "[]") as { Id: string; RootFS?: { Layers?: string[] }; Config?: LocalImage["config"]; History?: LocalImage["history"] }[];
       return i ? { id: i.Id, layers: i.RootFS?.Layers ?? [], config: i.Config ?? {}, history: i.History ?? [] } : undefined;
+    },
+    /**
+     * The image's config as storage keeps it, byte for byte: what a push of it uploads (its
+     * digest is the image's ID; storage names the file by the base64 of that key).
+     */
+    async storedConfig(id: string): Promise<Buffer> {
+      const key = `sha256:${id.replace(/^sha256:/, "")}`;
+      const bytes = await readFile(join(opts.layout.graphRoot, "overlay-images", key.slice(7), `=${Buffer.from(key).toString("base64")}`));
+      if (`sha256:${createHash("sha256").update(bytes).digest("hex")}` !== key) throw new Error(`the config storage keeps for image ${key.slice(7, 19)} is not the image's`);
+      return bytes;
     },
     /**
      * The SHELL of the image's Docker-format config (buildah runs shell-form RUN steps with it);

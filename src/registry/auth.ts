@@ -49,7 +49,7 @@ export interface RegistryAuth {
 export function createRegistryAuth(o: {
   registry: string;
   credential: () => Promise<Credential | undefined>;
-  /** The scope every token is asked for (repository:NAME:pull,push). */
+  /** The scopes every token is asked for, space-separated (repository:NAME:pull,push). */
   scope: string;
   insecure: boolean;
 }): RegistryAuth {
@@ -66,7 +66,7 @@ export function createRegistryAuth(o: {
       throw new RegistryAuthError(`${o.registry}: the token realm ${url.origin} is not https (credentials are sent over https only, unless the registry is an insecure one)`, 401);
     }
     if (ch.params.service) url.searchParams.set("service", ch.params.service);
-    const scopes = new Set([o.scope, ...(ch.params.scope ? ch.params.scope.split(" ") : [])]);
+    const scopes = new Set([...o.scope.split(" "), ...(ch.params.scope ? ch.params.scope.split(" ") : [])]);
     for (const s of scopes) url.searchParams.append("scope", s);
     const c = await o.credential();
     const headers: Record<string, string> = {};

@@ -29,6 +29,8 @@ export interface RegistryClientOptions {
   /** The credentials for this repository, if it needs any. */
   credential?: () => Promise<Credential | undefined>;
   signal?: AbortSignal;
+  /** Repositories of the same registry blobs are mounted from (mountBlob): its tokens may read them too. */
+  mountFrom?: readonly string[];
 }
 
 export interface Descriptor {
@@ -67,7 +69,7 @@ export class RegistryClient {
   ) {
     this.base = `${insecure ? "http" : "https"}://${host}/v2/${repo}`;
     this.signal = o.signal;
-    this.auth = createRegistryAuth({ registry: host, credential: o.credential ?? (async () => undefined), scope: `repository:${repo}:pull,push`, insecure });
+    this.auth = createRegistryAuth({ registry: host, credential: o.credential ?? (async () => undefined), scope: [`repository:${repo}:pull,push`, ...(o.mountFrom ?? []).map((r) => `repository:${r}:pull`)].join(" "), insecure });
   }
 
   async getManifest(reference: string): Promise<{ manifest: OciManifest; bytes: Buffer; digest: string }> {
@@ -124,6 +126,19 @@ export class RegistryClient {
     const url = new URL(location, this.base);
     url.searchParams.set("digest", digest);
     await this.call("PUT", url, { body: data, headers: { "content-type": "application/octet-stream" } }, [201]);
+  }
+
+  /**
+   * Has the registry link a blob of another of its repositories into this one (the distribution
+   * spec's cross-repository mount): false when it started an upload instead (it does when the
+   * blob is not there, or the credentials may not read that repository), which is then cancelled.
+   */
+  async mountBlob(digest: string, from: string): Promise<boolean> {
+    const res = await this.call("POST", `/blobs/uploads/?mount=${encodeURIComponent(digest)}&from=${encodeURIComponent(from)}`, {}, [201, 202]);
+    if (res.status === 201) return true;
+    const location = res.headers.get("location");
+    if (location) await this.call("DELETE", new URL(location, this.base), {}, [204, 404]).catch(() => undefined);
+    return false;
   }
 
   /**

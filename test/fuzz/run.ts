@@ -2,7 +2,7 @@
 // fresh seed each time (printed first, and with any failure, to replay it:
 // KILN_FUZZ_SEED=S KILN_FUZZ_RUNS=N scripts/test.sh test/integration/fast-path-differential.test.ts).
 import { join } from "node:path";
-import { pushBusyboxBase } from "../helpers/base-image.js";
+import { pushBusyboxBase, pushFreshBase } from "../helpers/base-image.js";
 import { startKilnd } from "../helpers/kilnd.js";
 import { startRegistry } from "../helpers/registry.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
@@ -20,8 +20,8 @@ const [fast, full] = await Promise.all([
 ]);
 let code = 0;
 try {
-  const stats = await fuzzFastPath({ fast, full, reg, base, dir: join(dir, "repos"), seed, runs, log: (l) => console.log(l) });
-  console.log(`fuzz: passed: ${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by the fast path (${stats.onSnapshots} on kiln's snapshots of its own steps), ${stats.failedBoth} failed on both sides`);
+  const stats = await fuzzFastPath({ fast, full, reg, base, dir: join(dir, "repos"), seed, runs, log: (l) => console.log(l), freshBase: (tag) => pushFreshBase(reg.host, tag) });
+  console.log(`fuzz: passed: ${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by kiln (${stats.first} first builds, ${stats.onSnapshots} fast builds on kiln's snapshots of its own steps), ${stats.failedBoth} failed on both sides`);
 } catch (e) {
   console.error(String((e as Error).message ?? e));
   console.error(`fuzz: FAILED with seed ${seed}: replay with KILN_FUZZ_SEED=${seed} KILN_FUZZ_RUNS=${runs} scripts/test.sh test/integration/fast-path-differential.test.ts`);

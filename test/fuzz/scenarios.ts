@@ -56,11 +56,11 @@ const ARGS = ["ARG FZ_DEFAULT=d", "ARG FZ_GIVEN=default", "ARG FZ_BARE", "ARG FZ
 const BUILD_ARGS: Record<string, string>[] = [{}, { FZ_GIVEN: "given", FZ_BARE: "bare" }, { FZ_B: "b", FZ_UNDECLARED: "u", MODE: "given" }];
 const METADATA = ["ENV MODE=fuzz", "LABEL fuzz=1", "EXPOSE 8080", 'CMD ["cat", "/app/a.txt"]', "USER 1000", "WORKDIR /app"];
 
-const containerfileArb = (base: string) =>
+const containerfileArb = (base: string, stages: boolean) =>
   fc
     .record({
       workdir: fc.boolean(),
-      stage: fc.option(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }), { nil: undefined }),
+      stage: (stages ? fc.option : () => fc.constant(undefined))(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json") }), { nil: undefined }),
       earlier: fc.array(fc.record({ source: fc.constantFrom(...EARLIER_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "single", "json") }), { maxLength: 2 }),
       final: fc.record({ source: fc.constantFrom(...FINAL_SOURCES), how: fc.constantFrom<Spelling>("plain", "double", "json"), to: fc.constantFrom<"dir" | "file" | "existing-dir">("dir", "dir", "file", "existing-dir") }),
       after: fc.option(fc.constantFrom(...AFTER_RUNS), { nil: undefined }),
@@ -116,11 +116,12 @@ const commitsArb = fc.oneof(
   { weight: 1, arbitrary: fc.tuple(EARLIER_EDIT, SOURCE_EDIT, fc.array(change, { maxLength: 2 }), SOURCE_EDIT).map(([e, s, more, last]) => [e, s, ...more, last]) },
 );
 
-export const scenarioArb = (base: string): fc.Arbitrary<Scenario> =>
+/** stages: false gives single-stage Containerfiles only (what kiln's first build takes). */
+export const scenarioArb = (base: string, o: { stages?: boolean } = {}): fc.Arbitrary<Scenario> =>
   fc
     .record({
       layout: fc.constantFrom(".", "./", "app", "./app/", "applink"),
-      containerfile: containerfileArb(base),
+      containerfile: containerfileArb(base, o.stages ?? true),
       buildArgs: fc.constantFrom(...BUILD_ARGS),
       links: fc.subarray(["deps-link", "conf-link", "src-file-link", "src-dir-link", "dangling", "outside"]),
       ignore: fc.constantFrom("", "*.md\n", "src/*.log\n"),

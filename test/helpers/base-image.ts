@@ -74,3 +74,10 @@ export function pushPatchedBase(ref: string, registry: string, note: string): vo
   writeFileSync(join(ctx, "Containerfile"), `FROM ${ref}\nRUN echo ${JSON.stringify(note)} > /patched\n`);
   underLock(e, ["podman", "build", "-q", "--pull=always", "--layers=false", "-t", ref, ctx], ["podman", "push", "-q", ref]);
 }
+
+/** A base image no kilnd's storage has yet (busybox with /patched holding the tag), pushed as base/busybox:TAG: a first build's. */
+export function pushFreshBase(registry: string, tag: string): string {
+  const ref = pushBusyboxBase(registry, undefined, tag);
+  pushPatchedBase(ref, registry, tag);
+  return ref;
+}

@@ -376,8 +376,11 @@ export type Build = Message<"kiln.v1.Build"> & {
   imageId: string;
 
   /**
-   * The image was made by kiln's fast path: only the final COPY's layer made anew from the
-   * commit, every other layer reused from the project's last full build; podman did not run.
+   * The image was made by kiln rather than by podman's full build: by the fast path (the layers
+   * below the step it started from reused from the project's last build, the steps from there on
+   * made or run by kiln; podman did not run), or by a first build on a FROM image new to the
+   * volume (buildah built the steps before the first COPY and wrote the config, kiln made the
+   * rest). The build's log says which.
    *
    * @generated from field: bool fast_path = 21;
    */
