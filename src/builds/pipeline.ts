@@ -182,7 +182,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       if (fast && fastPath && fresh && bases.images.length === 1 && Object.keys(plan.flagLabels).length === 0) {
         const labelled = await readFile(plan.containerfile, "utf8");
         const bud = async (file: string, tag: string, onLine: (line: string) => void, quiet: boolean) => {
-          const c = buildCommand(deps.buildEngine, { containerfile: file, contextDir, tag, network: deps.buildNetwork, buildArgs: a.spec.buildArgs, ...(a.spec.target ? { target: a.spec.target } : {}), labels: {}, format: deps.imageFormat });
+          // The full build's flags, secrets included: a step buildah runs here is cached for the full builds after.
+          const c = buildCommand(deps.buildEngine, { containerfile: file, contextDir, tag, network: deps.buildNetwork, buildArgs: a.spec.buildArgs, ...(a.spec.target ? { target: a.spec.target } : {}), labels: {}, secrets: buildahSecrets, pullIfNewer: bases.pullIfNewer, format: deps.imageFormat });
           let id = "";
           const r = await buildExec(a, "podman", c.file, c.args, { ...podmanEnv, ...BUILD_GO_ENV }, { quiet, hide: LAYER_STORE_NOTICE, onLine: (line) => ((id = IMAGE_ID_LINE.test(line) ? line : id), onLine(line)) });
           if (r.exitCode !== 0 || !id) throw new FastPathRefused(`${c.file} ${c.args[0]} of ${file.slice(a.tmpDir.length + 1)} failed: ${errorSummary(r)}`);

@@ -91,6 +91,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     resetThresholdPercent: opts.resetThresholdPercent,
     logger,
     imageBuilds: (project) => engine.imageBuilds(project),
+    baseImages: (project) => bases.parentImages(project),
     runningBuilds: () => engine.runningCount,
     liveTmpDirs: () => engine.liveTmpDirs(),
     onReset(durationMs, bytes) {

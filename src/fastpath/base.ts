@@ -152,6 +152,19 @@ export function createBaseStore(dir: string) {
       }
       sweep(project);
     },
+    /** The images in podman's storage the bases (the project's, or every one) stand on, by ID without "sha256:". */
+    async parentImages(project?: string): Promise<Set<string>> {
+      const files = project ? [`${project}.json`] : await readdir(dir).catch(() => [] as string[]);
+      const ids = new Set<string>();
+      for (const file of files.filter((f) => f.endsWith(".json"))) {
+        const b = await readFile(join(dir, file), "utf8").then((t) => JSON.parse(t) as Partial<FastPathBase>, () => undefined);
+        if (!b || b.version !== VERSION || !b.copy) continue;
+        for (const c of ["refused" in b.copy ? [] : [b.copy], b.starts ?? []].flat()) {
+          for (const p of [c.parent, c.from?.parent]) if (p) ids.add(p.id.replace(/^sha256:/, ""));
+        }
+      }
+      return ids;
+    },
     /** Why the project has no base, when its last full build was refused as one. */
     async refusal(project: string): Promise<string | undefined> {
       try {

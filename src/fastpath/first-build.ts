@@ -256,6 +256,8 @@ export function splitContainerfile(labelled: string, layerSteps: number): { pref
   const steps = all.slice(all.indexOf(froms.at(-1)!) + 1);
   const firstCopy = steps.findIndex((s) => s.getKeyword() === "COPY" && !/(^|\s)--from[=\s]/i.test(s.getArgumentsContent() ?? ""));
   if (firstCopy < 0) throw new FastPathRefused("the final stage has no COPY from the context");
+  // Known before buildah runs: the prefix must be metadata only (its image's layers are the FROM image's).
+  if (steps.slice(0, firstCopy).some((s) => ["RUN", "ADD", "COPY"].includes(s.getKeyword()))) throw new FastPathRefused("a step before the first COPY makes a layer");
   const lines = labelled.split("\n");
   const replaced = steps.slice(firstCopy).filter((s) => ["COPY", "ADD", "RUN"].includes(s.getKeyword()));
   if (replaced.length !== layerSteps) throw new FastPathRefused(`the Containerfile buildah builds has ${replaced.length} steps with layers after its first COPY, the plan ${layerSteps}`);

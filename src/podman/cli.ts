@@ -43,6 +43,8 @@ export const cli = {
     return (JSON.parse(r.stdout || "[]") as PodmanImage[] | null) ?? [];
   },
   rmi: (env: Env, id: string) => exec("podman", ["rmi", "--", id], { env, timeoutMs: LONG_MS }),
+  /** Takes a name off its image, which stays (rmi of an image's last name removes it, even when later steps' images were built on it). */
+  untag: (env: Env, name: string) => exec("podman", ["untag", "--", name, name], { env, timeoutMs: LONG_MS }),
   imagePrune: (env: Env) => exec("podman", ["image", "prune", "--force"], { env, timeoutMs: LONG_MS }),
   /** The image's size in storage, in bytes; 0 when unknown. */
   async imageSize(env: Env, image: string): Promise<number> {

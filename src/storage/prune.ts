@@ -49,11 +49,11 @@ export function kilnImagesOf(rows: readonly PodmanImage[], project?: string, bui
 }
 
 /** The tags kiln gave the earlier stages' images of its builds (podman/stage-images.ts). */
-export function stageTagsOf(rows: readonly PodmanImage[]): { name: string; project: string; commit: string }[] {
+export function stageTagsOf(rows: readonly PodmanImage[]): { name: string; project: string; commit: string; id: string }[] {
   return rows.flatMap((i) =>
     (i.Names ?? []).flatMap((name) => {
       const t = parseStageTag(name);
-      return t ? [{ name, ...t }] : [];
+      return t ? [{ name, ...t, id: i.Id.replace(/^sha256:/, "") }] : [];
     }),
   );
 }
@@ -74,13 +74,21 @@ export function selectForPrune(images: readonly KilnImage[], keep: number): Kiln
 }
 
 /** Removes the images and the intermediate layers only they used; returns what could not go. */
-export async function removeImages(env: Record<string, string>, ids: readonly string[]): Promise<string[]> {
+/**
+ * Removes images (by ID) and takes names off theirs (tags whose image later builds' steps may
+ * stand on: the image stays while any does), then the images nothing refers to any more.
+ */
+export async function removeImages(env: Record<string, string>, ids: readonly string[], names: readonly string[] = []): Promise<string[]> {
   const failed: string[] = [];
   for (const id of ids) {
     const r = await cli.rmi(env, id);
     if (r.exitCode !== 0 && !imageUnknown(r)) failed.push(`${id.slice(0, 12)}: ${errorSummary(r)}`);
   }
-  // Layers nothing refers to any more: intermediates of cancelled builds and the like.
+  for (const name of names) {
+    const r = await cli.untag(env, name);
+    if (r.exitCode !== 0 && !imageUnknown(r)) failed.push(`${name}: ${errorSummary(r)}`);
+  }
+  // Layers nothing refers to any more: intermediates of cancelled builds, untagged stages nothing stands on.
   await cli.imagePrune(env);
   return failed;
 }

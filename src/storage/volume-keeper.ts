@@ -21,6 +21,8 @@ export interface KeeperOptions {
   logger: Logger;
   /** The newest successful build that gave each image of the project (all when undefined), by full image ID (kilnd's records). */
   imageBuilds(project?: string): ReadonlyMap<string, ImageBuild>;
+  /** The images the fast path's bases stand on (a first build's prefix): their stage tags stay. */
+  baseImages(project?: string): Promise<ReadonlySet<string>>;
   /** Builds holding a slot (running podman) right now. */
   runningBuilds(): number;
   /** Temp dirs of live builds, which a reset must leave alone. */
@@ -81,13 +83,14 @@ export class VolumeKeeper {
       const all = kilnImagesOf(rows, project, this.o.imageBuilds(project));
       const doomed = selectForPrune(all, this.o.keepBuilds);
       if (dryRun) return { images: doomed, bytesFreed: 0, reset: false };
-      // Earlier stages' images stay as long as a kept image of their commit does (their tags go with it).
+      // Earlier stages' images stay as long as a kept image of their commit does, or a base stands on them (their tags go with it).
       const key = (p: string, commit: string) => `${p}/${commit}`;
       const kept = new Set(all.filter((i) => !doomed.includes(i)).map((i) => key(i.project, i.commit)));
-      const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(key(t.project, t.commit))).map((t) => t.name);
+      const inUse = await this.o.baseImages(project);
+      const stageTags = stageTagsOf(rows).filter((t) => (!project || t.project === project) && !kept.has(key(t.project, t.commit)) && !inUse.has(t.id)).map((t) => t.name);
       const before = await this.usage();
       if (doomed.length || stageTags.length) await this.o.releaseMounts().catch(() => {});
-      const failed = doomed.length || stageTags.length ? await removeImages(this.o.env(), [...doomed.map((i) => i.id), ...stageTags]) : [];
+      const failed = doomed.length || stageTags.length ? await removeImages(this.o.env(), doomed.map((i) => i.id), stageTags) : [];
       const after = await this.usage();
       const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
       if (failed.length) this.o.logger.warn({ failed }, "some images could not be removed");

@@ -8,6 +8,7 @@ import { execFileSync } from "node:child_process";
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { kilndPodmanEnv } from "./leftovers.js";
 
 const ROOT = join(tmpdir(), "kiln-test-base");
 const CONTAINERFILE = new URL("../../containerfiles/busybox.Containerfile", import.meta.url).pathname;
@@ -80,4 +81,13 @@ export function pushFreshBase(registry: string, tag: string): string {
   const ref = pushBusyboxBase(registry, undefined, tag);
   pushPatchedBase(ref, registry, tag);
   return ref;
+}
+
+/**
+ * Puts a base into a kilnd's storage (podman pull there), as an earlier build of another project
+ * would: builds on it are then full builds with buildah's layer cache, never kiln's first build
+ * (fastpath/first-build.ts), for the tests that are about that cache.
+ */
+export function pullIntoKilnd(data: string, ref: string): void {
+  execFileSync("podman", ["pull", "-q", "--tls-verify=false", ref], { env: kilndPodmanEnv(data), stdio: ["ignore", "ignore", "pipe"] });
 }

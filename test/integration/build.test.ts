@@ -7,7 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { BuildState, CommitRelation } from "../../src/gen/kiln/v1/builder_pb.js";
 import { helloApp } from "../helpers/apps.js";
-import { pushBusyboxBase } from "../helpers/base-image.js";
+import { pullIntoKilnd, pushBusyboxBase } from "../helpers/base-image.js";
 import { serveGitHttp } from "../helpers/git-http.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
@@ -27,6 +27,8 @@ describe("builds", () => {
     base = pushBusyboxBase(reg.host);
     repo = makeRepo(join(dir, "repo"), helloApp(base));
     kilnd = await startKilnd({ data: data(), registry: reg.host });
+    // These tests are about the full build and buildah's layer cache: the base is in storage already (no first build).
+    pullIntoKilnd(data(), base);
   });
   after(async () => {
     await kilnd?.stop();

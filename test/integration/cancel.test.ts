@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
 import { helloApp, slowApp } from "../helpers/apps.js";
-import { pushBusyboxBase } from "../helpers/base-image.js";
+import { pullIntoKilnd, pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { podmanProcessesFor, processesWith, runcContainersUnder, workingContainers } from "../helpers/leftovers.js";
@@ -25,6 +25,8 @@ describe("cancel, supersede, queue", () => {
     slow = makeRepo(join(dir, "slow"), slowApp(base, SLEEP));
     fast = makeRepo(join(dir, "fast"), helloApp(base));
     kilnd = await startKilnd({ data: data(), registry: reg.host, args: ["--max-concurrent-builds", "1"] });
+    // Cancels of podman's build and buildah's layer cache after them: the base is in storage already (no first build).
+    pullIntoKilnd(data(), base);
   });
   after(async () => {
     await kilnd?.stop();

@@ -23,14 +23,15 @@ const SOURCE_CHANGE_STARTS = /^fast path: the next build of a source change can 
 describe("kiln's first build on a base new to storage", () => {
   const w = fastPathWorld("first-build");
   const both = (project: string, files: (base: string) => Files) => {
-    const repo = makeRepo(join(w.dir, `repo-${project}`), files(pushFreshBase(w.reg.host, project)));
+    const base = pushFreshBase(w.reg.host, project);
+    const repo = makeRepo(join(w.dir, `repo-${project}`), files(base));
     const build = async (commit: string) => {
       const r = await createDifferential(w.fast, w.full, w.reg)(repo, project, commit);
       assert.deepEqual(r.differences, []);
       assert.equal(r.f.state, BuildState.SUCCEEDED, r.f.error);
       return { ...r, log: await logText(w.fast, r.f.id) };
     };
-    return { repo, build };
+    return { repo, build, base };
   };
   /** The images in the fast kilnd's storage, with their names. */
   const images = () =>
@@ -61,6 +62,32 @@ describe("kiln's first build on a base new to storage", () => {
     assert.match(deps.log, /fast path: started from step 4, the first COPY that reads a changed file/);
     const again = await build(repo.commit({ "src/sub/b.txt": "b2\n" }, "after deps"));
     assert.equal(again.f.fastPath, true, again.log);
+  });
+
+  test("the prefix stays while a base stands on it (a prune of every project leaves it), and goes once none does", async () => {
+    const { repo, build, base } = both("prefix", (base) => ({
+      Containerfile: `FROM ${base}\nWORKDIR /app\nCOPY deps.txt ./\nRUN cp deps.txt installed.txt\nCOPY src/ ./src/\n`,
+      "deps.txt": "1\n",
+      "src/a.txt": "a\n",
+    }));
+    const first = await build(repo.head());
+    assert.equal(first.f.fastPath, true, first.log);
+    await w.fast.fastPathRecord(first.f.id);
+    const tag = `localhost/kiln-stage/prefix:${repo.head()}-0`;
+    const tagged = () => images().some((i) => i.names.includes(tag));
+    assert.ok(tagged(), "the prefix is tagged");
+    // A prune of every project: the first build's commit has no image in storage, but the base stands on its prefix.
+    await w.fast.client.prune({});
+    assert.ok(tagged(), "the prune left the prefix the base stands on");
+    const deps = await build(repo.commit({ "deps.txt": "2\n" }, "deps"));
+    assert.equal(deps.f.fastPath, true, deps.log);
+    assert.match(deps.log, /fast path: started from step 3/);
+    // A change before the first COPY: the full build, whose base no longer stands on the prefix; its prune lets the prefix go.
+    const full = await build(repo.commit({ Containerfile: `FROM ${base}\nWORKDIR /app\nENV MODE=2\nCOPY deps.txt ./\nRUN cp deps.txt installed.txt\nCOPY src/ ./src/\n` }, "full"));
+    assert.equal(full.f.fastPath, false, full.log);
+    await w.fast.fastPathRecord(full.f.id);
+    await w.fast.client.prune({ project: "prefix" });
+    assert.ok(!tagged(), "the prefix's tag went once no base stood on it");
   });
 
   test("COPY steps only, a file to a path of its own and into a directory of the image: the full build's image", async () => {

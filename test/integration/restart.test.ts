@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
 import { slowApp } from "../helpers/apps.js";
-import { pushBusyboxBase } from "../helpers/base-image.js";
+import { pullIntoKilnd, pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
 import { podmanProcessesFor, processesWith, runcContainersUnder, workingContainers } from "../helpers/leftovers.js";
@@ -32,6 +32,8 @@ describe("restart after kill -9", () => {
 
   test("a build running when kilnd is killed is FAILED(interrupted) after the restart, its leftovers gone, and the next build is clean", async () => {
     kilnd = await startKilnd({ data: data(), registry: reg.host });
+    // podman's build killed, and buildah's layer cache after it: the base is in storage already (no first build).
+    pullIntoKilnd(data(), base);
     const { build } = await kilnd.client.build({
       project: "app",
       source: { kind: { case: "git", value: { url: repo.url, commit: repo.head() } } },

@@ -48,8 +48,8 @@ describe("the keep policy's view of storage", () => {
   test("stage tags name their project and commit", () => {
     const rows: PodmanImage[] = [{ Id: id("9"), Names: [stageTag("app", sha("a"), 1), stageTag("my.app-2", sha("b"), 12), "localhost/kiln-stage/app:latest"], Size: 1, Created: 1 }];
     assert.deepEqual(stageTagsOf(rows), [
-      { name: `localhost/kiln-stage/app:${sha("a")}-1`, project: "app", commit: sha("a") },
-      { name: `localhost/kiln-stage/my.app-2:${sha("b")}-12`, project: "my.app-2", commit: sha("b") },
+      { name: `localhost/kiln-stage/app:${sha("a")}-1`, project: "app", commit: sha("a"), id: id("9").replace(/^sha256:/, "") },
+      { name: `localhost/kiln-stage/my.app-2:${sha("b")}-12`, project: "my.app-2", commit: sha("b"), id: id("9").replace(/^sha256:/, "") },
     ]);
   });
 });
