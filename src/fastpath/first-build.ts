@@ -126,7 +126,7 @@ export async function firstBuild(d: FirstBuildDeps, i: FirstBuildInput, onMade?:
   await mkdir(dir, { recursive: true });
   await Promise.all([writeFile(join(dir, "Prefix"), prefixText), writeFile(join(dir, "Skeleton"), skeletonText)]);
   f.say(`first build: ${i.from.reference} is new to storage, so no step can come from the cache: buildah builds the ${prefixSteps} step${prefixSteps === 1 ? "" : "s"} before the first COPY, kiln makes the COPY layers and runs the RUN steps, buildah writes the config beside them`);
-  // Tagged as the commit's stage 0: the prune keeps it as long as an earlier stage of the commit (stage-images.ts).
+  // Tagged as the commit's stage 0: the prune keeps the tag while a base stands on the image (storage/volume-keeper.ts).
   const prefixId = await i.bud(join(dir, "Prefix"), stageTag(f.project, f.commit, 0), () => {}, false);
   const prefix = await d.podman.inspectImage(prefixId);
   if (!prefix) throw new Error(`the prefix image ${prefixId.slice(0, 12)} is not in storage`);
