@@ -101,5 +101,5 @@ while IFS=$'\t' read -r label sha wall; do
     let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const b=JSON.parse(s);const d=b.durations||{};
     const f=x=>x?(parseFloat(x)).toFixed(2)+"s":"-";
     const [label,wall]=process.argv.slice(1);
-    console.log(`${label.padEnd(13)} ${b.commit.slice(0,12)} ${(wall/1000).toFixed(2).padStart(8)}s ${f(d.total).padStart(9)} ${f(d.fetch).padStart(7)} ${f(d.build).padStart(7)} ${f(d.push).padStart(7)}  ${b.stepsCached||0}/${b.stepsTotal||0}     ${b.fastPath?"fast":"full"}  ${b.imageDigest}`)})' "$label" "$wall"
+    console.log(`${label.padEnd(13)} ${b.commit.slice(0,12)} ${(wall/1000).toFixed(2).padStart(8)}s ${f(d.total).padStart(9)} ${f(d.fetch).padStart(7)} ${f(d.build).padStart(7)} ${f(d.push).padStart(7)}  ${b.stepsCached||0}/${b.stepsTotal||0}     ${b.firstBuild?"first":b.fastPath?"fast":"full"}  ${b.imageDigest}`)})' "$label" "$wall"
 done < "$KILN_STATE/demo-times.tsv"

@@ -313,6 +313,7 @@ async function tryKilnBuild(a: ActiveBuild, what: "fast path" | "first build", r
     rec.imageDigest = r.digest;
     rec.pushed = true;
     rec.fastPath = true;
+    rec.firstBuild = what === "first build";
     rec.stepsTotal = r.steps.total;
     rec.stepsCached = r.steps.reused;
     a.say(

@@ -18,7 +18,7 @@ export function summary(b: Build): string {
     parts.push(`in ${secs(msFromDuration(d.total))}${phases.length ? ` (${phases.join(", ")})` : ""}`);
   }
   if (b.stepsTotal) parts.push(`${b.stepsCached}/${b.stepsTotal} steps cached`);
-  if (b.fastPath) parts.push("fast path");
+  if (b.fastPath) parts.push(b.firstBuild ? "first build" : "fast path");
   if (b.error) parts.push(`error: ${b.error}`);
   return parts.join("  ");
 }

@@ -128,10 +128,12 @@ export async function firstBuild(d: FirstBuildDeps, i: FirstBuildInput, onMade?:
   f.say(`first build: ${i.from.reference} is new to storage, so no step can come from the cache: buildah builds the ${prefixSteps} step${prefixSteps === 1 ? "" : "s"} before the first COPY, kiln makes the COPY layers and runs the RUN steps, buildah writes the config beside them`);
   // Tagged as the commit's stage 0: the prune keeps the tag while a base stands on the image (storage/volume-keeper.ts).
   const prefixId = await i.bud(join(dir, "Prefix"), stageTag(f.project, f.commit, 0), () => {}, false);
-  const prefix = await d.podman.inspectImage(prefixId);
-  if (!prefix) throw new Error(`the prefix image ${prefixId.slice(0, 12)} is not in storage`);
-  if (JSON.stringify(prefix.layers) !== JSON.stringify(i.from.diffIds)) throw new FastPathRefused("a step before the first COPY makes a layer");
-  const parent = await parentOf(d, prefix, i.docker);
+  // Its config as storage keeps it (a file: no podman process on the critical path).
+  const prefix = JSON.parse((await d.podman.storedConfig(prefixId)).toString("utf8")) as ImageConfig & { config?: { Env?: string[]; User?: string; Shell?: string[] | null } };
+  if (JSON.stringify(prefix.rootfs.diff_ids) !== JSON.stringify(i.from.diffIds)) throw new FastPathRefused("a step before the first COPY makes a layer");
+  const c = prefix.config ?? {};
+  // buildah runs shell-form RUN steps with the image's SHELL in Docker-format builds only.
+  const parent: ParentImage = { id: prefixId, env: c.Env ?? [], user: c.User ?? "", workdir: c.WorkingDir ?? "", ...(i.docker && c.Shell?.length ? { shell: c.Shell } : {}) };
 
   // The skeleton beside kiln's steps; its step images give the config at each COPY (the next builds' starts).
   const tracker = createStageTracker();

@@ -10,7 +10,9 @@ import { fuzzFastPath } from "./differential.js";
 
 const runs = Number(process.argv[2] ?? process.env.KILN_FUZZ_RUNS ?? 40);
 const seed = Number(process.argv[3] ?? process.env.KILN_FUZZ_SEED ?? Math.floor(Math.random() * 2 ** 31));
-console.log(`fuzz: ${runs} scenarios, seed ${seed}`);
+// KILN_FUZZ_STAGES=single: single-stage Containerfiles only, each scenario's first commit kiln's first build.
+const stages = process.env.KILN_FUZZ_STAGES !== "single";
+console.log(`fuzz: ${runs} ${stages ? "" : "single-stage "}scenarios, seed ${seed}`);
 const dir = tempDir("fuzz");
 const reg = await startRegistry(join(dir, "registry"));
 const base = pushBusyboxBase(reg.host);
@@ -20,7 +22,7 @@ const [fast, full] = await Promise.all([
 ]);
 let code = 0;
 try {
-  const stats = await fuzzFastPath({ fast, full, reg, base, dir: join(dir, "repos"), seed, runs, log: (l) => console.log(l), freshBase: (tag) => pushFreshBase(reg.host, tag) });
+  const stats = await fuzzFastPath({ fast, full, reg, base, dir: join(dir, "repos"), seed, runs, log: (l) => console.log(l), freshBase: (tag) => pushFreshBase(reg.host, tag), stages });
   console.log(`fuzz: passed: ${stats.scenarios} scenarios, ${stats.builds} commits built twice, ${stats.fast} by kiln (${stats.first} first builds, ${stats.onSnapshots} fast builds on kiln's snapshots of its own steps), ${stats.failedBoth} failed on both sides`);
 } catch (e) {
   console.error(String((e as Error).message ?? e));

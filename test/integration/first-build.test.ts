@@ -46,6 +46,7 @@ describe("kiln's first build on a base new to storage", () => {
     }));
     const first = await build(repo.head());
     assert.equal(first.f.fastPath, true, first.log);
+    assert.equal(first.f.firstBuild, true);
     assert.match(first.log, /first build: .* is new to storage, so no step can come from the cache: buildah builds the 3 steps before the first COPY/);
     assert.match(first.log, /first build: buildah built the 3 steps before the first COPY; kiln made 2 COPY layers and ran 1 RUN step/);
     assert.match(await w.fast.fastPathRecord(first.f.id), SOURCE_CHANGE_STARTS);
@@ -56,6 +57,7 @@ describe("kiln's first build on a base new to storage", () => {
 
     const edit = await build(repo.commit({ "src/a.txt": "hello again\n" }, "edit"));
     assert.equal(edit.f.fastPath, true, edit.log);
+    assert.equal(edit.f.firstBuild, false);
     assert.match(edit.log, /fast path: made the final COPY's layer/);
     const deps = await build(repo.commit({ "deps.txt": "left-pad 2\n" }, "deps"));
     assert.equal(deps.f.fastPath, true, deps.log);
