@@ -171,6 +171,9 @@ async function main() {
     for (let i = 0; i < REPS; i++) {
       const commit = hello.change();
       await Promise.all(cold.map((e) => e.reset())); // untimed, side by side
+      // The resets' deletions written out before the timed builds, whichever engine made them (a
+      // kiln or podman reset removes a tree of thousands of files; dockerd prunes its own).
+      execFileSync("sync");
       probes.push(fileCreateMicros(work));
       say(`  file creation on the bench's volume before run ${i + 1}: ${probes.at(-1)!.toFixed(0)} µs per file`);
       for (const e of rotated(cold, i)) await timed("cold", hello, e, commit);
