@@ -34,12 +34,13 @@ import { RegistryClient, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256, type 
 import { writeStorageConfig } from "../../src/podman/storage-config.js";
 import { createPodman } from "../../src/podman/podman.js";
 import { runcCommand } from "../../src/podman/runc.js";
-import { labelLine } from "../../src/podman/labels.js";
+import { planLabels } from "../../src/podman/labels.js";
 import { kilnLabels } from "../../src/podman/kiln-labels.js";
 import { exec } from "../../src/process/exec.js";
 import { isCopyStep, planFastPath, type RunStep } from "../../src/fastpath/plan.js";
 import { makeLayer, type Layer } from "../../src/fastpath/layer.js";
 import { runSteps } from "../../src/fastpath/run-steps.js";
+import { PLACEHOLDER, splitContainerfile } from "../../src/fastpath/first-build.js";
 import { runHistory } from "../../src/fastpath/build-args.js";
 import type { ImageConfig } from "../../src/fastpath/base.js";
 import type { TarEntry } from "../../src/image/tar-entries.js";
@@ -52,7 +53,6 @@ const REPS = Number(process.env.KILN_BENCH_REPS ?? 5);
 const BASE_REPO = "kiln/node";
 const BASE_TAG = "20-slim";
 const say = (s: string) => process.stderr.write(`${s}\n`);
-const SKEL = "kiln.skeleton";
 
 /** The prototype as a bench engine: the same build() and reset() as the others. */
 async function coldPlanEngine(env: BenchEnv): Promise<Engine & { close(): Promise<void> }> {
@@ -125,11 +125,13 @@ async function coldPlanEngine(env: BenchEnv): Promise<Engine & { close(): Promis
       const report = await unpacked;
       tl.mark("FROM unpacked");
 
-      // 2. The prefix: the steps before the first COPY, by buildah.
-      const lines = text.split("\n");
-      const firstCopy = lines.findIndex((l) => /^\s*COPY\s/i.test(l));
+      // 2. The prefix: the steps before the first COPY, by buildah. It and the skeleton are cut
+      // from the Containerfile with kiln's label step placed, as kilnd's first build cuts them.
+      const labels = kilnLabels({ project: app.name, source: app.repo, commit, committed });
+      const labelled = await planLabels(join(ctx, "Containerfile"), undefined, labels, tmp);
+      const split = splitContainerfile(readFileSync(labelled.containerfile, "utf8"), plan.after.length + 1);
       const prefixFile = join(tmp, "Prefix");
-      writeFileSync(prefixFile, `${lines.slice(0, firstCopy).join("\n")}\n`);
+      writeFileSync(prefixFile, split.prefix);
       const empty = join(tmp, "empty");
       mkdirSync(empty, { recursive: true });
       const bud = async (file: string) => {
@@ -143,9 +145,8 @@ async function coldPlanEngine(env: BenchEnv): Promise<Engine & { close(): Promis
       tl.mark("prefix built (FROM, WORKDIR, ENV)");
 
       // 3. kiln's RUN, the skeleton beside it.
-      const labels = kilnLabels({ project: app.name, source: app.repo, commit, committed });
       const skeletonFile = join(tmp, "Skeleton");
-      writeFileSync(skeletonFile, skeleton(text, labelLine(labels)));
+      writeFileSync(skeletonFile, split.skeleton);
       const skeletonBuilt = bud(skeletonFile).then(async (id) => {
         tl.mark("skeleton built");
         return JSON.parse((JSON.parse(await run("buildah", ["inspect", "--type", "image", id], penv)) as { Config: string }).Config) as ImageConfig;
@@ -205,37 +206,15 @@ async function coldPlanEngine(env: BenchEnv): Promise<Engine & { close(): Promis
   return engine;
 }
 
-/** The Containerfile with every COPY, ADD and RUN after the first FROM a LABEL of its own, and kiln's label step after the last of them. */
-function skeleton(text: string, kilnLabelLine: string): string {
-  const out: string[] = [];
-  let seenFrom = false;
-  let n = 0;
-  let lastStep = -1;
-  const lines = text.split("\n");
-  for (let i = 0; i < lines.length; i++) {
-    const start = i;
-    while (/\\\s*$/.test(lines[i]!) && i + 1 < lines.length) i++;
-    const instruction = lines.slice(start, i + 1);
-    const word = /^\s*([A-Za-z]+)/.exec(instruction[0]!)?.[1]?.toUpperCase();
-    if (word === "FROM") seenFrom = true;
-    if (seenFrom && (word === "COPY" || word === "ADD" || word === "RUN")) {
-      out.push(`LABEL "${SKEL}.${n++}"="x"`);
-      lastStep = out.length;
-    } else out.push(...instruction);
-  }
-  out.splice(lastStep, 0, kilnLabelLine);
-  return `${out.join("\n")}\n`;
-}
-
 /** The skeleton's config with the real steps in place of its LABELs (their layers, their history lines). */
 function realConfig(skel: ImageConfig, steps: ({ copy: Layer; dest: string } | { run: RunStep; layer: Layer })[], prefixEnv: string[]): ImageConfig {
   const config = structuredClone(skel);
   const labels = config.config?.Labels ?? {};
-  for (const k of Object.keys(labels)) if (k.startsWith(`${SKEL}.`)) delete labels[k];
+  for (const k of Object.keys(labels)) if (k.startsWith(`${PLACEHOLDER}.`)) delete labels[k];
   const history = config.history ?? [];
   let n = 0;
   for (const [i, h] of history.entries()) {
-    if (!h.created_by?.includes(`LABEL "${SKEL}.`)) continue;
+    if (!h.created_by?.includes(`LABEL "${PLACEHOLDER}.`)) continue;
     const s = steps[n++]!;
     const { empty_layer: _e, ...rest } = h;
     history[i] = {

@@ -126,17 +126,18 @@ export function createBaseStore(dir: string) {
     sweeping.set(project, swept);
     void swept.then(() => sweeping.get(project) === swept && sweeping.delete(project));
   };
+  async function load(project: string): Promise<FastPathBase | undefined> {
+    try {
+      const b = JSON.parse(await readFile(fileOf(project), "utf8")) as FastPathBase & { refused?: string };
+      return b.version === VERSION && b.refused === undefined ? b : undefined;
+    } catch {
+      return undefined;
+    }
+  }
   return {
     /** Where the snapshots of kiln's own steps live (a storage reset removes it: they stand on its images). */
     snapshotsDir,
-    async load(project: string): Promise<FastPathBase | undefined> {
-      try {
-        const b = JSON.parse(await readFile(fileOf(project), "utf8")) as FastPathBase & { refused?: string };
-        return b.version === VERSION && b.refused === undefined ? b : undefined;
-      } catch {
-        return undefined;
-      }
-    },
+    load,
     async save(project: string, base: Omit<FastPathBase, "version">): Promise<void> {
       await mkdir(dir, { recursive: true });
       await writeFileAtomic(fileOf(project), JSON.stringify({ version: VERSION, ...base }));
@@ -154,16 +155,9 @@ export function createBaseStore(dir: string) {
     },
     /** The images in podman's storage the bases (the project's, or every one) stand on, by ID without "sha256:". */
     async parentImages(project?: string): Promise<Set<string>> {
-      const files = project ? [`${project}.json`] : await readdir(dir).catch(() => [] as string[]);
-      const ids = new Set<string>();
-      for (const file of files.filter((f) => f.endsWith(".json"))) {
-        const b = await readFile(join(dir, file), "utf8").then((t) => JSON.parse(t) as Partial<FastPathBase>, () => undefined);
-        if (!b || b.version !== VERSION || !b.copy) continue;
-        for (const c of ["refused" in b.copy ? [] : [b.copy], b.starts ?? []].flat()) {
-          for (const p of [c.parent, c.from?.parent]) if (p) ids.add(p.id.replace(/^sha256:/, ""));
-        }
-      }
-      return ids;
+      const projects = project ? [project] : (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith(".json")).map((f) => f.slice(0, -5));
+      const bases = await Promise.all(projects.map(load));
+      return new Set(bases.flatMap((b) => (b ? parentsOf(b).map((p) => p.id.replace(/^sha256:/, "")) : [])));
     },
     /** Why the project has no base, when its last full build was refused as one. */
     async refusal(project: string): Promise<string | undefined> {
@@ -194,10 +188,15 @@ export function createBaseStore(dir: string) {
   };
 }
 
+/** The images (and snapshots) the base's starts stand on: each start's parent, and a rebuilt stage's. */
+function parentsOf(base: Pick<FastPathBase, "copy" | "starts">): ParentImage[] {
+  const bases = [..."refused" in base.copy ? [] : [base.copy], ...base.starts];
+  return bases.flatMap((c) => [c.parent, c.from?.parent].filter((p): p is ParentImage => p !== undefined));
+}
+
 /** Every snapshot directory the base's parents stand on. */
 function snapshotDirs(base: Pick<FastPathBase, "copy" | "starts">): string[] {
-  const bases = [..."refused" in base.copy ? [] : [base.copy], ...base.starts];
-  return bases.flatMap((c) => c.parent?.layers ?? []);
+  return parentsOf(base).flatMap((p) => p.layers ?? []);
 }
 
 export type BaseStore = ReturnType<typeof createBaseStore>;

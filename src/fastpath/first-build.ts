@@ -25,10 +25,11 @@ import { DockerfileParser } from "dockerfile-ast";
 import type { TarEntry } from "../image/tar-entries.js";
 import { normalizeTarPath } from "../image/tar-entries.js";
 import { parseImageName } from "../images/base-images.js";
-import type { Descriptor, OciManifest, RegistryClient } from "../registry/client.js";
+import type { FreshImage } from "../images/layer-store.js";
+import type { OciManifest, RegistryClient } from "../registry/client.js";
 import { DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256 } from "../registry/client.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
-import type { LocalImage, Podman } from "../podman/podman.js";
+import type { Podman } from "../podman/podman.js";
 import { baseKey, type BaseStore, type CopyBase, type CopyTarget, type ImageConfig } from "./base.js";
 import type { FastPathInput, FastPathResult } from "./fast-path.js";
 import { ignoreDigest, MAX_LAYER_BYTES, MAX_RUN_LAYER_BYTES, readIgnore, resolveDest, shownRun } from "./fast-path.js";
@@ -41,17 +42,10 @@ import { resolveUser } from "./run-spec.js";
 const ignore = dockerignore as unknown as typeof dockerignore.default;
 
 /** The skeleton's stand-in for the n-th step kiln runs: a label no Containerfile sets. */
-const PLACEHOLDER = "kiln.first-build.step";
+export const PLACEHOLDER = "kiln.first-build.step";
 const DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
-/** A FROM image every layer of which kiln unpacked for this build (images/layer-store.ts). */
-export interface FreshImage {
-  reference: string;
-  digest: string;
-  layers: Descriptor[];
-  diffIds: string[];
-}
 
 export interface FirstBuildInput {
   fast: FastPathInput;
@@ -66,7 +60,7 @@ export interface FirstBuildInput {
 
 export interface FirstBuildDeps {
   bases: BaseStore;
-  podman: Pick<Podman, "inspectImage" | "dockerShell" | "mountImage" | "unmountImage" | "env" | "storedConfig">;
+  podman: Pick<Podman, "inspectImage" | "mountImage" | "unmountImage" | "env" | "storedConfig">;
   buildNetwork: string;
   cacheDir: string;
   /** Where kiln's layer store keeps a FROM layer's blob (a layer storage pulled itself has none). */
@@ -129,11 +123,8 @@ export async function firstBuild(d: FirstBuildDeps, i: FirstBuildInput, onMade?:
   // Tagged as the commit's stage 0: the prune keeps the tag while a base stands on the image (storage/volume-keeper.ts).
   const prefixId = await i.bud(join(dir, "Prefix"), stageTag(f.project, f.commit, 0), () => {}, false);
   // Its config as storage keeps it (a file: no podman process on the critical path).
-  const prefix = JSON.parse((await d.podman.storedConfig(prefixId)).toString("utf8")) as ImageConfig & { config?: { Env?: string[]; User?: string; Shell?: string[] | null } };
-  if (JSON.stringify(prefix.rootfs.diff_ids) !== JSON.stringify(i.from.diffIds)) throw new FastPathRefused("a step before the first COPY makes a layer");
-  const c = prefix.config ?? {};
-  // buildah runs shell-form RUN steps with the image's SHELL in Docker-format builds only.
-  const parent: ParentImage = { id: prefixId, env: c.Env ?? [], user: c.User ?? "", workdir: c.WorkingDir ?? "", ...(i.docker && c.Shell?.length ? { shell: c.Shell } : {}) };
+  const { parent, diffIds } = await parentOf(d, prefixId, i.docker);
+  if (JSON.stringify(diffIds) !== JSON.stringify(i.from.diffIds)) throw new FastPathRefused("a step before the first COPY makes a layer");
 
   // The skeleton beside kiln's steps; its step images give the config at each COPY (the next builds' starts).
   const tracker = createStageTracker();
@@ -223,9 +214,16 @@ async function kilnSteps(d: FirstBuildDeps, i: FirstBuildInput, p: Prepared, onM
 }
 
 /** The image's environment, user, working directory and (Docker's format) SHELL, as a RUN on it sees them. */
-async function parentOf(d: Pick<FirstBuildDeps, "podman">, image: LocalImage, docker: boolean): Promise<ParentImage> {
-  const shell = docker ? await d.podman.dockerShell(image.id) : undefined;
-  return { id: image.id, env: image.config.Env ?? [], user: image.config.User ?? "", workdir: image.config.WorkingDir ?? "", ...(shell ? { shell } : {}) };
+/**
+ * The image (its full ID) as a RUN on it sees it, from its config as storage keeps it: the
+ * environment, user, working directory and, in Docker-format builds (where buildah runs
+ * shell-form RUN steps with it), the SHELL; and its layers' diff IDs.
+ */
+async function parentOf(d: Pick<FirstBuildDeps, "podman">, id: string, docker: boolean): Promise<{ parent: ParentImage; diffIds: string[] }> {
+  const config = JSON.parse((await d.podman.storedConfig(id)).toString("utf8")) as ImageConfig & { config?: { Env?: string[]; User?: string; Shell?: string[] | null } };
+  const c = config.config ?? {};
+  const parent = { id, env: c.Env ?? [], user: c.User ?? "", workdir: c.WorkingDir ?? "", ...(docker && c.Shell?.length ? { shell: c.Shell } : {}) };
+  return { parent, diffIds: config.rootfs.diff_ids };
 }
 
 const sameRegistry = (f: FastPathInput, from: FreshImage) => parseImageName(from.reference)?.registry === f.registry;
@@ -485,7 +483,7 @@ async function recordBase(d: FirstBuildDeps, r: RecordInput): Promise<string> {
         const shown = r.tracker.finalStageStep(plan.copyStep - 1);
         const image = shown ? await d.podman.inspectImage(shown) : undefined;
         if (!image) throw new FastPathRefused(`the skeleton's image below COPY ${k + 1} is not in storage`);
-        const at = await parentOf(d, image, r.docker);
+        const { parent: at } = await parentOf(d, image.id, r.docker);
         parent = { ...at, id: r.prefix.id, layers: kept.slice(0, stepOf[k]) };
       }
       bases.push({ plan, ...r.made[k]!.target, copies: r.made.slice(k + 1).map((m) => m.target), ...(parent ? { parent } : {}) });

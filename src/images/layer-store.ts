@@ -60,7 +60,15 @@ export interface EnsureReport {
    * The images storage does not have (every layer of them unpacked by kiln or in storage): no
    * step of buildah's layer cache stands on them (the first build, fastpath/first-build.ts).
    */
-  fresh: { reference: string; digest: string; layers: Descriptor[]; diffIds: string[] }[];
+  fresh: FreshImage[];
+}
+
+/** A FROM image storage does not have, with its layers and their diff IDs. */
+export interface FreshImage {
+  reference: string;
+  digest: string;
+  layers: Descriptor[];
+  diffIds: string[];
 }
 
 export interface BaseLayerStore {
