@@ -180,7 +180,7 @@ async function main() {
     }
     for (const e of cold) await e.close();
     notes.push(
-      `Cold runs: creating an empty file on the bench's volume took ${probes.map((p) => p.toFixed(0)).join(", ")} µs before runs 1–${REPS} (bench/lib/fs-probe.ts). A cold build creates thousands of files, kiln's and podman's more than BuildKit's (buildah's commit writes each step's files again), so the cold row moves with this.`,
+      `Cold runs: creating an empty file on the bench's volume took ${probes.map((p) => p.toFixed(0)).join(", ")} µs before runs 1–${REPS} (bench/lib/fs-probe.ts). The volume is ext4 without a journal: a file created in a block group where thousands were deleted in the last minute (the resets') costs a scan of them, which this probe reads (bench/lib/fs-probe.ts); kilnd marks its storage's directories so that new trees start in other groups (src/storage/spread-dirs.ts), podman by hand and dockerd do not.`,
     );
   }
 

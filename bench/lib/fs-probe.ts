@@ -1,8 +1,11 @@
-// How long the bench's volume takes to create a file, right now. On these VMs it was seen to
-// move from 25 to over 400 µs per empty file within minutes of the bench's own work (session 22:
-// creating and deleting trees made it slower, and touching new memory cost 2-5.5 µs a page), and a
-// cold build creates thousands of files (the base image's ~6,700, node_modules): the cold row's
-// samples are read beside this probe's.
+// How long the bench's volume takes to create a file, right now, in a new directory of the
+// bench's work directory. On these VMs it moves from 20 to over 900 µs per empty file within
+// minutes of the bench's own work. Session 25 found why: the volume is ext4 without a journal,
+// where a new inode is not taken from those freed in the last minute, and every creation scans
+// its group's freed ones (fs/ext4/ialloc.c, recently_deleted; perf showed the time there). So this
+// probe reads how many files were deleted near the bench's work directory in the last minute
+// (the resets'), not the disk's speed; kilnd places its large new trees away from them
+// (src/storage/spread-dirs.ts), the other engines do not.
 import { closeSync, mkdirSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
 

@@ -103,6 +103,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
     releaseMounts: () => podman.unmountIdleImages(),
     collectBaseLayers: () => podman.baseLayers.collect(),
+    spreadDirs: [layout.baseLayerDir, join(layout.graphRoot, "overlay"), layout.cacheMountDir, dir("tmp"), dir("work")],
   });
   const fastPath = opts.fastPath ? createFastPath({ bases, insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork, cacheDir: podman.layout.cacheMountDir }) : undefined;
   const gitCache = createGitCache(dir("git"), dir("work"));

@@ -8,6 +8,7 @@ import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js"
 import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
 import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type ImageBuild, type KilnImage } from "./prune.js";
 import { resetStorage } from "./reset.js";
+import { spreadDirectories } from "./spread-dirs.js";
 
 export interface KeeperOptions {
   dataDir: string;
@@ -34,6 +35,8 @@ export interface KeeperOptions {
   releaseMounts(): Promise<void>;
   /** Removes the base layers no image in storage uses (images/layer-store.ts); how many went. */
   collectBaseLayers(): Promise<number>;
+  /** The directories whose subdirectories are a build's large new trees (spread-dirs.ts). */
+  spreadDirs: readonly string[];
 }
 
 export interface PruneOutcome {
@@ -45,6 +48,8 @@ export interface PruneOutcome {
 export class VolumeKeeper {
   overlay: OverlayStatus = UNCHECKED;
   private queue: Promise<unknown> = Promise.resolve();
+  /** Whether the directories are marked since start or the last reset (which makes them anew). */
+  private spread = false;
 
   constructor(private readonly o: KeeperOptions) {}
 
@@ -122,7 +127,19 @@ export class VolumeKeeper {
    * skipped the queue).
    */
   beforeBuild(): Promise<boolean> {
-    return this.serial(() => this.resetIfFull("before build", undefined, 1));
+    return this.serial(async () => {
+      const reset = await this.resetIfFull("before build", undefined, 1);
+      await this.spreadDirectories();
+      return reset;
+    });
+  }
+
+  /** Once after start and after each reset, before the build that follows: see spread-dirs.ts. */
+  private async spreadDirectories(): Promise<void> {
+    if (this.spread) return;
+    this.spread = true;
+    const refused = await spreadDirectories(this.o.spreadDirs, this.o.env());
+    if (refused) this.o.logger.info({ dirs: this.o.spreadDirs, refused }, "the volume takes no top-directory hint (not ext4?): new trees go where the filesystem puts them");
   }
 
   /** A build ran out of space: reset if no other build needs the storage. */
@@ -156,6 +173,7 @@ export class VolumeKeeper {
     this.o.logger.warn({ reason }, "resetting container storage");
     await this.o.releaseMounts().catch(() => {});
     await resetStorage(this.o.layout, this.o.env(), this.o.tmpRoot, this.o.liveTmpDirs(), this.o.snapshotsDir);
+    this.spread = false;
     const after = await this.usage();
     const durationMs = Date.now() - t0;
     const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);

@@ -241,6 +241,10 @@ describe("volume care", () => {
       assert.ok(s.volumeUsedPercent < 75, `volume at ${s.volumeUsedPercent}% after the reset and one build`);
       assert.equal(s.resets, 1);
       assert.ok(s.lastResetTime);
+      // The reset made the base layer store anew; the build after it marked it again for ext4's
+      // allocator (storage/spread-dirs.ts), so the cold build's layers did not land among the
+      // inodes the reset had just freed.
+      for (const d of ["base-layers", "storage/overlay", "tmp"]) assert.match(execFileSync("lsattr", ["-d", join(data, d)], { encoding: "utf8" }).split(/\s+/)[0]!, /T/, `${d} is a top directory after the reset`);
       // The first build's record and log are still on the volume.
       const first = (await kilnd.client.getBuild({ buildId: builds[0]!.id })).build!;
       assert.equal(first.state, BuildState.SUCCEEDED);
