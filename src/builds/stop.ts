@@ -6,10 +6,12 @@ import type { Logger } from "pino";
 import { BuildSchema, BuildState } from "../gen/kiln/v1/builder_pb.js";
 import type { Podman } from "../podman/podman.js";
 import { killContainersUnder } from "../podman/runc.js";
+import { SKELETON_REPO } from "../podman/stage-images.js";
 import { exec } from "../process/exec.js";
 import { killProcessesWithEnv } from "../process/orphans.js";
 import type { SecretRoot } from "../secrets/secret-dir.js";
 import type { MessageStore } from "../store/message-store.js";
+import { listImages, removeImages } from "../storage/prune.js";
 import { mountPoints } from "../util/mounts.js";
 import { timestampFromMs } from "../util/time.js";
 import type { ActiveBuild } from "./active-build.js";
@@ -82,6 +84,10 @@ export async function recoverInterrupted(d: RecoveryDeps): Promise<void> {
     await killContainersUnder(d.tmpRoot, env, true);
     d.logger.warn({ interrupted: interrupted.length, orphans }, "cleaned up after an interrupted kilnd");
     await d.podman.removeWorkingContainers();
+    // A first build's skeleton goes after its build; a killed kilnd left it (it would count
+    // among the project's kept images until newer builds pushed it out).
+    const skeletons = (await listImages(env)).filter((i) => (i.Names ?? []).some((n) => n.startsWith(`${SKELETON_REPO}/`))).map((i) => i.Id);
+    if (skeletons.length > 0) await removeImages(env, skeletons);
     // The fast path's RUN overlays go before their directories.
     await unmountUnder(d.tmpRoot, env);
     await Promise.all(leftovers.map((x) => rm(join(d.tmpRoot, x), { recursive: true, force: true })));

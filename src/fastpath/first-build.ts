@@ -28,7 +28,7 @@ import { parseImageName } from "../images/base-images.js";
 import type { FreshImage } from "../images/layer-store.js";
 import type { OciManifest, RegistryClient } from "../registry/client.js";
 import { DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256 } from "../registry/client.js";
-import { createStageTracker, stageTag } from "../podman/stage-images.js";
+import { createStageTracker, SKELETON_REPO, stageTag } from "../podman/stage-images.js";
 import type { Podman } from "../podman/podman.js";
 import { baseKey, type BaseStore, type CopyBase, type CopyTarget, type ImageConfig } from "./base.js";
 import type { FastPathInput, FastPathResult } from "./fast-path.js";
@@ -128,7 +128,7 @@ export async function firstBuild(d: FirstBuildDeps, i: FirstBuildInput, onMade?:
 
   // The skeleton beside kiln's steps; its step images give the config at each COPY (the next builds' starts).
   const tracker = createStageTracker();
-  const skeletonBuilt = i.bud(join(dir, "Skeleton"), `localhost/kiln-first-build/${f.project}:${f.buildId}`, (line) => tracker.line(line), true);
+  const skeletonBuilt = i.bud(join(dir, "Skeleton"), `${SKELETON_REPO}/${f.project}:${f.buildId}`, (line) => tracker.line(line), true);
   skeletonBuilt.catch(() => {});
 
   try {

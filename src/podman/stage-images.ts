@@ -6,6 +6,11 @@
 // (localhost/kiln-stage/<project>:<commit>-<n>), and the prune removes the tags together with
 // the image of that commit. A commit built again moves its tags, as it moves the image's.
 export const STAGE_REPO = "localhost/kiln-stage";
+/**
+ * Where a first build's skeleton is tagged while it runs (fastpath/first-build.ts): removed after
+ * the build, and at start after a killed kilnd (builds/stop.ts).
+ */
+export const SKELETON_REPO = "localhost/kiln-first-build";
 
 // A single-stage build's lines have no "[n/m] " prefix.
 const STAGE_STEP = /^(?:\[(\d+)\/(\d+)\] )?STEP (\d+)\/\d+: (\S+)/;

@@ -15,6 +15,7 @@ import { createDifferential } from "../helpers/differential.js";
 import { fastPathWorld, FIRST_BUILT } from "../helpers/fast-path-apps.js";
 import { makeRepo, type Files } from "../helpers/git-repo.js";
 import { kilndPodmanEnv, podmanProcessesFor, processesWith, runcContainersUnder, workingContainers } from "../helpers/leftovers.js";
+import { startKilnd } from "../helpers/kilnd.js";
 import { logText, waitForLine } from "../helpers/logs.js";
 import { waitFor } from "../helpers/wait.js";
 
@@ -189,6 +190,33 @@ describe("kiln's first build on a base new to storage", () => {
     assert.equal(await w.reg.digest("fast/cancel", repo.head()), undefined, "the commit is not tagged");
     const again = await w.fast.waitDone((await submit(repo.commit({ slow: null, "a.txt": "a\n" }, "not slow"))).id);
     assert.equal(again.state, BuildState.SUCCEEDED, again.error);
+  });
+
+  test("a kilnd killed while its first build's RUN runs and its skeleton is tagged: at the restart the build is FAILED and no skeleton, working container or process is left", async () => {
+    const data = join(w.dir, "killed");
+    const kilnd = await startKilnd({ data, registry: w.reg.host, bundle: true });
+    const RUN = "sleep 60";
+    const repo = makeRepo(join(w.dir, "repo-killed"), { Containerfile: `FROM ${pushFreshBase(w.reg.host, "killed")}\nWORKDIR /app\nCOPY a.txt ./\nRUN ${RUN}\nUSER 1000\n`, "a.txt": "a\n" });
+    const b = (await kilnd.client.build({ project: "killed", source: { kind: { case: "git", value: { url: repo.url, commit: repo.head() } } }, image: `${w.reg.host}/fast/killed` })).build!;
+    await waitForLine(kilnd.client, b.id, `first build: RUN ${RUN}`);
+    const skeletons = () =>
+      (JSON.parse(execFileSync("podman", ["images", "--format", "json"], { env: kilndPodmanEnv(data), encoding: "utf8" })) as { Names?: string[] }[]).flatMap((i) => (i.Names ?? []).filter((n) => n.startsWith("localhost/kiln-first-build/")));
+    // The skeleton is built beside the RUN, which sleeps: wait until it is tagged.
+    await waitFor(() => skeletons().length === 1, 60_000, "the skeleton's image");
+    await kilnd.kill9();
+    const again = await startKilnd({ data, registry: w.reg.host, bundle: true });
+    try {
+      // GetBuild waits for the start-up recovery.
+      const after = (await again.client.getBuild({ buildId: b.id })).build!;
+      assert.equal(after.state, BuildState.FAILED);
+      assert.match(after.error, /interrupted/);
+      assert.deepEqual(skeletons(), []);
+      assert.deepEqual(workingContainers(data), []);
+      assert.deepEqual(processesWith("sleep 60"), []);
+      assert.deepEqual(runcContainersUnder(data), []);
+    } finally {
+      await again.stop();
+    }
   });
 
   test("a base storage has already: the full build, no first build", async () => {
