@@ -19,6 +19,8 @@ import { schedulerBench } from "./wake.js";
 
 const ROOT = new URL("..", import.meta.url).pathname;
 const REPS = Number(process.env.KILN_BENCH_REPS ?? 7);
+/** Seconds to wait after the cold rows' resets (untimed): past a minute no deletion is recent (bench/lib/fs-probe.ts). */
+const COLD_SETTLE_S = Number(process.env.KILN_BENCH_COLD_SETTLE ?? 0);
 // The larger app's deps row: npm ci of 301 packages, the same work in every engine, 15-20 s a
 // build. 7 runs of it would add 4 minutes and take the bench past 15 on our machines.
 const API_DEPS_REPS = Math.min(REPS, Number(process.env.KILN_BENCH_API_DEPS_REPS ?? 3));
@@ -174,13 +176,14 @@ async function main() {
       // The resets' deletions written out before the timed builds, whichever engine made them (a
       // kiln or podman reset removes a tree of thousands of files; dockerd prunes its own).
       execFileSync("sync");
+      if (COLD_SETTLE_S > 0) await new Promise((r) => setTimeout(r, COLD_SETTLE_S * 1000));
       probes.push(fileCreateMicros(work));
       say(`  file creation on the bench's volume before run ${i + 1}: ${probes.at(-1)!.toFixed(0)} µs per file`);
       for (const e of rotated(cold, i)) await timed("cold", hello, e, commit);
     }
     for (const e of cold) await e.close();
     notes.push(
-      `Cold runs: creating an empty file on the bench's volume took ${probes.map((p) => p.toFixed(0)).join(", ")} µs before runs 1–${REPS} (bench/lib/fs-probe.ts). The volume is ext4 without a journal: a file created in a block group where thousands were deleted in the last minute (the resets') costs a scan of them, which this probe reads (bench/lib/fs-probe.ts); kilnd marks its storage's directories so that new trees start in other groups (src/storage/spread-dirs.ts), podman by hand and dockerd do not.`,
+      `Cold runs${COLD_SETTLE_S > 0 ? ` (each ${COLD_SETTLE_S} s after the resets, KILN_BENCH_COLD_SETTLE)` : ""}: creating an empty file on the bench's volume took ${probes.map((p) => p.toFixed(0)).join(", ")} µs before runs 1–${REPS} (bench/lib/fs-probe.ts). The volume is ext4 without a journal: a file created in a block group where thousands were deleted in the last minute (the resets') costs a scan of them, which this probe reads (bench/lib/fs-probe.ts); kilnd marks its storage's directories so that new trees start in other groups (src/storage/spread-dirs.ts), podman by hand and dockerd do not.`,
     );
   }
 
