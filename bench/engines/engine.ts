@@ -26,6 +26,11 @@ export interface Engine {
   timeline?: TimedLine[];
   /** Builds the app's commit and pushes it; resolves with the registry digest. */
   build(app: BenchApp, commit: string): Promise<string>;
+  /**
+   * Resolves once the work the engine does after a build's result (kilnd's base record and
+   * prune) has ended, so that it does not run beside the next engine's timed build. Untimed.
+   */
+  settle?(): Promise<void>;
   /** Throws away the engine's cache and images, the base image included (the cold scenario). */
   reset(): Promise<void>;
   /** Stops what the engine runs. Its data stays under bench/work, which the next run empties first. */

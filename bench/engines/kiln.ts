@@ -67,6 +67,16 @@ export async function kilnEngine(env: BenchEnv, o: { name: string; port: number;
       }
       throw new Error("the log stream ended without the build");
     },
+    async settle() {
+      // kilnd's gauge of builds past their result whose work after it still runs.
+      for (;;) {
+        const text = await (await fetch(`http://127.0.0.1:${o.port}/metrics`)).text();
+        const m = /^kiln_builds_settling (\d+)$/m.exec(text);
+        if (!m) throw new Error(`${o.name}: /metrics has no kiln_builds_settling`);
+        if (m[1] === "0") return;
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
     async build(app, commit) {
       const t0 = Date.now();
       const b = await engine.finish(await engine.start(app, commit));

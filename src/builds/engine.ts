@@ -76,6 +76,8 @@ export const isTerminal = (s: BuildState) => TERMINAL.has(s);
 
 export class BuildEngine {
   private readonly active = new Map<string, ActiveBuild>();
+  /** Builds whose result is out and whose work after it (the next builds' base, records, the prune) still runs. */
+  private readonly settling = new Set<ActiveBuild>();
   /** The newest build of each project, while it is alive. */
   private readonly latest = new Map<string, ActiveBuild>();
   private readonly slots;
@@ -117,6 +119,11 @@ export class BuildEngine {
     return this.active.size;
   }
 
+  /** Builds whose result is out and whose work after it still runs (kiln_builds_settling). */
+  get settlingCount(): number {
+    return this.settling.size;
+  }
+
   /** True while a build is queued or running (finished builds may still be housekeeping). */
   get hasPendingWork(): boolean {
     return [...this.active.values()].some((a) => !isTerminal(a.record.state));
@@ -124,7 +131,8 @@ export class BuildEngine {
 
   /** Resolves once every live build is done, housekeeping included. */
   async settled(): Promise<void> {
-    while (this.active.size > 0) await Promise.all([...this.active.values()].map((a) => a.done.promise));
+    // A build leaves `active` before its prune: the settling ones are waited for too.
+    while (this.active.size > 0 || this.settling.size > 0) await Promise.all([...this.active.values(), ...this.settling].map((a) => a.done.promise));
   }
 
   /** Names of the temp dirs of live builds (under <data>/tmp). */
@@ -226,6 +234,8 @@ export class BuildEngine {
     // kilnd answers while start-up recovery runs: let it finish, its records included.
     await this.ready?.catch(() => undefined);
     await Promise.all([...this.active.values()].map((a) => this.stop(a, { reason: `interrupted: ${reason}`, asFailure: true })));
+    // Builds past their result have nothing to stop; their work after it (the prune) ends first.
+    await this.settled();
     await this.o.records.flush();
   }
 
@@ -296,23 +306,28 @@ export class BuildEngine {
       await this.sweepIfIdle(0);
       await this.o.records.save(rec).catch((err) => this.o.logger.error({ err, build: a.id }, "cannot save build record"));
       await this.o.logs.finish(a.id);
-      // The result is out (the log's followers have the final record); what follows it runs now.
-      if (a.afterward && rec.state === BuildState.SUCCEEDED) {
-        const said = await a.afterward().catch((err: unknown) => void this.o.logger.error({ err, build: a.id }, "the work after the build failed"));
-        if (said) this.o.logger.info({ build: a.id, project: rec.project }, a.masker.mask(said));
+      this.settling.add(a);
+      try {
+        // The result is out (the log's followers have the final record); what follows it runs now.
+        if (a.afterward && rec.state === BuildState.SUCCEEDED) {
+          const said = await a.afterward().catch((err: unknown) => void this.o.logger.error({ err, build: a.id }, "the work after the build failed"));
+          if (said) this.o.logger.info({ build: a.id, project: rec.project }, a.masker.mask(said));
+        }
+        await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
+        this.active.delete(a.id);
+        await this.trimRecords(rec.project);
+        if (this.latest.get(rec.project) === a) this.latest.delete(rec.project);
+        this.o.logger.info({ build: a.id, project: rec.project, state: BuildState[rec.state], error: rec.error || undefined }, "build finished");
+        this.o.onFinished?.(rec);
+        // Housekeeping belongs to the build's time awake: kilnd does not idle out before it ends.
+        if (rec.state === BuildState.SUCCEEDED && this.o.housekeeping) {
+          await this.o.housekeeping.afterBuild(rec.project, { fastPath: rec.fastPath }).catch((err) => this.o.logger.error({ err, project: rec.project }, "the housekeeping after the build failed"));
+        }
+        // The chain stays whole: done means this build and all it superseded are gone.
+        if (previous) await previous.done.promise;
+      } finally {
+        this.settling.delete(a);
       }
-      await rm(a.tmpDir, { recursive: true, force: true }).catch(() => {});
-      this.active.delete(a.id);
-      await this.trimRecords(rec.project);
-      if (this.latest.get(rec.project) === a) this.latest.delete(rec.project);
-      this.o.logger.info({ build: a.id, project: rec.project, state: BuildState[rec.state], error: rec.error || undefined }, "build finished");
-      this.o.onFinished?.(rec);
-      // Housekeeping belongs to the build's time awake: kilnd does not idle out before it ends.
-      if (rec.state === BuildState.SUCCEEDED && this.o.housekeeping) {
-        await this.o.housekeeping.afterBuild(rec.project, { fastPath: rec.fastPath }).catch((err) => this.o.logger.error({ err, project: rec.project }, "the housekeeping after the build failed"));
-      }
-      // The chain stays whole: done means this build and all it superseded are gone.
-      if (previous) await previous.done.promise;
       a.done.resolve();
     }
   }

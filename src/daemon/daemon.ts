@@ -133,6 +133,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
   const metricsOptions = {
     running: () => engine.runningCount,
     queued: () => engine.queuedCount,
+    settling: () => engine.settlingCount,
     logSubscribers: () => logs.activeReaders,
     volume: () => keeper.usage(),
     overlay: () => keeper.overlay,
@@ -155,7 +156,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
 
   const idle = createIdleTracker({
     timeoutMs: opts.idleTimeoutSec * 1000,
-    busy: () => engine.activeCount > 0,
+    busy: () => engine.activeCount > 0 || engine.settlingCount > 0,
     onIdle: () => void daemon.stop("idle", `no build, RPC or log stream for ${opts.idleTimeoutSec} s`),
   });
 

@@ -8,6 +8,7 @@ import { msFromDuration } from "../util/time.js";
 export interface MetricsSources {
   running(): number;
   queued(): number;
+  settling(): number;
   logSubscribers(): number;
   volume(): Promise<VolumeUsage>;
   overlay(): OverlayStatus;
@@ -30,6 +31,7 @@ export function createMetrics(src: MetricsSources) {
   const steps = new Counter({ name: "kiln_build_steps_total", help: "Containerfile steps run, by whether they came from the layer cache", labelNames: ["source"], registers });
   new Gauge({ name: "kiln_builds_running", help: "Builds running podman now", registers, collect() { this.set(src.running()); } });
   new Gauge({ name: "kiln_builds_queued", help: "Builds accepted and not yet running", registers, collect() { this.set(src.queued()); } });
+  new Gauge({ name: "kiln_builds_settling", help: "Builds whose result is out and whose work after it (the next builds' base, records, the prune) still runs", registers, collect() { this.set(src.settling()); } });
   new Gauge({ name: "kiln_log_subscribers", help: "Open StreamLogs readers", registers, collect() { this.set(src.logSubscribers()); } });
   new Gauge({
     name: "kiln_volume_bytes",

@@ -112,6 +112,8 @@ describe("volume care", () => {
   test("metrics parse as Prometheus text and report builds, prunes, the volume and the overlay", async () => {
     const kilnd = kilnds.at(-1)!;
     await waitFor(async () => (await kilnd.client.getStorage({})).overlay?.checked === true, 10_000, "the overlay check");
+    // The gauge of builds whose work after their result still runs (the prune) comes back to 0.
+    await waitFor(async () => /^kiln_builds_settling 0$/m.test(await (await fetch(`${kilnd.addr}/metrics`)).text()), 30_000, "every build's work after its result");
     const families = parsePrometheusTextFormat(await (await fetch(`${kilnd.addr}/metrics`)).text());
     const value = (name: string, labels: Record<string, string> = {}) => {
       const f = families.find((m) => m.name === name);
@@ -129,6 +131,7 @@ describe("volume care", () => {
     assert.ok(value("kiln_volume_bytes", { kind: "total" }) > 0);
     assert.ok(value("kiln_volume_bytes", { kind: "free" }) > 0);
     assert.equal(value("kiln_builds_running"), 0);
+    assert.equal(value("kiln_builds_settling"), 0);
     assert.equal(value("kiln_storage_resets_total"), 0);
     assert.equal(families.find((f) => f.name === "kiln_build_phase_seconds")?.type, "HISTOGRAM");
     assert.ok(families.some((f) => f.name === "kilnd_process_resident_memory_bytes"));

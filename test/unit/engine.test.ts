@@ -24,7 +24,7 @@ const sha = (n: number) => n.toString(16).padStart(40, "0");
 /** An engine whose pipeline holds each build, once it has a slot, until release(commit). */
 function engineWith(
   dir: string,
-  o: { maxConcurrent?: number; recover?: () => Promise<void>; afterward?: (commit: string, signal: AbortSignal) => Promise<string>; fastPath?: (commit: string) => boolean } = {},
+  o: { maxConcurrent?: number; recover?: () => Promise<void>; afterward?: (commit: string, signal: AbortSignal) => Promise<string>; fastPath?: (commit: string) => boolean; afterBuild?: () => Promise<void> } = {},
 ) {
   for (const d of ["builds", "logs", "tmp"]) mkdirSync(join(dir, d), { recursive: true });
   const running = new Map<string, Deferred<void>>();
@@ -79,7 +79,10 @@ function engineWith(
     logger: createLogger("silent"),
     housekeeping: {
       beforeBuild: async () => false,
-      afterBuild: async (project, build) => void housekept.push(`${project} ${build.fastPath ? "fast" : "full"}`),
+      afterBuild: async (project, build) => {
+        housekept.push(`${project} ${build.fastPath ? "fast" : "full"}`);
+        await o.afterBuild?.();
+      },
       onNoSpace: async () => false,
     },
     seams,
@@ -217,6 +220,35 @@ describe("build engine (seams)", () => {
     assert.equal((await e.engine.cancel(cancelled.id)).state, BuildState.CANCELLED);
     await e.engine.settled();
     assert.deepEqual(e.housekept, ["p full", "p fast"]);
+  });
+
+  test("a build is settling from its result until the work after it (the prune) has ended (kiln_builds_settling); settled() and a shutdown wait for it", async () => {
+    const housekeeping = createDeferred<void>();
+    const inHousekeeping = createDeferred<void>();
+    const e = engineWith(dir(), {
+      afterBuild: () => {
+        inHousekeeping.resolve();
+        return housekeeping.promise;
+      },
+    });
+    assert.equal(e.engine.settlingCount, 0);
+    const b = await e.submit("p", 1);
+    await e.started(1);
+    assert.equal(e.engine.settlingCount, 0, "a running build is not settling");
+    e.release(1);
+    await inHousekeeping.promise;
+    assert.equal((await e.engine.get(b.id)).state, BuildState.SUCCEEDED, "the result is out");
+    assert.equal(e.engine.settlingCount, 1);
+    // settled() (the Sleep RPC's wait) and a shutdown wait for it.
+    const waits: string[] = [];
+    const settled = e.engine.settled().then(() => waits.push("settled"));
+    const shutdown = e.engine.shutdown("kilnd went to sleep").then(() => waits.push("shut down"));
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(waits, [], "neither ends before the prune");
+    housekeeping.resolve();
+    await Promise.all([settled, shutdown]);
+    assert.equal(e.engine.settlingCount, 0);
+    assert.equal((await e.engine.get(b.id)).state, BuildState.SUCCEEDED, "the shutdown left the build as it ended");
   });
 
   test("shutdown ends a running build FAILED interrupted (not CANCELLED)", async () => {
