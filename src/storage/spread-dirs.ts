@@ -4,7 +4,7 @@
 // find_inode_bit and recently_deleted). After a reset or a prune has deleted thousands of files,
 // the next build's files are created in those same groups (a file goes to its directory's
 // group, a directory near its parent), and each creation scans the thousands just freed: the
-// base image's unpack took 1.0-1.5 s on a quiet volume and 3-4 s right after a deletion (perf:
+// base image's unpack took 1.0-1.8 s on a quiet volume and 3-4 s right after a deletion (perf:
 // the time in recently_deleted, under ext4_create and ext4_mkdir).
 //
 // ext4's top-directory flag (chattr +T) makes the allocator place each new subdirectory of a
@@ -12,8 +12,9 @@
 // (the Orlov allocator), from a random start, so a build's new trees start in groups of their own
 // instead of the ones just emptied. The flag is a placement hint, nothing else: no file's
 // contents or metadata change. kilnd sets it on the directories whose subdirectories are the
-// large new trees (unpacked layers, storage's layers, builds' working directories, snapshots,
-// cache mounts). On a filesystem that has no such flag chattr fails and nothing changes.
+// large new trees (unpacked layers, storage's layers, builds' working directories, checkouts,
+// cache mounts). The fast path's snapshots are renamed from builds' directories: no new inodes.
+// On a filesystem that has no such flag chattr fails and nothing changes.
 import { mkdir } from "node:fs/promises";
 import { exec, errorSummary } from "../process/exec.js";
 
