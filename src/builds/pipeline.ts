@@ -134,18 +134,9 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     const unused = Object.keys(a.spec.secrets).filter((id) => !mounted.includes(id));
     if (unused.length > 0) a.say(`secrets: ${unused.join(", ")} given but mounted by no RUN step`);
     const podmanEnv = { ...deps.podman.env(a.tmpDir), ...secrets.env };
-    const cmd = buildCommand(deps.buildEngine, {
-      containerfile: plan.containerfile,
-      contextDir,
-      tag,
-      network: deps.buildNetwork,
-      buildArgs: a.spec.buildArgs,
-      ...(a.spec.target ? { target: a.spec.target } : {}),
-      labels: plan.flagLabels,
-      secrets: buildahSecrets,
-      pullIfNewer: bases.pullIfNewer,
-      format: deps.imageFormat,
-    });
+    // The build's flags, secrets included; a first build's prefix and skeleton get the same (below).
+    const flags = { contextDir, network: deps.buildNetwork, buildArgs: a.spec.buildArgs, ...(a.spec.target ? { target: a.spec.target } : {}), secrets: buildahSecrets, pullIfNewer: bases.pullIfNewer, format: deps.imageFormat };
+    const cmd = buildCommand(deps.buildEngine, { ...flags, containerfile: plan.containerfile, tag, labels: plan.flagLabels });
     let stagesOf = createStageTracker();
     // buildah's last line is the built image's full ID (build-command.ts).
     let lastImageId = "";
@@ -183,7 +174,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
         const labelled = await readFile(plan.containerfile, "utf8");
         const bud = async (file: string, tag: string, onLine: (line: string) => void, quiet: boolean) => {
           // The full build's flags, secrets included: a step buildah runs here is cached for the full builds after.
-          const c = buildCommand(deps.buildEngine, { containerfile: file, contextDir, tag, network: deps.buildNetwork, buildArgs: a.spec.buildArgs, ...(a.spec.target ? { target: a.spec.target } : {}), labels: {}, secrets: buildahSecrets, pullIfNewer: bases.pullIfNewer, format: deps.imageFormat });
+          const c = buildCommand(deps.buildEngine, { ...flags, containerfile: file, tag, labels: {} });
           let id = "";
           const r = await buildExec(a, "podman", c.file, c.args, { ...podmanEnv, ...BUILD_GO_ENV }, { quiet, hide: LAYER_STORE_NOTICE, onLine: (line) => ((id = IMAGE_ID_LINE.test(line) ? line : id), onLine(line)) });
           if (r.exitCode !== 0 || !id) throw new FastPathRefused(`${c.file} ${c.args[0]} of ${file.slice(a.tmpDir.length + 1)} failed: ${errorSummary(r)}`);

@@ -321,10 +321,8 @@ export function createFastPath(o: FastPathOptions) {
     }
     const ignoreText = await readIgnore(input.contextDir);
     if (sha256(ignoreText) !== base.ignoreDigest) throw new FastPathRefused("the ignore file changed");
-    if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
+    const ignored = ignoreMatcher(ignoreText);
     const { changedPaths, changeLine, checkChanges, firstRead } = await import("./changes.js");
-    const ig = ignore().add(ignoreText.split(/\r?\n/));
-    const ignored = (p: string) => ig.ignores(p);
     const listed = await changedPaths(input, base.commit);
     input.say(changeLine(base.commit, listed));
     const changed = listed.paths;
@@ -604,6 +602,13 @@ export async function readIgnore(contextDir: string): Promise<string> {
     }
   }
   return "";
+}
+
+/** Whether the ignore file leaves a context path out; one with exceptions (!) kiln does not follow is a refusal. */
+export function ignoreMatcher(ignoreText: string): (path: string) => boolean {
+  if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
+  const ig = ignore().add(ignoreText.split(/\r?\n/));
+  return (p) => ig.ignores(p);
 }
 
 export const ignoreDigest = async (contextDir: string) => sha256(await readIgnore(contextDir));

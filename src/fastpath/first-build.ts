@@ -20,32 +20,27 @@
 // writes under. test/integration/first-build.test.ts holds the image to the full build's.
 import { lstat, mkdir, readFile, writeFile } from "node:fs/promises";
 import { join, posix } from "node:path";
-import dockerignore from "@balena/dockerignore";
 import { DockerfileParser } from "dockerfile-ast";
 import type { TarEntry } from "../image/tar-entries.js";
 import { normalizeTarPath } from "../image/tar-entries.js";
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "../image/whiteouts.js";
 import { parseImageName } from "../images/base-images.js";
 import type { FreshImage } from "../images/layer-store.js";
 import type { OciManifest, RegistryClient } from "../registry/client.js";
-import { DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256 } from "../registry/client.js";
+import { DOCKER_CONFIG, DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, sha256 } from "../registry/client.js";
 import { createStageTracker, SKELETON_REPO, stageTag } from "../podman/stage-images.js";
 import type { Podman } from "../podman/podman.js";
 import { baseKey, type BaseStore, type CopyBase, type CopyTarget, type ImageConfig } from "./base.js";
 import type { FastPathInput, FastPathResult } from "./fast-path.js";
-import { ignoreDigest, MAX_LAYER_BYTES, MAX_RUN_LAYER_BYTES, readIgnore, resolveDest, shownRun } from "./fast-path.js";
+import { ignoreDigest, ignoreMatcher, MAX_LAYER_BYTES, MAX_RUN_LAYER_BYTES, readIgnore, resolveDest, shownRun } from "./fast-path.js";
 import { makeLayer, type Layer, type LayerEntry } from "./layer.js";
 import { contextCopies, isCopyStep, planFastPath, planReads, type CopyPlan, type RunStep } from "./plan.js";
 import { FastPathRefused } from "./refused.js";
 import { runSteps, type ParentImage, type StepToRun } from "./run-steps.js";
 import { resolveUser } from "./run-spec.js";
 
-const ignore = dockerignore as unknown as typeof dockerignore.default;
-
 /** The skeleton's stand-in for the n-th step kiln runs: a label no Containerfile sets. */
 export const PLACEHOLDER = "kiln.first-build.step";
-const DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-
 
 export interface FirstBuildInput {
   fast: FastPathInput;
@@ -109,10 +104,7 @@ export async function firstBuild(d: FirstBuildDeps, i: FirstBuildInput, onMade?:
   if (!first) throw new FastPathRefused("the final stage has no COPY from the context");
   const copyWords = [{ sources: first.sources, dest: first.dest, chown: first.chown }, ...first.after.filter(isCopyStep).map((s) => ({ ...s.copy, chown: s.copy.chown !== undefined }))];
   if (copyWords.some((c) => c.chown)) throw new FastPathRefused("a COPY has --chown (kiln's first build does not resolve owners)");
-  const ignoreText = await readIgnore(f.contextDir);
-  if (/^\s*!/m.test(ignoreText)) throw new FastPathRefused("the ignore file has exceptions (!)");
-  const ig = ignore().add(ignoreText.split(/\r?\n/));
-  const ignored = (p: string) => ig.ignores(p);
+  const ignored = ignoreMatcher(await readIgnore(f.contextDir));
 
   // The prefix and the skeleton, from the Containerfile buildah would have built.
   const { prefix: prefixText, skeleton: skeletonText, prefixSteps } = splitContainerfile(i.labelled, first.after.length + 1);
@@ -164,7 +156,7 @@ async function kilnSteps(d: FirstBuildDeps, i: FirstBuildInput, p: Prepared, onM
     x.catch(() => {});
     uploads.push(x);
   };
-  const made = await makeCopies(d, parent.id, parent, p.copyWords, f.contextDir, p.ignored);
+  const made = await makeCopies(d, parent, p.copyWords, f.contextDir, p.ignored);
   upload(pushFromLayers(d, registry, f, i.from));
   for (const m of made) upload(registry.putBlob(m.layer.digest, m.layer.gz));
   // Each step after the first COPY: a RUN kiln runs, or a later COPY's layer, made already.
@@ -213,7 +205,6 @@ async function kilnSteps(d: FirstBuildDeps, i: FirstBuildInput, p: Prepared, onM
   };
 }
 
-/** The image's environment, user, working directory and (Docker's format) SHELL, as a RUN on it sees them. */
 /**
  * The image (its full ID) as a RUN on it sees it, from its config as storage keeps it: the
  * environment, user, working directory and, in Docker-format builds (where buildah runs
@@ -303,8 +294,8 @@ function createView(root: string) {
  * the RUN steps run (the prefix image and the COPY layers before it; checkLaterCopies holds the
  * later ones to what the RUN steps wrote).
  */
-async function makeCopies(d: Pick<FirstBuildDeps, "podman">, imageId: string, parent: ParentImage, copies: { sources: string[]; dest: string }[], contextDir: string, ignored: (p: string) => boolean): Promise<MadeCopy[]> {
-  const root = await d.podman.mountImage(imageId);
+async function makeCopies(d: Pick<FirstBuildDeps, "podman">, parent: ParentImage, copies: { sources: string[]; dest: string }[], contextDir: string, ignored: (p: string) => boolean): Promise<MadeCopy[]> {
+  const root = await d.podman.mountImage(parent.id);
   try {
     const view = createView(root);
     const out: MadeCopy[] = [];
@@ -325,7 +316,7 @@ async function makeCopies(d: Pick<FirstBuildDeps, "podman">, imageId: string, pa
     }
     return out;
   } finally {
-    await d.podman.unmountImage(imageId);
+    await d.podman.unmountImage(parent.id);
   }
 }
 
@@ -333,12 +324,13 @@ async function makeCopies(d: Pick<FirstBuildDeps, "podman">, imageId: string, pa
 async function workdirEntries(view: ReturnType<typeof createView>, root: string, parent: ParentImage): Promise<TarEntry[]> {
   const out: TarEntry[] = [];
   const parts = parent.workdir.replace(/^\/+|\/+$/g, "").split("/").filter(Boolean);
+  let owner: { uid: number; gid: number } | undefined;
   for (let n = 1; n <= parts.length; n++) {
     const path = parts.slice(0, n).join("/");
     const node = await view.get(path);
     if (node && node.type !== "directory") throw new FastPathRefused(`the working directory's /${path} is a ${node.type} in the image`);
     if (node) continue;
-    const { uid, gid } = resolveUser(root, parent.user);
+    const { uid, gid } = (owner ??= resolveUser(root, parent.user));
     out.push({ path, type: "directory", mode: 0o755, uid, gid, size: 0, mtime: Date.now() });
   }
   return out;
@@ -391,8 +383,9 @@ function checkLaterCopies(after: CopyPlan["after"], layers: readonly Layer[]): v
         const path = normalizeTarPath(h.name);
         const base = posix.basename(path);
         const parentDir = posix.dirname(path) === "." ? "" : posix.dirname(path);
-        if (base === ".wh..wh..opq") gone.push(parentDir);
-        else if (base.startsWith(".wh.")) gone.push(parentDir ? `${parentDir}/${base.slice(4)}` : base.slice(4));
+        const name = base.slice(WHITEOUT_PREFIX.length);
+        if (base === OPAQUE_WHITEOUT) gone.push(parentDir);
+        else if (base.startsWith(WHITEOUT_PREFIX)) gone.push(parentDir ? `${parentDir}/${name}` : name);
         else nodes.set(path, { type: h.type ?? "file", mode: (h.mode ?? 0) & 0o7777, uid: h.uid ?? 0, gid: h.gid ?? 0 });
       }
       runs.push(nodes);

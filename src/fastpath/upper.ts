@@ -7,6 +7,7 @@
 // devices, sockets, an overlay redirect) is a refusal: the full build runs.
 import { chownSync, chmodSync, lchownSync, lstatSync, lutimesSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "../image/whiteouts.js";
 import { exec } from "../process/exec.js";
 import type { LayerEntry } from "./layer.js";
 import { FastPathRefused } from "./refused.js";
@@ -75,7 +76,7 @@ export async function readUpper(upper: string, env: Record<string, string>, maxB
       const e = walked[fed]!;
       emit(e);
       const dir = e.header.type === "directory" ? e.header.name.slice(0, -1) : undefined;
-      if (dir !== undefined && opaque.has(dir)) emit({ header: { name: `${dir}/.wh..wh..opq`, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: e.header.mtime }, body: EMPTY });
+      if (dir !== undefined && opaque.has(dir)) emit({ header: { name: `${dir}/${OPAQUE_WHITEOUT}`, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: e.header.mtime }, body: EMPTY });
     }
   };
   const linked = new Map<number, string>();
@@ -91,7 +92,7 @@ export async function readUpper(upper: string, env: Record<string, string>, maxB
       const st = lstatSync(join(upper, path));
       const common = { mode: st.mode & 0o7777, uid: st.uid, gid: st.gid, mtime: st.mtime };
       if (st.isCharacterDevice() && st.rdev === 0) {
-        const whiteout = rel === "" ? `.wh.${name}` : `${rel}/.wh.${name}`;
+        const whiteout = rel === "" ? `${WHITEOUT_PREFIX}${name}` : `${rel}/${WHITEOUT_PREFIX}${name}`;
         walked.push({ header: { name: whiteout, type: "file", size: 0, mode: 0, uid: 0, gid: 0, mtime: st.mtime }, body: EMPTY });
       } else if (st.isDirectory()) {
         walked.push({ header: { ...common, name: `${path}/`, type: "directory" } });

@@ -17,14 +17,14 @@ import { randomBytes } from "node:crypto";
 import { mkdir, readdir, readFile, rename, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { arch } from "node:os";
 import { join } from "node:path";
-import { RegistryClient, type Descriptor } from "../registry/client.js";
+import { DOCKER_LAYER_GZIP, OCI_LAYER_GZIP, RegistryClient, type Descriptor } from "../registry/client.js";
 import type { RegistryCredentials } from "../registry/credentials.js";
 import { parseImageName } from "./base-images.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import { createSlots } from "../util/slots.js";
 import { unpackLayer, UnusualLayer } from "./unpack-layer.js";
 
-const GZIP_LAYERS = new Set(["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"]);
+const GZIP_LAYERS = new Set([OCI_LAYER_GZIP, DOCKER_LAYER_GZIP]);
 const INDEXES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
 const INCOMING = ".incoming-";
 /** Notes of the images' layers, by manifest digest. */

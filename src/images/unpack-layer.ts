@@ -16,6 +16,7 @@ import { chmod, chown, lchown, lstat, rm, utimes } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 import { Transform, type Readable } from "node:stream";
 import { createGunzip } from "node:zlib";
+import { OPAQUE_WHITEOUT, WHITEOUT_PREFIX } from "../image/whiteouts.js";
 import { exec, errorSummary } from "../process/exec.js";
 
 export class UnusualLayer extends Error {}
@@ -29,8 +30,6 @@ export interface UnpackedLayer {
   diffSize: number;
 }
 
-const WHITEOUT = ".wh.";
-const OPAQUE = ".wh..wh..opq";
 const TAR_MS = 10 * 60_000;
 const TOOL_MS = 60_000;
 
@@ -87,7 +86,7 @@ export async function unpackLayer(blob: Readable, dir: string, o: { env: Record<
 
 /** The `.wh.` files tar wrote, in overlay's form. */
 async function overlayWhiteouts(diff: string, env: Record<string, string>): Promise<void> {
-  const found = await exec("find", [diff, "-name", `${WHITEOUT}*`, "-print0"], { env, timeoutMs: TOOL_MS });
+  const found = await exec("find", [diff, "-name", `${WHITEOUT_PREFIX}*`, "-print0"], { env, timeoutMs: TOOL_MS });
   if (found.exitCode !== 0) throw new Error(`find failed in an unpacked layer: ${errorSummary(found)}`);
   const paths = found.stdout.split("\0").filter(Boolean);
   if (paths.length === 0) return;
@@ -100,11 +99,11 @@ async function overlayWhiteouts(diff: string, env: Record<string, string>): Prom
     const st = await lstat(p);
     if (!st.isFile()) throw new UnusualLayer(`${p.slice(diff.length)} is a whiteout name but not a file`);
     await rm(p);
-    if (name === OPAQUE) {
+    if (name === OPAQUE_WHITEOUT) {
       await tool("setfattr", ["--name=trusted.overlay.opaque", "--value=y", "--", dir], env);
       continue;
     }
-    const target = join(dir, name.slice(WHITEOUT.length));
+    const target = join(dir, name.slice(WHITEOUT_PREFIX.length));
     // The layer has both the path and its whiteout: storage's answer depends on their order in
     // the tar (it fails, or skips), which tar's result no longer tells.
     if (await lstat(target).then(() => true, () => false)) throw new UnusualLayer(`${target.slice(diff.length)} is both in the layer and whited out`);

@@ -1,6 +1,5 @@
 // The podman side of kilnd: the environment every podman, buildah and runc call runs in, and
 // the housekeeping calls that are not part of one build.
-import { createHash } from "node:crypto";
 import { readFile, stat } from "node:fs/promises";
 import { join } from "node:path";
 import { errorSummary } from "../process/exec.js";
@@ -9,6 +8,7 @@ import { writeFileAtomic } from "../util/fs-atomic.js";
 import { mountPoints } from "../util/mounts.js";
 import type { StorageLayout } from "./storage-config.js";
 import { createBaseLayerStore } from "../images/layer-store.js";
+import { sha256 } from "../registry/client.js";
 
 export interface PodmanOptions {
   layout: StorageLayout;
@@ -77,7 +77,7 @@ export function createPodman(opts: PodmanOptions) {
     async storedConfig(id: string): Promise<Buffer> {
       const key = `sha256:${id.replace(/^sha256:/, "")}`;
       const bytes = await readFile(join(opts.layout.graphRoot, "overlay-images", key.slice(7), `=${Buffer.from(key).toString("base64")}`));
-      if (`sha256:${createHash("sha256").update(bytes).digest("hex")}` !== key) throw new Error(`the config storage keeps for image ${key.slice(7, 19)} is not the image's`);
+      if (sha256(bytes) !== key) throw new Error(`the config storage keeps for image ${key.slice(7, 19)} is not the image's`);
       return bytes;
     },
     /**

@@ -2,6 +2,8 @@
 // build (a fast-path build adds none), resets container storage when the volume passes the
 // threshold (before a full build, after a prune and after a fast-path build), and knows whether
 // overlay is native. Its operations run one at a time; a reset waits until no build is running.
+import { rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import type { Logger } from "pino";
 import type { StorageLayout } from "../podman/storage-config.js";
 import { checkOverlay, UNCHECKED, type OverlayStatus } from "./overlay-check.js";
@@ -9,6 +11,9 @@ import { volumeUsage, type VolumeUsage } from "./disk-usage.js";
 import { kilnImagesOf, listImages, removeImages, selectForPrune, stageTagsOf, type ImageBuild, type KilnImage } from "./prune.js";
 import { resetStorage } from "./reset.js";
 import { spreadDirectories } from "./spread-dirs.js";
+
+/** In the data directory: the storage directories carry ext4's top-directory flag (spread-dirs.ts). */
+const SPREAD_NOTE = "kiln-top-dirs";
 
 export interface KeeperOptions {
   dataDir: string;
@@ -48,7 +53,7 @@ export interface PruneOutcome {
 export class VolumeKeeper {
   overlay: OverlayStatus = UNCHECKED;
   private queue: Promise<unknown> = Promise.resolve();
-  /** Whether the directories are marked since start or the last reset (which makes them anew). */
+  /** Whether the directories are known marked since start or the last reset (which makes them anew). */
   private spread = false;
 
   constructor(private readonly o: KeeperOptions) {}
@@ -134,12 +139,22 @@ export class VolumeKeeper {
     });
   }
 
-  /** Once after start and after each reset, before the build that follows: see spread-dirs.ts. */
+  /**
+   * Once for a volume and again after each reset, before the build that follows (see
+   * spread-dirs.ts). The flag stays on the directories, so a note on the volume says it is done:
+   * a woken kilnd's first build does not start chattr again.
+   */
   private async spreadDirectories(): Promise<void> {
     if (this.spread) return;
     this.spread = true;
+    if (await stat(this.spreadNote).then(() => true, () => false)) return;
     const refused = await spreadDirectories(this.o.spreadDirs, this.o.env());
     if (refused) this.o.logger.info({ dirs: this.o.spreadDirs, refused }, "the volume takes no top-directory hint (not ext4?): new trees go where the filesystem puts them");
+    await writeFile(this.spreadNote, refused ? `refused: ${refused}\n` : "marked\n").catch(() => {});
+  }
+
+  private get spreadNote(): string {
+    return join(this.o.dataDir, SPREAD_NOTE);
   }
 
   /** A build ran out of space: reset if no other build needs the storage. */
@@ -173,7 +188,9 @@ export class VolumeKeeper {
     this.o.logger.warn({ reason }, "resetting container storage");
     await this.o.releaseMounts().catch(() => {});
     await resetStorage(this.o.layout, this.o.env(), this.o.tmpRoot, this.o.liveTmpDirs(), this.o.snapshotsDir);
+    // The reset made the marked directories anew.
     this.spread = false;
+    await rm(this.spreadNote, { force: true });
     const after = await this.usage();
     const durationMs = Date.now() - t0;
     const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
