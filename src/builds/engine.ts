@@ -31,6 +31,8 @@ export interface EngineOptions {
   insecureRegistries: readonly string[];
   /** A push's deadline before its bytes are counted in. */
   pushTimeoutSec: number;
+  /** What pushes a full build (builds/push.ts). */
+  pushEngine: "kiln" | "podman";
   /** Finished records (and logs) kept per project; older ones go as builds end. */
   keepRecords: number;
   records: MessageStore<typeof BuildSchema>;
@@ -270,6 +272,7 @@ export class BuildEngine {
         imageFormat: this.o.imageFormat,
         insecureRegistries: this.insecure,
         pushTimeoutSec: this.o.pushTimeoutSec,
+        pushEngine: this.o.pushEngine,
         secrets: this.o.secrets,
         save: (x) => this.o.records.save(x.record),
         beforeBuild: async () => {

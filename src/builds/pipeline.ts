@@ -27,7 +27,9 @@ import type { ResolvedBases } from "../images/resolve.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
 import { errorSummary } from "../process/exec.js";
 import { buildExec } from "./exec.js";
-import { pushImage } from "./push.js";
+import { pushBuilt, type DirectPush } from "./push.js";
+import { RegistryClient } from "../registry/client.js";
+import { BLOB_NOTES_DIR, createBlobNotes } from "../registry/blob-notes.js";
 import type { Slots } from "../util/slots.js";
 
 export interface PipelineDeps {
@@ -50,6 +52,8 @@ export interface PipelineDeps {
   onNoSpace(): Promise<boolean>;
   /** The push's deadline before its bytes are counted in (builds/push.ts). */
   pushTimeoutSec: number;
+  /** kiln pushes full builds from storage's files (podman when it cannot), or podman always. */
+  pushEngine: "kiln" | "podman";
 }
 
 // The build process's Go runtime: no collection until the heap nears 2 GiB. A warm build
@@ -218,7 +222,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       const p0 = Date.now();
       // Saved before podman starts: a kilnd killed mid-push leaves a record that says PUSH.
       await deps.save(a);
-      rec.imageDigest = await pushImage(a, { podman: deps.podman, env: podmanEnv, registry, tag, insecure: deps.insecureRegistries.has(registry), format: deps.imageFormat, timeoutSec: deps.pushTimeoutSec });
+      const direct = deps.pushEngine === "kiln" ? await directPush(a, deps, registry, secrets, bases, rec.imageId) : undefined;
+      rec.imageDigest = await pushBuilt(a, { podman: deps.podman, env: podmanEnv, registry, tag, insecure: deps.insecureRegistries.has(registry), format: deps.imageFormat, timeoutSec: deps.pushTimeoutSec }, direct);
       durations.push = durationFromMs(Date.now() - p0);
       rec.pushed = true;
       a.say(`push: ${tag}@${rec.imageDigest} in ${Date.now() - p0} ms`);
@@ -233,6 +238,25 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
   } finally {
     release();
   }
+}
+
+/** kiln's own push of the image buildah made (builds/direct-push.ts): to the build's repository, FROM layers mounted from theirs. */
+async function directPush(a: ActiveBuild, deps: PipelineDeps, registry: string, secrets: BuildSecrets, bases: ResolvedBases, imageId: string): Promise<DirectPush> {
+  // Loaded already by the base look-up (resolve.js), as the parser it comes with.
+  const { parseImageName } = await import("../images/base-images.js");
+  const repo = a.spec.image.repository.slice(registry.length + 1);
+  const mountFrom = [...new Set(bases.images.map((b) => parseImageName(b.reference)).filter((n) => n?.registry === registry && n.repository !== repo).map((n) => n!.repository))];
+  const { graphRoot } = deps.podman.layout;
+  return {
+    graphRoot,
+    imageId,
+    client: (signal) => new RegistryClient(registry, repo, deps.insecureRegistries.has(registry), { credential: () => secrets.credentials.lookup(registry, repo), signal, mountFrom }),
+    tag: a.spec.commit,
+    format: deps.imageFormat,
+    notes: createBlobNotes(join(graphRoot, BLOB_NOTES_DIR)),
+    mountFrom,
+    storedBlob: (digest) => deps.podman.baseLayers.blobPath(digest),
+  };
 }
 
 function fastPathInput(

@@ -1,11 +1,14 @@
-// The push of a full build: podman push with a deadline that grows with the image, retried with
+// The push of a full build: kiln's own push of the image in storage (builds/direct-push.ts) when
+// it can make it, else podman push with a deadline that grows with the image, retried with
 // backoff when the registry fails in a way that passes (5xx, a reset connection), never when it
 // refuses (401/403) or does not answer at all: those end the build FAILED with a clear error.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { KilnError } from "../errors/kiln-error.js";
 import type { Podman } from "../podman/podman.js";
-import { registryRefusal } from "../registry/refusal.js";
+import { RegistryAuthError } from "../registry/auth.js";
+import { authRefusal, registryRefusal } from "../registry/refusal.js";
+import type { DirectPushInput } from "./direct-push.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
 import { errorSummary } from "../process/exec.js";
 import { buildExec } from "./exec.js";
@@ -29,7 +32,35 @@ const BACKOFF_MS = [1000, 3000];
 // Failures that pass: the registry or the network in between, not the request.
 const TRANSIENT = /\b50[0234]\b|Service Unavailable|Bad Gateway|Gateway Time-?out|Internal Server Error|connection reset|connection refused|broken pipe|i\/o timeout|unexpected EOF|TLS handshake timeout/i;
 
-/** Pushes the image; resolves with its manifest digest. */
+/** What kiln's own push needs beyond PushOptions; the build's signal and deadlines are added here. */
+export type DirectPush = Omit<DirectPushInput, "signal" | "deadlineMs">;
+
+/**
+ * Pushes the image: kiln's own push when given one, and podman's when that one cannot (the log
+ * says why); resolves with the manifest digest. A registry that refuses the credentials ends the
+ * build: podman's push would be refused the same.
+ */
+export async function pushBuilt(a: ActiveBuild, o: PushOptions, direct: DirectPush | undefined): Promise<string> {
+  if (direct) {
+    try {
+      // Loaded on first use: not part of kilnd's start-up.
+      const { pushStoredImage, DirectPushTimedOut } = await import("./direct-push.js");
+      const r = await pushStoredImage({ ...direct, signal: a.abort.signal, deadlineMs: (bytes) => pushDeadlineMs(o.timeoutSec, bytes) }).catch((e: unknown) => {
+        throw e instanceof DirectPushTimedOut ? stoppedAnswering(o, e.ms, e.bytes) : e;
+      });
+      a.say(`push: kiln pushed the image from storage (${r.uploaded === 0 ? "every layer was in the registry" : `${r.uploaded} layer${r.uploaded === 1 ? "" : "s"} compressed and uploaded, ${r.uploadedBytes} bytes`})`);
+      return r.digest;
+    } catch (e) {
+      if (a.abort.signal.aborted) throw new StopSignal();
+      if (e instanceof RegistryAuthError) throw authRefusal(e);
+      if (e instanceof KilnError) throw e;
+      a.say(`push: kiln's own push gave way to podman's: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+  return pushImage(a, o);
+}
+
+/** Pushes the image with podman; resolves with its manifest digest. */
 export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string> {
   // A push that outlasts --push-timeout gets a second per MiB of its image more. The size is
   // asked of podman only then: a push that ends in time (nearly all) costs no extra podman call.
@@ -41,7 +72,7 @@ export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string>
       return (size / MIN_PUSH_RATE) * 1000;
     },
   };
-  const deadlineMs = () => o.timeoutSec * 1000 + (size / MIN_PUSH_RATE) * 1000;
+  const deadlineMs = () => pushDeadlineMs(o.timeoutSec, size);
   const digestFile = join(a.tmpDir, "digest");
   // The manifest the build's format calls for (v2s2 is Docker's schema 2).
   const args = ["push", "--digestfile", digestFile, "--format", o.format === "docker" ? "v2s2" : "oci"];
@@ -51,10 +82,7 @@ export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string>
     a.say(`push: podman ${args.join(" ")}${attempt > 1 ? ` (attempt ${attempt} of ${ATTEMPTS})` : ""}`);
     // A base layer from kiln's store, uploaded to a registry that lacks it, ends with the store's notice.
     const r = await buildExec(a, "podman", "podman", args, o.env, { deadline, hide: LAYER_STORE_NOTICE });
-    if (r.timedOut) {
-      const mb = (size / 1024 / 1024).toFixed(1);
-      throw new KilnError("unavailable", `push to ${o.registry} did not finish within ${Math.round(deadlineMs() / 1000)} s (${o.timeoutSec} s and a second per MiB of the ${mb} MiB image): the registry stopped answering`);
-    }
+    if (r.timedOut) throw stoppedAnswering(o, deadlineMs(), size);
     if (r.exitCode === 0) {
       const digest = await readFile(digestFile, "utf8").then((t) => t.trim(), () => "");
       if (digest) return digest;
@@ -70,6 +98,12 @@ export async function pushImage(a: ActiveBuild, o: PushOptions): Promise<string>
     await sleep(wait, a.abort.signal);
   }
 }
+
+/** A push's deadline: --push-timeout, and a second per MiB of the image. */
+const pushDeadlineMs = (timeoutSec: number, bytes: number) => timeoutSec * 1000 + (bytes / MIN_PUSH_RATE) * 1000;
+
+const stoppedAnswering = (o: PushOptions, ms: number, bytes: number) =>
+  new KilnError("unavailable", `push to ${o.registry} did not finish within ${Math.round(ms / 1000)} s (${o.timeoutSec} s and a second per MiB of the ${(bytes / 1024 / 1024).toFixed(1)} MiB image): the registry stopped answering`);
 
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((res, rej) => {

@@ -34,6 +34,8 @@ export interface DaemonOptions {
   registryAuthFile?: string;
   /** A push's deadline before its bytes are counted in (builds/push.ts adds time per byte). */
   pushTimeoutSec: number;
+  /** What pushes a full build: kiln from storage's files (default; podman when it cannot), or podman push always. */
+  pushEngine: "kiln" | "podman";
   /** With a token file, /metrics needs the token too ("token", the default) or answers anyone on the network ("none"). */
   metricsAuth: "token" | "none";
 }
@@ -44,7 +46,7 @@ export const KILND_USAGE = `usage: kilnd --data DIR [--listen HOST:PORT] [--idle
              [--keep-builds N] [--keep-records N] [--reset-threshold PERCENT] [--overlay-mount-program PATH]
              [--build-engine buildah|podman] [--fast-path on|off] [--log-level LEVEL]
              [--registry-auth-file FILE] [--image-format docker|oci] [--push-timeout SECONDS]
-             [--metrics-auth token|none]
+             [--push-engine kiln|podman] [--metrics-auth token|none]
 Every flag can also be given as an environment variable: --idle-timeout as KILN_IDLE_TIMEOUT, and so on
 (KILN_INSECURE_REGISTRY takes a comma-separated list).`;
 
@@ -66,6 +68,7 @@ const SPEC = {
   "registry-auth-file": { type: "string" },
   "image-format": { type: "string" },
   "push-timeout": { type: "string" },
+  "push-engine": { type: "string" },
   "metrics-auth": { type: "string" },
   help: { type: "boolean", short: "h" },
 } as const;
@@ -115,6 +118,8 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
   if (imageFormat !== "docker" && imageFormat !== "oci") throw usageError(`--image-format: ${JSON.stringify(imageFormat)} is not docker or oci`);
   const metricsAuth = get("metrics-auth") ?? "token";
   if (metricsAuth !== "token" && metricsAuth !== "none") throw usageError(`--metrics-auth: ${JSON.stringify(metricsAuth)} is not token or none`);
+  const pushEngine = get("push-engine") ?? "kiln";
+  if (pushEngine !== "kiln" && pushEngine !== "podman") throw usageError(`--push-engine: ${JSON.stringify(pushEngine)} is not kiln or podman`);
   const fastPath = get("fast-path") ?? "on";
   if (fastPath !== "on" && fastPath !== "off") throw usageError(`--fast-path: ${JSON.stringify(fastPath)} is not on or off`);
   const opts: DaemonOptions = {
@@ -133,6 +138,7 @@ export function parseDaemonOptions(argv: string[], env: NodeJS.ProcessEnv): Daem
     keepRecords: intIn("keep-records", get("keep-records") ?? "200", 1, 1_000_000),
     resetThresholdPercent: intIn("reset-threshold", get("reset-threshold") ?? "75", 1, 100),
     pushTimeoutSec: intIn("push-timeout", get("push-timeout") ?? "120", 1, 24 * 3600),
+    pushEngine,
     metricsAuth,
   };
   const mountProgram = get("overlay-mount-program");

@@ -115,6 +115,7 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     imageFormat: opts.imageFormat,
     insecureRegistries: opts.insecureRegistries,
     pushTimeoutSec: opts.pushTimeoutSec,
+    pushEngine: opts.pushEngine,
     keepRecords: opts.keepRecords,
     records,
     logs,

@@ -3,29 +3,19 @@
 // destination come from the last full build's layer (they belong to the image below, which is
 // the same); everything under the destination comes from the context: modes and times as on
 // disk, owner root or the --chown owner, .containerignore honoured, symlinks kept as symlinks.
-import { createHash } from "node:crypto";
 import { lstatSync, readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { lstat } from "node:fs/promises";
-import { availableParallelism } from "node:os";
 import { basename, join, posix } from "node:path";
-import { promisify } from "node:util";
-import { constants as zlibConstants, deflateRawSync, gzip as gzipCb, type ZlibOptions } from "node:zlib";
 import tar from "tar-stream";
+import { createTarCompressor, type Compressed } from "../image/layer-gzip.js";
 import type { TarEntry } from "../image/tar-entries.js";
-import { sha256 } from "../registry/client.js";
-import { createSlots } from "../util/slots.js";
 import { FastPathRefused } from "./refused.js";
-
-const gzip = promisify(gzipCb) as (data: Buffer, options?: ZlibOptions) => Promise<Buffer>;
 
 // Files are read with the synchronous calls: a promise per lstat and read costs about 130 µs
 // in the thread pool against 15 µs inline (10,000 small files: 2.7 s against 0.17 s). The event
 // loop gets its turn every YIELD_EVERY files, so kilnd answers RPCs meanwhile.
 const YIELD_EVERY = 256;
 const yieldToLoop = () => new Promise<void>((r) => setImmediate(r));
-// The layer is compressed in pieces of this size at once, on the thread pool, as members of one
-// gzip stream (RFC 1952 allows several; Go's, containerd's and podman's readers read them all).
-const GZIP_PIECE = 4 * 1024 * 1024;
 
 export interface LayerInput {
   contextDir: string;
@@ -130,11 +120,7 @@ export async function compress(entries: readonly LayerEntry[]): Promise<Compress
   return writer.finish();
 }
 
-export interface Compressed {
-  gz: Buffer;
-  diffId: string;
-  digest: string;
-}
+export type { Compressed };
 
 export interface LayerWriter {
   /** Appends an entry to the layer (its header and body are taken as they are). */
@@ -144,44 +130,16 @@ export interface LayerWriter {
 }
 
 /**
- * A layer written as its entries come: tar-stream packs them, the tar is hashed as it comes out,
- * and each GZIP_PIECE of it is compressed on the thread pool while the caller reads on (a RUN
- * step's upper directory is read on the main thread, and its pieces compress beside it). A tar
- * of one piece or less is one gzip member; a longer one, one member per piece (the same bytes
- * as compressing the whole tar in pieces afterwards). A writer given up on (finish never called)
- * leaves nothing behind but its buffers.
+ * A layer written as its entries come: tar-stream packs them and the tar compressor
+ * (image/layer-gzip.ts) hashes and compresses the tar as it comes out, while the caller reads on
+ * (a RUN step's upper directory is read on the main thread). A writer given up on (finish never
+ * called) leaves nothing behind but its buffers.
  */
 export function createLayerWriter(): LayerWriter {
   const pack = tar.pack();
-  const plainHash = createHash("sha256");
-  const pieces: Promise<Buffer>[] = [];
-  // Not more pieces in flight than there are cores: the thread pool is shared with file reads.
-  const width = Math.max(1, availableParallelism());
-  const inFlight = createSlots(width);
-  let held: Buffer[] = [];
-  let heldBytes = 0;
-  let total = 0;
-  const compressPiece = (piece: Buffer, level: number): Promise<Buffer> => inFlight.run(() => gzip(piece, { level }));
-  const cut = (): void => {
-    const all = held.length === 1 ? held[0]! : Buffer.concat(held);
-    let at = 0;
-    for (; all.length - at >= GZIP_PIECE; at += GZIP_PIECE) {
-      const piece = all.subarray(at, at + GZIP_PIECE);
-      const gz = compressPiece(piece, levelFor(piece));
-      gz.catch(() => {});
-      pieces.push(gz);
-    }
-    held = at < all.length ? [all.subarray(at)] : [];
-    heldBytes = all.length - at;
-  };
+  const out = createTarCompressor();
   const drained = (async () => {
-    for await (const chunk of pack as AsyncIterable<Buffer>) {
-      plainHash.update(chunk);
-      total += chunk.length;
-      held.push(chunk);
-      heldBytes += chunk.length;
-      if (heldBytes >= 2 * GZIP_PIECE) cut();
-    }
+    for await (const chunk of pack as AsyncIterable<Buffer>) out.write(chunk);
   })();
   drained.catch(() => {});
   let finished = false;
@@ -194,23 +152,7 @@ export function createLayerWriter(): LayerWriter {
       finished = true;
       pack.finalize();
       await drained;
-      if (total > GZIP_PIECE) {
-        cut();
-        if (heldBytes > 0) pieces.push(compressPiece(held[0]!, levelFor(held[0]!)));
-      } else {
-        const plain = Buffer.concat(held);
-        pieces.push(gzip(plain, { level: levelFor(plain) }));
-      }
-      const gz = Buffer.concat(await Promise.all(pieces));
-      return { gz, diffId: `sha256:${plainHash.digest("hex")}`, digest: sha256(gz) };
+      return out.finish();
     },
   };
-}
-
-const SAMPLE = 64 * 1024;
-
-function levelFor(piece: Buffer): number {
-  if (piece.length < 4 * SAMPLE) return zlibConstants.Z_DEFAULT_COMPRESSION;
-  const sample = piece.subarray(0, SAMPLE);
-  return deflateRawSync(sample, { level: 1 }).length > sample.length * 0.9 ? zlibConstants.Z_NO_COMPRESSION : zlibConstants.Z_DEFAULT_COMPRESSION;
 }

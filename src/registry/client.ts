@@ -119,15 +119,15 @@ export class RegistryClient {
     return res.status === 200;
   }
 
-  /** Uploads a blob unless the repository has it. */
-  async putBlob(digest: string, data: Uint8Array): Promise<void> {
+  /** Uploads a blob unless the repository has it; timeoutMs: the upload's own deadline (30 s when not given). */
+  async putBlob(digest: string, data: Uint8Array, timeoutMs?: number): Promise<void> {
     if (await this.hasBlob(digest)) return;
     const started = await this.call("POST", "/blobs/uploads/", {}, [202]);
     const location = started.headers.get("location");
     if (!location) throw new RegistryError("the registry started an upload without a Location");
     const url = new URL(location, this.base);
     url.searchParams.set("digest", digest);
-    await this.call("PUT", url, { body: data, headers: { "content-type": "application/octet-stream" } }, [201]);
+    await this.call("PUT", url, { body: data, headers: { "content-type": "application/octet-stream" }, ...(timeoutMs ? { timeoutMs } : {}) }, [201]);
   }
 
   /**

@@ -69,6 +69,7 @@ function engineWith(
     imageFormat: "docker",
     insecureRegistries: [],
     pushTimeoutSec: 60,
+    pushEngine: "kiln",
     keepRecords: 100,
     records: new MessageStore(BuildSchema, join(dir, "builds")),
     logs,
