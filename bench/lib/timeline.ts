@@ -30,7 +30,7 @@ const BOUNDARIES: [RegExp, (m: RegExpExecArray) => string][] = [
   [/^first build: layers made/, () => "kiln: the skeleton's config, the push"],
   [/^build: (buildah|podman) /, () => "podman: start"],
   [/^build: sha256:/, () => "kiln: after podman (stage tags)"],
-  [/^push: podman push/, () => "push"],
+  [/^push: (podman push|kiln's push of)/, () => "push"],
   [/^push: \S+@sha256:/, () => "kiln: after push"],
   [/^(?:\[(\d+)\/\d+\] )?STEP \d+\/\d+: (.*)/, (m) => `step: ${m[1] ? `[${m[1]}] ` : ""}${m[2]!.slice(0, 60)}`],
   [/^COMMIT\b/, () => "final commit, tag"],

@@ -11,8 +11,10 @@
 // mounted from its repository on the same registry or uploaded from kiln's layer store, else
 // the layer's tar compressed now. Anything it cannot do so (a layer storage has no record of, an
 // image whose files do not agree) is a DirectPushRefused: the caller pushes with podman, and the
-// build log says why.
+// build log says why. A layer whose files are not the tar its image records fails the build:
+// storage is damaged, and podman's push would send it as it is.
 import { readFile } from "node:fs/promises";
+import { KilnError } from "../errors/kiln-error.js";
 import { createTarCompressor } from "../image/layer-gzip.js";
 import { readStoredImage, storedLayerTar, StoredImageUnreadable, type StoredLayer } from "../podman/stored-image.js";
 import type { BlobNotes } from "../registry/blob-notes.js";
@@ -129,6 +131,9 @@ async function compressLayer(graphRoot: string, l: StoredLayer) {
     await out.ready();
   }
   const blob = await out.finish();
-  if (blob.diffId !== l.diffId) throw new DirectPushRefused(`layer ${l.id.slice(0, 12)} put back together from storage is not its diff ID's tar`);
+  // podman's push would send these bytes as they are, under a config that names other ones.
+  if (blob.diffId !== l.diffId) {
+    throw new KilnError("internal", `container storage is damaged: layer ${l.id.slice(0, 12)}'s files are not the tar its image records (its diff ID); nothing was pushed. Reset container storage (the ResetStorage RPC) and build again`);
+  }
   return blob;
 }

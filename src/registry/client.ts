@@ -190,7 +190,7 @@ export class RegistryClient {
         if (res.status === 401 || res.status === 403) {
           throw new RegistryAuthError(`registry ${this.host} refused ${method} ${this.repo} (HTTP ${res.status}${res.status === 401 ? ": no credentials, or wrong ones" : ": not allowed for these credentials"})`, res.status);
         }
-        throw new RegistryError(`${method} ${url}: HTTP ${res.status} ${text}`.trim());
+        throw new RegistryError(`${method} ${shownUrl(url)}: HTTP ${res.status} ${text}`.trim());
       }
       // Only GET answers are read by the caller; the rest are drained so the connection is reused.
       if (method !== "GET") await res.arrayBuffer().catch(() => undefined);
@@ -201,6 +201,12 @@ export class RegistryClient {
   private fail(method: string, url: string | URL, e: unknown): never {
     if (this.signal?.aborted) throw this.signal.reason ?? e;
     if (e instanceof RegistryAuthError || e instanceof RegistryError) throw e;
-    throw new RegistryError(`${method} ${url}: ${(e as Error).message}`);
+    throw new RegistryError(`${method} ${shownUrl(url)}: ${(e as Error).message}`);
   }
 }
+
+/** A URL for an error message: without its query (an upload's state, its digest: long, and nothing a reader needs). */
+const shownUrl = (url: string | URL) => {
+  const u = new URL(url);
+  return `${u.origin}${u.pathname}`;
+};

@@ -2,17 +2,18 @@
 // pushed by podman push is the referee. Both must give the same config (the local image's ID) and
 // the same layers once uncompressed (each its diff ID), whiteouts, links and owners included; a
 // warm build uploads only the layers it made; a layer storage cannot give back as its diff ID's
-// tar is refused before anything is tagged.
+// tar fails the push before anything is tagged; one it has no record of is left to podman's push.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { renameSync, writeFileSync } from "node:fs";
+import { renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { after, before, describe, test } from "node:test";
 import { BuildState } from "../../src/gen/kiln/v1/builder_pb.js";
 import { DirectPushRefused, pushStoredImage } from "../../src/builds/direct-push.js";
+import { KilnError } from "../../src/errors/kiln-error.js";
 import { readStoredImage } from "../../src/podman/stored-image.js";
-import { createBlobNotes } from "../../src/registry/blob-notes.js";
+import { BLOB_NOTES_DIR, createBlobNotes } from "../../src/registry/blob-notes.js";
 import { DOCKER_LAYER_GZIP, DOCKER_MANIFEST, RegistryClient, sha256 } from "../../src/registry/client.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
@@ -72,7 +73,7 @@ describe("kiln's push of full builds", () => {
   let firstLayers: string[] = [];
   test("the pushed image is the local image: its config byte for byte, each layer its diff ID's tar; podman's push of it is the same image", async () => {
     const { b, log } = await build(repo.head());
-    assert.match(log, /push: kiln pushed the image from storage \(\d+ layers? compressed and uploaded, \d+ bytes\)/);
+    assert.match(log, /push: kiln's push is done \(\d+ layers? compressed and uploaded, \d+ bytes\)/);
     assert.doesNotMatch(log, /podman push/);
     const ours = await uncompressed("test/direct", b.commit);
     assert.equal(ours.manifest.mediaType, DOCKER_MANIFEST);
@@ -101,7 +102,7 @@ describe("kiln's push of full builds", () => {
     const ours = await uncompressed("test/direct", b.commit);
     const made = ours.digests.filter((d) => !firstLayers.includes(d)).length;
     assert.equal(made, 2, "the COPY and the RUN after it");
-    assert.match(log, new RegExp(`push: kiln pushed the image from storage \\(${made} layers compressed and uploaded, \\d+ bytes\\)`));
+    assert.match(log, new RegExp(`push: kiln's push is done \\(${made} layers compressed and uploaded, \\d+ bytes\\)`));
     podmanPush(b.imageId, b.commit);
     assert.deepEqual((await uncompressed("test/referee", b.commit)).digests, ours.digests);
   });
@@ -110,11 +111,11 @@ describe("kiln's push of full builds", () => {
     const head = repo.head();
     const before = await reg.digest("test/direct", head);
     const { b, log } = await build(head);
-    assert.match(log, /push: kiln pushed the image from storage \(every layer was in the registry\)/);
+    assert.match(log, /push: kiln's push is done \(every layer was in the registry\)/);
     assert.equal(b.imageDigest, before, "kiln compresses a tar the same way every time");
   });
 
-  test("a layer storage cannot give back as its diff ID's tar, or has no record of, is refused before the tag moves", async () => {
+  test("a layer whose files are not its diff ID's tar fails the push, one storage has no record of is refused, before the tag moves", async () => {
     const head = repo.head();
     const tagged = await reg.digest("test/direct", head);
     const { b } = await build(head);
@@ -128,11 +129,28 @@ describe("kiln's push of full builds", () => {
     const diff = join(graphRoot(), "overlay", top.id, "diff");
     // The same size: the record says how many bytes of the file the tar holds.
     writeFileSync(join(diff, "app", "keep", "z"), "Z\n");
-    await assert.rejects(push(), (e) => e instanceof DirectPushRefused && /is not its diff ID's tar/.test(e.message));
+    await assert.rejects(push(), (e) => e instanceof KilnError && /^container storage is damaged: layer \w+'s files are not the tar its image records/.test(e.message));
     const record = join(graphRoot(), "overlay-layers", `${top.id}.tar-split.gz`);
     renameSync(record, `${record}.away`);
     await assert.rejects(push(), (e) => e instanceof DirectPushRefused && /has no tar-split record/.test(e.message));
     renameSync(`${record}.away`, record);
+    writeFileSync(join(diff, "app", "keep", "z"), "z\n");
     assert.equal(await reg.digest("test/direct", head), tagged, "the tag did not move");
+  });
+
+  test("what kiln's push cannot do, podman's does: the build says so and succeeds", async () => {
+    const head = repo.head();
+    const { b } = await build(head);
+    const top = (await readStoredImage(graphRoot(), b.imageId)).layers.at(-1)!;
+    rmSync(join(graphRoot(), BLOB_NOTES_DIR), { recursive: true, force: true });
+    const record = join(graphRoot(), "overlay-layers", `${top.id}.tar-split.gz`);
+    renameSync(record, `${record}.away`);
+    try {
+      const again = await build(head);
+      assert.match(again.log, /push: kiln's own push gave way to podman's: layer \w+ has no tar-split record\npush: podman push /);
+      assert.equal(again.b.imageDigest, await reg.digest("test/direct", head));
+    } finally {
+      renameSync(`${record}.away`, record);
+    }
   });
 });
