@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { KilnError } from "../errors/kiln-error.js";
 import type { Podman } from "../podman/podman.js";
 import { RegistryAuthError } from "../registry/auth.js";
-import { authRefusal, registryRefusal } from "../registry/refusal.js";
+import { pushRefused, registryRefusal } from "../registry/refusal.js";
 import { RegistryError } from "../registry/client.js";
 import type { DirectPushInput } from "./direct-push.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
@@ -79,7 +79,7 @@ async function kilnsAttempt(a: ActiveBuild, o: PushOptions, direct: DirectPush, 
     return { digest: r.digest };
   } catch (e) {
     if (a.abort.signal.aborted) throw new StopSignal();
-    if (e instanceof RegistryAuthError) throw authRefusal(e);
+    if (e instanceof RegistryAuthError) throw pushRefused(o.registry, e.status, e.message);
     if (e instanceof DirectPushTimedOut) throw stoppedAnswering(o, e.ms, e.bytes);
     if (e instanceof KilnError) throw e;
     const why = e instanceof Error ? e.message : String(e);

@@ -16,11 +16,16 @@ export function authRefusal(e: Error, prefix = ""): KilnError {
   return new KilnError("failed_precondition", `${prefix}${e.message}; ${HINT}`);
 }
 
+/** What kiln or podman says when a registry refuses a push: the same words either way. */
+export const pushRefused = (registry: string, status: number, detail?: string) =>
+  new KilnError("failed_precondition", `registry ${registry} refused the push (${status === 403 ? "403: not allowed for these credentials" : "401: no credentials, or wrong ones"}); ${HINT}${detail ? `: ${detail}` : ""}`);
+
 export function registryRefusal(stderrTail: readonly string[], action: "pull" | "push", registry?: string): KilnError | undefined {
   const line = [...stderrTail].reverse().find((l) => ERROR_LINE.test(l.trim()) && REFUSED.test(l));
   if (!line) return undefined;
   const host = registry ?? REF.exec(line.replace(/^.*?\b(?:in|from|to)\s+(?=\S+\/)/, ""))?.[1] ?? "the registry";
-  const why = /403|denied|forbidden/i.test(line) && !/unauthorized|401/i.test(line) ? "403: not allowed for these credentials" : "401: no credentials, or wrong ones";
-  const what = action === "pull" ? "a pull (FROM or COPY --from image)" : "the push";
-  return new KilnError("failed_precondition", `registry ${host} refused ${what} (${why}); ${HINT}: ${line.trim().slice(0, 300)}`);
+  const status = /403|denied|forbidden/i.test(line) && !/unauthorized|401/i.test(line) ? 403 : 401;
+  if (action === "push") return pushRefused(host, status, line.trim().slice(0, 300));
+  const why = status === 403 ? "403: not allowed for these credentials" : "401: no credentials, or wrong ones";
+  return new KilnError("failed_precondition", `registry ${host} refused a pull (FROM or COPY --from image) (${why}); ${HINT}: ${line.trim().slice(0, 300)}`);
 }

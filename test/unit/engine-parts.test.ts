@@ -71,6 +71,9 @@ describe("kilnd options", () => {
     assert.ok(e !== "help");
     assert.deepEqual(e.insecureRegistries, ["a:1", "b:2"]);
     assert.equal(e.listenPort, 7000);
+    assert.equal(e.pushEngine, "kiln", "kiln pushes full builds unless told otherwise");
+    const p = parseDaemonOptions(["--data", "/d"], { KILN_PUSH_ENGINE: "podman" });
+    assert.ok(p !== "help" && p.pushEngine === "podman");
   });
   test("bad usage is an invalid_argument KilnError naming the flag", () => {
     assert.throws(() => parseDaemonOptions([], {}), (e: unknown) => e instanceof KilnError && e.code === "invalid_argument" && /--data/.test(e.message));
@@ -78,6 +81,7 @@ describe("kilnd options", () => {
     assert.throws(() => parseDaemonOptions(["--data", "/d", "--listen", "nope"], {}), /--listen/);
     assert.throws(() => parseDaemonOptions(["--data", "/d", "--listen", "10.0.0.1:5456"], {}), /loopback only/);
     assert.throws(() => parseDaemonOptions(["--data", "/d", "--bogus"], {}), KilnError);
+    assert.throws(() => parseDaemonOptions(["--data", "/d", "--push-engine", "skopeo"], {}), /--push-engine: "skopeo" is not kiln or podman/);
     const withToken = parseDaemonOptions(["--data", "/d", "--listen", "[::]:5456", "--token-file", "/t"], {});
     assert.ok(withToken !== "help" && withToken.listenHost === "::");
   });
