@@ -9,6 +9,7 @@ import type { DaemonOptions } from "../config/options.js";
 import { BuildEngine } from "../builds/engine.js";
 import { createBaseStore } from "../fastpath/base.js";
 import { createFastPath } from "../fastpath/fast-path.js";
+import { BLOB_NOTES_DIR, collectBlobNotes } from "../registry/blob-notes.js";
 import { MessageStore } from "../store/message-store.js";
 import { file_grpc_health_v1_health, Health } from "../gen/grpc/health/v1/health_pb.js";
 import { BuilderService, BuildSchema, file_kiln_v1_builder } from "../gen/kiln/v1/builder_pb.js";
@@ -102,7 +103,10 @@ export async function startDaemon(opts: DaemonOptions, logger: Logger): Promise<
     },
     onPrune: (n, bytes) => void metricsReady.then((m) => m.pruned(n, bytes)),
     releaseMounts: () => podman.unmountIdleImages(),
-    collectBaseLayers: () => podman.baseLayers.collect(),
+    collectUnused: async () => {
+      const [baseLayers, blobNotes] = await Promise.all([podman.baseLayers.collect(), collectBlobNotes(join(layout.graphRoot, BLOB_NOTES_DIR), layout.graphRoot)]);
+      return { baseLayers, blobNotes };
+    },
     spreadDirs: [layout.baseLayerDir, join(layout.graphRoot, "overlay"), layout.cacheMountDir, dir("tmp"), dir("work")],
   });
   const fastPath = opts.fastPath ? createFastPath({ bases, insecureRegistries: new Set(opts.insecureRegistries), podman, buildNetwork: opts.buildNetwork, cacheDir: podman.layout.cacheMountDir }) : undefined;

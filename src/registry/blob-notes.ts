@@ -4,7 +4,7 @@
 // only saves work: the registry is asked whether it has the blob every time, and a layer
 // compressed again gives the same blob (image/layer-gzip.ts). The notes live in container
 // storage's directory, so a reset of storage takes them along.
-import { mkdir, readFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 
@@ -48,4 +48,18 @@ export function createBlobNotes(dir: string): BlobNotes {
       await writeFileAtomic(f, JSON.stringify(note));
     },
   };
+}
+
+/**
+ * Removes the notes of layers container storage no longer has (after a prune removed images):
+ * kiln only ever pushes layers storage has. How many went.
+ */
+export async function collectBlobNotes(dir: string, graphRoot: string): Promise<number> {
+  const names = await readdir(dir).catch(() => [] as string[]);
+  if (names.length === 0) return 0;
+  const records = JSON.parse(await readFile(join(graphRoot, "overlay-layers", "layers.json"), "utf8")) as { "diff-digest"?: string }[];
+  const held = new Set(records.map((r) => r["diff-digest"]?.replace(/^sha256:/, "")));
+  const gone = names.filter((n) => /^[0-9a-f]{64}$/.test(n) && !held.has(n));
+  await Promise.all(gone.map((n) => rm(join(dir, n), { force: true })));
+  return gone.length;
 }

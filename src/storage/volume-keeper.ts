@@ -38,8 +38,12 @@ export interface KeeperOptions {
   onPrune(images: number, bytesFreed: number): void;
   /** Before images are removed or storage is reset: nothing kiln keeps mounted may stand in the way. */
   releaseMounts(): Promise<void>;
-  /** Removes the base layers no image in storage uses (images/layer-store.ts); how many went. */
-  collectBaseLayers(): Promise<number>;
+  /**
+   * After a prune removed images: removes what only their layers needed, the base layers no
+   * image uses (images/layer-store.ts) and the notes of blobs pushed for layers storage no longer
+   * has (registry/blob-notes.ts); how many of each went.
+   */
+  collectUnused(): Promise<{ baseLayers: number; blobNotes: number }>;
   /** The directories whose subdirectories are a build's large new trees (spread-dirs.ts). */
   spreadDirs: readonly string[];
 }
@@ -105,8 +109,9 @@ export class VolumeKeeper {
       const bytesFreed = Math.max(0, after.freeBytes - before.freeBytes);
       if (failed.length) this.o.logger.warn({ failed }, "some images could not be removed");
       // Only after a removal: a layer left unlinked (a cancelled build's) waits for the next one.
-      const layers = doomed.length || stageTags.length ? await this.o.collectBaseLayers().catch((err: unknown) => (this.o.logger.warn({ err }, "cannot collect unused base layers"), 0)) : 0;
-      if (layers > 0) this.o.logger.info({ layers }, "removed base layers no image uses");
+      const none = { baseLayers: 0, blobNotes: 0 };
+      const collected = doomed.length || stageTags.length ? await this.o.collectUnused().catch((err: unknown) => (this.o.logger.warn({ err }, "cannot collect unused base layers and blob notes"), none)) : none;
+      if (collected.baseLayers > 0 || collected.blobNotes > 0) this.o.logger.info(collected, "removed base layers no image uses, and notes of layers storage no longer has");
       if (doomed.length) {
         this.o.logger.info({ project: project ?? "*", removed: doomed.map((i) => `${i.project}:${i.commit.slice(0, 12)}`), bytesFreed }, "pruned superseded images");
         this.o.onPrune(doomed.length, bytesFreed);
