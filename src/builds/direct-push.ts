@@ -15,9 +15,9 @@
 // storage is damaged, and podman's push would send it as it is.
 import { readFile } from "node:fs/promises";
 import { KilnError } from "../errors/kiln-error.js";
-import { createTarCompressor } from "../image/layer-gzip.js";
-import { readStoredImage, storedLayerTar, StoredImageUnreadable, type StoredLayer } from "../podman/stored-image.js";
-import type { BlobNotes } from "../registry/blob-notes.js";
+import { createTarCompressor, type Compressed } from "../image/layer-gzip.js";
+import { readStoredImage, storedLayerTar, storedTopLayer, StoredImageUnreadable, type StoredLayer } from "../podman/stored-image.js";
+import type { BlobNote, BlobNotes } from "../registry/blob-notes.js";
 import { DOCKER_LAYER_GZIP, DOCKER_MANIFEST, OCI_LAYER_GZIP, OCI_MANIFEST, sha256, type Descriptor, type RegistryClient } from "../registry/client.js";
 import { createSlots } from "../util/slots.js";
 
@@ -53,6 +53,8 @@ export interface DirectPushInput {
   signal: AbortSignal;
   /** From here on the tag may be the registry's: a cancel waits. */
   onCommit?(): void;
+  /** Layers sent while buildah still ran (createEarlyUploads). */
+  early?: EarlyUploads;
 }
 
 export interface DirectPushResult {
@@ -60,6 +62,8 @@ export interface DirectPushResult {
   /** Layers compressed and uploaded by this push, and their bytes (compressed). */
   uploaded: number;
   uploadedBytes: number;
+  /** Of those, sent while buildah ran (EarlyUploads). */
+  early: number;
 }
 
 /** Layers compressed at once (each uses every core for its pieces). */
@@ -83,13 +87,23 @@ export async function pushStoredImage(i: DirectPushInput): Promise<DirectPushRes
   const bytes = image.layers.reduce((n, l) => n + l.diffSize, 0);
   const ms = Math.ceil(i.deadlineMs(bytes));
   const deadline = AbortSignal.timeout(ms);
-  const registry = i.client(AbortSignal.any([i.signal, deadline]));
+  const signal = AbortSignal.any([i.signal, deadline]);
+  const registry = i.client(signal);
   const upload = (digest: string, blob: Buffer) => registry.putBlob(digest, blob, ms);
   const compressing = createSlots(LAYERS_AT_ONCE);
   let uploaded = 0;
   let uploadedBytes = 0;
+  let early = new Map<string, BlobNote>();
+  let earlyUsed = 0;
   const blobOf = async (l: StoredLayer): Promise<Descriptor> => {
     const as = (digest: string, size: number): Descriptor => ({ mediaType: layerType, digest, size });
+    const before = early.get(l.diffId);
+    if (before) {
+      earlyUsed++;
+      uploaded++;
+      uploadedBytes += before.size;
+      return as(before.digest, before.size);
+    }
     if (l.gzipDigest && (await registry.hasBlob(l.gzipDigest))) return as(l.gzipDigest, l.gzipSize!);
     const note = await i.notes.get(l.diffId);
     if (note && (await registry.hasBlob(note.digest))) return as(note.digest, note.size);
@@ -101,14 +115,13 @@ export async function pushStoredImage(i: DirectPushInput): Promise<DirectPushRes
         return as(l.gzipDigest, kept.length);
       }
     }
-    const blob = await compressing.run(() => compressLayer(i.graphRoot, l));
-    await i.notes.put(l.diffId, { digest: blob.digest, size: blob.gz.length }).catch(() => {});
-    await upload(blob.digest, blob.gz);
+    const sent = await compressing.run(() => sendLayer(i.graphRoot, l, i.notes, (blob) => upload(blob.digest, blob.gz)));
     uploaded++;
-    uploadedBytes += blob.gz.length;
-    return as(blob.digest, blob.gz.length);
+    uploadedBytes += sent.size;
+    return as(sent.digest, sent.size);
   };
   try {
+    if (i.early) early = await Promise.race([i.early.done(), aborted(signal)]);
     const [layers] = await Promise.all([Promise.all(image.layers.map(blobOf)), upload(image.manifest.config.digest, image.config)]);
     const manifest = { schemaVersion: 2, mediaType: manifestType, config: image.manifest.config, layers };
     // The tag is the one step that cannot be taken back: never after a cancel.
@@ -116,15 +129,30 @@ export async function pushStoredImage(i: DirectPushInput): Promise<DirectPushRes
     deadline.throwIfAborted();
     i.onCommit?.();
     const digest = await registry.putManifest(i.tag, Buffer.from(JSON.stringify(manifest)), manifestType);
-    return { digest, uploaded, uploadedBytes };
+    return { digest, uploaded, uploadedBytes, early: earlyUsed };
   } catch (e) {
     if (deadline.aborted && !i.signal.aborted) throw new DirectPushTimedOut(ms, bytes);
     throw e instanceof StoredImageUnreadable ? new DirectPushRefused(e.message) : e;
   }
 }
 
+/** Rejects when the signal aborts. */
+const aborted = (signal: AbortSignal) =>
+  new Promise<never>((_, reject) => {
+    if (signal.aborted) return reject(signal.reason);
+    signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+  });
+
+/** The layer compressed, noted and uploaded; its blob. */
+async function sendLayer(graphRoot: string, l: StoredLayer, notes: BlobNotes, upload: (blob: Compressed) => Promise<void>): Promise<BlobNote> {
+  const blob = await compressLayer(graphRoot, l);
+  await notes.put(l.diffId, { digest: blob.digest, size: blob.gz.length }).catch(() => {});
+  await upload(blob);
+  return { digest: blob.digest, size: blob.gz.length };
+}
+
 /** The layer's tar, put back together from storage, compressed; refused when it is not the tar its diff ID names. */
-async function compressLayer(graphRoot: string, l: StoredLayer) {
+async function compressLayer(graphRoot: string, l: StoredLayer): Promise<Compressed> {
   const out = createTarCompressor();
   for await (const piece of storedLayerTar(graphRoot, l.id)) {
     out.write(piece);
@@ -136,4 +164,52 @@ async function compressLayer(graphRoot: string, l: StoredLayer) {
     throw new KilnError("internal", `container storage is damaged: layer ${l.id.slice(0, 12)}'s files are not the tar its image records (its diff ID); nothing was pushed. Reset container storage (the ResetStorage RPC) and build again`);
   }
   return blob;
+}
+
+/** The layers of a build sent before its push (createEarlyUploads). */
+export interface EarlyUploads {
+  /** buildah committed a step that made a layer of the final image: its image's ID, as buildah printed it. */
+  committed(imageIdPrefix: string): void;
+  /** Once every upload started has ended: the blobs sent, by diff ID (a failed one is left out: the push sends it). */
+  done(): Promise<Map<string, BlobNote>>;
+  /** Stops what is still under way (the build ended). */
+  stop(): void;
+}
+
+/**
+ * Sends each new layer of the final image while buildah runs the steps after it: compressed
+ * from storage as soon as buildah has committed it, and uploaded (a blob no manifest names yet:
+ * the push's manifest will). The push then waits for what is under way instead of starting it.
+ * Anything that goes wrong here only leaves the layer to the push.
+ */
+export function createEarlyUploads(i: Pick<DirectPushInput, "graphRoot" | "client" | "notes" | "signal" | "deadlineMs">): EarlyUploads {
+  const work: Promise<unknown>[] = [];
+  const sent = new Map<string, BlobNote>();
+  const stopped = new AbortController();
+  const signal = AbortSignal.any([i.signal, stopped.signal]);
+  let registry: RegistryClient | undefined;
+  // One layer at a time: buildah's later steps share the machine.
+  const one = createSlots(1);
+  return {
+    committed(imageIdPrefix) {
+      const w = one.run(async () => {
+        const l = await storedTopLayer(i.graphRoot, imageIdPrefix);
+        if (!l || sent.has(l.diffId) || signal.aborted) return;
+        registry ??= i.client(signal);
+        const note = await i.notes.get(l.diffId);
+        if (note && (await registry.hasBlob(note.digest))) return;
+        const r = registry;
+        sent.set(l.diffId, await sendLayer(i.graphRoot, l, i.notes, (blob) => r.putBlob(blob.digest, blob.gz, Math.ceil(i.deadlineMs(blob.gz.length)))));
+      });
+      w.catch(() => {});
+      work.push(w);
+    },
+    async done() {
+      await Promise.allSettled(work);
+      return sent;
+    },
+    stop() {
+      stopped.abort();
+    },
+  };
 }

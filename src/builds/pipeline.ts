@@ -14,7 +14,7 @@ import { buildCommand, IMAGE_ID_LINE, SECRET_LIKE_ARG, type BuildEngineName } fr
 import type { Podman } from "../podman/podman.js";
 import { kilnLabels } from "../podman/kiln-labels.js";
 import { planLabels } from "../podman/labels.js";
-import { createStepCounter } from "../podman/step-counter.js";
+import { createLayerStepWatch, createStepCounter } from "../podman/step-counter.js";
 import { createStageTracker, stageTag } from "../podman/stage-images.js";
 import { runcCommand } from "../podman/runc.js";
 import { LAYER_STORE_NOTICE } from "../images/layer-store.js";
@@ -27,7 +27,8 @@ import type { ResolvedBases } from "../images/resolve.js";
 import { StopSignal, type ActiveBuild } from "./active-build.js";
 import { errorSummary } from "../process/exec.js";
 import { buildExec } from "./exec.js";
-import { pushBuilt, type DirectPush } from "./push.js";
+import { pushBuilt, pushDeadlineMs, type DirectPush } from "./push.js";
+import type { EarlyUploads } from "./direct-push.js";
 import { RegistryClient } from "../registry/client.js";
 import { BLOB_NOTES_DIR, createBlobNotes } from "../registry/blob-notes.js";
 import type { Slots } from "../util/slots.js";
@@ -95,6 +96,8 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
 
   // wait for a build slot
   const release = await deps.slots.acquire(a.abort.signal);
+  // The final stage's layers sent while buildah runs (builds/direct-push.ts): stopped when the build ends.
+  let early: EarlyUploads | undefined;
   try {
     if (a.abort.signal.aborted) throw new StopSignal();
     a.markRunning();
@@ -141,6 +144,9 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     // The build's flags, secrets included; a first build's prefix and skeleton get the same (below).
     const flags = { contextDir, network: deps.buildNetwork, buildArgs: a.spec.buildArgs, ...(a.spec.target ? { target: a.spec.target } : {}), secrets: buildahSecrets, pullIfNewer: bases.pullIfNewer, format: deps.imageFormat };
     const cmd = buildCommand(deps.buildEngine, { ...flags, containerfile: plan.containerfile, tag, labels: plan.flagLabels });
+    // kiln's push, and the final stage's new layers sent while buildah runs the steps after them.
+    const pushing = registry && deps.pushEngine === "kiln" ? await directPush(a, deps, registry, secrets, bases) : undefined;
+    early = pushing && !a.spec.target ? (await import("./direct-push.js")).createEarlyUploads({ ...pushing, signal: a.abort.signal, deadlineMs: (bytes) => pushDeadlineMs(deps.pushTimeoutSec, bytes) }) : undefined;
     let stagesOf = createStageTracker();
     // buildah's last line is the built image's full ID (build-command.ts).
     let lastImageId = "";
@@ -149,12 +155,15 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     const podmanBuild = async () => {
       const counter = createStepCounter(new Set(Object.keys(labels)));
       stagesOf = createStageTracker();
+      const watching = early;
+      const layers = watching ? createLayerStepWatch((id) => watching.committed(id)) : undefined;
       a.say(`build: ${cmd.shown}`);
       const r = await buildExec(a, "podman", cmd.file, cmd.args, { ...podmanEnv, ...BUILD_GO_ENV }, {
         hide: LAYER_STORE_NOTICE,
         onLine(line) {
           counter.line(line);
           stagesOf.line(line);
+          layers?.line(line);
           if (IMAGE_ID_LINE.test(line)) lastImageId = line;
           if (STEP_LINE.test(line)) stepOutput = [];
           else if (line.trim() && !line.startsWith("Error:")) stepOutput = [...stepOutput.slice(-(STEP_TAIL - 1)), line.slice(0, 300)];
@@ -222,7 +231,7 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
       const p0 = Date.now();
       // Saved before podman starts: a kilnd killed mid-push leaves a record that says PUSH.
       await deps.save(a);
-      const direct = deps.pushEngine === "kiln" ? await directPush(a, deps, registry, secrets, bases, rec.imageId) : undefined;
+      const direct = pushing ? { ...pushing, imageId: rec.imageId, ...(early ? { early } : {}) } : undefined;
       rec.imageDigest = await pushBuilt(a, { podman: deps.podman, env: podmanEnv, registry, tag, insecure: deps.insecureRegistries.has(registry), format: deps.imageFormat, timeoutSec: deps.pushTimeoutSec }, direct);
       durations.push = durationFromMs(Date.now() - p0);
       rec.pushed = true;
@@ -236,12 +245,13 @@ async function phases(a: ActiveBuild, deps: PipelineDeps, secrets: BuildSecrets)
     }
     if ((await tagged).includes(false)) a.say("build: an earlier stage's image could not be tagged; the prune may take its cache");
   } finally {
+    early?.stop();
     release();
   }
 }
 
-/** kiln's own push of the image buildah made (builds/direct-push.ts): to the build's repository, FROM layers mounted from theirs. */
-async function directPush(a: ActiveBuild, deps: PipelineDeps, registry: string, secrets: BuildSecrets, bases: ResolvedBases, imageId: string): Promise<DirectPush> {
+/** kiln's own push of the image buildah will make (builds/direct-push.ts): to the build's repository, FROM layers mounted from theirs. */
+async function directPush(a: ActiveBuild, deps: PipelineDeps, registry: string, secrets: BuildSecrets, bases: ResolvedBases): Promise<Omit<DirectPush, "imageId">> {
   // Loaded already by the base look-up (resolve.js), as the parser it comes with.
   const { parseImageName } = await import("../images/base-images.js");
   const repo = a.spec.image.repository.slice(registry.length + 1);
@@ -249,7 +259,6 @@ async function directPush(a: ActiveBuild, deps: PipelineDeps, registry: string, 
   const { graphRoot } = deps.podman.layout;
   return {
     graphRoot,
-    imageId,
     client: (signal) => new RegistryClient(registry, repo, deps.insecureRegistries.has(registry), { credential: () => secrets.credentials.lookup(registry, repo), signal, mountFrom }),
     tag: a.spec.commit,
     format: deps.imageFormat,

@@ -75,7 +75,7 @@ async function kilnsAttempt(a: ActiveBuild, o: PushOptions, direct: DirectPush, 
   const { pushStoredImage, DirectPushRefused, DirectPushTimedOut } = await import("./direct-push.js");
   try {
     const r = await pushStoredImage({ ...direct, signal: a.abort.signal, deadlineMs: (bytes) => pushDeadlineMs(o.timeoutSec, bytes) });
-    a.say(`push: kiln's push is done (${r.uploaded === 0 ? "every layer was in the registry" : `${r.uploaded} layer${r.uploaded === 1 ? "" : "s"} compressed and uploaded, ${r.uploadedBytes} bytes`})`);
+    a.say(`push: kiln's push is done (${r.uploaded === 0 ? "every layer was in the registry" : `${r.uploaded} layer${r.uploaded === 1 ? "" : "s"} compressed and uploaded${r.early > 0 ? ` (${r.early} while buildah ran)` : ""}, ${r.uploadedBytes} bytes`})`);
     return { digest: r.digest };
   } catch (e) {
     if (a.abort.signal.aborted) throw new StopSignal();
@@ -123,7 +123,7 @@ async function podmansAttempt(a: ActiveBuild, o: PushOptions, tried: string): Pr
 }
 
 /** A push's deadline: --push-timeout, and a second per MiB of the image. */
-const pushDeadlineMs = (timeoutSec: number, bytes: number) => timeoutSec * 1000 + (bytes / MIN_PUSH_RATE) * 1000;
+export const pushDeadlineMs = (timeoutSec: number, bytes: number) => timeoutSec * 1000 + (bytes / MIN_PUSH_RATE) * 1000;
 
 const stoppedAnswering = (o: PushOptions, ms: number, bytes: number) =>
   new KilnError("unavailable", `push to ${o.registry} did not finish within ${Math.round(ms / 1000)} s (${o.timeoutSec} s and a second per MiB of the ${(bytes / 1024 / 1024).toFixed(1)} MiB image): the registry stopped answering`);

@@ -35,3 +35,29 @@ export function createStepCounter(kilnLabelKeys: ReadonlySet<string>) {
     },
   };
 }
+
+// A step of the final stage that made a layer: its STEP line (COPY, ADD or RUN; no stage prefix,
+// or the last stage's), no "Using cache" after it, then buildah's line with the image it committed.
+const LAYER_STEP = /^(?:\[(\d+)\/(\d+)\] )?STEP \d+\/\d+: (?:COPY|ADD|RUN)\b/i;
+const COMMITTED = /^--> ([0-9a-f]{11,64})$/;
+
+/** Reads buildah's output and calls committed with the image of each final-stage step that made a layer. */
+export function createLayerStepWatch(committed: (imageIdPrefix: string) => void): { line(line: string): void } {
+  let pending = false;
+  return {
+    line(line) {
+      if (STEP.test(line)) {
+        const m = LAYER_STEP.exec(line);
+        pending = m !== null && m[1] === m[2];
+      } else if (line.startsWith("--> Using cache ")) {
+        pending = false;
+      } else if (pending) {
+        const c = COMMITTED.exec(line);
+        if (c) {
+          pending = false;
+          committed(c[1]!);
+        }
+      }
+    },
+  };
+}

@@ -114,6 +114,20 @@ export async function readStoredImage(graphRoot: string, imageId: string): Promi
   return { id, manifest, config, layers: chain };
 }
 
+/**
+ * The top layer of the image whose ID starts with idPrefix (buildah prints 11 or 12 characters
+ * of a step's image), when storage lists exactly one such image; undefined otherwise.
+ */
+export async function storedTopLayer(graphRoot: string, idPrefix: string): Promise<StoredLayer | undefined> {
+  if (!/^[0-9a-f]{11,64}$/.test(idPrefix)) return undefined;
+  const images = await readJson<{ id: string; layer?: string }[]>(join(graphRoot, "overlay-images", "images.json"), "storage's image list");
+  const found = images.filter((i) => i.id.startsWith(idPrefix));
+  if (found.length !== 1 || !found[0]!.layer) return undefined;
+  const records = await readJson<LayerRecord[]>(join(graphRoot, "overlay-layers", "layers.json"), "storage's layer list");
+  const r = records.find((l) => l.id === found[0]!.layer);
+  return r?.["diff-digest"] && r["diff-size"] !== undefined ? { id: r.id, diffId: r["diff-digest"], diffSize: r["diff-size"] } : undefined;
+}
+
 interface TarSplitEntry {
   type: number;
   name?: string;

@@ -10,7 +10,7 @@ import { BuildState, Phase } from "../../src/gen/kiln/v1/builder_pb.js";
 import { pushBusyboxBase } from "../helpers/base-image.js";
 import { makeRepo, type TestRepo } from "../helpers/git-repo.js";
 import { startKilnd, type TestKilnd } from "../helpers/kilnd.js";
-import { logText } from "../helpers/logs.js";
+import { logText, waitForLine } from "../helpers/logs.js";
 import { startRegistry, type TestRegistry } from "../helpers/registry.js";
 import { startStallingProxy, type StallingProxy } from "../helpers/stalling-proxy.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
@@ -81,6 +81,8 @@ describe("push against a misbehaving registry", () => {
     proxy.stall(true);
     const { build: b } = await k.client.build({ project: "push", source: { kind: { case: "git", value: { url: repo.url, commit: repo.commit({ "data/blob.bin": "killed\n" }) } } }, image: `${proxy.host}/test/push` });
     await proxy.held();
+    // The final stage's layers go up while buildah still runs: the push itself comes after.
+    await waitForLine(k.client, b!.id, "push: kiln's push of");
     await k.kill9();
     proxy.stall(false);
     k = await start();

@@ -6,7 +6,7 @@ import { after, describe, test } from "node:test";
 import { buildCommand } from "../../src/podman/build-command.js";
 import { imageUnknown } from "../../src/podman/cli.js";
 import { planLabels } from "../../src/podman/labels.js";
-import { createStepCounter } from "../../src/podman/step-counter.js";
+import { createLayerStepWatch, createStepCounter } from "../../src/podman/step-counter.js";
 import { removeTree, tempDir } from "../helpers/tmp.js";
 
 describe("step counter", () => {
@@ -48,6 +48,46 @@ COMMIT r/app:1`;
     const c = createStepCounter(new Set(["kiln.managed"]));
     c.line('STEP 2/3: LABEL "team"="infra"');
     assert.deepEqual(c.counts, { total: 1, cached: 0 });
+  });
+});
+
+describe("the final stage's new layers, as buildah commits them", () => {
+  const watched = (out: string) => {
+    const seen: string[] = [];
+    const w = createLayerStepWatch((id) => seen.push(id));
+    for (const l of out.split("\n")) w.line(l);
+    return seen;
+  };
+  test("a COPY, ADD or RUN that ran, not one from the cache or a metadata step", () => {
+    const out = `STEP 1/7: FROM r/base:1
+STEP 2/7: WORKDIR /app
+--> 4c26175f4e5
+STEP 3/7: COPY package.json ./
+--> Using cache 1111111111111111111111111111111111111111111111111111111111111111
+--> 11111111111
+STEP 4/7: COPY src/ ./src/
+--> cdc39cafa1a
+STEP 5/7: run echo hi
+hi
+--> 685f4dde008
+STEP 6/7: LABEL a=b
+--> f9ebce84f97
+STEP 7/7: ADD x /x
+COMMIT r/app:1
+--> 9a9a9a9a9a9
+Successfully tagged r/app:1
+9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a9a`;
+    assert.deepEqual(watched(out), ["cdc39cafa1a", "685f4dde008", "9a9a9a9a9a9"]);
+  });
+  test("multi-stage: the last stage's only", () => {
+    const out = `[1/2] STEP 1/2: FROM r/base:1 AS build
+[1/2] STEP 2/2: RUN make
+--> 2222222222a
+[2/2] STEP 1/2: FROM r/base:1
+[2/2] STEP 2/2: COPY --from=build /out /out
+COMMIT r/app:1
+--> 3333333333b`;
+    assert.deepEqual(watched(out), ["3333333333b"]);
   });
 });
 
