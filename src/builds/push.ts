@@ -83,11 +83,10 @@ async function kilnsAttempt(a: ActiveBuild, o: PushOptions, direct: DirectPush, 
     if (e instanceof DirectPushTimedOut) throw stoppedAnswering(o, e.ms, e.bytes);
     if (e instanceof KilnError) throw e;
     const why = e instanceof Error ? e.message : String(e);
-    // The registry failing or the network in between: tried again. Anything else kiln's push
-    // did not expect (a refusal, an answer it does not know) is left to podman's.
+    // The registry failing or the network in between: tried again. Anything else (an image kiln
+    // cannot push itself, an answer it does not know, its own fault) is left to podman's push.
     if (e instanceof RegistryError && (TRANSIENT.test(why) || /fetch failed|timeout/i.test(why))) return { why, transient: true };
-    a.say(`push: kiln's own push gave way to podman's: ${why}`);
-    if (!(e instanceof DirectPushRefused) && !(e instanceof RegistryError)) throw e;
+    a.say(`push: kiln's own push gave way to podman's: ${e instanceof DirectPushRefused || e instanceof RegistryError ? why : `kiln's fault: ${why}`}`);
     return "refused";
   }
 }
