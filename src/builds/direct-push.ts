@@ -51,8 +51,6 @@ export interface DirectPushInput {
   deadlineMs(bytes: number): number;
   /** The build's: a cancel. */
   signal: AbortSignal;
-  /** From here on the tag may be the registry's: a cancel waits. */
-  onCommit?(): void;
   /** Layers sent while buildah still ran (createEarlyUploads). */
   early?: EarlyUploads;
 }
@@ -69,7 +67,7 @@ export interface DirectPushResult {
 /** Layers compressed at once (each uses every core for its pieces). */
 const LAYERS_AT_ONCE = 2;
 /** A larger layer goes up with podman: kiln holds a layer's blob in memory while it uploads it. */
-export const MAX_DIRECT_LAYER_BYTES = 2 * 1024 ** 3;
+const MAX_DIRECT_LAYER_BYTES = 2 * 1024 ** 3;
 
 export async function pushStoredImage(i: DirectPushInput): Promise<DirectPushResult> {
   let image;
@@ -127,7 +125,6 @@ export async function pushStoredImage(i: DirectPushInput): Promise<DirectPushRes
     // The tag is the one step that cannot be taken back: never after a cancel.
     i.signal.throwIfAborted();
     deadline.throwIfAborted();
-    i.onCommit?.();
     const digest = await registry.putManifest(i.tag, Buffer.from(JSON.stringify(manifest)), manifestType);
     return { digest, uploaded, uploadedBytes, early: earlyUsed };
   } catch (e) {
@@ -194,7 +191,7 @@ export function createEarlyUploads(i: Pick<DirectPushInput, "graphRoot" | "clien
     committed(imageIdPrefix) {
       const w = one.run(async () => {
         const l = await storedTopLayer(i.graphRoot, imageIdPrefix);
-        if (!l || sent.has(l.diffId) || signal.aborted) return;
+        if (!l || l.diffSize > MAX_DIRECT_LAYER_BYTES || sent.has(l.diffId) || signal.aborted) return;
         registry ??= i.client(signal);
         const note = await i.notes.get(l.diffId);
         if (note && (await registry.hasBlob(note.digest))) return;

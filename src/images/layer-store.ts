@@ -23,6 +23,7 @@ import { parseImageName } from "./base-images.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import { createSlots } from "../util/slots.js";
 import { unpackLayer, UnusualLayer } from "./unpack-layer.js";
+import { STORAGE_GZIP } from "../podman/stored-image.js";
 
 const GZIP_LAYERS = new Set([OCI_LAYER_GZIP, DOCKER_LAYER_GZIP]);
 const INDEXES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
@@ -31,8 +32,6 @@ const INCOMING = ".incoming-";
 const MANIFESTS = ".manifests";
 /** At most this many layers download and unpack at once, on the whole machine (each is a gunzip and a tar). */
 const PARALLEL = 4;
-/** containers/storage's archive.Gzip, for the info file. */
-const STORAGE_GZIP = 2;
 /**
  * What buildah prints when it lets go of a layer from the store: storage asks the store to clean
  * up by removing the layer's directory, which a plain directory store refuses. Not an error.

@@ -9,6 +9,7 @@ import { mountPoints } from "../util/mounts.js";
 import type { StorageLayout } from "./storage-config.js";
 import { createBaseLayerStore } from "../images/layer-store.js";
 import { sha256 } from "../registry/client.js";
+import { bigDataFile } from "./stored-image.js";
 
 export interface PodmanOptions {
   layout: StorageLayout;
@@ -76,7 +77,7 @@ export function createPodman(opts: PodmanOptions) {
      */
     async storedConfig(id: string): Promise<Buffer> {
       const key = `sha256:${id.replace(/^sha256:/, "")}`;
-      const bytes = await readFile(join(opts.layout.graphRoot, "overlay-images", key.slice(7), `=${Buffer.from(key).toString("base64")}`));
+      const bytes = await readFile(bigDataFile(opts.layout.graphRoot, key.slice(7), key));
       if (sha256(bytes) !== key) throw new Error(`the config storage keeps for image ${key.slice(7, 19)} is not the image's`);
       return bytes;
     },

@@ -9,12 +9,12 @@
 // files) are each replaced by a rename when storage changes them, so a read sees one whole
 // version. Whatever does not read as expected is a StoredImageUnreadable: the caller takes
 // podman's way instead.
-import { createHash } from "node:crypto";
 import { closeSync, createReadStream, openSync, readSync } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { createGunzip } from "node:zlib";
+import { sha256 } from "../registry/client.js";
 
 export class StoredImageUnreadable extends Error {}
 
@@ -43,8 +43,8 @@ export interface StoredImage {
   layers: StoredLayer[];
 }
 
-/** containers/storage's gzip, in a layer's record. */
-const STORAGE_GZIP = 2;
+/** containers/storage's gzip, in a layer's record (archive.Gzip). */
+export const STORAGE_GZIP = 2;
 
 /**
  * The file storage keeps an image's big-data item in: the key itself when it is made of
@@ -54,8 +54,6 @@ export function bigDataFile(graphRoot: string, imageId: string, key: string): st
   const plain = /^[a-z0-9.]*$/.test(key);
   return join(graphRoot, "overlay-images", imageId, plain ? key : `=${Buffer.from(key).toString("base64")}`);
 }
-
-const sha256Of = (b: Buffer) => `sha256:${createHash("sha256").update(b).digest("hex")}`;
 
 async function readJson<T>(file: string, what: string): Promise<T> {
   const text = await readFile(file, "utf8").catch((e: NodeJS.ErrnoException) => {
@@ -94,7 +92,7 @@ export async function readStoredImage(graphRoot: string, imageId: string): Promi
   }
   if (manifest.config?.digest !== `sha256:${id}`) throw new StoredImageUnreadable(`image ${id.slice(0, 12)}'s manifest names another config`);
   const config = await readFile(bigDataFile(graphRoot, id, manifest.config.digest)).catch(() => undefined);
-  if (!config || sha256Of(config) !== manifest.config.digest) throw new StoredImageUnreadable(`image ${id.slice(0, 12)}'s config in storage is missing or not its own`);
+  if (!config || sha256(config) !== manifest.config.digest) throw new StoredImageUnreadable(`image ${id.slice(0, 12)}'s config in storage is missing or not its own`);
   const diffIds = (JSON.parse(config.toString("utf8")) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
 
   const records = await readJson<LayerRecord[]>(join(graphRoot, "overlay-layers", "layers.json"), "storage's layer list");
