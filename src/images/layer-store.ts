@@ -23,7 +23,7 @@ import { parseImageName } from "./base-images.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 import { createSlots } from "../util/slots.js";
 import { unpackLayer, UnusualLayer } from "./unpack-layer.js";
-import { STORAGE_GZIP } from "../podman/stored-image.js";
+import { STORAGE_GZIP, storedLayerRecords } from "../podman/stored-image.js";
 
 const GZIP_LAYERS = new Set([OCI_LAYER_GZIP, DOCKER_LAYER_GZIP]);
 const INDEXES = new Set(["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"]);
@@ -113,12 +113,8 @@ export function createBaseLayerStore(dir: string, graphRoot: string): BaseLayerS
 
   /** The compressed digests of the layers storage has applied itself (its layers.json). */
   async function storageLayers(): Promise<Set<string>> {
-    const text = await readFile(join(graphRoot, "overlay-layers", "layers.json"), "utf8").catch(() => "[]");
-    try {
-      return new Set((JSON.parse(text) as { "compressed-diff-digest"?: string }[]).flatMap((l) => (l["compressed-diff-digest"] ? [l["compressed-diff-digest"]] : [])));
-    } catch {
-      return new Set();
-    }
+    const records = await storedLayerRecords(graphRoot).catch(() => []);
+    return new Set(records.flatMap((l) => (l["compressed-diff-digest"] ? [l["compressed-diff-digest"]] : [])));
   }
 
   async function unpackOne(client: () => RegistryClient, layer: Descriptor, diffId: string, o: EnsureOptions): Promise<void> {

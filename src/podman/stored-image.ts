@@ -10,7 +10,7 @@
 // version. Whatever does not read as expected is a StoredImageUnreadable: the caller takes
 // podman's way instead.
 import { closeSync, createReadStream, openSync, readSync } from "node:fs";
-import { open, readFile } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { createGunzip } from "node:zlib";
@@ -66,7 +66,20 @@ async function readJson<T>(file: string, what: string): Promise<T> {
   }
 }
 
-interface LayerRecord {
+/** storage's list of images (overlay-images/images.json). */
+const storedImageRecords = (graphRoot: string) => readJson<{ id: string; layer?: string }[]>(join(graphRoot, "overlay-images", "images.json"), "storage's image list");
+
+/** storage's list of layers (overlay-layers/layers.json), as it is. */
+export const storedLayerRecords = (graphRoot: string) => readJson<LayerRecord[]>(join(graphRoot, "overlay-layers", "layers.json"), "storage's layer list");
+
+/** A layer's record as kiln reads it; undefined for none, or one without a diff ID. */
+function storedLayer(r: LayerRecord | undefined): StoredLayer | undefined {
+  if (!r?.["diff-digest"] || r["diff-size"] === undefined) return undefined;
+  const gzip = r.compression === STORAGE_GZIP && r["compressed-diff-digest"] && r["compressed-size"] !== undefined;
+  return { id: r.id, diffId: r["diff-digest"], diffSize: r["diff-size"], ...(gzip ? { gzipDigest: r["compressed-diff-digest"]!, gzipSize: r["compressed-size"]! } : {}) };
+}
+
+export interface LayerRecord {
   id: string;
   parent?: string;
   "diff-digest"?: string;
@@ -79,8 +92,7 @@ interface LayerRecord {
 /** The image (full ID, with or without "sha256:"), checked whole: manifest, config and layers agree. */
 export async function readStoredImage(graphRoot: string, imageId: string): Promise<StoredImage> {
   const id = imageId.replace(/^sha256:/, "");
-  const images = await readJson<{ id: string; layer?: string }[]>(join(graphRoot, "overlay-images", "images.json"), "storage's image list");
-  const image = images.find((i) => i.id === id);
+  const image = (await storedImageRecords(graphRoot)).find((i) => i.id === id);
   if (!image) throw new StoredImageUnreadable(`image ${id.slice(0, 12)} is not in storage's image list`);
   const manifestBytes = await readFile(bigDataFile(graphRoot, id, "manifest")).catch(() => undefined);
   if (!manifestBytes) throw new StoredImageUnreadable(`image ${id.slice(0, 12)} has no manifest in storage`);
@@ -95,14 +107,12 @@ export async function readStoredImage(graphRoot: string, imageId: string): Promi
   if (!config || sha256(config) !== manifest.config.digest) throw new StoredImageUnreadable(`image ${id.slice(0, 12)}'s config in storage is missing or not its own`);
   const diffIds = (JSON.parse(config.toString("utf8")) as { rootfs?: { diff_ids?: string[] } }).rootfs?.diff_ids ?? [];
 
-  const records = await readJson<LayerRecord[]>(join(graphRoot, "overlay-layers", "layers.json"), "storage's layer list");
-  const byId = new Map(records.map((r) => [r.id, r]));
+  const byId = new Map((await storedLayerRecords(graphRoot)).map((r) => [r.id, r]));
   const chain: StoredLayer[] = [];
   for (let at = image.layer; at; at = byId.get(at)?.parent) {
-    const r = byId.get(at);
-    if (!r?.["diff-digest"] || r["diff-size"] === undefined) throw new StoredImageUnreadable(`layer ${at.slice(0, 12)} is not in storage's layer list, or has no diff ID`);
-    const gzip = r.compression === STORAGE_GZIP && r["compressed-diff-digest"] && r["compressed-size"] !== undefined;
-    chain.unshift({ id: r.id, diffId: r["diff-digest"], diffSize: r["diff-size"], ...(gzip ? { gzipDigest: r["compressed-diff-digest"]!, gzipSize: r["compressed-size"]! } : {}) });
+    const l = storedLayer(byId.get(at));
+    if (!l) throw new StoredImageUnreadable(`layer ${at.slice(0, 12)} is not in storage's layer list, or has no diff ID`);
+    chain.unshift(l);
     if (chain.length > 1000) throw new StoredImageUnreadable("the layer chain does not end");
   }
   // A layer that changes nothing is in no list but storage's chain: the three must agree exactly.
@@ -118,12 +128,9 @@ export async function readStoredImage(graphRoot: string, imageId: string): Promi
  */
 export async function storedTopLayer(graphRoot: string, idPrefix: string): Promise<StoredLayer | undefined> {
   if (!/^[0-9a-f]{11,64}$/.test(idPrefix)) return undefined;
-  const images = await readJson<{ id: string; layer?: string }[]>(join(graphRoot, "overlay-images", "images.json"), "storage's image list");
-  const found = images.filter((i) => i.id.startsWith(idPrefix));
+  const found = (await storedImageRecords(graphRoot)).filter((i) => i.id.startsWith(idPrefix));
   if (found.length !== 1 || !found[0]!.layer) return undefined;
-  const records = await readJson<LayerRecord[]>(join(graphRoot, "overlay-layers", "layers.json"), "storage's layer list");
-  const r = records.find((l) => l.id === found[0]!.layer);
-  return r?.["diff-digest"] && r["diff-size"] !== undefined ? { id: r.id, diffId: r["diff-digest"], diffSize: r["diff-size"] } : undefined;
+  return storedLayer((await storedLayerRecords(graphRoot)).find((l) => l.id === found[0]!.layer));
 }
 
 interface TarSplitEntry {
@@ -146,9 +153,7 @@ const SEGMENT = 2;
 export async function* storedLayerTar(graphRoot: string, layerId: string): AsyncGenerator<Buffer> {
   const record = join(graphRoot, "overlay-layers", `${layerId}.tar-split.gz`);
   const diff = join(graphRoot, "overlay", layerId, "diff");
-  const opened = await open(record).catch(() => undefined);
-  if (!opened) throw new StoredImageUnreadable(`layer ${layerId.slice(0, 12)} has no tar-split record`);
-  await opened.close();
+  if (!(await access(record).then(() => true, () => false))) throw new StoredImageUnreadable(`layer ${layerId.slice(0, 12)} has no tar-split record`);
   const lines = createInterface({ input: createReadStream(record).pipe(createGunzip()), crlfDelay: Infinity });
   let files = 0;
   for await (const line of lines) {

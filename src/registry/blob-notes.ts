@@ -6,6 +6,7 @@
 // storage's directory, so a reset of storage takes them along.
 import { mkdir, readdir, readFile, rm } from "node:fs/promises";
 import { join } from "node:path";
+import { storedLayerRecords } from "../podman/stored-image.js";
 import { writeFileAtomic } from "../util/fs-atomic.js";
 
 export interface BlobNote {
@@ -57,7 +58,7 @@ export function createBlobNotes(dir: string): BlobNotes {
 export async function collectBlobNotes(dir: string, graphRoot: string): Promise<number> {
   const names = await readdir(dir).catch(() => [] as string[]);
   if (names.length === 0) return 0;
-  const records = JSON.parse(await readFile(join(graphRoot, "overlay-layers", "layers.json"), "utf8")) as { "diff-digest"?: string }[];
+  const records = await storedLayerRecords(graphRoot);
   const held = new Set(records.map((r) => r["diff-digest"]?.replace(/^sha256:/, "")));
   const gone = names.filter((n) => /^[0-9a-f]{64}$/.test(n) && !held.has(n));
   await Promise.all(gone.map((n) => rm(join(dir, n), { force: true })));
